@@ -1,0 +1,132 @@
+import Foundation
+
+/// One `key = value` with the place it was written.
+public struct IniValue: Sendable {
+    public var value: String
+    public var location: SourceLocation
+
+    public init(_ value: String, at location: SourceLocation) {
+        self.value = value
+        self.location = location
+    }
+}
+
+public typealias IniSection = OrderedMap<IniValue>
+
+/// One file in the dialect of Python's `configparser` as fail2ban configures it: `key = value` or `key: value`,
+/// keys folded to lower case, indented continuation lines joined with newlines, whole-line `#`/`;` comments,
+/// inline comments after `;` preceded by white space, and a `[DEFAULT]` section whose keys every section sees.
+public struct IniFile: Sendable {
+    public let path: String
+    public var defaults = IniSection()
+    public var sections = OrderedMap<IniSection>()
+    /// Non-fatal findings (a duplicate key, say); fatal ones are thrown.
+    public var warnings: [Diagnostic] = []
+
+    public static let defaultSectionName = "DEFAULT"
+
+    public init(path: String, defaults: IniSection = IniSection(), sections: OrderedMap<IniSection> = .init()) {
+        self.path = path
+        self.defaults = defaults
+        self.sections = sections
+    }
+
+    /// Reads and parses `path`. The corresponding Python behaviour is `RawConfigParser._read`.
+    public static func load(_ path: String) throws(ConfigError) -> IniFile {
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw ConfigError("cannot read file", at: SourceLocation(file: path, line: 0))
+        }
+        guard let text = String(data: data, encoding: .utf8) else {
+            throw ConfigError("file is not valid UTF-8", at: SourceLocation(file: path, line: 0))
+        }
+        return try parse(text, path: path)
+    }
+
+    public static func parse(_ text: String, path: String) throws(ConfigError) -> IniFile {
+        var file = IniFile(path: path)
+        // The section being filled: nil before the first header, "" for DEFAULT.
+        var current: String? = nil
+        var option: String? = nil
+        var optionLines: [String] = []
+        var optionLine = 0
+        var indentLevel = 0
+        var seen = Set<String>()
+
+        func flush() {
+            guard let option, let current else { return }
+            var value = optionLines.joined(separator: "\n")
+            while let last = value.unicodeScalars.last, last.properties.isWhitespace { value.unicodeScalars.removeLast() }
+            let entry = IniValue(value, at: SourceLocation(file: path, line: optionLine))
+            if current.isEmpty { file.defaults[option] = entry } else { file.sections[current]![option] = entry }
+        }
+
+        var lineNumber = 0
+        for rawLine in text.split(separator: "\n", omittingEmptySubsequences: false) {
+            lineNumber += 1
+            var line = Substring(rawLine)
+            if line.hasSuffix("\r") { line = line.dropLast() }
+            // Inline comments: ';' at the start or after white space.
+            var commentStart: String.Index? = nil
+            var previous: Character? = nil
+            for idx in line.indices {
+                let ch = line[idx]
+                if ch == ";" && (previous == nil || previous!.isWhitespace) { commentStart = idx; break }
+                previous = ch
+            }
+            let stripped = line.trimmingCharacters(in: .whitespaces)
+            var fullComment = false
+            if stripped.hasPrefix("#") || stripped.hasPrefix(";") { commentStart = line.startIndex; fullComment = true }
+            let content = (commentStart.map { line[..<$0] } ?? line).trimmingCharacters(in: .whitespaces)
+            if content.isEmpty {
+                // An empty line inside a value is kept (configparser's empty_lines_in_values); a comment is not.
+                if commentStart == nil && !fullComment && option != nil { optionLines.append("") }
+                continue
+            }
+            let indent = line.prefix { $0 == " " || $0 == "\t" }.count
+            if current != nil, option != nil, indent > indentLevel {
+                optionLines.append(content)
+                continue
+            }
+            indentLevel = indent
+            if content.hasPrefix("["), let close = content.lastIndex(of: "]"), close > content.index(after: content.startIndex) {
+                flush(); option = nil; optionLines = []
+                let name = String(content[content.index(after: content.startIndex)..<close])
+                if name == defaultSectionName {
+                    current = ""
+                } else {
+                    if seen.contains("[" + name) {
+                        file.warnings.append(Diagnostic(.warning, "section [\(name)] appears twice; its keys are merged",
+                                                        at: SourceLocation(file: path, line: lineNumber)))
+                    }
+                    seen.insert("[" + name)
+                    if file.sections[name] == nil { file.sections[name] = IniSection() }
+                    current = name
+                }
+                continue
+            }
+            guard let section = current else {
+                throw ConfigError("no [section] header before this line: '\(content)'",
+                                  at: SourceLocation(file: path, line: lineNumber))
+            }
+            guard let delimiter = content.firstIndex(where: { $0 == "=" || $0 == ":" }) else {
+                throw ConfigError("expected 'key = value' or a continuation line indented under a key, found '\(content)'",
+                                  at: SourceLocation(file: path, line: lineNumber))
+            }
+            let key = content[..<delimiter].trimmingCharacters(in: .whitespaces).lowercased()
+            if key.isEmpty {
+                throw ConfigError("a value without a key: '\(content)'", at: SourceLocation(file: path, line: lineNumber))
+            }
+            flush()
+            if seen.contains(section + "\u{0}" + key) {
+                file.warnings.append(Diagnostic(.warning, "key '\(key)' set twice in [\(section.isEmpty ? defaultSectionName : section)]; the later value wins",
+                                                at: SourceLocation(file: path, line: lineNumber)))
+            }
+            seen.insert(section + "\u{0}" + key)
+            option = key
+            optionLine = lineNumber
+            optionLines = [content[content.index(after: delimiter)...].trimmingCharacters(in: .whitespaces)]
+        }
+        flush()
+        return file
+    }
+}

@@ -1,0 +1,132 @@
+import Glibc
+
+/// An IPv4 or IPv6 address. IPv4-mapped IPv6 addresses (`::ffff:192.0.2.1`) are folded to IPv4, as fail2ban does.
+public enum IPAddress: Hashable, Sendable, Comparable, CustomStringConvertible {
+    case v4(UInt32)
+    case v6(UInt64, UInt64)
+
+    /// Parses a textual address; brackets around IPv6 (`[2001:db8::1]`) are accepted. The corresponding C
+    /// function is `inet_pton`.
+    public init?(_ text: some StringProtocol) {
+        var s = String(text)
+        if s.count > 2, s.hasPrefix("["), s.hasSuffix("]") { s = String(s.dropFirst().dropLast()) }
+        if s.contains(":") {
+            var a = in6_addr()
+            guard inet_pton(AF_INET6, s, &a) == 1 else { return nil }
+            let bytes = withUnsafeBytes(of: a) { Array($0) }
+            var hi: UInt64 = 0, lo: UInt64 = 0
+            for i in 0..<8 { hi = hi << 8 | UInt64(bytes[i]) }
+            for i in 8..<16 { lo = lo << 8 | UInt64(bytes[i]) }
+            if hi == 0 && lo >> 32 == 0xffff {
+                self = .v4(UInt32(truncatingIfNeeded: lo))
+            } else {
+                self = .v6(hi, lo)
+            }
+        } else {
+            var a = in_addr()
+            guard inet_pton(AF_INET, s, &a) == 1 else { return nil }
+            self = .v4(UInt32(bigEndian: a.s_addr))
+        }
+    }
+
+    public var isIPv4: Bool { if case .v4 = self { return true } else { return false } }
+
+    /// Network-order bytes (4 or 16).
+    public var bytes: [UInt8] {
+        switch self {
+        case .v4(let a): return withUnsafeBytes(of: a.bigEndian) { Array($0) }
+        case .v6(let hi, let lo): return withUnsafeBytes(of: hi.bigEndian) { Array($0) } + withUnsafeBytes(of: lo.bigEndian) { Array($0) }
+        }
+    }
+
+    public var description: String {
+        var buffer = [CChar](repeating: 0, count: Int(INET6_ADDRSTRLEN) + 1)
+        switch self {
+        case .v4(let a):
+            var addr = in_addr(s_addr: a.bigEndian)
+            inet_ntop(AF_INET, &addr, &buffer, socklen_t(buffer.count))
+        case .v6:
+            var addr = in6_addr()
+            let b = bytes
+            withUnsafeMutableBytes(of: &addr) { raw in for i in 0..<16 { raw[i] = b[i] } }
+            inet_ntop(AF_INET6, &addr, &buffer, socklen_t(buffer.count))
+        }
+        let end = buffer.firstIndex(of: 0) ?? buffer.count
+        return String(decoding: buffer[..<end].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+
+    public static func < (a: IPAddress, b: IPAddress) -> Bool {
+        switch (a, b) {
+        case (.v4(let x), .v4(let y)): return x < y
+        case (.v4, .v6): return true
+        case (.v6, .v4): return false
+        case (.v6(let h1, let l1), .v6(let h2, let l2)): return h1 != h2 ? h1 < h2 : l1 < l2
+        }
+    }
+}
+
+/// An address with a prefix length: an `ignoreip` entry such as `192.0.2.0/24` or `2001:db8::/32`.
+public struct IPNetwork: Hashable, Sendable, CustomStringConvertible {
+    public let address: IPAddress
+    public let prefix: Int
+
+    public init(address: IPAddress, prefix: Int) {
+        self.prefix = prefix
+        switch address {
+        case .v4(let a):
+            let mask: UInt32 = prefix == 0 ? 0 : ~UInt32(0) << UInt32(32 - prefix)
+            self.address = .v4(a & mask)
+        case .v6(let hi, let lo):
+            let (mh, ml) = IPNetwork.mask6(prefix)
+            self.address = .v6(hi & mh, lo & ml)
+        }
+    }
+
+    /// `a.b.c.d`, `a.b.c.d/n`, `a.b.c.d/255.255.255.0`, `x::y`, `x::y/n`, `[x::y]/n`.
+    public init?(_ text: some StringProtocol) {
+        let parts = text.split(separator: "/", maxSplits: 1, omittingEmptySubsequences: false)
+        guard let address = IPAddress(parts[0]) else { return nil }
+        let maxPrefix = address.isIPv4 ? 32 : 128
+        var prefix = maxPrefix
+        if parts.count == 2 {
+            if let n = Int(parts[1]), n >= 0, n <= maxPrefix {
+                prefix = n
+            } else if let mask = IPAddress(parts[1]) {
+                // A dotted mask: count its leading ones.
+                switch mask {
+                case .v4(let m): prefix = m.leadingZeroBitCount == 0 ? (~m).leadingZeroBitCount : 0
+                case .v6(let h, let l): prefix = h == ~0 ? 64 + (~l).leadingZeroBitCount : (~h).leadingZeroBitCount
+                }
+            } else {
+                return nil
+            }
+            // An IPv4-mapped IPv6 network is written with an IPv6 prefix length.
+            if case .v4 = address, parts[0].contains(":") { prefix = max(0, prefix - 96) }
+        }
+        self.init(address: address, prefix: prefix)
+    }
+
+    static func mask6(_ prefix: Int) -> (UInt64, UInt64) {
+        if prefix <= 0 { return (0, 0) }
+        if prefix >= 128 { return (~0, ~0) }
+        if prefix <= 64 { return (prefix == 64 ? ~0 : ~UInt64(0) << UInt64(64 - prefix), 0) }
+        return (~0, ~UInt64(0) << UInt64(128 - prefix))
+    }
+
+    public func contains(_ ip: IPAddress) -> Bool {
+        switch (address, ip) {
+        case (.v4(let net), .v4(let a)):
+            let mask: UInt32 = prefix == 0 ? 0 : ~UInt32(0) << UInt32(32 - prefix)
+            return a & mask == net
+        case (.v6(let nh, let nl), .v6(let h, let l)):
+            let (mh, ml) = IPNetwork.mask6(prefix)
+            return h & mh == nh && l & ml == nl
+        default:
+            return false
+        }
+    }
+
+    public var isSingleAddress: Bool { prefix == (address.isIPv4 ? 32 : 128) }
+
+    public var description: String { isSingleAddress ? address.description : "\(address)/\(prefix)" }
+}

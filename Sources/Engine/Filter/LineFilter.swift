@@ -1,0 +1,482 @@
+import Glibc
+
+/// What a failregex captured about one failure, fail2ban's `fail` dictionary. A class, because fail2ban's
+/// multi-line failures (`<F-MLFID>`) share one such record between the connection cache and the result.
+public final class FailData {
+    /// Captured groups by name; a present key with a nil value is a group that did not take part.
+    public var groups: [String: String?] = [:]
+    /// The lines that make up the failure (with their dates).
+    public var matches: [TupleLine] = []
+    var nofailMatches: [TupleLine]? = nil
+    /// User names seen over one multi-line failure.
+    public var users: [String] = []
+    var mlfpending = false
+
+    init() {}
+
+    func copy() -> FailData {
+        let c = FailData()
+        c.groups = groups
+        c.matches = matches
+        c.nofailMatches = nofailMatches
+        c.users = users
+        c.mlfpending = mlfpending
+        return c
+    }
+
+    public func value(_ name: String) -> String? { groups[name] ?? nil }
+
+    func truthy(_ name: String) -> Bool { !(value(name) ?? "").isEmpty }
+
+    @discardableResult
+    func pop(_ name: String) -> String? {
+        let v = groups[name] ?? nil
+        groups[name] = nil
+        return v
+    }
+
+    /// Every capture that has a value, for reports (internal bookkeeping groups left out).
+    public var reportedFields: [(String, String)] {
+        groups.compactMap { k, v in
+            guard let v, !k.hasPrefix("skiplines"), k != "content", k != "_sep" else { return nil }
+            return (k, v)
+        }.sorted { $0.0 < $1.0 }
+    }
+}
+
+/// One failure found in a line.
+public struct Failure {
+    /// Index of the failregex that matched.
+    public let regexIndex: Int
+    /// The failure ID: normally the address as written in the log (raw, never resolved), or an `<F-ID>` value.
+    /// nil while a multi-line failure still waits for its address.
+    public let id: String?
+    /// The address to ban when it differs from the ID.
+    public let ip: String?
+    /// Log time in epoch seconds, nil when the line has none.
+    public let time: Double?
+    public let data: FailData
+
+    public var isNoFail: Bool { data.truthy("nofail") }
+}
+
+/// The compiled form of a filter and the state fail2ban's `Filter` keeps between lines: the multi-line buffer,
+/// the last seen date, and connections of multi-line failures. `process` is fail2ban's `processLine` and
+/// `findFailure`. One instance serves one stream of lines (one jail) on one thread.
+public final class LineFilter {
+    public struct Options: Sendable {
+        /// Try every failregex instead of stopping at the first (fail2ban-regex does).
+        public var checkAllRegex = false
+        /// Drop lines older than `findTime` and treat far-off timestamps as "now" (the daemon does).
+        public var checkFindTime = true
+        public var findTime: Double = 600
+        public var useDNS = "no"
+        /// Never translate host names (fail2ban-regex `--raw`).
+        public var returnRawHost = true
+        public var ignorePending = true
+        public init() {}
+    }
+
+    public let definition: FilterDefinition
+    public var options: Options
+    public let maxLines: Int
+    public let dateDetector: DateDetector
+    let prefRegex: FilterRegex?
+    let failRegexes: [FilterRegex]
+    let ignoreRegexes: [FilterRegex]
+    /// While processing a file's backlog this is false: timestamps are trusted; afterwards true.
+    public var inOperation = true
+    /// Called with the index of every ignoreregex that matched (for `portcullis regex` statistics).
+    public var onIgnoreRegex: ((Int) -> Void)?
+
+    private var lineBuffer: [TupleLine] = []
+    private var current = TupleLine(bytes: [])
+    private var scratch: [UInt8] = []
+    private var lastTimeText: [UInt8] = []
+    private var lastDate: Double? = nil
+    private var mlfidCache = ExpiringCache<FailEntry>(maxCount: 100, maxTime: 5 * 60)
+    private var warnedNoDate = false
+
+    final class FailEntry {
+        var date: Double?
+        var fail: FailData
+        init(date: Double?, fail: FailData) { self.date = date; self.fail = fail }
+    }
+
+    public var failRegexSources: [String] { failRegexes.map(\.source) }
+    public var ignoreRegexSources: [String] { ignoreRegexes.map(\.source) }
+    public var prefRegexSource: String? { prefRegex?.source }
+    /// Whether the prefregex matched the last line (fail2ban-regex counts it).
+    public private(set) var prefRegexMatched = false
+    /// The timestamp of the last line processed, nil when it had none.
+    public private(set) var lastLineTime: Double?
+    /// Lines held for multi-line matching (`maxlines`).
+    public var bufferedLines: [TupleLine] { lineBuffer }
+
+    /// A regex of the filter that does not compile, with the option it came from.
+    public struct CompileError: Error, CustomStringConvertible {
+        public let option: String
+        public let regex: String
+        public let message: String
+        public let location: SourceLocation?
+        public var description: String {
+            "\(location.map { "\($0): " } ?? "")\(option) does not compile: \(message)\n  regex: \(regex)"
+        }
+    }
+
+    public init(_ definition: FilterDefinition, options: Options = Options(), datePatterns: [String]? = nil,
+                logTimeZone: Int? = nil, maxLinesOverride: Int? = nil) throws {
+        self.definition = definition
+        var options = options
+        if let u = definition.usedns { options.useDNS = u.lowercased() }
+        if !["yes", "warn", "no", "raw"].contains(options.useDNS) { options.useDNS = "no" }
+        self.options = options
+        let maxLines = maxLinesOverride ?? definition.maxlines ?? 1
+        self.maxLines = maxLines
+        let useDNS = options.useDNS
+        func compile(_ s: String, option: String, multiline: Bool) throws -> FilterRegex {
+            do {
+                let r = try FilterRegex(s, useDNS: useDNS, multiline: multiline)
+                return r
+            } catch {
+                throw CompileError(option: option, regex: s, message: error.message, location: definition.locations[option])
+            }
+        }
+        prefRegex = try definition.prefregex.map { try compile($0, option: "prefregex", multiline: false) }
+        var fails: [FilterRegex] = []
+        for s in definition.failregex {
+            let r = try compile(s, option: "failregex", multiline: maxLines > 1)
+            if !r.hasFailureIDGroup && !(prefRegex?.hasFailureIDGroup ?? false) {
+                throw CompileError(option: "failregex", regex: s,
+                                   message: "no failure-id group: the regex needs <HOST>, <ADDR>, <IP4>, <IP6>, <DNS>, <F-ID> or <F-MLFID>",
+                                   location: definition.locations["failregex"])
+            }
+            fails.append(r)
+        }
+        failRegexes = fails
+        ignoreRegexes = try definition.ignoreregex.map { try compile($0, option: "ignoreregex", multiline: false) }
+        var patterns = datePatterns ?? []
+        if datePatterns == nil, let dp = definition.datepattern {
+            patterns = dp.split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+        }
+        do {
+            dateDetector = try DateDetector(patterns: patterns, defaultZone: logTimeZone)
+        } catch {
+            throw ConfigError(error.message, at: definition.locations["datepattern"])
+        }
+    }
+
+    // MARK: processing
+
+    /// Processes one line (without its line terminator). `now` is the current time (or the `--now` of
+    /// `portcullis regex`). Returns the failures found, nofail markers included.
+    public func process(_ line: UnsafeBufferPointer<UInt8>, now: Double) -> [Failure] {
+        if UTF8Check.isValid(line) { return processValid(line, now: now) }
+        // Lines with invalid UTF-8 are matched the way fail2ban sees them: bad sequences as U+FFFD.
+        let repaired = UTF8Check.repaired(line)
+        return repaired.withUnsafeBufferPointer { processValid($0, now: now) }
+    }
+
+    private func processValid(_ line: UnsafeBufferPointer<UInt8>, now: Double) -> [Failure] {
+        let base = line.baseAddress ?? UnsafePointer(bitPattern: 1)!
+        var date: Double? = nil
+        var noDate = false
+        var tuple: (start: Int, end: Int) = (0, 0)
+        var useLastText = false
+        if let m = dateDetector.match(base, length: line.count) {
+            tuple = (m.range.lowerBound, m.range.upperBound)
+            if !m.range.isEmpty {
+                date = dateDetector.time(of: m, line: base, now: now)
+                if let date {
+                    lastTimeText = Array(line[m.range])
+                    lastDate = date
+                }
+            } else if let last = lastDate, last > now - 60 {
+                useLastText = true
+                date = last
+            } else {
+                date = now
+            }
+        }
+        if date == nil {
+            noDate = true
+            if let last = lastDate, last > now - 60 {
+                useLastText = true
+                date = last
+            } else if options.checkFindTime && inOperation {
+                date = now
+            }
+        }
+        lastLineTime = date
+        if options.checkFindTime, let d = date {
+            if inOperation {
+                if abs(d - now) > 60 {
+                    date = now
+                    lastDate = now
+                }
+            } else if d < now - options.findTime {
+                return []
+            }
+        }
+        // Build the tuple line.
+        current.bytes.removeAll(keepingCapacity: true)
+        if useLastText {
+            current.bytes.append(contentsOf: lastTimeText)
+            current.bytes.append(contentsOf: line)
+            current.dateStart = 0
+            current.dateEnd = lastTimeText.count
+        } else {
+            current.bytes.append(contentsOf: line)
+            current.dateStart = tuple.start
+            current.dateEnd = tuple.end
+        }
+        return findFailure(date: date, noDate: noDate)
+    }
+
+    private func findFailure(date: Double?, noDate: Bool) -> [Failure] {
+        var failList: [Failure] = []
+        prefRegexMatched = false
+        let orgBuffer: [TupleLine]
+        if maxLines > 1 {
+            lineBuffer.append(current)
+            if lineBuffer.count > maxLines { lineBuffer.removeFirst(lineBuffer.count - maxLines) }
+            orgBuffer = lineBuffer
+        } else {
+            lineBuffer = [current]
+            orgBuffer = lineBuffer
+        }
+        var buf: [UInt8]? = makeBuffer(orgBuffer)
+
+        if !ignoreRegexes.isEmpty && ignoreRegexes.count < failRegexes.count - 2 {
+            if ignoreLine(buf!, orgBuffer, failRegex: nil) != nil { return failList }
+        }
+        var preGroups: [String: String?] = [:]
+        if let pref = prefRegex {
+            let ok = buf!.withUnsafeBufferPointer { pref.search($0, originCount: orgBuffer.count) }
+            if !ok { return failList }
+            prefRegexMatched = true
+            preGroups = buf!.withUnsafeBufferPointer { pref.groups($0) }
+            let content = preGroups.removeValue(forKey: "content") ?? nil
+            if let content, !content.isEmpty {
+                lineBuffer = [TupleLine(bytes: Array(content.utf8))]
+                buf = nil
+            }
+        }
+        for (index, failRegex) in failRegexes.enumerated() {
+            if buf == nil { buf = makeBuffer(lineBuffer) }
+            let b = buf!
+            let ok = b.withUnsafeBufferPointer { failRegex.search($0, originCount: orgBuffer.count) }
+            if !ok { continue }
+            var groups = b.withUnsafeBufferPointer { failRegex.groups($0) }
+            if !ignoreRegexes.isEmpty && ignoreLine(b, orgBuffer, failRegex: failRegex) != nil {
+                buf = nil
+                if !options.checkAllRegex { break }
+                continue
+            }
+            if noDate {
+                if !warnedNoDate { warnedNoDate = true }
+                if date == nil && options.checkFindTime { continue }
+            }
+            if !options.checkAllRegex || maxLines > 1 {
+                lineBuffer = failRegex.unmatchedLines(orgBuffer)
+                buf = nil
+            }
+            if !preGroups.isEmpty {
+                var merged = preGroups
+                for (k, v) in groups { merged[k] = v }
+                groups = merged
+            }
+            var fail = FailData()
+            fail.groups = groups
+            let mlfid = fail.value("mlfid")
+            var cacheEntry: FailEntry? = nil
+            if let mlfid {
+                (fail, cacheEntry) = mergeFailure(mlfid, fail, failRegex, orgBuffer)
+                if fail.truthy("nofail") && !options.checkAllRegex { return failList }
+            } else {
+                fail.matches += failRegex.matchedLines(orgBuffer)
+            }
+            _ = cacheEntry
+            var fid = fail.value("fid")
+            var ip: String? = fail.value("ip4")
+            if ip == nil { ip = fail.value("ip6") }
+            if ip == nil {
+                ip = fail.value("dns")
+                if ip == nil {
+                    if fid == nil && mlfid == nil {
+                        fid = FilterRegex.failureIDGroups.lazy.compactMap { fail.value($0) }.first
+                    }
+                    ip = fid
+                }
+            }
+            var reportedIP: String? = nil
+            if ip == nil {
+                fail.mlfpending = true
+                if !options.checkAllRegex && options.ignorePending { return failList }
+            } else if fid == nil || fid == ip {
+                fid = LineFilter.withPrefix(ip!, fail.value("cidr"))
+            } else {
+                reportedIP = ip
+                fail.groups["ip"] = ip
+            }
+            let result = options.checkAllRegex && mlfid != nil ? fail.copy() : fail
+            failList.append(Failure(regexIndex: index, id: ip == nil ? nil : fid, ip: reportedIP, time: date, data: result))
+            if !options.checkAllRegex { break }
+        }
+        return failList
+    }
+
+    /// `<SUBNET>` / `<ADDR>/<CIDR>` failures are identified by their network, as fail2ban's `IPAddr(ip, cidr)`.
+    static func withPrefix(_ ip: String, _ cidr: String?) -> String {
+        guard let cidr, !cidr.isEmpty, let network = IPNetwork(ip + "/" + cidr) else { return ip }
+        return network.description
+    }
+
+    private func makeBuffer(_ lines: [TupleLine]) -> [UInt8] {
+        TupleLine.buffer(lines, into: &scratch)
+        return scratch
+    }
+
+    private func ignoreLine(_ buffer: [UInt8], _ origin: [TupleLine], failRegex: FilterRegex?) -> Int? {
+        var buf = buffer
+        var org = origin
+        if let failRegex, maxLines > 1 {
+            org = failRegex.matchedLines(origin)
+            var b: [UInt8] = []
+            TupleLine.buffer(org, into: &b)
+            buf = b
+        }
+        var found: Int? = nil
+        for (index, ignore) in ignoreRegexes.enumerated() {
+            let ok = buf.withUnsafeBufferPointer { ignore.search($0, originCount: org.count) }
+            if ok {
+                found = index
+                onIgnoreRegex?(index)
+                if !options.checkAllRegex || maxLines > 1 {
+                    if let failRegex { lineBuffer = failRegex.unmatchedLines(origin) }
+                }
+                if !options.checkAllRegex { break }
+            }
+        }
+        return found
+    }
+
+    /// fail2ban's `_mergeFailure`: joins the lines of one connection (`<F-MLFID>`) into one failure.
+    private func mergeFailure(_ mlfid: String, _ failIn: FailData, _ failRegex: FilterRegex,
+                              _ origin: [TupleLine]) -> (FailData, FailEntry?) {
+        var fail = failIn
+        let cached = mlfidCache.get(mlfid)
+        var users: [String]? = nil
+        var flags = 0
+        if fail.truthy("mlfgained") {
+            flags |= 8 | 1
+            if !fail.truthy("nofail") { fail.groups["nofail"] = fail.value("mlfgained") }
+        } else if fail.truthy("nofail") {
+            flags |= 1
+        }
+        if let forget = fail.pop("mlfforget"), !forget.isEmpty { flags |= 2 }
+        var entry: FailEntry? = nil
+        if let cached {
+            let groups = cached.fail
+            users = LineFilter.updateUsers(groups, fail.value("user"))
+            if let v = groups.pop("nofail"), !v.isEmpty { flags |= 4 }
+            if let v = groups.pop("mlfgained"), !v.isEmpty { flags |= 4 }
+            if flags & 4 == 0 && !groups.mlfpending { groups.matches = [] }
+            for (k, v) in fail.groups where v != nil { groups.groups[k] = v }
+            fail = groups
+            entry = cached
+            if flags & 2 != 0 { mlfidCache.unset(mlfid); entry = nil }
+        } else if flags & 2 == 0 {
+            users = LineFilter.updateUsers(fail, fail.value("user"))
+            let e = FailEntry(date: lastDate, fail: fail)
+            mlfidCache.set(mlfid, e)
+            entry = e
+        }
+        let pending = fail.mlfpending
+        fail.mlfpending = false
+        if pending || (users?.count ?? 0) > 1 {
+            fail.pop("nofail")
+            fail.pop("mlfgained")
+            flags &= ~(8 | 1)
+        }
+        if flags & 1 == 0 {
+            var m = fail.nofailMatches ?? []
+            fail.nofailMatches = nil
+            m += fail.matches
+            if flags & 8 == 0 { m += failRegex.matchedLines(origin) }
+            fail.matches = m
+        } else if flags & 3 == 1 {
+            fail.nofailMatches = (fail.nofailMatches ?? []) + failRegex.matchedLines(origin)
+        }
+        return (fail, entry)
+    }
+
+    private static func updateUsers(_ fail: FailData, _ user: String?) -> [String]? {
+        if let user, !user.isEmpty {
+            if !fail.users.contains(user) { fail.users.append(user) }
+            return fail.users
+        }
+        return fail.users.isEmpty ? nil : fail.users
+    }
+}
+
+/// fail2ban's `Utils.Cache`: bounded by count (oldest inserted evicted first) and by age.
+struct ExpiringCache<Value> {
+    let maxCount: Int
+    let maxTime: Double
+    private var order: [String] = []
+    private var items: [String: (value: Value, expires: Double)] = [:]
+
+    init(maxCount: Int, maxTime: Double) {
+        self.maxCount = maxCount
+        self.maxTime = maxTime
+    }
+
+    private static func now() -> Double { DateDetector.wallClock() }
+
+    mutating func get(_ key: String) -> Value? {
+        guard let item = items[key] else { return nil }
+        if item.expires > ExpiringCache.now() { return item.value }
+        unset(key)
+        return nil
+    }
+
+    mutating func set(_ key: String, _ value: Value) {
+        let t = ExpiringCache.now()
+        if items.count >= maxCount {
+            while let first = order.first {
+                order.removeFirst()
+                let evicted = items.removeValue(forKey: first)
+                if let evicted, evicted.expires > t, items.count < maxCount { break }
+            }
+        }
+        if items[key] == nil { order.append(key) }
+        items[key] = (value, t + maxTime)
+    }
+
+    mutating func unset(_ key: String) {
+        if items.removeValue(forKey: key) != nil { order.removeAll { $0 == key } }
+    }
+}
+
+/// UTF-8 validation on the hot path: pure-ASCII lines (the usual case) are recognised a word at a time.
+enum UTF8Check {
+    static func isValid(_ bytes: UnsafeBufferPointer<UInt8>) -> Bool {
+        guard let base = bytes.baseAddress else { return true }
+        let n = bytes.count
+        var i = 0
+        let raw = UnsafeRawPointer(base)
+        while i + 8 <= n {
+            if raw.loadUnaligned(fromByteOffset: i, as: UInt64.self) & 0x8080_8080_8080_8080 != 0 { break }
+            i += 8
+        }
+        while i < n && base[i] < 0x80 { i += 1 }
+        if i == n { return true }
+        return String(validating: bytes, as: UTF8.self) != nil
+    }
+
+    /// The bytes with every invalid sequence replaced by U+FFFD (Python's `errors='replace'`).
+    static func repaired(_ bytes: UnsafeBufferPointer<UInt8>) -> [UInt8] {
+        Array(String(decoding: bytes, as: UTF8.self).utf8)
+    }
+}

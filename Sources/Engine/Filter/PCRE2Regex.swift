@@ -1,0 +1,156 @@
+import CPCRE2
+
+/// A pattern PCRE2 refused to compile, with PCRE2's own message and the offset it points at.
+public struct RegexCompileError: Error, CustomStringConvertible, Sendable {
+    public let pattern: String
+    public let message: String
+    public let offset: Int
+
+    public var description: String {
+        "cannot compile regex at offset \(offset): \(message)\n  regex: \(pattern)"
+    }
+}
+
+/// One compiled PCRE2 pattern plus the match data it writes into.
+///
+/// Matching works on raw bytes: the subject is never converted to `String`. Patterns are compiled with
+/// `PCRE2_UTF | PCRE2_UCP | PCRE2_MATCH_INVALID_UTF`, so `\w`, `\d`, `\s` and `\b` behave like Python's
+/// Unicode-aware `re` (which fail2ban's filters are written for) while invalid UTF-8 in a log line simply
+/// never matches a character instead of failing the match. The pattern is JIT-compiled when the platform allows.
+///
+/// Not thread-safe: the match data is reused by every `search`. Each filter instance owns its regexes and is
+/// driven by one thread at a time.
+public final class PCRE2Regex {
+    public let pattern: String
+    /// Named groups: name → group number.
+    public let groupNumbers: [String: Int]
+    /// Named groups in order of their group number.
+    public let groupNames: [(name: String, number: Int)]
+    public let captureCount: Int
+    public let isJIT: Bool
+
+    private let code: OpaquePointer
+    private let matchData: OpaquePointer
+    private let matchContext: OpaquePointer
+    private let jitStack: OpaquePointer?
+    private let ovector: UnsafeMutablePointer<Int>
+    private var subjectLength = 0
+    private var matchedOK = false
+
+    public struct Options: OptionSet, Sendable {
+        public let rawValue: UInt32
+        public init(rawValue: UInt32) { self.rawValue = rawValue }
+        public static let multiline = Options(rawValue: UInt32(PCRE2_MULTILINE))
+        public static let caseless = Options(rawValue: UInt32(PCRE2_CASELESS))
+        public static let anchored = Options(rawValue: UInt32(PCRE2_ANCHORED))
+        public static let dotAll = Options(rawValue: UInt32(PCRE2_DOTALL))
+    }
+
+    /// Compiles `pattern` (PCRE2 syntax) and JIT-compiles it. The corresponding C functions are
+    /// `pcre2_compile` and `pcre2_jit_compile`.
+    public init(_ pattern: String, options: Options = []) throws(RegexCompileError) {
+        self.pattern = pattern
+        var errorCode: Int32 = 0
+        var errorOffset = 0
+        let flags = UInt32(PCRE2_UTF) | UInt32(PCRE2_UCP) | UInt32(PCRE2_MATCH_INVALID_UTF) | options.rawValue
+        let compiled: OpaquePointer? = pattern.utf8CString.withUnsafeBufferPointer { buf in
+            buf.baseAddress!.withMemoryRebound(to: UInt8.self, capacity: buf.count) { p in
+                pcre2_compile_8(p, buf.count - 1, flags, &errorCode, &errorOffset, nil)
+            }
+        }
+        guard let compiled else {
+            throw RegexCompileError(pattern: pattern, message: PCRE2Regex.message(for: errorCode), offset: errorOffset)
+        }
+        code = compiled
+        isJIT = pcre2_jit_compile_8(compiled, UInt32(PCRE2_JIT_COMPLETE)) == 0
+
+        var count: UInt32 = 0
+        pcre2_pattern_info_8(compiled, UInt32(PCRE2_INFO_CAPTURECOUNT), &count)
+        captureCount = Int(count)
+
+        var nameCount: UInt32 = 0
+        var entrySize: UInt32 = 0
+        var table: UnsafePointer<UInt8>? = nil
+        pcre2_pattern_info_8(compiled, UInt32(PCRE2_INFO_NAMECOUNT), &nameCount)
+        pcre2_pattern_info_8(compiled, UInt32(PCRE2_INFO_NAMEENTRYSIZE), &entrySize)
+        pcre2_pattern_info_8(compiled, UInt32(PCRE2_INFO_NAMETABLE), &table)
+        var numbers: [String: Int] = [:]
+        var names: [(String, Int)] = []
+        if let table, nameCount > 0 {
+            for i in 0..<Int(nameCount) {
+                let entry = table + i * Int(entrySize)
+                let number = Int(entry[0]) << 8 | Int(entry[1])
+                let name = String(cString: entry + 2)
+                numbers[name] = number
+                names.append((name, number))
+            }
+        }
+        names.sort { $0.1 < $1.1 }
+        groupNumbers = numbers
+        groupNames = names
+
+        matchData = pcre2_match_data_create_from_pattern_8(compiled, nil)
+        matchContext = pcre2_match_context_create_8(nil)
+        // Backtracking bombs in a user's filter must not stall a jail: bound the work per match.
+        pcre2_set_match_limit_8(matchContext, 5_000_000)
+        pcre2_set_depth_limit_8(matchContext, 100_000)
+        if isJIT {
+            // The default 32 KiB JIT stack is too small for fail2ban's nested optional groups on long lines.
+            jitStack = pcre2_jit_stack_create_8(32 * 1024, 4 * 1024 * 1024, nil)
+            pcre2_jit_stack_assign_8(matchContext, nil, UnsafeMutableRawPointer(jitStack))
+        } else {
+            jitStack = nil
+        }
+        ovector = pcre2_get_ovector_pointer_8(matchData)
+    }
+
+    deinit {
+        pcre2_match_data_free_8(matchData)
+        pcre2_match_context_free_8(matchContext)
+        if let jitStack { pcre2_jit_stack_free_8(jitStack) }
+        pcre2_code_free_8(code)
+    }
+
+    static func message(for code: Int32) -> String {
+        var buffer = [UInt8](repeating: 0, count: 256)
+        let n = pcre2_get_error_message_8(code, &buffer, buffer.count)
+        return n > 0 ? String(decoding: buffer[0..<Int(n)], as: UTF8.self) : "PCRE2 error \(code)"
+    }
+
+    /// Searches `subject[start..<length]` (lookbehind may see bytes before `start`, as Python's `pos` allows).
+    /// Returns whether it matched; group ranges are then available through `range(_:)`.
+    /// A match that exceeds the match limit counts as no match.
+    @inline(__always)
+    public func search(_ subject: UnsafePointer<UInt8>, length: Int, start: Int = 0) -> Bool {
+        subjectLength = length
+        guard start <= length else { matchedOK = false; return false }
+        let rc: Int32
+        if isJIT {
+            rc = pcre2_jit_match_8(code, subject, length, start, 0, matchData, matchContext)
+        } else {
+            rc = pcre2_match_8(code, subject, length, start, 0, matchData, matchContext)
+        }
+        matchedOK = rc > 0
+        return matchedOK
+    }
+
+    public func search(_ bytes: [UInt8], start: Int = 0) -> Bool {
+        bytes.withUnsafeBufferPointer { buf in
+            search(buf.baseAddress ?? UnsafePointer(bitPattern: 1)!, length: buf.count, start: start)
+        }
+    }
+
+    /// The byte range group `n` matched in the last successful search, nil when it did not participate.
+    @inline(__always)
+    public func range(_ n: Int) -> Range<Int>? {
+        guard matchedOK, n <= captureCount else { return nil }
+        let s = ovector[2 * n], e = ovector[2 * n + 1]
+        if s == cpcre2_unset() { return nil }
+        return s..<e
+    }
+
+    public func range(named name: String) -> Range<Int>? {
+        guard let n = groupNumbers[name] else { return nil }
+        return range(n)
+    }
+}

@@ -1,0 +1,286 @@
+import Glibc
+
+/// Calendar arithmetic without Foundation: naive date-times are counted as seconds since 1970-01-01 00:00 of an
+/// unnamed clock, which is how fail2ban's `datetime` values behave before a zone is applied.
+public enum CivilTime {
+    static let monthAbbrevs = ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"]
+    static let monthNames = ["january", "february", "march", "april", "may", "june", "july", "august", "september",
+                             "october", "november", "december"]
+    static let weekdayAbbrevs = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+    static let weekdayNames = ["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
+
+    static func isLeap(_ y: Int) -> Bool { y % 4 == 0 && (y % 100 != 0 || y % 400 == 0) }
+
+    static func daysInMonth(_ y: Int, _ m: Int) -> Int {
+        switch m {
+        case 2: return isLeap(y) ? 29 : 28
+        case 4, 6, 9, 11: return 30
+        default: return 31
+        }
+    }
+
+    /// Days since 1970-01-01 (Howard Hinnant's algorithm).
+    static func daysFromCivil(_ y0: Int, _ m: Int, _ d: Int) -> Int {
+        let y = m <= 2 ? y0 - 1 : y0
+        let era = (y >= 0 ? y : y - 399) / 400
+        let yoe = y - era * 400
+        let mp = (m + 9) % 12
+        let doy = (153 * mp + 2) / 5 + d - 1
+        let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy
+        return era * 146097 + doe - 719468
+    }
+
+    static func civilFromDays(_ z0: Int) -> (year: Int, month: Int, day: Int) {
+        let z = z0 + 719468
+        let era = (z >= 0 ? z : z - 146096) / 146097
+        let doe = z - era * 146097
+        let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365
+        let y = yoe + era * 400
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100)
+        let mp = (5 * doy + 2) / 153
+        let d = doy - (153 * mp + 2) / 5 + 1
+        let m = mp < 10 ? mp + 3 : mp - 9
+        return (m <= 2 ? y + 1 : y, m, d)
+    }
+
+    /// Python's `datetime(...)` validity rules; nil for an impossible date.
+    static func naive(_ y: Int, _ mo: Int, _ d: Int, _ h: Int, _ mi: Int, _ s: Int) -> Int? {
+        guard (1...9999).contains(y), (1...12).contains(mo), d >= 1, d <= daysInMonth(y, mo),
+              (0...23).contains(h), (0...59).contains(mi), (0...59).contains(s) else { return nil }
+        return daysFromCivil(y, mo, d) * 86400 + h * 3600 + mi * 60 + s
+    }
+
+    static func fields(ofNaive n: Int) -> (year: Int, month: Int, day: Int, hour: Int, minute: Int, second: Int) {
+        let days = n >= 0 ? n / 86400 : (n - 86399) / 86400
+        let rest = n - days * 86400
+        let (y, m, d) = civilFromDays(days)
+        return (y, m, d, rest / 3600, rest % 3600 / 60, rest % 60)
+    }
+
+    /// The local wall-clock time of `epoch` as a naive value (the zone comes from `TZ`).
+    public static func localNaive(_ epoch: Double) -> Int {
+        var t = time_t(epoch.rounded(.down))
+        var tmv = tm()
+        localtime_r(&t, &tmv)
+        return daysFromCivil(Int(tmv.tm_year) + 1900, Int(tmv.tm_mon) + 1, Int(tmv.tm_mday)) * 86400
+            + Int(tmv.tm_hour) * 3600 + Int(tmv.tm_min) * 60 + Int(tmv.tm_sec)
+    }
+
+    /// A naive local time to epoch seconds, letting the C library decide daylight saving (`mktime`, isdst = -1).
+    public static func epoch(fromLocalNaive n: Int) -> Double {
+        let f = fields(ofNaive: n)
+        var tmv = tm()
+        tmv.tm_year = Int32(f.year - 1900)
+        tmv.tm_mon = Int32(f.month - 1)
+        tmv.tm_mday = Int32(f.day)
+        tmv.tm_hour = Int32(f.hour)
+        tmv.tm_min = Int32(f.minute)
+        tmv.tm_sec = Int32(f.second)
+        tmv.tm_isdst = -1
+        return Double(mktime(&tmv))
+    }
+
+    public static func year(ofEpoch epoch: Double) -> Int {
+        fields(ofNaive: localNaive(epoch)).year
+    }
+}
+
+/// Fixed-offset time zones as fail2ban understands them (`logtimezone`, `%z`, `%Z`): `UTC`, `+0100`, `CET`,
+/// `EST-0500`. Offsets are in minutes east of UTC.
+public enum ZoneOffsets {
+    static let table: [String: Int] = {
+        let spec = """
+            -12 Y
+            -11 X NUT SST
+            -10 W CKT HAST HST TAHT TKT
+            -9 V AKST GAMT GIT HADT HNY
+            -8 U AKDT CIST HAY HNP PST PT
+            -7 T HAP HNR MST PDT
+            -6 S CST EAST GALT HAR HNC MDT
+            -5 R CDT COT EASST ECT EST ET HAC HNE PET
+            -4 Q AST BOT CLT COST EDT FKT GYT HAE HNA PYT
+            -3 P ADT ART BRT CLST FKST GFT HAA PMST PYST SRT UYT WGT
+            -2 O BRST FNT PMDT UYST WGST
+            -1 N AZOT CVT EGT
+            0 Z EGST GMT UTC WET WT
+            1 A CET DFT WAT WEDT WEST
+            2 B CAT CEDT CEST EET SAST WAST
+            3 C EAT EEDT EEST IDT MSK
+            4 D AMT AZT GET GST KUYT MSD MUT RET SAMT SCT
+            5 E AMST AQTT AZST HMT MAWT MVT PKT TFT TJT TMT UZT YEKT
+            6 F ALMT BIOT BTT IOT KGT NOVT OMST YEKST
+            7 G CXT DAVT HOVT ICT KRAT NOVST OMSST THA WIB
+            8 H ACT AWST BDT BNT CAST HKT IRKT KRAST MYT PHT SGT ULAT WITA WST
+            9 I AWDT IRKST JST KST PWT TLT WDT WIT YAKT
+            10 K AEST ChST PGT VLAT YAKST YAPT
+            11 L AEDT LHDT MAGT NCT PONT SBT VLAST VUT
+            12 M ANAST ANAT FJT GILT MAGST MHT NZST PETST PETT TVT WFT
+            13 FJST NZDT
+            11.5 NFT
+            10.5 ACDT LHST
+            9.5 ACST
+            6.5 CCT MMT
+            5.75 NPT
+            5.5 SLT
+            4.5 AFT IRDT
+            3.5 IRST
+            -2.5 HAT NDT
+            -3.5 HNT NST NT
+            -4.5 HLV VET
+            -9.5 MART MIT
+            """
+        var t: [String: Int] = ["": 0]
+        for line in spec.split(separator: "\n") {
+            let parts = line.split(separator: " ")
+            guard let hours = Double(parts[0]) else { continue }
+            for name in parts.dropFirst() { t[String(name)] = Int(hours * 60) }
+        }
+        return t
+    }()
+
+    /// Minutes east of UTC for `text`, nil when fail2ban would reject it. The accepted form is
+    /// `[ABBR][+-]hh[[:]mm]` (fail2ban's `FIXED_OFFSET_TZ_RE`).
+    public static func offset(_ text: some StringProtocol) -> Int? {
+        let s = Array(text.utf8)
+        var i = 0
+        var abbr = ""
+        if i < s.count, s[i] >= 65, s[i] <= 90 {
+            var j = i + 1
+            while j < s.count, s[j] >= 65, s[j] <= 90, j - i < 5 { j += 1 }
+            // One letter, or three to five.
+            let n = j - i
+            if n == 2 { j = i + 1 }
+            abbr = String(decoding: s[i..<j], as: UTF8.self)
+            i = j
+        }
+        guard let base = table[abbr] else { return nil }
+        if i == s.count { return base }
+        guard s[i] == 43 || s[i] == 45 else { return nil }
+        let sign = s[i] == 45 ? -1 : 1
+        let digits = s[(i + 1)...]
+        func num(_ d: ArraySlice<UInt8>) -> Int? {
+            guard !d.isEmpty, d.allSatisfy({ $0 >= 48 && $0 <= 57 }) else { return nil }
+            return Int(String(decoding: d, as: UTF8.self))
+        }
+        let d = Array(digits)
+        guard d.count >= 2, d[0] == 48 || d[0] == 49, let hh = num(d[0..<2][...]) else { return nil }
+        switch d.count {
+        case 2: return base + sign * hh * 60
+        case 4:
+            guard let mm = num(d[2..<4][...]) else { return nil }
+            return base + sign * (hh * 60 + mm)
+        case 5:
+            guard d[2] == 58, let mm = num(d[3..<5][...]) else { return nil }
+            return base + sign * (hh * 60 + mm)
+        default: return nil
+        }
+    }
+}
+
+/// fail2ban's `reGroupDictStrptime`: the strptime fields a date regex captured, turned into epoch seconds.
+/// Missing years are inferred from `now` and rolled back a year when the result would lie more than a day ahead;
+/// a time without a date is today's, or yesterday's when it would be in the future.
+public struct TimeFields {
+    public var values: [String: Substring] = [:]
+
+    public init() {}
+
+    public func epoch(now: Double, defaultZone: Int?) -> Double? {
+        var year: Int? = nil, month: Int? = nil, day: Int? = nil
+        var hour = 0, minute = 0, second = 0
+        var zone: Int? = nil
+        var weekday: Int? = nil, julian: Int? = nil, weekOfYear: Int? = nil
+        var weekStartsMonday = true
+        for (key, val) in values {
+            switch key {
+            case "y":
+                guard var y = Int(val) else { return nil }
+                if y <= 2000 { y += 2000 }
+                year = y
+            case "Y": guard let y = Int(val) else { return nil }; year = y
+            case "m": guard let v = Int(val) else { return nil }; month = v
+            case "B": guard let i = CivilTime.monthNames.firstIndex(of: val.lowercased()) else { return nil }; month = i + 1
+            case "b": guard let i = CivilTime.monthAbbrevs.firstIndex(of: val.lowercased()) else { return nil }; month = i + 1
+            case "d": guard let v = Int(val.trimmingPrefix(" ")) else { return nil }; day = v
+            case "H": guard let v = Int(val.trimmingPrefix(" ")) else { return nil }; hour = v
+            case "I":
+                guard var h = Int(val.trimmingPrefix(" ")) else { return nil }
+                let ampm = values["p"].map { $0.lowercased() } ?? ""
+                if ampm == "" || ampm == "am" {
+                    if h == 12 { h = 0 }
+                } else if ampm == "pm" {
+                    if h != 12 { h += 12 }
+                }
+                hour = h
+            case "M": guard let v = Int(val) else { return nil }; minute = v
+            case "S": guard let v = Int(val) else { return nil }; second = v
+            case "A": weekday = CivilTime.weekdayNames.firstIndex(of: val.lowercased())
+            case "a": weekday = CivilTime.weekdayAbbrevs.firstIndex(of: val.lowercased())
+            case "w":
+                guard let v = Int(val) else { return nil }
+                weekday = v - 1 < 0 ? 6 : v - 1
+            case "j": julian = Int(val)
+            case "U", "W":
+                weekOfYear = Int(val)
+                weekStartsMonday = key == "W"
+            case "z", "Z":
+                if val == "Z" || val == "UTC" || val == "GMT" {
+                    zone = 0
+                } else {
+                    guard let z = ZoneOffsets.offset(val) else { return nil }
+                    zone = z
+                }
+            default:
+                break
+            }
+        }
+        let nowNaive = CivilTime.localNaive(now)
+        var assumeYear = false
+        if year == nil {
+            year = CivilTime.fields(ofNaive: nowNaive).year
+            assumeYear = true
+        }
+        if month == nil || day == nil {
+            if julian == nil, let week = weekOfYear, let wd = weekday {
+                julian = TimeFields.julian(year: year!, week: week, weekday: wd, weekStartsMonday: weekStartsMonday)
+            }
+            if let j = julian {
+                let days = CivilTime.daysFromCivil(year!, 1, 1) + j - 1
+                let c = CivilTime.civilFromDays(days)
+                (year, month, day) = (c.year, c.month, c.day)
+            }
+        }
+        var assumeToday = false
+        if month == nil && day == nil {
+            let f = CivilTime.fields(ofNaive: nowNaive)
+            month = f.month; day = f.day
+            assumeToday = true
+        }
+        guard let y = year, let mo = month, let d = day,
+              var result = CivilTime.naive(y, mo, d, hour, minute, second) else { return nil }
+        if zone == nil { zone = defaultZone }
+        if let zone { result -= zone * 60 }
+        if assumeToday && result > nowNaive { result -= 86400 }
+        if assumeYear && result > nowNaive + 86400 {
+            let f = CivilTime.fields(ofNaive: result)
+            guard let earlier = CivilTime.naive(y - 1, mo, d, f.hour, f.minute, f.second) else { return nil }
+            result = earlier
+        }
+        if zone != nil { return Double(result) }
+        return CivilTime.epoch(fromLocalNaive: result)
+    }
+
+    /// Python's `_calc_julian_from_U_or_W`.
+    static func julian(year: Int, week: Int, weekday: Int, weekStartsMonday: Bool) -> Int {
+        // 1970-01-01 was a Thursday (weekday 3 with Monday = 0).
+        var firstWeekday = ((CivilTime.daysFromCivil(year, 1, 1) % 7) + 7 + 3) % 7
+        var dayOfWeek = weekday
+        if !weekStartsMonday {
+            firstWeekday = (firstWeekday + 1) % 7
+            dayOfWeek = (dayOfWeek + 1) % 7
+        }
+        let week0Length = (7 - firstWeekday) % 7
+        if week == 0 { return 1 + dayOfWeek - firstWeekday }
+        return 1 + week0Length + 7 * (week - 1) + dayOfWeek
+    }
+}

@@ -1,0 +1,328 @@
+import Foundation
+
+/// `portcullis regex`: runs a filter over a log file (or one line) and reports what fail2ban-regex reports,
+/// with the same counting (`Lines: N lines, I ignored, M matched, X missed`), or one JSON object per line.
+public final class RegexTest {
+    public struct Options {
+        public var configDirectory = "/etc/portcullis"
+        public var now: Double? = nil
+        public var json = false
+        public var datePattern: String? = nil
+        public var maxLines: Int? = nil
+        public var timeZone: String? = nil
+        public var printAllMatched = false
+        public var printAllMissed = false
+        public var printAllIgnored = false
+        public var printNoMissed = false
+        public var printNoIgnored = false
+        public init() {}
+    }
+
+    public struct Stats: Sendable, Equatable {
+        public var tested = 0, ignored = 0, matched = 0, missed = 0
+        public var summary: String { "\(tested) lines, \(ignored) ignored, \(matched) matched, \(missed) missed" }
+    }
+
+    let options: Options
+    let out: OutputBuffer
+    public let filter: LineFilter
+    private var header: [String] = []
+    private var failHits: [Int]
+    private var ignoreHits: [Int]
+    private var prefHits = 0
+    public private(set) var stats = Stats()
+    private var matchedLines: [String] = []
+    private var missedLines: [String] = []
+    private var ignoredLines: [String] = []
+    private var lineIgnored = false
+    private let printLimit = 20
+
+    public struct SetupError: Error, CustomStringConvertible {
+        public let message: String
+        public var description: String { message }
+    }
+
+    public init(filterArgument: String, ignoreRegex: String? = nil, options: Options,
+                output: OutputBuffer = OutputBuffer()) throws {
+        self.options = options
+        self.out = output
+        var definition: FilterDefinition
+        let config = ConfigDirectory(options.configDirectory)
+        if let found = try RegexTest.locateFilter(filterArgument, config: config) {
+            definition = found.definition
+            header += found.header
+        } else {
+            definition = FilterDefinition(name: "literal", failregex: [filterArgument])
+            header.append("Use   failregex line : \(RegexTest.shortstr(filterArgument))")
+        }
+        if let ignoreRegex {
+            definition.ignoreregex.append(ignoreRegex)
+            header.append("Use ignoreregex line : \(RegexTest.shortstr(ignoreRegex))")
+        }
+        var opts = LineFilter.Options()
+        opts.checkAllRegex = true
+        opts.checkFindTime = false
+        opts.returnRawHost = true
+        opts.useDNS = definition.usedns ?? "raw"
+        var zone: Int? = nil
+        if let tz = options.timeZone {
+            guard let z = ZoneOffsets.offset(tz) else { throw SetupError(message: "unknown or unsupported time zone '\(tz)' (use UTC, +hhmm or an abbreviation such as CET)") }
+            zone = z
+        }
+        var datePatterns: [String]? = nil
+        if let dp = options.datePattern {
+            datePatterns = [dp]
+            definition.datepattern = dp
+        }
+        filter = try LineFilter(definition, options: opts, datePatterns: datePatterns, logTimeZone: zone,
+                                maxLinesOverride: options.maxLines)
+        if let max = options.maxLines ?? definition.maxlines { header.append("Use         maxlines : \(max)") }
+        if let dp = definition.datepattern {
+            header.append("Use      datepattern : \(dp) : \(filter.dateDetector.summary)")
+        }
+        failHits = Array(repeating: 0, count: definition.failregex.count)
+        ignoreHits = Array(repeating: 0, count: definition.ignoreregex.count)
+        filter.onIgnoreRegex = { [unowned self] index in
+            self.lineIgnored = true
+            self.ignoreHits[index] += 1
+        }
+    }
+
+    struct Located {
+        let definition: FilterDefinition
+        let header: [String]
+    }
+
+    /// Finds the filter the way fail2ban-regex does: a file path, or a name in `DIR/filter.d`, with options in
+    /// brackets; nil when the argument is neither (it is then a literal failregex).
+    static func locateFilter(_ argument: String, config: ConfigDirectory) throws -> Located? {
+        let looksLikeName = argument.range(of: #"^/{0,3}[\w/_\-.]+(?:\[.*\])?$"#, options: .regularExpression) != nil
+        guard looksLikeName else { return nil }
+        let (name, filterOptions): (String, OrderedMap<String>)
+        do {
+            (name, filterOptions) = try OptionSyntax.extract(argument)
+        } catch {
+            throw SetupError(message: "wrong filter name or options: \(error.message)\n       while parsing: \(argument)")
+        }
+        let hasExtension = name.suffix(6).contains(".")
+        let candidates = hasExtension ? [name] : [name, name + ".conf", name + ".local"]
+        var found: String? = nil
+        var baseDir = config.path
+        for candidate in candidates {
+            var path = candidate
+            if !candidate.contains("/") {
+                path = (config.path as NSString).lastPathComponent == "filter.d"
+                    ? config.path + "/" + candidate : config.path + "/filter.d/" + candidate
+            } else {
+                baseDir = (candidate as NSString).deletingLastPathComponent
+            }
+            var isDir: ObjCBool = false
+            if FileManager.default.fileExists(atPath: path, isDirectory: &isDir), !isDir.boolValue {
+                found = path
+                break
+            }
+        }
+        guard found != nil else { return nil }
+        var header: [String] = []
+        let reader: FilterReader
+        if baseDir == config.path || (baseDir as NSString).lastPathComponent == "filter.d" || (!hasExtension && !name.contains("/")) {
+            if (baseDir as NSString).lastPathComponent == "filter.d" { baseDir = (baseDir as NSString).deletingLastPathComponent }
+            let short = ((name as NSString).lastPathComponent as NSString).deletingPathExtension
+            header.append("Use   failregex filter file : \(short), basedir: \(baseDir)")
+            reader = try FilterReader(name: short, jail: "portcullis-regex", options: filterOptions,
+                                      directory: ConfigDirectory(baseDir, cache: config.cache))
+        } else {
+            header.append("Use   failregex file : \(name)")
+            let path = name.hasPrefix("/") ? name : FileManager.default.currentDirectoryPath + "/" + name
+            reader = try FilterReader(file: path, jail: "portcullis-regex", options: filterOptions, cache: config.cache)
+        }
+        if !filterOptions.isEmpty {
+            let repr = filterOptions.map { "'\($0.key)': '\($0.value)'" }.joined(separator: ", ")
+            header.append("Use   filter options : {\(repr)}")
+        }
+        reader.applyAutoOptions(backend: "auto")
+        try reader.readOptions([:], all: false)
+        return Located(definition: try reader.definition(), header: header)
+    }
+
+    static func shortstr(_ s: String, _ l: Int = 53) -> String {
+        s.count > l ? String(s.prefix(l - 3)) + "..." : s
+    }
+
+    /// Runs the test over `log`: a file when one exists at that path, otherwise the text itself as log lines.
+    public func run(log: String) throws -> Stats {
+        let start = DateDetector.wallClock()
+        let now = options.now ?? start
+        var isDir: ObjCBool = false
+        if !options.json {
+            out.line("")
+            out.line("Running tests")
+            out.line("=============")
+            out.line("")
+            for h in header { out.line(h) }
+        }
+        var lineNumber = 0
+        let handle: (UnsafeBufferPointer<UInt8>) -> Void = { [self] line in
+            lineNumber += 1
+            processLine(line, number: lineNumber, now: now)
+        }
+        if FileManager.default.fileExists(atPath: log, isDirectory: &isDir), !isDir.boolValue {
+            if !options.json {
+                out.line("Use         log file : \(log)")
+                out.line("Use         encoding : UTF-8")
+                out.line("")
+            }
+            do {
+                try FileLines.forEach(path: log, handle)
+            } catch {
+                throw SetupError(message: error.description)
+            }
+        } else {
+            let lines = filter.maxLines <= 1 && !log.contains("\n") ? [log] : log.components(separatedBy: "\n")
+            if !options.json {
+                if lines.count == 1 {
+                    out.line("Use      single line : \(RegexTest.shortstr(log.replacingOccurrences(of: "\n", with: "\\n")))")
+                } else {
+                    out.line("Use      multi line : \(lines.count) line(s)")
+                    for (i, l) in lines.prefix(5).enumerated() { out.line("| \(String(i + 1).padding(toLength: 2, withPad: " ", startingAt: 0)): \(RegexTest.shortstr(l))") }
+                    if lines.count > 5 { out.line("| ...") }
+                    out.line("`-")
+                }
+                out.line("")
+            }
+            for l in lines {
+                var bytes = Array(l.utf8)
+                while bytes.last == 13 { bytes.removeLast() }
+                bytes.withUnsafeBufferPointer(handle)
+            }
+        }
+        if !options.json { printStats(elapsed: DateDetector.wallClock() - start) }
+        out.flush()
+        return stats
+    }
+
+    private func processLine(_ line: UnsafeBufferPointer<UInt8>, number: Int, now: Double) {
+        if line.isEmpty || line[0] == 35 /* '#' */ || line.allSatisfy({ $0 == 32 || $0 == 9 }) {
+            if options.json {
+                out.line("{\"line\": \(number), \"match\": false, \"ignored\": false, \"skipped\": true, \"host\": null, \"time\": null, \"fields\": {}}")
+            }
+            return
+        }
+        let before = filter.maxLines > 1 ? filter.bufferedLines : []
+        lineIgnored = false
+        let found = filter.process(line, now: now)
+        if filter.prefRegexMatched { prefHits += 1 }
+        var isIgnored = false
+        var real: [Failure] = []
+        for f in found {
+            failHits[f.regexIndex] += 1
+            if f.isNoFail { isIgnored = true } else { real.append(f) }
+        }
+        isIgnored = isIgnored || lineIgnored
+        // Lines an earlier multi-line match consumed from the buffer were counted as missed: they matched.
+        if filter.maxLines > 1 {
+            let after = filter.bufferedLines
+            let full = before.count >= filter.maxLines
+            for old in before.dropFirst(full ? 1 : 0) where !after.contains(old) {
+                if let i = missedLines.firstIndex(of: old.text) { missedLines.remove(at: i) }
+                if options.printAllMatched { matchedLines.append(old.text) }
+                stats.matched += 1
+                stats.missed -= 1
+            }
+        }
+        let text = options.json ? "" : String(decoding: line, as: UTF8.self)
+        if isIgnored {
+            stats.ignored += 1
+            if !options.printNoIgnored && (options.printAllIgnored || stats.ignored <= printLimit + 1) { ignoredLines.append(text) }
+        } else if !real.isEmpty {
+            stats.matched += 1
+            if options.printAllMatched { matchedLines.append(text) }
+        } else {
+            stats.missed += 1
+            if !options.printNoMissed && (options.printAllMissed || stats.missed <= printLimit + 1) { missedLines.append(text) }
+        }
+        stats.tested += 1
+        if options.json { writeJSON(number: number, real: real, ignored: isIgnored) }
+    }
+
+    private func writeJSON(number: Int, real: [Failure], ignored: Bool) {
+        // A match, as fail2ban's sample tests count it: a failure with an ID (not one still waiting for its address).
+        let identified = real.filter { $0.id != nil }
+        var s = "{\"line\": \(number), \"match\": \(!identified.isEmpty), \"ignored\": \(ignored)"
+        if let f = identified.first {
+            s += ", \"regex\": \(f.regexIndex + 1)"
+            s += ", \"host\": " + (f.id.map(JSONText.quote) ?? "null")
+            s += ", \"time\": " + (f.time.map(JSONText.number) ?? "null")
+            s += ", \"fields\": {"
+            s += f.data.reportedFields.map { JSONText.quote($0.0) + ": " + JSONText.quote($0.1) }.joined(separator: ", ")
+            s += "}, \"attempts\": \(f.data.matches.count)"
+            if !f.data.users.isEmpty {
+                s += ", \"users\": [" + f.data.users.map(JSONText.quote).joined(separator: ", ") + "]"
+            }
+            if identified.count > 1 { s += ", \"failures\": \(identified.count)" }
+        } else {
+            s += ", \"host\": null, \"time\": " + (filter.lastLineTime.map(JSONText.number) ?? "null") + ", \"fields\": {}"
+        }
+        out.line(s + "}")
+    }
+
+    private func list(_ items: [String], header: String? = nil) {
+        guard !items.isEmpty else { return }
+        var s = header.map { "|- \($0)\n" } ?? ""
+        s += "|  " + items.joined(separator: "\n|  ") + "\n`-"
+        out.line(s)
+    }
+
+    private func printStats(elapsed: Double) {
+        out.line("")
+        out.line("Results")
+        out.line("=======")
+        if let pref = filter.prefRegexSource {
+            out.line("")
+            out.line("Prefregex: \(prefHits) total")
+            list([FilterTags.localizeFlags(FilterTags.expand(pref, useDNS: filter.options.useDNS))])
+        }
+        func regexes(_ title: String, _ sources: [String], _ hits: [Int]) {
+            out.line("")
+            out.line("\(title): \(hits.reduce(0, +)) total")
+            var rows: [String] = []
+            for (i, src) in sources.enumerated() where hits[i] > 0 {
+                rows.append("\(String(i + 1).leftPad(2))) [\(hits[i])] \(src)")
+            }
+            list(rows, header: " #) [# of hits] regular expression")
+        }
+        regexes("Failregex", filter.failRegexSources, failHits)
+        regexes("Ignoreregex", filter.ignoreRegexSources, ignoreHits)
+        out.line("")
+        out.line("Date template hits:")
+        list(filter.dateDetector.templates.filter { $0.hits > 0 }.map { "[\($0.hits)] \($0.name)" },
+             header: "[# of hits] date format")
+        out.line("")
+        out.line("Lines: \(stats.summary)")
+        out.line(String(format: "[processed in %.2f sec]", elapsed))
+        out.line("")
+        if options.printAllMatched { printLines("Matched", stats.matched, matchedLines, all: true) }
+        if !options.printNoIgnored { printLines("Ignored", stats.ignored, ignoredLines, all: options.printAllIgnored) }
+        if !options.printNoMissed { printLines("Missed", stats.missed, missedLines, all: options.printAllMissed) }
+    }
+
+    private func printLines(_ kind: String, _ count: Int, _ lines: [String], all: Bool) {
+        guard count > 0 else { return }
+        let header = "\(kind) line(s):"
+        if count < printLimit || all {
+            list(lines.map { $0.trimmingTrailingWhitespace() }, header: header)
+        } else {
+            out.line("\(header) too many to print.  Use --print-all-\(kind.lowercased()) to print all \(count) lines")
+        }
+    }
+}
+
+extension String {
+    func leftPad(_ width: Int) -> String { count >= width ? self : String(repeating: " ", count: width - count) + self }
+
+    func trimmingTrailingWhitespace() -> String {
+        var s = Substring(self)
+        while let last = s.last, last.isWhitespace { s.removeLast() }
+        return String(s)
+    }
+}

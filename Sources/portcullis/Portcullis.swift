@@ -1,0 +1,31 @@
+import ArgumentParser
+import Engine
+import Foundation
+
+@main
+struct Portcullis: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "portcullis",
+        abstract: "A fail2ban-compatible intrusion-prevention daemon.",
+        version: PortcullisVersion.string,
+        subcommands: [RegexCommand.self]
+    )
+}
+
+/// Options every command that reads the configuration tree shares.
+struct ConfigOptions: ParsableArguments {
+    @Option(name: [.customShort("c"), .long], help: "Configuration directory in fail2ban layout (e.g. /etc/fail2ban).")
+    var config: String = "/etc/portcullis"
+}
+
+/// Errors that end a command with a message on stderr and a non-zero exit code.
+struct CommandFailure: Error, CustomStringConvertible {
+    let message: String
+    let code: Int32
+    var description: String { message }
+}
+
+func fail(_ message: String, code: Int32 = 1) -> Never {
+    FileHandle.standardError.write(Data(("portcullis: " + message + "\n").utf8))
+    exit(code)
+}
