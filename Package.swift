@@ -38,5 +38,11 @@ let package = Package(
             dependencies: ["Engine"],
             swiftSettings: swiftSettings
         ),
+        // Runs the built `portcullis` binary (hence the dependency on the executable target).
+        .testTarget(
+            name: "IntegrationTests",
+            dependencies: ["Engine", "portcullis"],
+            swiftSettings: swiftSettings
+        ),
     ]
 )

@@ -252,7 +252,7 @@ public final class DateDetector {
         case .tai64n:
             guard let r = regex.range(1), r.count >= 17 else { return nil }
             let hex = String(decoding: UnsafeBufferPointer(start: line + r.lowerBound + 2, count: 15), as: UTF8.self)
-            return UInt64(hex, radix: 16).map(Double.init)
+            return UInt64(hex, radix: 16).map { Double($0) }
         case .epoch(let longForm, let group):
             guard let r = regex.range(group) else { return nil }
             let text = String(decoding: UnsafeBufferPointer(start: line + r.lowerBound, count: r.count), as: UTF8.self)

@@ -35,6 +35,7 @@ public final class RegexTest {
     private var missedLines: [String] = []
     private var ignoredLines: [String] = []
     private var lineIgnored = false
+    private var unterminatedBytes = 0
     private let printLimit = 20
 
     public struct SetupError: Error, CustomStringConvertible {
@@ -173,7 +174,9 @@ public final class RegexTest {
                 out.line("")
             }
             do {
-                try FileLines.forEach(path: log, handle)
+                // fail2ban-regex waits for a line's newline, so a last line without one is not counted.
+                let splitter = try FileLines.forEach(path: log, includeUnterminated: false, handle)
+                unterminatedBytes = splitter.pendingCount
             } catch {
                 throw SetupError(message: error.description)
             }
@@ -300,6 +303,9 @@ public final class RegexTest {
         out.line("")
         out.line("Lines: \(stats.summary)")
         out.line(String(format: "[processed in %.2f sec]", elapsed))
+        if unterminatedBytes > 0 {
+            out.line("(the last line, \(unterminatedBytes) bytes without a final newline, was not read, as fail2ban-regex does)")
+        }
         out.line("")
         if options.printAllMatched { printLines("Matched", stats.matched, matchedLines, all: true) }
         if !options.printNoIgnored { printLines("Ignored", stats.ignored, ignoredLines, all: options.printAllIgnored) }

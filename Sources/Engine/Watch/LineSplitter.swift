@@ -88,9 +88,10 @@ public enum FileLines {
         public var description: String { "cannot read \(path): \(String(cString: strerror(errno)))" }
     }
 
-    /// Calls `body` for each line of `path`; the last line is passed even without a final newline.
+    /// Calls `body` for each line of `path`. A last line without a final newline is passed only when
+    /// `includeUnterminated` is set; otherwise its length is in the returned splitter's `pendingCount`.
     @discardableResult
-    public static func forEach(path: String, bufferSize: Int = 1 << 20,
+    public static func forEach(path: String, bufferSize: Int = 1 << 20, includeUnterminated: Bool = true,
                                _ body: (UnsafeBufferPointer<UInt8>) -> Void) throws(OpenError) -> LineSplitter {
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { throw OpenError(path: path, errno: errno) }
@@ -107,7 +108,7 @@ public enum FileLines {
             if n == 0 { break }
             splitter.feed(UnsafeRawBufferPointer(rebasing: buffer[0..<n]), body)
         }
-        splitter.flush(body)
+        if includeUnterminated { splitter.flush(body) }
         return splitter
     }
 }
