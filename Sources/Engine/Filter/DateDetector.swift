@@ -13,6 +13,8 @@ public final class DateDetector {
         var regexHits = 0
         var lastUsed: Double = 0
         var distance = 0x7fffffff
+        /// The strptime fields among the regex's groups, resolved once.
+        let fieldGroups: [(group: Int, field: TimeField)]
 
         init(_ template: DateTemplate) throws(ConfigError) {
             self.template = template
@@ -21,6 +23,7 @@ public final class DateDetector {
             } catch {
                 throw ConfigError("date pattern '\(template.pattern ?? template.name)' does not compile: \(error.message)")
             }
+            fieldGroups = regex.groupNames.compactMap { g in TimeField(groupName: g.name).map { (g.number, $0) } }
         }
 
         var weight: Double { Double(hits) * template.weight / Double(max(1, distance)) }
@@ -37,6 +40,11 @@ public final class DateDetector {
     private var lastTemplateIndex = 0x7fffffff
     private var firstUnused = 0
     private let defaultsWhenEmpty: Bool
+    private let converter = TimeConverter()
+    private var lineIsASCII = false
+    /// Wall-clock time, refreshed every 1024 lines: only used to age templates over minutes.
+    private var coarseClock = 0.0
+    private var clockCountdown = 0
 
     /// With no patterns, fail2ban's default templates are used.
     public init(patterns: [String] = [], defaultZone: Int? = nil, yearRegex: String = DateTemplate.yearRegex()) throws(ConfigError) {
@@ -124,7 +132,8 @@ public final class DateDetector {
     }
 
     /// Searches `line[0..<length]` for a timestamp. The corresponding fail2ban method is `DateDetector.matchTime`.
-    public func match(_ line: UnsafePointer<UInt8>, length: Int) -> Match? {
+    public func match(_ line: UnsafePointer<UInt8>, length: Int, ascii: Bool = false) -> Match? {
+        lineIsASCII = ascii
         if entries.isEmpty && defaultsWhenEmpty {
             // Built-in templates always compile.
             try? addDefaults()
@@ -201,7 +210,12 @@ public final class DateDetector {
         }
         guard matched, let entry = selected else { return nil }
         entry.hits += 1
-        entry.lastUsed = DateDetector.wallClock()
+        if clockCountdown == 0 {
+            coarseClock = DateDetector.wallClock()
+            clockCountdown = 1024
+        }
+        clockCountdown -= 1
+        entry.lastUsed = coarseClock
         entry.distance = distance
         if firstUnused == i { firstUnused += 1 }
         lastPos = (distance, DateDetector.byte(line, length, distance - 1), DateDetector.byte(line, length, distance))
@@ -216,7 +230,7 @@ public final class DateDetector {
     @inline(__always)
     private func searchEntry(_ e: Entry, _ line: UnsafePointer<UInt8>, _ length: Int, start: Int = 0,
                              countHit: Bool = true) -> Bool {
-        let ok = e.regex.search(line, length: length, start: max(0, start))
+        let ok = e.regex.search(line, length: length, start: max(0, start), ascii: lineIsASCII)
         if ok && countHit { e.regexHits += 1 }
         return ok
     }
@@ -262,13 +276,58 @@ public final class DateDetector {
             }
             return v
         case .pattern:
-            var fields = TimeFields()
-            for (name, number) in regex.groupNames {
-                guard let r = regex.range(number) else { continue }
-                let text = String(decoding: UnsafeBufferPointer(start: line + r.lowerBound, count: r.count), as: UTF8.self)
-                fields.values[name] = Substring(text)
+            var p = ParsedTime()
+            var hour12: Int? = nil
+            var ampm: Int? = nil  // 0 am, 1 pm, -1 something else
+            for (group, field) in match.entry.fieldGroups {
+                guard let r = regex.range(group) else { continue }
+                let b = UnsafeBufferPointer(start: line + r.lowerBound, count: r.count)
+                switch field {
+                case .y:
+                    guard var y = FieldBytes.int(b) else { p.invalid = true; break }
+                    if y <= 2000 { y += 2000 }
+                    p.year = y
+                case .Y: p.year = FieldBytes.int(b); if p.year == nil { p.invalid = true }
+                case .m: p.month = FieldBytes.int(b); if p.month == nil { p.invalid = true }
+                case .B: p.month = FieldBytes.index(b, in: CivilTime.monthNames).map { $0 + 1 }; if p.month == nil { p.invalid = true }
+                case .b: p.month = FieldBytes.index(b, in: CivilTime.monthAbbrevs).map { $0 + 1 }; if p.month == nil { p.invalid = true }
+                case .d: p.day = FieldBytes.int(b); if p.day == nil { p.invalid = true }
+                case .H: if let v = FieldBytes.int(b) { p.hour = v } else { p.invalid = true }
+                case .I: hour12 = FieldBytes.int(b); if hour12 == nil { p.invalid = true }
+                case .p:
+                    let s = String(decoding: b, as: UTF8.self).lowercased()
+                    ampm = s == "am" ? 0 : s == "pm" ? 1 : -1
+                case .M: if let v = FieldBytes.int(b) { p.minute = v } else { p.invalid = true }
+                case .S: if let v = FieldBytes.int(b) { p.second = v } else { p.invalid = true }
+                case .A: p.weekday = FieldBytes.index(b, in: CivilTime.weekdayNames)
+                case .a: p.weekday = FieldBytes.index(b, in: CivilTime.weekdayAbbrevs)
+                case .w:
+                    guard let v = FieldBytes.int(b) else { p.invalid = true; break }
+                    p.weekday = v - 1 < 0 ? 6 : v - 1
+                case .j: p.julian = FieldBytes.int(b)
+                case .U, .W:
+                    p.weekOfYear = FieldBytes.int(b)
+                    p.weekStartsMonday = field == .W
+                case .z, .Z:
+                    if r.count == 3, (b[0] == 85 && b[1] == 84 && b[2] == 67) || (b[0] == 71 && b[1] == 77 && b[2] == 84) {
+                        p.zone = 0
+                    } else if let z = ZoneOffsets.offset(bytes: b) {
+                        p.zone = z
+                    } else {
+                        p.invalid = true
+                    }
+                }
             }
-            return fields.epoch(now: now, defaultZone: defaultZone)
+            if var h = hour12 {
+                // %I with %p: 12 am is midnight, 12 pm noon.
+                if ampm == nil || ampm == 0 {
+                    if h == 12 { h = 0 }
+                } else if ampm == 1 {
+                    if h != 12 { h += 12 }
+                }
+                p.hour = h
+            }
+            return converter.epoch(p, now: now, defaultZone: defaultZone)
         }
     }
 }

@@ -7,6 +7,9 @@ final class FilterRegex {
     /// `alt_user1` → `user`: alternative names merged into the main one when that is empty.
     let altValues: [(group: String, target: String)]
     let hasFailureIDGroup: Bool
+    let contentGroup: Int?
+    /// Whether a prefregex captures anything besides `<F-CONTENT>` (most do not).
+    let hasGroupsBesidesContent: Bool
 
     // Results of the last search, relative to the lines it was given.
     private(set) var matched = false
@@ -35,11 +38,13 @@ final class FilterRegex {
         }
         altValues = alts.sorted { $0.0 < $1.0 }
         hasFailureIDGroup = regex.groupNumbers.keys.contains { FilterRegex.failureIDGroups.contains($0) || $0 == "mlfid" }
+        contentGroup = regex.groupNumbers["content"]
+        hasGroupsBesidesContent = regex.groupNames.contains { $0.name != "content" }
     }
 
     /// Searches `buffer` (the lines of `origin` as the regex should see them).
-    func search(_ buffer: UnsafeBufferPointer<UInt8>, originCount: Int) -> Bool {
-        matched = regex.search(buffer.baseAddress!, length: buffer.count)
+    func search(_ buffer: UnsafeBufferPointer<UInt8>, originCount: Int, ascii: Bool = false) -> Bool {
+        matched = regex.search(buffer.baseAddress!, length: buffer.count, ascii: ascii)
         multiLineOrigin = originCount > 1
         guard matched, multiLineOrigin, let whole = regex.range(0) else { return matched }
         // Which lines of the buffer the match touches.
@@ -67,6 +72,9 @@ final class FilterRegex {
     func search(_ buffer: [UInt8], originCount: Int) -> Bool {
         buffer.withUnsafeBufferPointer { search($0, originCount: originCount) }
     }
+
+    /// Where `<F-CONTENT>` matched in the last search.
+    var contentRange: Range<Int>? { contentGroup.flatMap { regex.range($0) } }
 
     /// The lines of `origin` the last match covered (skipped lines excluded).
     func matchedLines(_ origin: [TupleLine]) -> [TupleLine] {

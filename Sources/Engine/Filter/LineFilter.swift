@@ -78,7 +78,12 @@ public final class LineFilter {
     }
 
     public let definition: FilterDefinition
-    public var options: Options
+    public let options: Options
+    // The options the per-line path reads, unpacked once (reading them through `options` costs retains).
+    private let checkAllRegex: Bool
+    private let checkFindTime: Bool
+    private let ignorePending: Bool
+    private let findTime: Double
     public let maxLines: Int
     public let dateDetector: DateDetector
     let prefRegex: FilterRegex?
@@ -90,8 +95,13 @@ public final class LineFilter {
     public var onIgnoreRegex: ((Int) -> Void)?
 
     private var lineBuffer: [TupleLine] = []
+    /// Set while the prefregex content stands in for the line buffer of a single-line filter.
+    private var contentOverride = false
     private var current = TupleLine(bytes: [])
-    private var scratch: [UInt8] = []
+    private let subject = ByteBuffer()
+    /// Whether `subject` holds only ASCII (then the faster byte-mode regexes apply).
+    private var subjectASCII = true
+    private let contentScratch = ByteBuffer()
     private var lastTimeText: [UInt8] = []
     private var lastDate: Double? = nil
     private var mlfidCache = ExpiringCache<FailEntry>(maxCount: 100, maxTime: 5 * 60)
@@ -131,6 +141,10 @@ public final class LineFilter {
         if let u = definition.usedns { options.useDNS = u.lowercased() }
         if !["yes", "warn", "no", "raw"].contains(options.useDNS) { options.useDNS = "no" }
         self.options = options
+        checkAllRegex = options.checkAllRegex
+        checkFindTime = options.checkFindTime
+        ignorePending = options.ignorePending
+        findTime = options.findTime
         let maxLines = maxLinesOverride ?? definition.maxlines ?? 1
         self.maxLines = maxLines
         let useDNS = options.useDNS
@@ -171,24 +185,29 @@ public final class LineFilter {
     /// Processes one line (without its line terminator). `now` is the current time (or the `--now` of
     /// `portcullis regex`). Returns the failures found, nofail markers included.
     public func process(_ line: UnsafeBufferPointer<UInt8>, now: Double) -> [Failure] {
-        if UTF8Check.isValid(line) { return processValid(line, now: now) }
-        // Lines with invalid UTF-8 are matched the way fail2ban sees them: bad sequences as U+FFFD.
-        let repaired = UTF8Check.repaired(line)
-        return repaired.withUnsafeBufferPointer { processValid($0, now: now) }
+        switch UTF8Check.classify(line) {
+        case .ascii: return processValid(line, ascii: true, now: now)
+        case .utf8: return processValid(line, ascii: false, now: now)
+        case .invalid:
+            // Lines with invalid UTF-8 are matched the way fail2ban sees them: bad sequences as U+FFFD.
+            let repaired = UTF8Check.repaired(line)
+            return repaired.withUnsafeBufferPointer { processValid($0, ascii: false, now: now) }
+        }
     }
 
-    private func processValid(_ line: UnsafeBufferPointer<UInt8>, now: Double) -> [Failure] {
+    private func processValid(_ line: UnsafeBufferPointer<UInt8>, ascii: Bool, now: Double) -> [Failure] {
         let base = line.baseAddress ?? UnsafePointer(bitPattern: 1)!
         var date: Double? = nil
         var noDate = false
         var tuple: (start: Int, end: Int) = (0, 0)
         var useLastText = false
-        if let m = dateDetector.match(base, length: line.count) {
+        if let m = dateDetector.match(base, length: line.count, ascii: ascii) {
             tuple = (m.range.lowerBound, m.range.upperBound)
             if !m.range.isEmpty {
                 date = dateDetector.time(of: m, line: base, now: now)
                 if let date {
-                    lastTimeText = Array(line[m.range])
+                    lastTimeText.removeAll(keepingCapacity: true)
+                    lastTimeText.append(contentsOf: line[m.range])
                     lastDate = date
                 }
             } else if let last = lastDate, last > now - 60 {
@@ -203,23 +222,25 @@ public final class LineFilter {
             if let last = lastDate, last > now - 60 {
                 useLastText = true
                 date = last
-            } else if options.checkFindTime && inOperation {
+            } else if checkFindTime && inOperation {
                 date = now
             }
         }
         lastLineTime = date
-        if options.checkFindTime, let d = date {
+        if checkFindTime, let d = date {
             if inOperation {
                 if abs(d - now) > 60 {
                     date = now
                     lastDate = now
                 }
-            } else if d < now - options.findTime {
+            } else if d < now - findTime {
                 return []
             }
         }
-        // Build the tuple line.
+        // The buffer must not share `current`'s storage while it is rewritten (that would copy it).
+        if maxLines <= 1 { lineBuffer.removeAll(keepingCapacity: true) }
         current.bytes.removeAll(keepingCapacity: true)
+        current.isASCII = ascii && (!useLastText || lastTimeText.allSatisfy { $0 < 0x80 })
         if useLastText {
             current.bytes.append(contentsOf: lastTimeText)
             current.bytes.append(contentsOf: line)
@@ -233,53 +254,99 @@ public final class LineFilter {
         return findFailure(date: date, noDate: noDate)
     }
 
+    /// Makes `subject` hold fail2ban's `_tupleLinesBuf(lineBuffer)` (or the prefregex content that replaced it).
+    private func buildSubject() {
+        if contentOverride { return }
+        subject.reset()
+        subjectASCII = true
+        if lineBuffer.isEmpty { subject.append(10); return }
+        for l in lineBuffer {
+            subjectASCII = subjectASCII && l.isASCII
+            l.bytes.withUnsafeBufferPointer { b in
+                if l.dateEnd == l.dateStart {
+                    subject.append(b)
+                } else {
+                    subject.append(UnsafeBufferPointer(rebasing: b[..<l.dateStart]))
+                    subject.append(UnsafeBufferPointer(rebasing: b[l.dateEnd...]))
+                }
+            }
+            subject.append(10)
+        }
+    }
+
+    /// fail2ban replaces the line buffer with `[('', '', content)]` after a prefregex match.
+    private func replaceWithContent() {
+        if maxLines > 1 {
+            lineBuffer = [TupleLine(bytes: Array(contentScratch.buffer), isASCII: subjectASCII)]
+            contentOverride = false
+            buildSubject()
+        } else {
+            // Single-line filters keep the content in the subject itself instead of allocating a line for it.
+            subject.reset()
+            subject.append(contentScratch.buffer)
+            subject.append(10)
+            lineBuffer.removeAll(keepingCapacity: true)
+            contentOverride = true
+        }
+    }
+
+    private func setLineBuffer(_ lines: [TupleLine]) {
+        lineBuffer = lines
+        contentOverride = false
+    }
+
     private func findFailure(date: Double?, noDate: Bool) -> [Failure] {
         var failList: [Failure] = []
         prefRegexMatched = false
-        let orgBuffer: [TupleLine]
+        contentOverride = false
         if maxLines > 1 {
             lineBuffer.append(current)
             if lineBuffer.count > maxLines { lineBuffer.removeFirst(lineBuffer.count - maxLines) }
-            orgBuffer = lineBuffer
         } else {
-            lineBuffer = [current]
-            orgBuffer = lineBuffer
+            lineBuffer.append(current)
         }
-        var buf: [UInt8]? = makeBuffer(orgBuffer)
+        let orgBuffer = lineBuffer
+        let subject = self.subject
+        buildSubject()
+        var subjectValid = true
 
         if !ignoreRegexes.isEmpty && ignoreRegexes.count < failRegexes.count - 2 {
-            if ignoreLine(buf!, orgBuffer, failRegex: nil) != nil { return failList }
+            if ignoreLine(subject.buffer, orgBuffer, failRegex: nil) != nil { return failList }
         }
         var preGroups: [String: String?] = [:]
         if let pref = prefRegex {
-            let ok = buf!.withUnsafeBufferPointer { pref.search($0, originCount: orgBuffer.count) }
-            if !ok { return failList }
+            if !pref.search(subject.buffer, originCount: orgBuffer.count, ascii: subjectASCII) { return failList }
             prefRegexMatched = true
-            preGroups = buf!.withUnsafeBufferPointer { pref.groups($0) }
-            let content = preGroups.removeValue(forKey: "content") ?? nil
-            if let content, !content.isEmpty {
-                lineBuffer = [TupleLine(bytes: Array(content.utf8))]
-                buf = nil
+            if pref.hasGroupsBesidesContent {
+                preGroups = pref.groups(subject.buffer)
+                preGroups["content"] = nil
+            }
+            if let r = pref.contentRange, !r.isEmpty {
+                // Copy out of `subject` first: the content replaces it.
+                contentScratch.reset()
+                contentScratch.append(UnsafeBufferPointer(rebasing: subject.buffer[r]))
+                replaceWithContent()
             }
         }
-        for (index, failRegex) in failRegexes.enumerated() {
-            if buf == nil { buf = makeBuffer(lineBuffer) }
-            let b = buf!
-            let ok = b.withUnsafeBufferPointer { failRegex.search($0, originCount: orgBuffer.count) }
-            if !ok { continue }
-            var groups = b.withUnsafeBufferPointer { failRegex.groups($0) }
-            if !ignoreRegexes.isEmpty && ignoreLine(b, orgBuffer, failRegex: failRegex) != nil {
-                buf = nil
-                if !options.checkAllRegex { break }
+        let failRegexes = self.failRegexes
+        for index in failRegexes.indices {
+            let failRegex = failRegexes[index]
+            if !subjectValid { buildSubject(); subjectValid = true }
+            let buf = subject.buffer
+            if !failRegex.search(buf, originCount: orgBuffer.count, ascii: subjectASCII) { continue }
+            var groups = failRegex.groups(buf)
+            if !ignoreRegexes.isEmpty && ignoreLine(buf, orgBuffer, failRegex: failRegex) != nil {
+                subjectValid = false
+                if !checkAllRegex { break }
                 continue
             }
             if noDate {
                 if !warnedNoDate { warnedNoDate = true }
-                if date == nil && options.checkFindTime { continue }
+                if date == nil && checkFindTime { continue }
             }
-            if !options.checkAllRegex || maxLines > 1 {
-                lineBuffer = failRegex.unmatchedLines(orgBuffer)
-                buf = nil
+            if !checkAllRegex || maxLines > 1 {
+                setLineBuffer(failRegex.unmatchedLines(orgBuffer))
+                subjectValid = false
             }
             if !preGroups.isEmpty {
                 var merged = preGroups
@@ -289,14 +356,12 @@ public final class LineFilter {
             var fail = FailData()
             fail.groups = groups
             let mlfid = fail.value("mlfid")
-            var cacheEntry: FailEntry? = nil
             if let mlfid {
-                (fail, cacheEntry) = mergeFailure(mlfid, fail, failRegex, orgBuffer)
-                if fail.truthy("nofail") && !options.checkAllRegex { return failList }
+                fail = mergeFailure(mlfid, fail, failRegex, orgBuffer)
+                if fail.truthy("nofail") && !checkAllRegex { return failList }
             } else {
                 fail.matches += failRegex.matchedLines(orgBuffer)
             }
-            _ = cacheEntry
             var fid = fail.value("fid")
             var ip: String? = fail.value("ip4")
             if ip == nil { ip = fail.value("ip6") }
@@ -312,16 +377,16 @@ public final class LineFilter {
             var reportedIP: String? = nil
             if ip == nil {
                 fail.mlfpending = true
-                if !options.checkAllRegex && options.ignorePending { return failList }
+                if !checkAllRegex && ignorePending { return failList }
             } else if fid == nil || fid == ip {
                 fid = LineFilter.withPrefix(ip!, fail.value("cidr"))
             } else {
                 reportedIP = ip
                 fail.groups["ip"] = ip
             }
-            let result = options.checkAllRegex && mlfid != nil ? fail.copy() : fail
+            let result = checkAllRegex && mlfid != nil ? fail.copy() : fail
             failList.append(Failure(regexIndex: index, id: ip == nil ? nil : fid, ip: reportedIP, time: date, data: result))
-            if !options.checkAllRegex { break }
+            if !checkAllRegex { break }
         }
         return failList
     }
@@ -332,30 +397,25 @@ public final class LineFilter {
         return network.description
     }
 
-    private func makeBuffer(_ lines: [TupleLine]) -> [UInt8] {
-        TupleLine.buffer(lines, into: &scratch)
-        return scratch
-    }
-
-    private func ignoreLine(_ buffer: [UInt8], _ origin: [TupleLine], failRegex: FilterRegex?) -> Int? {
-        var buf = buffer
+    private func ignoreLine(_ buffer: UnsafeBufferPointer<UInt8>, _ origin: [TupleLine], failRegex: FilterRegex?) -> Int? {
+        var ownBuffer: [UInt8] = []
         var org = origin
         if let failRegex, maxLines > 1 {
             org = failRegex.matchedLines(origin)
-            var b: [UInt8] = []
-            TupleLine.buffer(org, into: &b)
-            buf = b
+            TupleLine.buffer(org, into: &ownBuffer)
         }
         var found: Int? = nil
         for (index, ignore) in ignoreRegexes.enumerated() {
-            let ok = buf.withUnsafeBufferPointer { ignore.search($0, originCount: org.count) }
+            let ok = ownBuffer.isEmpty
+                ? ignore.search(buffer, originCount: org.count, ascii: subjectASCII)
+                : ownBuffer.withUnsafeBufferPointer { ignore.search($0, originCount: org.count) }
             if ok {
                 found = index
                 onIgnoreRegex?(index)
-                if !options.checkAllRegex || maxLines > 1 {
-                    if let failRegex { lineBuffer = failRegex.unmatchedLines(origin) }
+                if !checkAllRegex || maxLines > 1 {
+                    if let failRegex { setLineBuffer(failRegex.unmatchedLines(origin)) }
                 }
-                if !options.checkAllRegex { break }
+                if !checkAllRegex { break }
             }
         }
         return found
@@ -363,7 +423,7 @@ public final class LineFilter {
 
     /// fail2ban's `_mergeFailure`: joins the lines of one connection (`<F-MLFID>`) into one failure.
     private func mergeFailure(_ mlfid: String, _ failIn: FailData, _ failRegex: FilterRegex,
-                              _ origin: [TupleLine]) -> (FailData, FailEntry?) {
+                              _ origin: [TupleLine]) -> FailData {
         var fail = failIn
         let cached = mlfidCache.get(mlfid)
         var users: [String]? = nil
@@ -408,7 +468,8 @@ public final class LineFilter {
         } else if flags & 3 == 1 {
             fail.nofailMatches = (fail.nofailMatches ?? []) + failRegex.matchedLines(origin)
         }
-        return (fail, entry)
+        _ = entry
+        return fail
     }
 
     private static func updateUsers(_ fail: FailData, _ user: String?) -> [String]? {
@@ -461,6 +522,22 @@ struct ExpiringCache<Value> {
 
 /// UTF-8 validation on the hot path: pure-ASCII lines (the usual case) are recognised a word at a time.
 enum UTF8Check {
+    enum Kind { case ascii, utf8, invalid }
+
+    static func classify(_ bytes: UnsafeBufferPointer<UInt8>) -> Kind {
+        guard let base = bytes.baseAddress else { return .ascii }
+        let n = bytes.count
+        var i = 0
+        let raw = UnsafeRawPointer(base)
+        while i + 8 <= n {
+            if raw.loadUnaligned(fromByteOffset: i, as: UInt64.self) & 0x8080_8080_8080_8080 != 0 { break }
+            i += 8
+        }
+        while i < n && base[i] < 0x80 { i += 1 }
+        if i == n { return .ascii }
+        return String(validating: bytes, as: UTF8.self) != nil ? .utf8 : .invalid
+    }
+
     static func isValid(_ bytes: UnsafeBufferPointer<UInt8>) -> Bool {
         guard let base = bytes.baseAddress else { return true }
         let n = bytes.count

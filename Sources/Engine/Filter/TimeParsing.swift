@@ -141,7 +141,12 @@ public enum ZoneOffsets {
     /// Minutes east of UTC for `text`, nil when fail2ban would reject it. The accepted form is
     /// `[ABBR][+-]hh[[:]mm]` (fail2ban's `FIXED_OFFSET_TZ_RE`).
     public static func offset(_ text: some StringProtocol) -> Int? {
-        let s = Array(text.utf8)
+        Array(text.utf8).withUnsafeBufferPointer { offset(bytes: $0) }
+    }
+
+    static func offset(bytes s: UnsafeBufferPointer<UInt8>) -> Int? {
+        // The common cases first, without building a key string.
+        if s.count == 1 && s[0] == 90 { return 0 }
         var i = 0
         var abbr = ""
         if i < s.count, s[i] >= 65, s[i] <= 90 {
@@ -153,100 +158,139 @@ public enum ZoneOffsets {
             abbr = String(decoding: s[i..<j], as: UTF8.self)
             i = j
         }
-        guard let base = table[abbr] else { return nil }
+        guard let base = abbr.isEmpty ? 0 : table[abbr] else { return nil }
         if i == s.count { return base }
         guard s[i] == 43 || s[i] == 45 else { return nil }
         let sign = s[i] == 45 ? -1 : 1
-        let digits = s[(i + 1)...]
-        func num(_ d: ArraySlice<UInt8>) -> Int? {
-            guard !d.isEmpty, d.allSatisfy({ $0 >= 48 && $0 <= 57 }) else { return nil }
-            return Int(String(decoding: d, as: UTF8.self))
+        let d = UnsafeBufferPointer(rebasing: s[(i + 1)...])
+        func num(_ a: Int, _ b: Int) -> Int? {
+            guard d[a] >= 48 && d[a] <= 57 && d[b] >= 48 && d[b] <= 57 else { return nil }
+            return Int(d[a] - 48) * 10 + Int(d[b] - 48)
         }
-        let d = Array(digits)
-        guard d.count >= 2, d[0] == 48 || d[0] == 49, let hh = num(d[0..<2][...]) else { return nil }
+        guard d.count >= 2, d[0] == 48 || d[0] == 49, let hh = num(0, 1) else { return nil }
         switch d.count {
         case 2: return base + sign * hh * 60
         case 4:
-            guard let mm = num(d[2..<4][...]) else { return nil }
+            guard let mm = num(2, 3) else { return nil }
             return base + sign * (hh * 60 + mm)
         case 5:
-            guard d[2] == 58, let mm = num(d[3..<5][...]) else { return nil }
+            guard d[2] == 58, let mm = num(3, 4) else { return nil }
             return base + sign * (hh * 60 + mm)
         default: return nil
         }
     }
 }
 
-/// fail2ban's `reGroupDictStrptime`: the strptime fields a date regex captured, turned into epoch seconds.
-/// Missing years are inferred from `now` and rolled back a year when the result would lie more than a day ahead;
-/// a time without a date is today's, or yesterday's when it would be in the future.
-public struct TimeFields {
-    public var values: [String: Substring] = [:]
+/// The strptime fields a date regex can capture (the named groups of fail2ban's time codes).
+enum TimeField: UInt8 {
+    case y, Y, m, B, b, d, H, I, p, M, S, A, a, w, j, U, W, z, Z
 
-    public init() {}
-
-    public func epoch(now: Double, defaultZone: Int?) -> Double? {
-        var year: Int? = nil, month: Int? = nil, day: Int? = nil
-        var hour = 0, minute = 0, second = 0
-        var zone: Int? = nil
-        var weekday: Int? = nil, julian: Int? = nil, weekOfYear: Int? = nil
-        var weekStartsMonday = true
-        for (key, val) in values {
-            switch key {
-            case "y":
-                guard var y = Int(val) else { return nil }
-                if y <= 2000 { y += 2000 }
-                year = y
-            case "Y": guard let y = Int(val) else { return nil }; year = y
-            case "m": guard let v = Int(val) else { return nil }; month = v
-            case "B": guard let i = CivilTime.monthNames.firstIndex(of: val.lowercased()) else { return nil }; month = i + 1
-            case "b": guard let i = CivilTime.monthAbbrevs.firstIndex(of: val.lowercased()) else { return nil }; month = i + 1
-            case "d": guard let v = Int(val.trimmingPrefix(" ")) else { return nil }; day = v
-            case "H": guard let v = Int(val.trimmingPrefix(" ")) else { return nil }; hour = v
-            case "I":
-                guard var h = Int(val.trimmingPrefix(" ")) else { return nil }
-                let ampm = values["p"].map { $0.lowercased() } ?? ""
-                if ampm == "" || ampm == "am" {
-                    if h == 12 { h = 0 }
-                } else if ampm == "pm" {
-                    if h != 12 { h += 12 }
-                }
-                hour = h
-            case "M": guard let v = Int(val) else { return nil }; minute = v
-            case "S": guard let v = Int(val) else { return nil }; second = v
-            case "A": weekday = CivilTime.weekdayNames.firstIndex(of: val.lowercased())
-            case "a": weekday = CivilTime.weekdayAbbrevs.firstIndex(of: val.lowercased())
-            case "w":
-                guard let v = Int(val) else { return nil }
-                weekday = v - 1 < 0 ? 6 : v - 1
-            case "j": julian = Int(val)
-            case "U", "W":
-                weekOfYear = Int(val)
-                weekStartsMonday = key == "W"
-            case "z", "Z":
-                if val == "Z" || val == "UTC" || val == "GMT" {
-                    zone = 0
-                } else {
-                    guard let z = ZoneOffsets.offset(val) else { return nil }
-                    zone = z
-                }
-            default:
-                break
-            }
+    init?(groupName: String) {
+        switch groupName {
+        case "y": self = .y
+        case "Y": self = .Y
+        case "m": self = .m
+        case "B": self = .B
+        case "b": self = .b
+        case "d": self = .d
+        case "H": self = .H
+        case "I": self = .I
+        case "p": self = .p
+        case "M": self = .M
+        case "S": self = .S
+        case "A": self = .A
+        case "a": self = .a
+        case "w": self = .w
+        case "j": self = .j
+        case "U": self = .U
+        case "W": self = .W
+        case "z": self = .z
+        case "Z": self = .Z
+        default: return nil
         }
-        let nowNaive = CivilTime.localNaive(now)
+    }
+}
+
+/// Byte-level helpers for date fields: no `String` is made for the common numeric fields.
+enum FieldBytes {
+    /// The decimal value of `b` (leading spaces allowed, as Python's `int()` allows), nil if not a number.
+    @inline(__always)
+    static func int(_ b: UnsafeBufferPointer<UInt8>) -> Int? {
+        var i = 0
+        while i < b.count && b[i] == 32 { i += 1 }
+        guard i < b.count else { return nil }
+        var v = 0
+        while i < b.count {
+            let c = b[i]
+            guard c >= 48 && c <= 57 else { return nil }
+            v = v &* 10 &+ Int(c - 48)
+            i += 1
+        }
+        return v
+    }
+
+    /// Index of `b` (case-insensitive ASCII) in `names`.
+    static func index(_ b: UnsafeBufferPointer<UInt8>, in names: [String]) -> Int? {
+        let lower = String(decoding: b, as: UTF8.self).lowercased()
+        return names.firstIndex(of: lower)
+    }
+}
+
+/// The fields one date match captured, as integers.
+struct ParsedTime {
+    var year: Int? = nil, month: Int? = nil, day: Int? = nil
+    var hour = 0, minute = 0, second = 0
+    var zone: Int? = nil
+    var weekday: Int? = nil, julian: Int? = nil, weekOfYear: Int? = nil
+    var weekStartsMonday = true
+    var invalid = false
+}
+
+/// fail2ban's `reGroupDictStrptime`: captured strptime fields turned into epoch seconds. Missing years are
+/// inferred from `now` and rolled back a year when the result would lie more than a day ahead; a time without a
+/// date is today's, or yesterday's when it would be in the future.
+///
+/// Keeps two small caches, which is why it is a class owned by one date detector: the local wall-clock value of
+/// `now`, and the local UTC offset of the last quarter hour converted (zone changes happen on quarter hours).
+final class TimeConverter {
+    private var cachedNow = Double.nan
+    private var cachedNowNaive = 0
+    private var cachedBucket = Int.min
+    private var cachedOffset = 0
+
+    func nowNaive(_ now: Double) -> Int {
+        if now != cachedNow {
+            cachedNow = now
+            cachedNowNaive = CivilTime.localNaive(now)
+        }
+        return cachedNowNaive
+    }
+
+    func epoch(fromLocalNaive n: Int) -> Double {
+        let bucket = n >= 0 ? n / 900 : (n - 899) / 900
+        if bucket != cachedBucket {
+            cachedBucket = bucket
+            cachedOffset = n - Int(CivilTime.epoch(fromLocalNaive: n))
+        }
+        return Double(n - cachedOffset)
+    }
+
+    func epoch(_ p: ParsedTime, now: Double, defaultZone: Int?) -> Double? {
+        if p.invalid { return nil }
+        var year = p.year, month = p.month, day = p.day
+        var julian = p.julian
+        let nowNaive = nowNaive(now)
         var assumeYear = false
         if year == nil {
             year = CivilTime.fields(ofNaive: nowNaive).year
             assumeYear = true
         }
         if month == nil || day == nil {
-            if julian == nil, let week = weekOfYear, let wd = weekday {
-                julian = TimeFields.julian(year: year!, week: week, weekday: wd, weekStartsMonday: weekStartsMonday)
+            if julian == nil, let week = p.weekOfYear, let wd = p.weekday {
+                julian = TimeConverter.julian(year: year!, week: week, weekday: wd, weekStartsMonday: p.weekStartsMonday)
             }
             if let j = julian {
-                let days = CivilTime.daysFromCivil(year!, 1, 1) + j - 1
-                let c = CivilTime.civilFromDays(days)
+                let c = CivilTime.civilFromDays(CivilTime.daysFromCivil(year!, 1, 1) + j - 1)
                 (year, month, day) = (c.year, c.month, c.day)
             }
         }
@@ -257,8 +301,8 @@ public struct TimeFields {
             assumeToday = true
         }
         guard let y = year, let mo = month, let d = day,
-              var result = CivilTime.naive(y, mo, d, hour, minute, second) else { return nil }
-        if zone == nil { zone = defaultZone }
+              var result = CivilTime.naive(y, mo, d, p.hour, p.minute, p.second) else { return nil }
+        let zone = p.zone ?? defaultZone
         if let zone { result -= zone * 60 }
         if assumeToday && result > nowNaive { result -= 86400 }
         if assumeYear && result > nowNaive + 86400 {
@@ -267,7 +311,7 @@ public struct TimeFields {
             result = earlier
         }
         if zone != nil { return Double(result) }
-        return CivilTime.epoch(fromLocalNaive: result)
+        return epoch(fromLocalNaive: result)
     }
 
     /// Python's `_calc_julian_from_U_or_W`.

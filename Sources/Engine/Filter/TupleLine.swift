@@ -4,11 +4,14 @@ public struct TupleLine: Sendable, Equatable {
     public var bytes: [UInt8]
     public var dateStart: Int
     public var dateEnd: Int
+    /// No byte above 0x7F (the regexes may then use their faster byte mode).
+    public var isASCII: Bool
 
-    public init(bytes: [UInt8], dateStart: Int = 0, dateEnd: Int = 0) {
+    public init(bytes: [UInt8], dateStart: Int = 0, dateEnd: Int = 0, isASCII: Bool? = nil) {
         self.bytes = bytes
         self.dateStart = dateStart
         self.dateEnd = dateEnd
+        self.isASCII = isASCII ?? bytes.allSatisfy { $0 < 0x80 }
     }
 
     /// The whole line, date included.

@@ -233,16 +233,17 @@ public final class RegexTest {
                 stats.missed -= 1
             }
         }
-        let text = options.json ? "" : String(decoding: line, as: UTF8.self)
+        // Decode the line only when it is kept for printing.
+        func text() -> String { String(decoding: line, as: UTF8.self) }
         if isIgnored {
             stats.ignored += 1
-            if !options.printNoIgnored && (options.printAllIgnored || stats.ignored <= printLimit + 1) { ignoredLines.append(text) }
+            if !options.json && !options.printNoIgnored && (options.printAllIgnored || stats.ignored <= printLimit + 1) { ignoredLines.append(text()) }
         } else if !real.isEmpty {
             stats.matched += 1
-            if options.printAllMatched { matchedLines.append(text) }
+            if !options.json && options.printAllMatched { matchedLines.append(text()) }
         } else {
             stats.missed += 1
-            if !options.printNoMissed && (options.printAllMissed || stats.missed <= printLimit + 1) { missedLines.append(text) }
+            if !options.json && !options.printNoMissed && (options.printAllMissed || stats.missed <= printLimit + 1) { missedLines.append(text()) }
         }
         stats.tested += 1
         if options.json { writeJSON(number: number, real: real, ignored: isIgnored) }
