@@ -8,7 +8,7 @@ struct Portcullis: ParsableCommand {
         commandName: "portcullis",
         abstract: "A fail2ban-compatible intrusion-prevention daemon.",
         version: PortcullisVersion.string,
-        subcommands: [RegexCommand.self]
+        subcommands: [CheckCommand.self, RegexCommand.self]
     )
 }
 

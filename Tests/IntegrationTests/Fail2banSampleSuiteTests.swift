@@ -29,25 +29,50 @@ struct Fail2banSampleSuiteTests {
     @Test("sample log matches its failJSON annotations", .enabled(if: installed, "needs Debian's fail2ban package (apt-get install fail2ban)"),
           arguments: filters)
     func sample(_ name: String) throws {
-        let baseDir = Self.config
-        let cases = try SampleFile.parse(filter: name, samples: Self.samples)
+        try SampleSuite.run(filter: name, config: Self.config, samples: Self.samples, now: Self.testNow)
+    }
+}
+
+/// Portcullis' own filters (config/filter.d) against the project's own samples (Tests/Fixtures/samples), in the
+/// same failJSON format; these include address-injection attempts that must not ban the injected address.
+@Suite("Portcullis filter samples")
+struct OwnFilterSampleTests {
+    static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+    static let config = root.appendingPathComponent("config").path
+    static let samples = root.appendingPathComponent("Tests/Fixtures/samples").path
+    /// 2005-11-28 12:00 in the samples' time zone.
+    static let now = 1133175600.0
+
+    @Test("own sample log matches its failJSON annotations",
+          arguments: ["dovecot", "sshd", "postfix", "nginx-http-auth", "nginx-limit-req"])
+    func sample(_ name: String) throws {
+        try SampleSuite.run(filter: name, config: Self.config, samples: Self.samples, now: Self.now)
+    }
+}
+
+enum SampleSuite {
+    static func run(filter name: String, config: String, samples: String, now: Double) throws {
+        let cases = try SampleFile.parse(filter: name, samples: samples)
         #expect(!cases.isEmpty, "no sample lines for \(name)")
-        setenv("TZ", Self.timeZone, 1)
+        setenv("TZ", Fail2banSampleSuiteTests.timeZone, 1)
         tzset()
+        var checkedMatches = 0
         for (filterSpec, lines) in cases.grouped() {
             let dir = try TemporaryDirectory()
             let log = try dir.file("sample.log", lines.map(\.line).joined(separator: "\n") + "\n")
-            let result = try Binary.run(["regex", "--config", baseDir, "--json", "--now", String(Self.testNow), log, filterSpec],
-                                        environment: ["TZ": Self.timeZone])
+            let result = try Binary.run(["regex", "--config", config, "--json", "--now", String(now), log, filterSpec],
+                                        environment: ["TZ": Fail2banSampleSuiteTests.timeZone])
             #expect(result.status == 0, "portcullis regex \(filterSpec) failed: \(result.stderr)")
             let outputs = result.stdout.split(separator: "\n")
             #expect(outputs.count == lines.count, "\(filterSpec): \(outputs.count) JSON lines for \(lines.count) log lines")
             for (sample, output) in zip(lines, outputs) {
                 let got = try JSONSerialization.jsonObject(with: Data(output.utf8)) as! [String: Any]
                 let problems = sample.check(got)
+                if sample.expected["match"] as? Bool == true { checkedMatches += 1 }
                 #expect(problems.isEmpty, "\(filterSpec) \(sample.file):\(sample.lineNumber): \(problems.joined(separator: "; "))\n  line: \(sample.line)\n  got:  \(output)")
             }
         }
+        #expect(checkedMatches > 0, "\(name): no line expected to match was checked")
     }
 }
 

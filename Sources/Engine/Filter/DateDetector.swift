@@ -211,7 +211,7 @@ public final class DateDetector {
         guard matched, let entry = selected else { return nil }
         entry.hits += 1
         if clockCountdown == 0 {
-            coarseClock = DateDetector.wallClock()
+            coarseClock = Clock.now()
             clockCountdown = 1024
         }
         clockCountdown -= 1
@@ -235,11 +235,6 @@ public final class DateDetector {
         return ok
     }
 
-    static func wallClock() -> Double {
-        var ts = timespec()
-        clock_gettime(CLOCK_REALTIME, &ts)
-        return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
-    }
 
     /// Moves a template that keeps winning towards the front (fail2ban's `_reorderTemplate`).
     private func reorder(_ num: Int) -> Int {

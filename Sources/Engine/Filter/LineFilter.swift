@@ -493,7 +493,7 @@ struct ExpiringCache<Value> {
         self.maxTime = maxTime
     }
 
-    private static func now() -> Double { DateDetector.wallClock() }
+    private static func now() -> Double { Clock.now() }
 
     mutating func get(_ key: String) -> Value? {
         guard let item = items[key] else { return nil }

@@ -152,7 +152,7 @@ public final class RegexTest {
 
     /// Runs the test over `log`: a file when one exists at that path, otherwise the text itself as log lines.
     public func run(log: String) throws -> Stats {
-        let start = DateDetector.wallClock()
+        let start = Clock.now()
         let now = options.now ?? start
         var isDir: ObjCBool = false
         if !options.json {
@@ -199,7 +199,7 @@ public final class RegexTest {
                 bytes.withUnsafeBufferPointer(handle)
             }
         }
-        if !options.json { printStats(elapsed: DateDetector.wallClock() - start) }
+        if !options.json { printStats(elapsed: Clock.now() - start) }
         out.flush()
         return stats
     }

@@ -1,0 +1,148 @@
+/// fail2ban's time expressions (`MyTime.str2seconds`): plain seconds (`600`), abbreviations (`10m`, `1h30m`,
+/// `12w`, `1d`), words (`1hour 30min`, `6 months`), and arithmetic (`1year-6mo`, `2*3600`). A month is a twelfth of
+/// a 365.25-day year, as in fail2ban. `-1` means "forever" where a ban time is meant.
+public enum Duration {
+    public static let units: [(names: [String], seconds: Double)] = [
+        (["days", "day", "da", "dd", "d"], 86400),
+        (["weeks", "week", "wee", "we", "ww", "w"], 604800),
+        (["months", "month", "mon", "mo"], 2629800),
+        (["years", "year", "yea", "ye", "yy", "y"], 31557600),
+        (["seconds", "second", "sec", "se", "ss", "s"], 1),
+        (["minutes", "minute", "min", "mi", "mm", "m"], 60),
+        (["hours", "hour", "hou", "ho", "hh", "h"], 3600),
+    ]
+
+    public struct ParseError: Error, CustomStringConvertible {
+        public let text: String
+        public let reason: String
+        public var description: String { "'\(text)' is not a time: \(reason) (use seconds or forms like 10m, 1h30m, 1d, 12w)" }
+    }
+
+    /// Seconds for `text`.
+    public static func seconds(_ text: String) throws(ParseError) -> Double {
+        var p = Parser(text: text)
+        let v = try p.parse()
+        return v
+    }
+
+    struct Parser {
+        let text: String
+        let chars: [Character]
+        var i = 0
+
+        init(text: String) {
+            self.text = text
+            chars = Array(text.lowercased())
+        }
+
+        mutating func parse() throws(ParseError) -> Double {
+            skipSpace()
+            guard i < chars.count else { throw ParseError(text: text, reason: "empty") }
+            let v = try sum()
+            skipSpace()
+            guard i == chars.count else { throw ParseError(text: text, reason: "unexpected '\(chars[i])'") }
+            return v
+        }
+
+        mutating func skipSpace() { while i < chars.count && chars[i].isWhitespace { i += 1 } }
+
+        /// Terms joined by + and -, or simply written one after the other ("1h 30m", "1h30m").
+        mutating func sum() throws(ParseError) -> Double {
+            var total = try product()
+            while true {
+                skipSpace()
+                guard i < chars.count else { return total }
+                if chars[i] == "+" { i += 1; total += try product() }
+                else if chars[i] == "-" { i += 1; total -= try product() }
+                else if chars[i].isNumber || chars[i] == "." || chars[i] == "(" { total += try product() }
+                else { return total }
+            }
+        }
+
+        mutating func product() throws(ParseError) -> Double {
+            var v = try factor()
+            while true {
+                skipSpace()
+                guard i < chars.count else { return v }
+                if chars[i] == "*" { i += 1; v *= try factor() }
+                else if chars[i] == "/" {
+                    i += 1
+                    let d = try factor()
+                    guard d != 0 else { throw ParseError(text: text, reason: "division by zero") }
+                    v /= d
+                } else { return v }
+            }
+        }
+
+        mutating func factor() throws(ParseError) -> Double {
+            skipSpace()
+            guard i < chars.count else { throw ParseError(text: text, reason: "a number is missing") }
+            if chars[i] == "-" { i += 1; return -(try factor()) }
+            if chars[i] == "+" { i += 1; return try factor() }
+            var v: Double
+            if chars[i] == "(" {
+                i += 1
+                v = try sum()
+                skipSpace()
+                guard i < chars.count && chars[i] == ")" else { throw ParseError(text: text, reason: "')' is missing") }
+                i += 1
+            } else {
+                var digits = ""
+                while i < chars.count && (chars[i].isNumber || chars[i] == ".") { digits.append(chars[i]); i += 1 }
+                guard let n = Double(digits) else { throw ParseError(text: text, reason: "expected a number") }
+                v = n
+            }
+            // An optional unit, separated by spaces or not.
+            var j = i
+            while j < chars.count && chars[j] == " " { j += 1 }
+            var word = ""
+            var k = j
+            while k < chars.count && chars[k].isLetter { word.append(chars[k]); k += 1 }
+            if !word.isEmpty {
+                guard let unit = Duration.units.first(where: { $0.names.contains(word) }) else {
+                    throw ParseError(text: text, reason: "unknown unit '\(word)'")
+                }
+                v *= unit.seconds
+                i = k
+            }
+            return v
+        }
+    }
+
+    /// fail2ban's `seconds2str`, for messages: `1y 3w 4d`, `2d 7h 15m`, `59m 50s`.
+    public static func describe(_ seconds: Double) -> String {
+        if seconds < 0 { return "permanent" }
+        var s = Int(seconds.rounded())
+        if s >= 31536000 {
+            s = Int((Double(s) / 86400).rounded())
+            var r = "\(s / 365)y"; s %= 365
+            if s >= 7 { r += " \(s / 7)w"; s %= 7 }
+            if s > 0 { r += " \(s)d" }
+            return r
+        }
+        if s >= 604800 {
+            s = Int((Double(s) / 3600).rounded())
+            var r = "\(s / 168)w"; s %= 168
+            if s >= 24 { r += " \(s / 24)d"; s %= 24 }
+            if s > 0 { r += " \(s)h" }
+            return r
+        }
+        if s >= 86400 {
+            s = Int((Double(s) / 60).rounded())
+            var r = "\(s / 1440)d"; s %= 1440
+            if s >= 60 { r += " \(s / 60)h"; s %= 60 }
+            if s > 0 { r += " \(s)m" }
+            return r
+        }
+        if s >= 3595 {
+            s = Int((Double(s) / 10).rounded())
+            var r = "\(s / 360)h"; s %= 360
+            if s >= 6 { r += " \(s / 6)m" }
+            return r
+        }
+        var parts: [String] = []
+        if s >= 60 { parts.append("\(s / 60)m"); s %= 60 }
+        if s > 0 { parts.append("\(s)s") }
+        return parts.isEmpty ? "0" : parts.joined(separator: " ")
+    }
+}

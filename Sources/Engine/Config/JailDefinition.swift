@@ -1,0 +1,291 @@
+import Foundation
+
+/// One log path entry of a jail: a glob, and whether to start at its end (`tail`) or beginning (`head`).
+public struct LogPath: Sendable, Equatable {
+    public var pattern: String
+    public var tail: Bool
+}
+
+/// How a jail watches its logs.
+public enum Backend: String, Sendable {
+    case inotify, polling
+}
+
+/// An `action` entry of a jail: fail2ban's action name with its bracket options.
+public struct ActionSpec: Sendable {
+    public var name: String
+    public var options: OrderedMap<String>
+}
+
+/// fail2ban's `bantime.*` settings (applied by the ban manager).
+public struct BanTimeIncrement: Sendable {
+    public var enabled = false
+    public var factor: Double = 1
+    public var formula: String? = nil
+    public var multipliers: [Double] = []
+    public var maxTime: Double? = nil
+    public var randomTime: Double? = nil
+    public var overallJails = false
+}
+
+/// A jail as configured, every option resolved and checked.
+public struct JailDefinition: Sendable {
+    public var name: String
+    public var filter: FilterDefinition
+    /// The filter as written (`dovecot[mode=aggressive]`).
+    public var filterSpec: String
+    public var logPaths: [LogPath]
+    public var backend: Backend
+    public var maxRetry: Int
+    public var findTime: Double
+    /// Seconds; negative for a permanent ban.
+    public var banTime: Double
+    public var increment = BanTimeIncrement()
+    public var ports: [PortRange]
+    public var portSpec: String
+    public var `protocol`: String
+    public var ignoreList: IgnoreList
+    public var banAction: String
+    public var actions: [ActionSpec]
+    public var logEncoding: String
+    public var logTimeZone: Int?
+    public var maxMatches: Int
+    /// Cap on addresses whose failures are tracked (oldest evicted first).
+    public var maxTracked: Int
+    public var location: SourceLocation?
+
+    /// The files the log path globs match now.
+    public var files: [String] { logPaths.flatMap { Glob.expand($0.pattern) } }
+}
+
+/// Reads every jail of a configuration tree (`jail.conf`, `jail.d/*.conf`, `jail.local`, `jail.d/*.local`) with the
+/// semantics of fail2ban's `JailsReader` and `JailReader`: `[DEFAULT]` inheritance, the filter read with the jail's
+/// options, the filter's values visible to the jail as `known/…`. A jail whose configuration is wrong is reported
+/// and left out; the others load.
+public struct JailsReader {
+    public let directory: ConfigDirectory
+    public private(set) var diagnostics: [Diagnostic] = []
+
+    public init(directory: ConfigDirectory) {
+        self.directory = directory
+    }
+
+    static let firstOptions = ["enabled", "backend", "filter"]
+    static let jailOptions = [
+        "enabled", "backend", "maxretry", "maxmatches", "findtime", "bantime", "bantime.increment", "bantime.factor",
+        "bantime.formula", "bantime.multipliers", "bantime.maxtime", "bantime.rndtime", "bantime.overalljails",
+        "ignorecommand", "ignoreself", "ignoreip", "ignorecache", "filter", "logtimezone", "logencoding", "logpath",
+        "action", "usedns", "prefregex", "failregex", "ignoreregex", "maxlines", "datepattern", "journalmatch",
+        "port", "protocol", "banaction", "banaction_allports", "maxtracked",
+    ]
+
+    /// Names of all jail sections, enabled or not, in file order.
+    public static func jailNames(_ stack: ConfigStack) -> [String] {
+        stack.sections.keys.filter { !$0.hasPrefix("KNOWN/") && $0 != "INCLUDES" }
+    }
+
+    /// The enabled jails. Problems are collected in `diagnostics`.
+    public mutating func read(only: Set<String>? = nil) throws(ConfigError) -> [JailDefinition] {
+        var stack = try directory.read("jail")
+        diagnostics += stack.warnings
+        stack.setDefault("fail2ban_version", "1.0.2")
+        stack.setDefault("fail2ban_confpath", directory.path)
+        stack.setDefault("portcullis_confpath", directory.path)
+        var jails: [JailDefinition] = []
+        for name in JailsReader.jailNames(stack) {
+            if let only, !only.contains(name) { continue }
+            do {
+                if let jail = try readJail(name, stack: &stack) { jails.append(jail) }
+            } catch {
+                diagnostics.append(Diagnostic(.error, error.message + " — jail skipped", at: error.location, jail: name))
+            }
+        }
+        return jails
+    }
+
+    private mutating func readJail(_ name: String, stack: inout ConfigStack) throws(ConfigError) -> JailDefinition? {
+        let location = stack.sections[name]?.makeIterator().next()?.value.location
+        func get(_ option: String) throws(ConfigError) -> String? {
+            do { return try stack.get(name, option) } catch {
+                throw ConfigError(error.message, at: error.location ?? stack.rawEntry(name, option)?.location)
+            }
+        }
+        func loc(_ option: String) -> SourceLocation? { stack.rawEntry(name, option)?.location }
+        guard JailsReader.bool(try get("enabled") ?? "false") else { return nil }
+        let backendText = (try get("backend") ?? "auto").trimmingCharacters(in: .whitespaces)
+        let backend: Backend
+        switch backendText.lowercased() {
+        case "auto", "inotify", "pyinotify", "gamin": backend = .inotify
+        case "polling": backend = .polling
+        case let b where b.hasPrefix("systemd"):
+            throw ConfigError("backend = \(backendText): there is no systemd journal in a container. Have the service log to a file (dovecot: log_path = /var/log/mail.log; sshd: rsyslog or 'sshd -E /var/log/auth.log'), set logpath to it and backend = auto", at: loc("backend"))
+        default:
+            throw ConfigError("unknown backend '\(backendText)' (auto, inotify or polling)", at: loc("backend"))
+        }
+        var firstOpts: [String: String] = [:]
+        for o in JailsReader.firstOptions { if let v = try get(o) { firstOpts[o] = v } }
+
+        // The filter, read with the jail's first options, then visible to the jail as known/….
+        let filterSpec = (try get("filter") ?? "").trimmingCharacters(in: .whitespacesAndNewlines)
+        guard !filterSpec.isEmpty else { throw ConfigError("no filter set", at: loc("filter")) }
+        let (filterName, filterOptions) = try OptionSyntax.extract(filterSpec)
+        let reader: FilterReader
+        do {
+            reader = try FilterReader(name: filterName, jail: name, options: filterOptions, directory: directory)
+        } catch {
+            throw ConfigError(error.message, at: error.location ?? loc("filter"))
+        }
+        reader.applyAutoOptions(backend: backendText)
+        try reader.readOptions(firstOpts, all: true)
+        stack.mergeSection(name, try reader.combined(), prefix: "known/",
+                           location: SourceLocation(file: reader.config.files.first ?? filterName, line: 0))
+
+        var opts: [String: String] = [:]
+        for o in JailsReader.jailOptions { if let v = try get(o) { opts[o] = v } }
+        try reader.readOptions(opts, all: false)
+        var filter = try reader.definition()
+        // Jail-level regexes and settings, as fail2ban adds them after the filter's.
+        func lines(_ v: String?) -> [String] { (v ?? "").split(separator: "\n").map(String.init).filter { !$0.isEmpty } }
+        filter.failregex += lines(opts["failregex"])
+        filter.ignoreregex += lines(opts["ignoreregex"])
+        if let v = opts["prefregex"], !v.isEmpty { filter.prefregex = v }
+        if let v = opts["datepattern"], !v.isEmpty { filter.datepattern = v }
+        if let v = opts["usedns"], !v.isEmpty { filter.usedns = v }
+        if let v = opts["maxlines"], !v.isEmpty {
+            guard let n = Int(v), n > 0 else { throw ConfigError("maxlines must be a whole number above zero, not '\(v)'", at: loc("maxlines")) }
+            filter.maxlines = n
+        }
+        for key in ["failregex", "ignoreregex", "prefregex", "datepattern", "maxlines", "usedns"] where stack.sections[name]?[key] != nil {
+            filter.locations[key] = loc(key)
+        }
+        if filter.failregex.isEmpty {
+            throw ConfigError("filter '\(filterName)' has no failregex", at: SourceLocation(file: reader.config.files.first ?? filterName, line: 0))
+        }
+        if let u = filter.usedns?.lowercased(), !["yes", "warn", "no", "raw"].contains(u) {
+            diagnostics.append(Diagnostic(.warning, "usedns = \(u) is not one of yes, warn, no, raw; using no", at: loc("usedns"), jail: name))
+            filter.usedns = "no"
+        }
+
+        func duration(_ option: String, default def: String) throws(ConfigError) -> Double {
+            let text = opts[option] ?? def
+            do { return try Duration.seconds(text) } catch { throw ConfigError("\(option): \(error)", at: loc(option)) }
+        }
+        func integer(_ option: String, default def: Int) throws(ConfigError) -> Int {
+            guard let text = opts[option]?.trimmingCharacters(in: .whitespaces), !text.isEmpty else { return def }
+            guard let v = Int(text) else { throw ConfigError("\(option) must be a whole number, not '\(text)'", at: loc(option)) }
+            return v
+        }
+        let maxRetry = try integer("maxretry", default: 5)
+        guard maxRetry >= 1 else { throw ConfigError("maxretry must be at least 1, not \(maxRetry)", at: loc("maxretry")) }
+        let findTime = try duration("findtime", default: "10m")
+        guard findTime > 0 else { throw ConfigError("findtime must be positive", at: loc("findtime")) }
+        var banTime = try duration("bantime", default: "10m")
+        if banTime < 0 { banTime = -1 }
+
+        var increment = BanTimeIncrement()
+        increment.enabled = JailsReader.bool(opts["bantime.increment"] ?? "false")
+        if let f = opts["bantime.factor"] {
+            guard let v = Double(f.trimmingCharacters(in: .whitespaces)) else { throw ConfigError("bantime.factor must be a number, not '\(f)'", at: loc("bantime.factor")) }
+            increment.factor = v
+        }
+        increment.formula = opts["bantime.formula"]
+        if let m = opts["bantime.multipliers"] {
+            var values: [Double] = []
+            for part in m.split(whereSeparator: { $0 == " " || $0 == "," || $0 == "\n" }) {
+                guard let v = Double(part) else { throw ConfigError("bantime.multipliers: '\(part)' is not a number", at: loc("bantime.multipliers")) }
+                values.append(v)
+            }
+            increment.multipliers = values
+        }
+        if opts["bantime.maxtime"] != nil { increment.maxTime = try duration("bantime.maxtime", default: "0") }
+        if opts["bantime.rndtime"] != nil { increment.randomTime = try duration("bantime.rndtime", default: "0") }
+        increment.overallJails = JailsReader.bool(opts["bantime.overalljails"] ?? "false")
+
+        let proto = (opts["protocol"] ?? "tcp").trimmingCharacters(in: .whitespaces).lowercased()
+        guard ["tcp", "udp", "all", "sctp"].contains(proto) else {
+            throw ConfigError("protocol must be tcp, udp, sctp or all, not '\(proto)'", at: loc("protocol"))
+        }
+        let portSpec = (opts["port"] ?? "0:65535").trimmingCharacters(in: .whitespacesAndNewlines)
+        let ports: [PortRange]
+        do { ports = try Ports.parse(portSpec, protocol: proto) } catch { throw ConfigError(error.description, at: loc("port")) }
+
+        let ignoreSelf = JailsReader.bool(opts["ignoreself"] ?? "true")
+        let (ignoreList, ignoreProblems) = IgnoreList.parse(opts["ignoreip"] ?? "", ignoreSelf: ignoreSelf)
+        for p in ignoreProblems { diagnostics.append(Diagnostic(.warning, p, at: loc("ignoreip"), jail: name)) }
+        if let cmd = opts["ignorecommand"], !cmd.trimmingCharacters(in: .whitespaces).isEmpty {
+            diagnostics.append(Diagnostic(.warning, "ignorecommand is not supported (Portcullis runs no external commands); it is ignored", at: loc("ignorecommand"), jail: name))
+        }
+
+        var logPaths: [LogPath] = []
+        for line in (opts["logpath"] ?? "").split(separator: "\n") {
+            var entry = line.trimmingCharacters(in: .whitespaces)
+            if entry.isEmpty { continue }
+            var tail = false
+            for suffix in [" tail", " head"] where entry.hasSuffix(suffix) {
+                tail = suffix == " tail"
+                entry = String(entry.dropLast(suffix.count)).trimmingCharacters(in: .whitespaces)
+            }
+            logPaths.append(LogPath(pattern: entry, tail: tail))
+        }
+        guard !logPaths.isEmpty else { throw ConfigError("no logpath set", at: loc("logpath")) }
+
+        var logZone: Int? = nil
+        if let tz = opts["logtimezone"], !tz.trimmingCharacters(in: .whitespaces).isEmpty {
+            guard let z = ZoneOffsets.offset(tz.trimmingCharacters(in: .whitespaces)) else {
+                throw ConfigError("logtimezone '\(tz)' is not a fixed offset or zone abbreviation (UTC, +0100, CET …)", at: loc("logtimezone"))
+            }
+            logZone = z
+        }
+        let encoding = (opts["logencoding"] ?? "auto").trimmingCharacters(in: .whitespaces).lowercased()
+        if !["auto", "utf-8", "utf8", "ascii", "us-ascii"].contains(encoding) {
+            diagnostics.append(Diagnostic(.warning, "logencoding = \(encoding): Portcullis reads logs as UTF-8 (invalid bytes are replaced), as fail2ban does with 'auto' on a UTF-8 system", at: loc("logencoding"), jail: name))
+        }
+
+        var actions: [ActionSpec] = []
+        for entry in OptionSyntax.splitEntries(opts["action"] ?? "") {
+            do {
+                let (n, o) = try OptionSyntax.extract(entry)
+                actions.append(ActionSpec(name: n, options: o))
+            } catch {
+                throw ConfigError("action '\(entry)': \(error.message)", at: loc("action"))
+            }
+        }
+        let banAction = (opts["banaction"] ?? "").trimmingCharacters(in: .whitespaces)
+        let maxMatches = try integer("maxmatches", default: maxRetry)
+        let maxTracked = try integer("maxtracked", default: 100_000)
+        guard maxTracked >= 1 else { throw ConfigError("maxtracked must be at least 1", at: loc("maxtracked")) }
+
+        return JailDefinition(
+            name: name, filter: filter, filterSpec: filterSpec, logPaths: logPaths, backend: backend,
+            maxRetry: maxRetry, findTime: findTime, banTime: banTime, increment: increment, ports: ports,
+            portSpec: portSpec, protocol: proto, ignoreList: ignoreList, banAction: banAction, actions: actions,
+            logEncoding: encoding, logTimeZone: logZone, maxMatches: maxMatches, maxTracked: maxTracked,
+            location: location)
+    }
+
+    /// fail2ban's boolean values: 1, on, true, yes (any case).
+    public static func bool(_ text: String) -> Bool {
+        ["1", "on", "true", "yes"].contains(text.trimmingCharacters(in: .whitespaces).lowercased())
+    }
+}
+
+/// Shell-style globbing for `logpath` (`/var/log/nginx/*error.log`). The corresponding C function is `glob`.
+public enum Glob {
+    public static func expand(_ pattern: String) -> [String] {
+        guard pattern.contains(where: { "*?[".contains($0) }) else {
+            return FileManager.default.fileExists(atPath: pattern) ? [pattern] : []
+        }
+        var g = glob_t()
+        defer { globfree(&g) }
+        guard glob(pattern, 0, nil, &g) == 0 else { return [] }
+        var result: [String] = []
+        for i in 0..<Int(g.gl_pathc) {
+            if let p = g.gl_pathv[i] {
+                let path = String(cString: p)
+                // A dangling symlink is skipped, as fail2ban does.
+                if FileManager.default.fileExists(atPath: path) { result.append(path) }
+            }
+        }
+        return result.sorted()
+    }
+}

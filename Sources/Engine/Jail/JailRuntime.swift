@@ -1,0 +1,120 @@
+import Synchronization
+
+/// Counters of one jail, readable from any thread (status, metrics).
+public struct JailCounters: Sendable {
+    public var linesRead = 0
+    public var currentlyFailed = 0
+    public var totalFailed = 0
+    public var totalBanDecisions = 0
+    public var ignored = 0
+    public var evicted = 0
+    /// Wall-clock time of the last line read.
+    public var lastLineAt: Double? = nil
+}
+
+/// A running jail: its log watcher thread feeds the filter, failures are counted per address, and every address
+/// that reaches `maxretry` within `findtime` is handed to `onBan`. Filter and tracker live on the watcher thread;
+/// other threads see only `counters`.
+public final class JailRuntime: @unchecked Sendable {
+    // @unchecked: `filter`, `tracker` and `warnedIDs` are used only on the watcher's thread (inside its callbacks);
+    // `counters` is a Mutex; the rest is immutable after init.
+    public let definition: JailDefinition
+    private let filter: LineFilter
+    private var tracker: FailureTracker
+    private var watcher: LogWatcher!
+    private let log: Logger
+    private let onBan: @Sendable (BanDecision) -> Void
+    private let state = Mutex(JailCounters())
+    private var warnedIDs = Set<String>()
+
+    public var name: String { definition.name }
+
+    /// Compiles the jail's filter. Throws `LineFilter.CompileError` (with the regex and PCRE2's message) or
+    /// `ConfigError` for a bad date pattern.
+    public init(_ definition: JailDefinition, log: Logger, onBan: @escaping @Sendable (BanDecision) -> Void) throws {
+        self.definition = definition
+        self.log = log
+        self.onBan = onBan
+        var options = LineFilter.Options()
+        options.checkAllRegex = false
+        options.checkFindTime = true
+        options.findTime = definition.findTime
+        options.useDNS = definition.filter.usedns ?? "warn"
+        options.returnRawHost = true
+        filter = try LineFilter(definition.filter, options: options, logTimeZone: definition.logTimeZone)
+        tracker = FailureTracker(maxRetry: definition.maxRetry, findTime: definition.findTime,
+                                 maxTracked: definition.maxTracked, maxMatches: definition.maxMatches)
+        watcher = LogWatcher(name: definition.name, paths: definition.logPaths, polling: definition.backend == .polling,
+                             log: log, onIdle: { [unowned self] now in housekeeping(now) },
+                             handler: { [unowned self] line, inOperation, _ in process(line, inOperation: inOperation) })
+    }
+
+    /// Called before the first read of each file (to restore its position).
+    public var prepareFollower: ((LogFollower) -> Void)? {
+        get { watcher.prepare }
+        set { watcher.prepare = newValue }
+    }
+
+    public func start() { watcher.start() }
+    public func stop() { watcher.stop() }
+
+    public var counters: JailCounters { state.withLock { $0 } }
+    public var files: [String] { watcher.files }
+    public var usesPolling: Bool { watcher.polling || definition.backend == .polling }
+
+    /// Processes one log line (the watcher thread's callback; also used directly by tests and benchmarks).
+    public func process(_ line: UnsafeBufferPointer<UInt8>, inOperation: Bool, now: Double = Clock.now()) {
+        filter.inOperation = inOperation
+        let failures = filter.process(line, now: now)
+        var failed = 0
+        var decisions: [BanDecision] = []
+        var ignored = 0
+        for f in failures where !f.isNoFail {
+            guard let id = f.id else { continue }
+            guard let ip = IPAddress(id) ?? f.ip.flatMap({ IPAddress($0) }) else {
+                if warnedIDs.insert(id).inserted && warnedIDs.count < 1000 {
+                    log.warning("[\(name)] failure ID '\(id)' is not an IP address and cannot be banned (Portcullis does not resolve host names)")
+                }
+                continue
+            }
+            if let reason = definition.ignoreList.reason(for: ip) {
+                ignored += 1
+                log.info("[\(name)] Ignore \(ip) by \(reason)")
+                continue
+            }
+            var time = f.time ?? now
+            if time > now { time = now }
+            failed += 1
+            log.info("[\(name)] Found \(ip) - \(LogTime.format(time))")
+            let lines = f.data.matches.map(\.text)
+            if let decision = tracker.record(ip, time: time, lines: lines, jail: name) { decisions.append(decision) }
+        }
+        let current = tracker.currentlyFailed
+        let evicted = tracker.evicted
+        state.withLock {
+            $0.linesRead += 1
+            $0.totalFailed += failed
+            $0.ignored += ignored
+            $0.currentlyFailed = current
+            $0.evicted = evicted
+            $0.totalBanDecisions += decisions.count
+            $0.lastLineAt = now
+        }
+        for d in decisions { onBan(d) }
+    }
+
+    private func housekeeping(_ now: Double) {
+        tracker.expire(now: now)
+        let current = tracker.currentlyFailed
+        state.withLock { $0.currentlyFailed = current }
+    }
+}
+
+/// Timestamps in log messages: local time, as fail2ban prints them.
+public enum LogTime {
+    public static func format(_ t: Double) -> String {
+        let f = CivilTime.fields(ofNaive: CivilTime.localNaive(t))
+        func two(_ v: Int) -> String { v < 10 ? "0\(v)" : "\(v)" }
+        return "\(f.year)-\(two(f.month))-\(two(f.day)) \(two(f.hour)):\(two(f.minute)):\(two(f.second))"
+    }
+}

@@ -1,0 +1,173 @@
+import Glibc
+
+/// Follows one log file across appends and rotation: new lines are read as they arrive; a file renamed away
+/// (logrotate's default) is read to its end before the new file at the same path is read from its start; a file
+/// truncated in place (`copytruncate`) is read again from its start; a file that does not exist yet is picked up
+/// when it appears. An unfinished last line waits for its newline.
+///
+/// Not thread-safe: one watcher thread owns it.
+public final class LogFollower {
+    public let path: String
+    /// Start at the end of the file instead of its beginning (fail2ban's `logpath = … tail`).
+    public let startAtEnd: Bool
+    private var fd: Int32 = -1
+    private var device: UInt64 = 0
+    private var inode: UInt64 = 0
+    private var offset: Int = 0
+    private var splitter: LineSplitter
+    /// The first line (up to 256 bytes) of the open file, to recognise a file replaced by one of the same size.
+    private var firstLine: [UInt8] = []
+    /// Files renamed away that writers may still append to for a moment: drained until the deadline.
+    private var retired: [(fd: Int32, splitter: LineSplitter, until: Double)] = []
+    private var opened = false
+    private let buffer: UnsafeMutableRawBufferPointer
+    /// Set once the backlog has been read: lines after this are "in operation" (fresh).
+    public private(set) var caughtUp = false
+    /// Times the file was found rotated or truncated.
+    public private(set) var rotations = 0
+    public private(set) var bytesRead = 0
+    public var lastError: String?
+
+    public init(path: String, startAtEnd: Bool = false, maxLineLength: Int = 4 << 20, bufferSize: Int = 256 << 10) {
+        self.path = path
+        self.startAtEnd = startAtEnd
+        splitter = LineSplitter(maxLineLength: maxLineLength)
+        buffer = .allocate(byteCount: bufferSize, alignment: 16)
+    }
+
+    deinit {
+        if fd >= 0 { close(fd) }
+        for r in retired { close(r.fd) }
+        buffer.deallocate()
+    }
+
+    /// The byte offset up to which lines were delivered (for persisting the position).
+    public var position: Int { offset - splitter.pendingCount }
+    public var isOpen: Bool { fd >= 0 }
+    public var identity: (device: UInt64, inode: UInt64) { (device, inode) }
+    public var firstLineBytes: [UInt8] { firstLine }
+
+    /// Resumes at `position` in the file whose first line is `firstLine` (restored from the store): used only if
+    /// the file still starts with that line and is at least that long; otherwise it is read from the start.
+    public func resume(at position: Int, firstLine expected: [UInt8]) {
+        guard !opened else { return }
+        guard openFile(at: 0) else { return }
+        if !expected.isEmpty && firstLine == expected && position <= fileSize() {
+            offset = position
+            lseek(fd, off_t(position), SEEK_SET)
+        }
+    }
+
+    private func fileSize() -> Int {
+        var st = stat()
+        return fstat(fd, &st) == 0 ? Int(st.st_size) : 0
+    }
+
+    @discardableResult
+    private func openFile(at start: Int) -> Bool {
+        let f = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)
+        guard f >= 0 else {
+            if errno != ENOENT { lastError = "cannot open \(path): \(String(cString: strerror(errno)))" }
+            return false
+        }
+        var st = stat()
+        fstat(f, &st)
+        fd = f
+        device = UInt64(st.st_dev)
+        inode = UInt64(st.st_ino)
+        opened = true
+        lastError = nil
+        firstLine = readFirstLine(f)
+        offset = start == -1 ? Int(st.st_size) : start
+        lseek(f, off_t(offset), SEEK_SET)
+        splitter.reset()
+        return true
+    }
+
+    private func readFirstLine(_ f: Int32) -> [UInt8] {
+        var head = [UInt8](repeating: 0, count: 256)
+        let n = head.withUnsafeMutableBytes { pread(f, $0.baseAddress, 256, 0) }
+        guard n > 0 else { return [] }
+        let bytes = head[0..<n]
+        if let nl = bytes.firstIndex(of: 10) { return Array(bytes[...nl]) }
+        return n == 256 ? Array(bytes) : []
+    }
+
+    /// Checks the file and delivers every complete new line to `body`, with whether it belongs to the backlog
+    /// (`false`) or arrived while following (`true`). Returns the number of lines delivered.
+    @discardableResult
+    public func poll(now: Double, _ body: (UnsafeBufferPointer<UInt8>, _ inOperation: Bool) -> Void) -> Int {
+        var delivered = 0
+        let inOperation = caughtUp
+        let deliver: (UnsafeBufferPointer<UInt8>) -> Void = { line in
+            delivered += 1
+            body(line, inOperation)
+        }
+        // Old files first: their lines were written before the new file's.
+        if !retired.isEmpty { drainRetired(now: now, deliver) }
+
+        var st = stat()
+        let exists = stat(path, &st) == 0
+        if fd < 0 {
+            guard exists else { caughtUp = true; return delivered }
+            // A file that appears after we started is new content: read it from its start.
+            openFile(at: (!opened && startAtEnd) ? -1 : 0)
+            guard fd >= 0 else { return delivered }
+        } else if !exists || UInt64(st.st_dev) != device || UInt64(st.st_ino) != inode {
+            // Renamed or deleted: finish the old file, keep it open briefly for late writers, then switch.
+            readAvailable(fd, &splitter, deliver)
+            splitter.flush(deliver)
+            retired.append((fd, LineSplitter(maxLineLength: splitter.maxLineLength), now + 5))
+            fd = -1
+            rotations += 1
+            if exists { openFile(at: 0) } else { return delivered }
+        } else {
+            let size = Int(st.st_size)
+            if size < offset || (size > 0 && !firstLine.isEmpty && offset > 0 && readFirstLine(fd) != firstLine) {
+                // Truncated in place (copytruncate) or rewritten: read it again from the start.
+                rotations += 1
+                splitter.reset()
+                offset = 0
+                lseek(fd, 0, SEEK_SET)
+                firstLine = readFirstLine(fd)
+            } else if firstLine.isEmpty && size > 0 {
+                firstLine = readFirstLine(fd)
+            }
+        }
+        readAvailable(fd, &splitter, deliver)
+        caughtUp = true
+        return delivered
+    }
+
+    private func readAvailable(_ f: Int32, _ splitter: inout LineSplitter, _ deliver: (UnsafeBufferPointer<UInt8>) -> Void) {
+        while true {
+            let n = read(f, buffer.baseAddress, buffer.count)
+            if n < 0 {
+                if errno == EINTR { continue }
+                if errno != EAGAIN { lastError = "cannot read \(path): \(String(cString: strerror(errno)))" }
+                return
+            }
+            if n == 0 { return }
+            if f == fd { offset += n }
+            bytesRead += n
+            splitter.feed(UnsafeRawBufferPointer(rebasing: buffer[0..<n]), deliver)
+        }
+    }
+
+    private func drainRetired(now: Double, _ deliver: (UnsafeBufferPointer<UInt8>) -> Void) {
+        var keep: [(fd: Int32, splitter: LineSplitter, until: Double)] = []
+        for var r in retired {
+            readAvailable(r.fd, &r.splitter, deliver)
+            if now >= r.until {
+                r.splitter.flush(deliver)
+                close(r.fd)
+            } else {
+                keep.append(r)
+            }
+        }
+        retired = keep
+    }
+
+    /// Whether renamed-away files are still being drained (the watcher then polls on a timer).
+    public var hasRetired: Bool { !retired.isEmpty }
+}

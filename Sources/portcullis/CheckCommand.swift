@@ -1,0 +1,61 @@
+import ArgumentParser
+import Engine
+import Foundation
+
+struct CheckCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "check",
+        abstract: "Validate the configuration and show what each jail will do.",
+        discussion: "Exits 1 when there are errors. Warns when none of a jail's ports is one anything listens on."
+    )
+
+    @OptionGroup var configOptions: ConfigOptions
+
+    func run() throws {
+        let config = LoadedConfig.load(configOptions.config)
+        let listening = ListeningPorts.current()
+        var lines: [String] = []
+        var extra: [Diagnostic] = []
+        lines.append("Configuration: \(configOptions.config)" + (config.settings.source.map { " (settings from \($0).conf)" } ?? ""))
+        lines.append("Jails enabled: \(config.jails.count)")
+        for jail in config.jails {
+            lines.append("")
+            lines.append("[\(jail.name)]")
+            lines.append("  filter:    \(jail.filterSpec) — \(jail.filter.failregex.count) failregex, \(jail.filter.ignoreregex.count) ignoreregex (\(jail.filter.files.first ?? ""))")
+            let files = jail.files
+            for p in jail.logPaths {
+                let found = Glob.expand(p.pattern)
+                lines.append("  logpath:   \(p.pattern)" + (found.isEmpty ? "  (not found yet; followed when it appears)" : found == [p.pattern] ? "" : "  → \(found.joined(separator: ", "))"))
+            }
+            if files.isEmpty {
+                extra.append(Diagnostic(.warning, "no log file exists yet for \(jail.logPaths.map(\.pattern).joined(separator: ", "))", at: jail.location, jail: jail.name))
+            }
+            lines.append("  backend:   \(jail.backend.rawValue)")
+            lines.append("  ban:       after \(jail.maxRetry) failure\(jail.maxRetry == 1 ? "" : "s") within \(Duration.describe(jail.findTime)), for \(jail.banTime < 0 ? "ever" : Duration.describe(jail.banTime))" + (jail.increment.enabled ? " (bantime.increment on)" : ""))
+            let portText = jail.ports.map { $0.name == $0.description ? $0.name : "\($0.name)=\($0.description)" }.joined(separator: ", ")
+            lines.append("  ports:     \(portText) (\(jail.protocol))")
+            let ignore = jail.ignoreList.entries.map(\.description)
+            lines.append("  ignoreip:  \(ignore.isEmpty ? "-" : ignore.joined(separator: " "))" + (jail.ignoreList.ignoreSelf ? " + this host (ignoreself)" : ""))
+            lines.append("  banaction: \(jail.banAction.isEmpty ? "-" : jail.banAction)")
+            let everything = jail.ports.count == 1 && jail.ports[0].first == 0 && jail.ports[0].last == 65535
+            if !everything && jail.protocol != "all" {
+                let open = jail.protocol == "udp" ? listening.udp : listening.tcp
+                if !open.isEmpty && !open.contains(where: { p in jail.ports.contains { $0.contains(p) } }) {
+                    let listeningList = open.sorted().prefix(20).map(String.init).joined(separator: ", ")
+                    extra.append(Diagnostic(.warning, "none of the ports \(portText) is one anything listens on here (listening: \(listeningList)); a ban would not block the service", at: jail.location, jail: jail.name))
+                }
+            }
+        }
+        print(lines.joined(separator: "\n"))
+        let all = config.diagnostics + extra
+        if !all.isEmpty {
+            print("")
+            for d in all { print(d.description) }
+        }
+        let errors = all.filter { $0.severity == .error }.count
+        let warnings = all.filter { $0.severity == .warning }.count
+        print("")
+        print(errors == 0 ? "OK: \(config.jails.count) jail(s), \(warnings) warning(s)" : "FAILED: \(errors) error(s), \(warnings) warning(s)")
+        if errors > 0 { throw ExitCode(1) }
+    }
+}
