@@ -8,7 +8,7 @@ struct Portcullis: ParsableCommand {
         commandName: "portcullis",
         abstract: "A fail2ban-compatible intrusion-prevention daemon.",
         version: PortcullisVersion.string,
-        subcommands: [CheckCommand.self, RegexCommand.self]
+        subcommands: [ServeCommand.self, CheckCommand.self, RegexCommand.self]
     )
 }
 

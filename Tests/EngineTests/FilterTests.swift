@@ -1,0 +1,154 @@
+import Foundation
+import Testing
+@testable import Engine
+
+/// 2005-08-14 12:00 CEST, fail2ban's test "now".
+let testNow = 1124013600.0
+
+@Suite("date detection")
+struct DateTests {
+    init() { _ = TestZone.ready }
+
+    func time(_ line: String, patterns: [String] = [], now: Double = testNow) throws -> Double? {
+        let d = try DateDetector(patterns: patterns)
+        let bytes = Array(line.utf8)
+        return bytes.withUnsafeBufferPointer { b -> Double? in
+            guard let m = d.match(b.baseAddress!, length: b.count) else { return nil }
+            return d.time(of: m, line: b.baseAddress!, now: now)
+        }
+    }
+
+    @Test(arguments: [
+        // rsyslog RFC 3339 (Debian 12), fractions and zones
+        ("2005-08-14T06:10:51.123456+00:00 host sshd[1]: x", 1123999851.0),
+        ("2005-08-14T08:10:51+02:00 host x", 1123999851),
+        ("2005-08-14T06:10:51Z host x", 1123999851),
+        ("2005-08-14 08:10:51 local time", 1123999851),
+        // BSD syslog without a year: this year...
+        ("Aug 14 08:10:51 host sshd[1]: x", 1123999851),
+        ("Aug  4 08:10:51 host x", 1123135851),
+        // ...or last year when it would lie more than a day in the future
+        ("Dec 31 23:59:59 host x", 1104533999),
+        // Apache/nginx access logs
+        ("192.0.2.1 - - [14/Aug/2005:06:10:51 +0000] \"GET / HTTP/1.1\" 200", 1123999851),
+        // nginx error log
+        ("2005/08/14 08:10:51 [error] 1#1: x", 1123999851),
+        // epoch and TAI64N
+        ("1123999851 some message", 1123999851),
+        ("[1123999851.123] nsd message", 1123999851.123),
+        ("@4000000042ff1f77000000ff message", 1124015991),
+    ])
+    func defaultTemplates(_ line: String, _ expected: Double) throws {
+        #expect(try time(line) == expected)
+    }
+
+    @Test func customPatterns() throws {
+        #expect(try time("t=2005-08-14T06:10:51+0000 msg", patterns: ["^t=%%Y-%%m-%%dT%%H:%%M:%%S%%z".replacingOccurrences(of: "%%", with: "%")]) == 1123999851)
+        #expect(try time("[14.08.2005 08:10:51] x", patterns: [#"^\[%d.%m.%Y %H:%M:%S\]"#]) == 1123999851)
+        #expect(try time("x 1123999851000 y", patterns: ["{LEPOCH}"]) == 1123999851)
+        #expect(throws: ConfigError.self) { try DateDetector(patterns: ["%Q"]) }
+    }
+
+    @Test func noDate() throws {
+        #expect(try time("no date here at all") == nil)
+        #expect(try time("Feb 30 10:00:00 impossible date") == nil)
+    }
+
+    @Test func isoParser() {
+        #expect(ISO8601.parse("2005-08-14T06:10:51Z") == 1123999851)
+        #expect(ISO8601.parse("2005-08-14T08:10:51+02:00") == 1123999851)
+        #expect(ISO8601.parse("1123999851") == 1123999851)
+        #expect(ISO8601.parse("yesterday") == nil)
+    }
+}
+
+@Suite("line filter")
+struct LineFilterTests {
+    init() { _ = TestZone.ready }
+
+    static func filter(_ failregex: [String], prefregex: String? = nil, ignoreregex: [String] = [], maxlines: Int? = nil,
+                       checkAll: Bool = false) throws -> LineFilter {
+        var options = LineFilter.Options()
+        options.checkAllRegex = checkAll
+        options.checkFindTime = false
+        let def = FilterDefinition(name: "t", prefregex: prefregex, failregex: failregex, ignoreregex: ignoreregex, maxlines: maxlines)
+        return try LineFilter(def, options: options)
+    }
+
+    @Test func hostTagsAndUser() throws {
+        // The date is cut out of the line before matching, leaving the space that followed it.
+        let f = try Self.filter([#"^\s*Failed for <F-USER>\S+</F-USER> from <HOST>$"#])
+        let r = f.process("Aug 14 11:00:00 Failed for root from 192.0.2.5", now: testNow)
+        #expect(r.count == 1)
+        #expect(r.first?.id == "192.0.2.5")
+        #expect(r.first?.data.value("user") == "root")
+        #expect(r.first?.time == 1124010000)
+        let v6 = f.process("Aug 14 11:00:00 Failed for x from 2001:db8::7", now: testNow)
+        #expect(v6.first?.id == "2001:db8::7")
+    }
+
+    @Test func prefregexContentAndIgnore() throws {
+        let f = try Self.filter([#"^bad login from <ADDR>"#], prefregex: #"^\s*svc\[\d+\]: <F-CONTENT>.+</F-CONTENT>$"#,
+                                ignoreregex: [#"from 192\.0\.2\.99"#])
+        #expect(f.process("Aug 14 11:00:00 svc[1]: bad login from 192.0.2.1", now: testNow).count == 1)
+        #expect(f.process("Aug 14 11:00:00 other[1]: bad login from 192.0.2.1", now: testNow).isEmpty)
+        #expect(f.process("Aug 14 11:00:00 svc[1]: bad login from 192.0.2.99", now: testNow).isEmpty)
+    }
+
+    @Test func invalidRegexIsReportedWithPCREMessage() {
+        #expect {
+            try Self.filter(["^unbalanced ( from <HOST>"])
+        } throws: { e in
+            let c = e as? LineFilter.CompileError
+            return c != nil && c!.regex == "^unbalanced ( from <HOST>" && c!.message.contains("missing closing parenthesis")
+        }
+        #expect(throws: LineFilter.CompileError.self) { try Self.filter(["^no host group here"]) }
+    }
+
+    @Test func pythonDialect() throws {
+        // {,3} and ((?i)…) are Python-isms fail2ban filters use.
+        let f = try Self.filter([#"^x\d{,3} ((?i)LOGIN|PLAIN) from <HOST>$"#])
+        #expect(f.process("x12 login from 192.0.2.1", now: testNow).count == 1)
+        #expect(f.process("x1234 login from 192.0.2.1", now: testNow).isEmpty)
+        // Python's \Z is the very end of the subject (which, as in fail2ban, ends with a newline).
+        #expect(PythonRegex.toPCRE2(#"a\Z[\Z]"#) == #"a\z[\Z]"#)
+    }
+
+    @Test func garbageNeverCrashes() throws {
+        let f = try Self.filter([#"from <HOST>"#])
+        var inputs: [[UInt8]] = [
+            [], [0], [0xff, 0xfe, 0x00, 0x41], Array("from 192.0.2.1\u{0}tail".utf8),
+            Array("bad \u{FFFD} utf8 from 192.0.2.2\r".utf8), [0xc3, 0x28, 0x20] + Array("from 192.0.2.3".utf8),
+            [UInt8](repeating: 0x41, count: 1 << 20) + Array(" from 192.0.2.4".utf8),
+        ]
+        var rng = SystemRandomNumberGenerator()
+        for _ in 0..<200 { inputs.append((0..<Int.random(in: 0..<512, using: &rng)).map { _ in UInt8.random(in: 0...255, using: &rng) }) }
+        var found: [String] = []
+        for input in inputs {
+            let r = input.withUnsafeBufferPointer { f.process($0, now: testNow) }
+            found += r.compactMap(\.id)
+        }
+        // Every real address is found, including after a NUL and after invalid UTF-8, and in a 1 MiB line.
+        for ip in ["192.0.2.1", "192.0.2.2", "192.0.2.3", "192.0.2.4"] { #expect(found.contains(ip)) }
+    }
+
+    @Test func multiLineBuffer() throws {
+        let f = try Self.filter([#"^session (?P<sid>\d+) opened<SKIPLINES>session (?P=sid) failed from <HOST>$"#], maxlines: 5)
+        #expect(f.process("session 7 opened", now: testNow).isEmpty)
+        #expect(f.process("noise", now: testNow).isEmpty)
+        let r = f.process("session 7 failed from 192.0.2.9", now: testNow)
+        #expect(r.first?.id == "192.0.2.9")
+        #expect(r.first?.data.matches.count == 2)
+    }
+
+    @Test func nofailAndMultiLineIdentifier() throws {
+        // A connection id joins lines: the address is known from the first, the failure comes later.
+        let f = try Self.filter([#"^\[(?P<mlfid>\d+)\] connect from <HOST>$"#, #"^\[<F-MLFID>\d+</F-MLFID>\] auth failed for <F-USER>\w+</F-USER>$"#],
+                                checkAll: true)
+        let first = f.process("[42] connect from 192.0.2.77", now: testNow)
+        #expect(first.first?.id == "192.0.2.77")
+        let second = f.process("[42] auth failed for bob", now: testNow)
+        #expect(second.first?.id == "192.0.2.77")
+        #expect(second.first?.data.users == ["bob"])
+    }
+}

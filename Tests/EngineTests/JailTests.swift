@@ -1,0 +1,246 @@
+import Foundation
+import Testing
+@testable import Engine
+
+@Suite("failure tracker")
+struct FailureTrackerTests {
+    let a = IPAddress("192.0.2.1")!
+    let b = IPAddress("192.0.2.2")!
+
+    @Test func maxretryWithinFindtime() {
+        var t = FailureTracker(maxRetry: 3, findTime: 600)
+        #expect(t.record(a, time: 1000, lines: ["1"], jail: "j") == nil)
+        #expect(t.record(a, time: 1100, lines: ["2"], jail: "j") == nil)
+        // The first failure has left the window by now: still two.
+        #expect(t.record(a, time: 1650, lines: ["3"], jail: "j") == nil)
+        let d = t.record(a, time: 1690, lines: ["4"], jail: "j")
+        #expect(d?.ip == a && d?.failures == 3 && d?.matches == ["2", "3", "4"])
+        // After a decision the count starts again.
+        #expect(t.failures(of: a) == 0)
+        #expect(t.totalFailures == 4)
+    }
+
+    @Test func boundedTable() {
+        var t = FailureTracker(maxRetry: 5, findTime: 600, maxTracked: 100)
+        for i in 0..<1000 {
+            _ = t.record(.v4(0xC000_0200 + UInt32(i)), time: Double(i), lines: [], jail: "j")
+        }
+        #expect(t.currentlyFailed == 100)
+        #expect(t.evicted == 900)
+        // The newest are kept, the oldest forgotten.
+        #expect(t.failures(of: .v4(0xC000_0200 + 999)) == 1)
+        #expect(t.failures(of: .v4(0xC000_0200)) == 0)
+    }
+
+    @Test func expiry() {
+        var t = FailureTracker(maxRetry: 5, findTime: 600)
+        _ = t.record(a, time: 1000, lines: [], jail: "j")
+        _ = t.record(b, time: 1500, lines: [], jail: "j")
+        t.expire(now: 1700)
+        #expect(t.currentlyFailed == 1)
+        #expect(t.failures(of: b) == 1)
+    }
+}
+
+@Suite("log follower")
+struct LogFollowerTests {
+    func collect(_ f: LogFollower) -> [String] {
+        var lines: [String] = []
+        f.poll(now: Clock.now()) { line, _ in lines.append(String(decoding: line, as: UTF8.self)) }
+        return lines
+    }
+
+    @Test func appendsAndPartialLines() {
+        let dir = TempDir()
+        dir.write("a.log", "one\ntwo\n")
+        let f = LogFollower(path: dir.path + "/a.log")
+        #expect(collect(f) == ["one", "two"])
+        dir.append("a.log", "thr")
+        #expect(collect(f) == [])
+        dir.append("a.log", "ee\r\nfour\n")
+        #expect(collect(f) == ["three", "four"])
+        #expect(f.position == 20)
+    }
+
+    @Test func renameRotationLosesNothing() throws {
+        let dir = TempDir()
+        dir.write("a.log", "one\n")
+        let f = LogFollower(path: dir.path + "/a.log")
+        #expect(collect(f) == ["one"])
+        dir.append("a.log", "two\n")
+        try FileManager.default.moveItem(atPath: dir.path + "/a.log", toPath: dir.path + "/a.log.1")
+        dir.write("a.log", "three\n")
+        #expect(collect(f) == ["two", "three"])
+        // A late write to the renamed file (before the daemon reopened it) is still read.
+        dir.append("a.log.1", "late\n")
+        dir.append("a.log", "four\n")
+        #expect(collect(f) == ["late", "four"])
+        #expect(f.rotations == 1)
+    }
+
+    @Test func copytruncate() throws {
+        let dir = TempDir()
+        dir.write("a.log", "one\ntwo\n")
+        let f = LogFollower(path: dir.path + "/a.log")
+        #expect(collect(f) == ["one", "two"])
+        // logrotate copytruncate: the file is emptied in place, then written again.
+        let h = FileHandle(forWritingAtPath: dir.path + "/a.log")!
+        h.truncateFile(atOffset: 0)
+        try h.close()
+        dir.append("a.log", "three\n")
+        #expect(collect(f) == ["three"])
+        // Truncated and refilled past the old offset before we looked: the first line gives it away.
+        try Data("NEW first line\nsecond line here\nthird line here\n".utf8).write(to: URL(fileURLWithPath: dir.path + "/a.log"))
+        #expect(collect(f) == ["NEW first line", "second line here", "third line here"])
+    }
+
+    @Test func fileAppearingLater() {
+        let dir = TempDir()
+        let f = LogFollower(path: dir.path + "/later.log")
+        #expect(collect(f) == [])
+        dir.write("later.log", "hello\n")
+        #expect(collect(f) == ["hello"])
+    }
+
+    @Test func resumeFromPosition() {
+        let dir = TempDir()
+        dir.write("a.log", "one\ntwo\n")
+        let first = LogFollower(path: dir.path + "/a.log")
+        _ = collect(first)
+        dir.append("a.log", "three\n")
+        let again = LogFollower(path: dir.path + "/a.log")
+        again.resume(at: first.position, firstLine: first.firstLineBytes)
+        #expect(collect(again) == ["three"])
+        // A different file at the path: read from its start.
+        dir.write("a.log", "other\n")
+        let third = LogFollower(path: dir.path + "/a.log")
+        third.resume(at: first.position, firstLine: first.firstLineBytes)
+        #expect(collect(third) == ["other"])
+    }
+}
+
+@Suite("jails, live")
+struct JailRuntimeTests {
+    init() { _ = TestZone.ready }
+
+    static func jail(_ dir: TempDir, backend: Backend = .inotify, ignore: String = "") throws -> JailDefinition {
+        let filter = FilterDefinition(name: "t", failregex: [#"^\s*auth failed from <HOST>$"#])
+        return JailDefinition(
+            name: "t", filter: filter, filterSpec: "t", logPaths: [LogPath(pattern: dir.path + "/live.log", tail: false)],
+            backend: backend, maxRetry: 2, findTime: 600, banTime: 3600, ports: [], portSpec: "", protocol: "tcp",
+            ignoreList: IgnoreList.parse(ignore, ignoreSelf: true).list, banAction: "dry-run", actions: [],
+            logEncoding: "auto", logTimeZone: nil, maxMatches: 5, maxTracked: 1000, location: nil)
+    }
+
+    static func line(_ ip: String, at t: Double = Clock.now()) -> String {
+        "\(LogTime.format(t)) auth failed from \(ip)\n"
+    }
+
+    @Test(arguments: [Backend.inotify, .polling])
+    func liveBanDecisions(_ backend: Backend) throws {
+        let dir = TempDir()
+        // Old failures (beyond findtime) in the backlog do not count; recent ones do.
+        let old = Clock.now() - 7200
+        dir.write("live.log", Self.line("192.0.2.50", at: old) + Self.line("192.0.2.50", at: old + 1) + Self.line("192.0.2.51"))
+        let fw = DryRunFirewall()
+        let runtime = try JailRuntime(Self.jail(dir, backend: backend, ignore: "198.51.100.0/24"), log: Logger(level: .critical)) { d in
+            fw.ban(d, banTime: 3600)
+        }
+        runtime.start()
+        defer { runtime.stop() }
+        #expect(eventually { runtime.counters.linesRead == 3 })
+        #expect(fw.decisions.isEmpty)
+        dir.append("live.log", Self.line("192.0.2.51") + Self.line("198.51.100.9") + Self.line("198.51.100.9"))
+        #expect(eventually { fw.decisions.count == 1 })
+        #expect(fw.decisions.first?.decision.ip == IPAddress("192.0.2.51"))
+        #expect(fw.decisions.first?.decision.matches.count == 2)
+        #expect(eventually { runtime.counters.ignored == 2 })
+        // The file is rotated and a new one written: the watcher follows.
+        try FileManager.default.moveItem(atPath: dir.path + "/live.log", toPath: dir.path + "/live.log.1")
+        dir.write("live.log", Self.line("2001:db8::5") + Self.line("2001:db8::5"))
+        #expect(eventually { fw.decisions.count == 2 })
+        #expect(fw.decisions.last?.decision.ip == IPAddress("2001:db8::5"))
+    }
+}
+
+@Suite("jail configuration")
+struct JailsReaderTests {
+    init() { _ = TestZone.ready }
+
+    static let filter = "[Definition]\nfailregex = ^\\s*fail from <HOST>$\n"
+
+    @Test func overridesAndErrors() throws {
+        let dir = TempDir()
+        dir.write("filter.d/good.conf", Self.filter)
+        dir.write("filter.d/broken.conf", "[Definition]\nfailregex = ^fail ( from <HOST>\n")
+        dir.write("jail.conf", """
+            [DEFAULT]
+            maxretry = 5
+            bantime = 10m
+            findtime = 10m
+            backend = auto
+            port = 0:65535
+            logpath = /var/log/x.log
+            [good]
+            filter = good
+            [broken]
+            filter = broken
+            enabled = true
+            [journal]
+            filter = good
+            enabled = true
+            backend = systemd
+            """)
+        dir.write("jail.d/10-first.conf", "[good]\nenabled = true\nmaxretry = 3\n")
+        dir.write("jail.d/zz.local", "[good]\nmaxretry = 2\nbantime = 12w\nfindtime = 1d\nport = pop3,1100\n")
+        dir.write("jail.local", "[good]\nmaxretry = 4\n")
+        let config = LoadedConfig.load(dir.path)
+        #expect(config.jails.map(\.name) == ["good"])
+        let good = try #require(config.jails.first)
+        // jail.conf, jail.d/*.conf, jail.local, jail.d/*.local: the last wins.
+        #expect(good.maxRetry == 2)
+        #expect(good.banTime == 7_257_600)
+        #expect(good.findTime == 86400)
+        #expect(good.ports.map(\.first) == [110, 1100])
+        let broken = config.diagnostics.first { $0.jail == "broken" }
+        #expect(broken?.severity == .error)
+        #expect(broken?.message.contains("^fail ( from <HOST>") == true)
+        #expect(broken?.message.contains("missing closing parenthesis") == true)
+        let journal = config.diagnostics.first { $0.jail == "journal" }
+        #expect(journal?.message.contains("no systemd journal") == true)
+        #expect(journal?.location?.line == 16)
+    }
+
+    @Test func fail2banTreeUnchanged() throws {
+        // Debian's /etc/fail2ban (from the fail2ban package) loads as it is.
+        guard FileManager.default.fileExists(atPath: "/etc/fail2ban/jail.conf") else { return }
+        let config = LoadedConfig.load("/etc/fail2ban")
+        #expect(!config.hasErrors, "\(config.diagnostics)")
+        #expect(config.jails.contains { $0.name == "sshd" })
+    }
+
+    @Test func ownTreeWithUsersJailLocal() throws {
+        // The repository's config/ with the jail.d/jail.local our users write.
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        let dir = TempDir()
+        try FileManager.default.removeItem(atPath: dir.path)
+        try FileManager.default.copyItem(atPath: root.appendingPathComponent("config").path, toPath: dir.path)
+        dir.write("jail.d/jail.local", """
+            [dovecot]
+            enabled  = true
+            port     = pop3,pop3s,imap,imaps,submission,465,sieve
+            logpath  = %(dovecot_log)s
+            backend  = auto
+            maxretry = 2
+            findtime = 1d
+            bantime  = 12w
+            """)
+        let config = LoadedConfig.load(dir.path)
+        #expect(!config.hasErrors, "\(config.diagnostics)")
+        let dovecot = try #require(config.jails.first { $0.name == "dovecot" })
+        #expect(dovecot.logPaths.map(\.pattern) == ["/var/log/mail.log"])
+        #expect(dovecot.maxRetry == 2 && dovecot.findTime == 86400 && dovecot.banTime == 7_257_600)
+        #expect(dovecot.ports.map(\.first) == [110, 995, 143, 993, 587, 465, 4190])
+        #expect(dovecot.banAction == "nftables-multiport")
+    }
+}
