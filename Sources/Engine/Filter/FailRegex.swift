@@ -20,6 +20,9 @@ final class FilterRegex {
 
     static let failureIDGroups = ["fid", "ip4", "ip6", "dns"]
 
+    /// The pattern as compiled (tags expanded, translated to PCRE2).
+    let compiled: String
+
     init(_ source: String, useDNS: String, multiline: Bool) throws(RegexCompileError) {
         self.source = source
         var expanded = FilterTags.expand(source, useDNS: useDNS)
@@ -27,7 +30,8 @@ final class FilterRegex {
             throw RegexCompileError(pattern: source, message: "cannot add an empty regex", offset: 0)
         }
         expanded = FilterTags.localizeFlags(expanded)
-        regex = try PCRE2Regex(PythonRegex.toPCRE2(expanded), options: multiline ? .multiline : [])
+        compiled = PythonRegex.toPCRE2(expanded)
+        regex = try PCRE2Regex(compiled, options: multiline ? .multiline : [])
         var alts: [(String, String)] = []
         for (name, _) in regex.groupNames where name.hasPrefix("alt_") && name.count > 4 {
             var base = String(name.dropFirst(4))
@@ -112,8 +116,8 @@ final class FilterRegex {
 
     /// fail2ban's `groupdict()` of the last match, alternative names merged. Values are decoded text;
     /// groups that did not take part are present with nil, as in Python.
-    func groups(_ buffer: UnsafeBufferPointer<UInt8>) -> [String: String?] {
-        var result: [String: String?] = [:]
+    func groups(_ buffer: UnsafeBufferPointer<UInt8>) -> GroupMap {
+        var result = GroupMap(capacity: regex.groupNames.count)
         for (name, number) in regex.groupNames {
             if let r = regex.range(number) {
                 result[name] = String(decoding: UnsafeBufferPointer(rebasing: buffer[r]), as: UTF8.self)

@@ -4,7 +4,7 @@ import Glibc
 /// multi-line failures (`<F-MLFID>`) share one such record between the connection cache and the result.
 public final class FailData {
     /// Captured groups by name; a present key with a nil value is a group that did not take part.
-    public var groups: [String: String?] = [:]
+    public var groups = GroupMap()
     /// The lines that make up the failure (with their dates).
     public var matches: [TupleLine] = []
     var nofailMatches: [TupleLine]? = nil
@@ -37,7 +37,7 @@ public final class FailData {
 
     /// Every capture that has a value, for reports (internal bookkeeping groups left out).
     public var reportedFields: [(String, String)] {
-        groups.compactMap { k, v in
+        groups.compactMap { k, v -> (String, String)? in
             guard let v, !k.hasPrefix("skiplines"), k != "content", k != "_sep" else { return nil }
             return (k, v)
         }.sorted { $0.0 < $1.0 }
@@ -74,6 +74,10 @@ public final class LineFilter {
         /// Never translate host names (fail2ban-regex `--raw`).
         public var returnRawHost = true
         public var ignorePending = true
+        /// Keep fail2ban-regex's statistics exact (the prefregex hit count) even where a line is skipped.
+        public var exactStatistics = false
+        /// Skip lines that hold none of the strings every failregex needs (see `RegexAnalysis`).
+        public var literalPrefilter = true
         public init() {}
     }
 
@@ -84,6 +88,14 @@ public final class LineFilter {
     private let checkFindTime: Bool
     private let ignorePending: Bool
     private let findTime: Double
+    /// Strings one of which any failregex match needs; nil when the filter gives no such guarantee.
+    private let prefilter: LiteralScanner?
+    /// The prefregex provably matches every line with text besides its date.
+    private let prefRegexUniversal: Bool
+    private let exactStatistics: Bool
+    /// The strings lines are screened for (nil: every line goes through the regexes).
+    var prefilterLiterals: [String]? { prefilter?.literals.map { String(decoding: $0, as: UTF8.self) } }
+    var prefRegexIsUniversal: Bool { prefRegexUniversal }
     public let maxLines: Int
     public let dateDetector: DateDetector
     let prefRegex: FilterRegex?
@@ -169,6 +181,17 @@ public final class LineFilter {
         }
         failRegexes = fails
         ignoreRegexes = try definition.ignoreregex.map { try compile($0, option: "ignoreregex", multiline: false) }
+        exactStatistics = options.exactStatistics
+        prefRegexUniversal = prefRegex.map { RegexAnalysis.matchesEveryNonEmptyLine($0.compiled) } ?? true
+        // Lines are skipped only when that cannot change anything: single-line filters, every failregex with a
+        // known set of required strings, and no ignoreregex that fail2ban would try before the failregexes.
+        var literals: [[UInt8]] = []
+        var usable = options.literalPrefilter && maxLines <= 1 && !fails.isEmpty
+            && !(!ignoreRegexes.isEmpty && ignoreRegexes.count < fails.count - 2)
+        for r in fails where usable {
+            if let set = RegexAnalysis.requiredLiterals(r.compiled) { literals += set } else { usable = false }
+        }
+        prefilter = usable ? LiteralScanner(literals) : nil
         var patterns = datePatterns ?? []
         if datePatterns == nil, let dp = definition.datepattern {
             patterns = dp.split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
@@ -227,6 +250,31 @@ public final class LineFilter {
             }
         }
         lastLineTime = date
+        if let scanner = prefilter {
+            // The regexes see the line without its date (which can join text on both sides of it, as in "[]"):
+            // screen exactly that.
+            subject.reset()
+            if useLastText {
+                subject.append(line)
+            } else {
+                subject.append(UnsafeBufferPointer(rebasing: line[..<tuple.start]))
+                subject.append(UnsafeBufferPointer(rebasing: line[tuple.end...]))
+            }
+            let remaining = subject.count
+            if !scanner.containsAny(subject.base, remaining) {
+                // No failregex can match this line: only the prefregex statistic needs updating.
+                prefRegexMatched = false
+                if let pref = prefRegex {
+                    if prefRegexUniversal {
+                        prefRegexMatched = remaining > 0
+                    } else if exactStatistics {
+                        subject.append(10)
+                        prefRegexMatched = pref.search(subject.buffer, originCount: 1, ascii: ascii)
+                    }
+                }
+                return []
+            }
+        }
         if checkFindTime, let d = date {
             if inOperation {
                 if abs(d - now) > 60 {
@@ -313,7 +361,7 @@ public final class LineFilter {
         if !ignoreRegexes.isEmpty && ignoreRegexes.count < failRegexes.count - 2 {
             if ignoreLine(subject.buffer, orgBuffer, failRegex: nil) != nil { return failList }
         }
-        var preGroups: [String: String?] = [:]
+        var preGroups = GroupMap()
         if let pref = prefRegex {
             if !pref.search(subject.buffer, originCount: orgBuffer.count, ascii: subjectASCII) { return failList }
             prefRegexMatched = true

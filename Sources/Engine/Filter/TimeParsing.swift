@@ -237,7 +237,7 @@ enum FieldBytes {
 }
 
 /// The fields one date match captured, as integers.
-struct ParsedTime {
+struct ParsedTime: Equatable {
     var year: Int? = nil, month: Int? = nil, day: Int? = nil
     var hour = 0, minute = 0, second = 0
     var zone: Int? = nil
@@ -275,8 +275,24 @@ final class TimeConverter {
         return Double(n - cachedOffset)
     }
 
+    private var lastParsed = ParsedTime(invalid: true)
+    private var lastZone: Int? = nil
+    private var lastNow = Double.nan
+    private var lastResult: Double? = nil
+
+    /// Consecutive lines mostly carry the same second: the last conversion is reused when nothing differs.
     func epoch(_ p: ParsedTime, now: Double, defaultZone: Int?) -> Double? {
         if p.invalid { return nil }
+        if p == lastParsed && defaultZone == lastZone && now == lastNow { return lastResult }
+        let result = convert(p, now: now, defaultZone: defaultZone)
+        lastParsed = p
+        lastZone = defaultZone
+        lastNow = now
+        lastResult = result
+        return result
+    }
+
+    private func convert(_ p: ParsedTime, now: Double, defaultZone: Int?) -> Double? {
         var year = p.year, month = p.month, day = p.day
         var julian = p.julian
         let nowNaive = nowNaive(now)

@@ -15,6 +15,8 @@ public final class RegexTest {
         public var printAllIgnored = false
         public var printNoMissed = false
         public var printNoIgnored = false
+        /// Skip lines no failregex can match (counts stay exact; see `RegexAnalysis`).
+        public var literalPrefilter = true
         public init() {}
     }
 
@@ -65,6 +67,8 @@ public final class RegexTest {
         opts.checkFindTime = false
         opts.returnRawHost = true
         opts.useDNS = definition.usedns ?? "raw"
+        opts.exactStatistics = !options.json
+        opts.literalPrefilter = options.literalPrefilter
         var zone: Int? = nil
         if let tz = options.timeZone {
             guard let z = ZoneOffsets.offset(tz) else { throw SetupError(message: "unknown or unsupported time zone '\(tz)' (use UTC, +hhmm or an abbreviation such as CET)") }

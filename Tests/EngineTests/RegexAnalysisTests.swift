@@ -1,0 +1,69 @@
+import Foundation
+import Testing
+@testable import Engine
+
+@Suite("regex analysis")
+struct RegexAnalysisTests {
+    func literals(_ p: String) -> [String]? {
+        RegexAnalysis.requiredLiterals(p)?.map { String(decoding: $0, as: UTF8.self) }
+    }
+
+    @Test func requiredLiterals() {
+        #expect(literals("^authentication failure; logname=\\S*") == ["authentication failure; logname="])
+        #expect(literals("^(?:Aborted login|Disconnected) \\(x\\) rip=(?P<ip4>\\d+)")?.sorted() == ["Aborted login", "Disconnected"])
+        #expect(literals("^[a-z]{3}\\(\\S*\\): (?:[Uu]nknown user|[Pp]assword mismatch)")?.sorted() == ["assword mismatch", "nknown user"])
+        // Optional parts and case-insensitive parts promise nothing.
+        #expect(literals("^(?:optional literal)?\\d+") == nil)
+        #expect(literals("(?i)^failed login") == nil)
+        #expect(literals("^(?i:FAILED) from here") == [" from here"])
+        // A branch without a literal makes the whole alternation useless.
+        #expect(literals("^(?:abcdef|\\d+)$") == nil)
+        #expect(literals("^x(?P<n>\\d+)y (?P=n)") == nil || literals("^x(?P<n>\\d+)y (?P=n)") != [])
+    }
+
+    @Test func universalPrefregexes() {
+        #expect(RegexAnalysis.matchesEveryNonEmptyLine("^(?:\\[\\])?\\s*(?:\\S+\\s+)?(?:kernel: )?(?P<content>.+)$"))
+        #expect(RegexAnalysis.matchesEveryNonEmptyLine("^(?P<mlfid>(?:\\S+\\s+)?)(?:x: )?(?P<content>.+)$"))
+        #expect(!RegexAnalysis.matchesEveryNonEmptyLine("^\\s*sshd: (?P<content>.+)$"))
+        #expect(!RegexAnalysis.matchesEveryNonEmptyLine("^(?:\\S+\\s+)?+(?P<content>.+)$"))
+        #expect(!RegexAnalysis.matchesEveryNonEmptyLine("^(?P<content>.+?)$"))
+    }
+
+    @Test func fail2banDovecotIsScreened() throws {
+        guard FileManager.default.fileExists(atPath: "/etc/fail2ban/filter.d/dovecot.conf") else { return }
+        let reader = try FilterReader(name: "dovecot", jail: "t", options: OrderedMap(), directory: ConfigDirectory("/etc/fail2ban"))
+        reader.applyAutoOptions(backend: "auto")
+        try reader.readOptions([:], all: false)
+        let f = try LineFilter(try reader.definition())
+        #expect(f.prefilterLiterals != nil)
+        #expect(f.prefRegexIsUniversal)
+    }
+
+    @Test func screeningNeverHidesAMatch() throws {
+        // The same lines through a filter with and without screening give the same failures.
+        var options = LineFilter.Options()
+        options.checkFindTime = false
+        let def = FilterDefinition(name: "t", failregex: [#"^\s*(?:Aborted login|Disconnected) \(auth failed\): rip=<HOST>$"#,
+                                                         #"^\s*pam\(\S+,<HOST>\): pam_authenticate\(\) failed"#])
+        let fast = try LineFilter(def, options: options)
+        options.literalPrefilter = false
+        let slow = try LineFilter(def, options: options)
+        #expect(fast.prefilterLiterals != nil && slow.prefilterLiterals == nil)
+        let lines = ["Disconnected (auth failed): rip=192.0.2.1", "pam(x,192.0.2.2): pam_authenticate() failed: y",
+                     "Aborted login (auth failed): rip=192.0.2.3", "unrelated 192.0.2.4", "Disconnect (auth failed): rip=192.0.2.5",
+                     String(repeating: "z", count: 40) + "Disconnected (auth failed): rip=192.0.2.6"]
+        for l in lines {
+            #expect(fast.process(l, now: testNow).map(\.id) == slow.process(l, now: testNow).map(\.id), "\(l)")
+        }
+    }
+
+    @Test func screeningSeesTheLineWithoutItsDate() throws {
+        // "[]" only exists once the date inside the brackets is cut out.
+        var options = LineFilter.Options()
+        options.checkFindTime = false
+        let f = try LineFilter(FilterDefinition(name: "t", failregex: [#"^<HOST> - \S+ \[\] "[^"]*" 400"#]), options: options)
+        #expect(f.prefilterLiterals != nil)
+        let r = f.process(#"192.0.2.1 - - [14/Aug/2005:10:00:00 +0200] "GET / HTTP/1.1" 400 47"#, now: testNow)
+        #expect(r.first?.id == "192.0.2.1")
+    }
+}
