@@ -20,9 +20,11 @@ let package = Package(
             pkgConfig: "libpcre2-8",
             providers: [.apt(["libpcre2-dev"])]
         ),
+        // Byte scanning the per-line path needs vectorised (SSE2), where Swift's SIMD types compile poorly.
+        .target(name: "CFastScan"),
         .target(
             name: "Engine",
-            dependencies: ["CPCRE2"],
+            dependencies: ["CPCRE2", "CFastScan"],
             // The per-line path touches class properties millions of times a second; dynamic exclusivity checks
             // cost ~15% there. Debug builds (and so the tests) keep them on.
             swiftSettings: swiftSettings + [.unsafeFlags(["-enforce-exclusivity=unchecked"], .when(configuration: .release))]
@@ -33,6 +35,12 @@ let package = Package(
                 "Engine",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
+            swiftSettings: swiftSettings
+        ),
+        // Benchmarks that need the engine from inside (run by hand; figures go to BENCHMARKS.md).
+        .executableTarget(
+            name: "portcullis-bench",
+            dependencies: ["Engine"],
             swiftSettings: swiftSettings
         ),
         .testTarget(

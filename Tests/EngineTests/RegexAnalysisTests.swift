@@ -39,6 +39,18 @@ struct RegexAnalysisTests {
         #expect(f.prefRegexIsUniversal)
     }
 
+    @Test func ownFiltersAreScreened() throws {
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        for name in ["dovecot", "sshd", "postfix", "nginx-http-auth", "nginx-limit-req"] {
+            let reader = try FilterReader(name: name, jail: "t", options: OrderedMap(), directory: ConfigDirectory(root.appendingPathComponent("config").path))
+            reader.applyAutoOptions(backend: "auto")
+            try reader.readOptions([:], all: false)
+            let f = try LineFilter(try reader.definition())
+            #expect(f.prefilterLiterals != nil, "\(name)")
+            #expect(f.prefRegexIsUniversal || name != "dovecot", "\(name)")
+        }
+    }
+
     @Test func screeningNeverHidesAMatch() throws {
         // The same lines through a filter with and without screening give the same failures.
         var options = LineFilter.Options()

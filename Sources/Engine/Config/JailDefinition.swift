@@ -4,6 +4,11 @@ import Foundation
 public struct LogPath: Sendable, Equatable {
     public var pattern: String
     public var tail: Bool
+
+    public init(pattern: String, tail: Bool = false) {
+        self.pattern = pattern
+        self.tail = tail
+    }
 }
 
 /// How a jail watches its logs.
@@ -26,6 +31,8 @@ public struct BanTimeIncrement: Sendable {
     public var maxTime: Double? = nil
     public var randomTime: Double? = nil
     public var overallJails = false
+
+    public init() {}
 }
 
 /// A jail as configured, every option resolved and checked.
@@ -53,6 +60,33 @@ public struct JailDefinition: Sendable {
     /// Cap on addresses whose failures are tracked (oldest evicted first).
     public var maxTracked: Int
     public var location: SourceLocation?
+
+    public init(name: String, filter: FilterDefinition, filterSpec: String, logPaths: [LogPath], backend: Backend,
+                maxRetry: Int, findTime: Double, banTime: Double, increment: BanTimeIncrement = BanTimeIncrement(),
+                ports: [PortRange], portSpec: String, protocol: String, ignoreList: IgnoreList, banAction: String,
+                actions: [ActionSpec], logEncoding: String, logTimeZone: Int?, maxMatches: Int, maxTracked: Int,
+                location: SourceLocation?) {
+        self.name = name
+        self.filter = filter
+        self.filterSpec = filterSpec
+        self.logPaths = logPaths
+        self.backend = backend
+        self.maxRetry = maxRetry
+        self.findTime = findTime
+        self.banTime = banTime
+        self.increment = increment
+        self.ports = ports
+        self.portSpec = portSpec
+        self.protocol = `protocol`
+        self.ignoreList = ignoreList
+        self.banAction = banAction
+        self.actions = actions
+        self.logEncoding = logEncoding
+        self.logTimeZone = logTimeZone
+        self.maxMatches = maxMatches
+        self.maxTracked = maxTracked
+        self.location = location
+    }
 
     /// The files the log path globs match now.
     public var files: [String] { logPaths.flatMap { Glob.expand($0.pattern) } }

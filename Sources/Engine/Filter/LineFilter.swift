@@ -1,4 +1,5 @@
 import Glibc
+import CFastScan
 
 /// What a failregex captured about one failure, fail2ban's `fail` dictionary. A class, because fail2ban's
 /// multi-line failures (`<F-MLFID>`) share one such record between the connection cache and the result.
@@ -89,7 +90,12 @@ public final class LineFilter {
     private let ignorePending: Bool
     private let findTime: Double
     /// Strings one of which any failregex match needs; nil when the filter gives no such guarantee.
-    private let prefilter: LiteralScanner?
+    private var prefilter: LiteralScanner?
+    /// Byte counts of the first lines, to choose the rarest anchor bytes for this very log.
+    private var byteCounts: [UInt32]? = nil
+    private var linesCounted = 0
+    /// Per failregex, every set of strings one of which a match needs.
+    private let literalCandidates: [[[[UInt8]]]]
     /// The prefregex provably matches every line with text besides its date.
     private let prefRegexUniversal: Bool
     private let exactStatistics: Bool
@@ -185,13 +191,15 @@ public final class LineFilter {
         prefRegexUniversal = prefRegex.map { RegexAnalysis.matchesEveryNonEmptyLine($0.compiled) } ?? true
         // Lines are skipped only when that cannot change anything: single-line filters, every failregex with a
         // known set of required strings, and no ignoreregex that fail2ban would try before the failregexes.
-        var literals: [[UInt8]] = []
+        var candidates: [[[[UInt8]]]] = []
         var usable = options.literalPrefilter && maxLines <= 1 && !fails.isEmpty
             && !(!ignoreRegexes.isEmpty && ignoreRegexes.count < fails.count - 2)
         for r in fails where usable {
-            if let set = RegexAnalysis.requiredLiterals(r.compiled) { literals += set } else { usable = false }
+            if let sets = RegexAnalysis.candidateSets(r.compiled) { candidates.append(sets) } else { usable = false }
         }
-        prefilter = usable ? LiteralScanner(literals) : nil
+        literalCandidates = candidates
+        prefilter = usable ? LiteralScanner(LiteralScanner.choose(candidates, frequencies: nil)) : nil
+        if usable { byteCounts = [UInt32](repeating: 0, count: 256) }
         var patterns = datePatterns ?? []
         if datePatterns == nil, let dp = definition.datepattern {
             patterns = dp.split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
@@ -250,6 +258,7 @@ public final class LineFilter {
             }
         }
         lastLineTime = date
+        if byteCounts != nil { calibrate(line) }
         if let scanner = prefilter {
             // The regexes see the line without its date (which can join text on both sides of it, as in "[]"):
             // screen exactly that.
@@ -300,6 +309,16 @@ public final class LineFilter {
             current.dateEnd = tuple.end
         }
         return findFailure(date: date, noDate: noDate)
+    }
+
+    /// After 256 lines, picks the screening anchors from the bytes this log actually holds.
+    private func calibrate(_ line: UnsafeBufferPointer<UInt8>) {
+        if let base = line.baseAddress { byteCounts!.withUnsafeMutableBufferPointer { pc_count_bytes(base, line.count, $0.baseAddress!) } }
+        linesCounted += 1
+        if linesCounted == 256, prefilter != nil {
+            prefilter = LiteralScanner(LiteralScanner.choose(literalCandidates, frequencies: byteCounts), frequencies: byteCounts)
+            byteCounts = nil
+        }
     }
 
     /// Makes `subject` hold fail2ban's `_tupleLinesBuf(lineBuffer)` (or the prefregex content that replaced it).
@@ -574,15 +593,7 @@ enum UTF8Check {
 
     static func classify(_ bytes: UnsafeBufferPointer<UInt8>) -> Kind {
         guard let base = bytes.baseAddress else { return .ascii }
-        let n = bytes.count
-        var i = 0
-        let raw = UnsafeRawPointer(base)
-        while i + 8 <= n {
-            if raw.loadUnaligned(fromByteOffset: i, as: UInt64.self) & 0x8080_8080_8080_8080 != 0 { break }
-            i += 8
-        }
-        while i < n && base[i] < 0x80 { i += 1 }
-        if i == n { return .ascii }
+        if pc_is_ascii(base, bytes.count) != 0 { return .ascii }
         return String(validating: bytes, as: UTF8.self) != nil ? .utf8 : .invalid
     }
 

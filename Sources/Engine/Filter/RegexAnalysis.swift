@@ -211,8 +211,17 @@ enum RegexAnalysis {
 
     /// Strings of which every match of `pattern` contains at least one; nil when no useful set is known.
     static func requiredLiterals(_ pattern: String, minimumLength: Int = 3) -> [[UInt8]]? {
+        candidateSets(pattern, minimumLength: minimumLength)?.max { score($0) < score($1) }
+    }
+
+    /// Every set found (each alone suffices), so that the cheapest to look for in a given log can be chosen.
+    static func candidateSets(_ pattern: String, minimumLength: Int = 3) -> [[[UInt8]]]? {
         guard let alts = parse(pattern) else { return nil }
-        return best(for: alts, minimumLength: minimumLength)
+        if alts.count == 1 {
+            let sets = sets(forSequence: alts[0], minimumLength: minimumLength)
+            return sets.isEmpty ? nil : sets
+        }
+        return best(for: alts, minimumLength: minimumLength).map { [$0] }
     }
 
     /// For alternatives: one literal set per branch, united (a match goes through one branch).
@@ -227,6 +236,11 @@ enum RegexAnalysis {
 
     /// The best set among the mandatory parts of a sequence: the one whose shortest string is longest.
     private static func best(forSequence seq: [Node], minimumLength: Int) -> [[UInt8]]? {
+        sets(forSequence: seq, minimumLength: minimumLength).max { score($0) < score($1) }
+    }
+
+    /// All sets found among the mandatory parts of a sequence.
+    private static func sets(forSequence seq: [Node], minimumLength: Int) -> [[[UInt8]]] {
         var candidates: [[[UInt8]]] = []
         var run: [UInt8] = []
         func endRun() {
@@ -259,10 +273,10 @@ enum RegexAnalysis {
             }
         }
         endRun()
-        return candidates.max { score($0) < score($1) }
+        return candidates
     }
 
-    private static func score(_ set: [[UInt8]]) -> Int {
+    static func score(_ set: [[UInt8]]) -> Int {
         // Longer shortest string first; fewer alternatives break ties.
         (set.map(\.count).min() ?? 0) * 1000 - set.count
     }
@@ -303,17 +317,15 @@ enum RegexAnalysis {
 }
 
 /// Finds whether a line holds any of a set of strings. Each string is looked for by its rarest byte (by how
-/// often bytes occur in log text), and only where that byte occurs is the whole string compared.
-struct LiteralScanner {
-    struct Probe {
-        let bytes: [UInt8]
-        /// Position of the anchor byte within `bytes`.
-        let offset: Int
-    }
-
+/// often bytes occur in log text); where one of those bytes occurs, the string is compared in full. The scan is
+/// one vectorised pass in C (`pc_contains_any`).
+final class LiteralScanner {
     let literals: [[UInt8]]
-    private let anchors: [UInt8]
-    private let probes: [[Probe]]
+    private var anchors: [UInt8] = []
+    /// The strings' bytes, owned here for the C scanner's pointers.
+    private let storage: UnsafeMutablePointer<UInt8>
+    private let probes: UnsafeMutablePointer<pc_probe>
+    private let probeCount: Int
 
     /// Rough rarity of bytes in log lines: lower is rarer. Letters by English frequency, digits and the
     /// punctuation of dates and addresses common, other punctuation rarer.
@@ -331,51 +343,66 @@ struct LiteralScanner {
         }
     }
 
-    init(_ literals: [[UInt8]]) {
+    /// - Parameter frequencies: how often each byte occurred in the lines seen so far (256 counts); without
+    ///   them a static estimate for log text is used.
+    init(_ literals: [[UInt8]], frequencies: [UInt32]? = nil) {
+        func cost(_ b: UInt8) -> Int {
+            if let f = frequencies { return Int(f[Int(b)]) }
+            return LiteralScanner.commonness(b)
+        }
         var unique: [[UInt8]] = []
         for l in literals where !l.isEmpty && !unique.contains(l) { unique.append(l) }
         self.literals = unique
-        var anchors: [UInt8] = []
-        var probes: [[Probe]] = []
-        for l in unique {
-            // Prefer an anchor byte other strings already use, when it is about as rare.
-            let best = l.indices.min { LiteralScanner.commonness(l[$0]) < LiteralScanner.commonness(l[$1]) }!
+        let total = unique.reduce(0) { $0 + $1.count }
+        storage = .allocate(capacity: max(1, total))
+        probes = .allocate(capacity: max(1, unique.count))
+        probeCount = unique.count
+        var cursor = storage
+        for (i, l) in unique.enumerated() {
+            // Prefer an anchor byte other strings already use, when it is about as rare: fewer bytes to scan for.
+            let best = l.indices.min { cost(l[$0]) < cost(l[$1]) }!
             var offset = best
-            if let shared = l.indices.first(where: { anchors.contains(l[$0]) && LiteralScanner.commonness(l[$0]) <= LiteralScanner.commonness(l[best]) + 20 }) {
+            let slack = frequencies == nil ? 20 : cost(l[best]) / 4
+            if let shared = l.indices.first(where: { anchors.contains(l[$0]) && cost(l[$0]) <= cost(l[best]) + slack }) {
                 offset = shared
             }
-            let a = l[offset]
-            if let k = anchors.firstIndex(of: a) { probes[k].append(Probe(bytes: l, offset: offset)) }
-            else { anchors.append(a); probes.append([Probe(bytes: l, offset: offset)]) }
-        }
-        self.anchors = anchors
-        self.probes = probes
-    }
-
-    @inline(__always)
-    private func probeMatches(_ probe: Probe, _ p: UnsafePointer<UInt8>, _ pos: Int, _ n: Int) -> Bool {
-        let start = pos - probe.offset
-        let count = probe.bytes.count
-        guard start >= 0 && start + count <= n else { return false }
-        return probe.bytes.withUnsafeBufferPointer { b in
-            for j in 0..<count where b[j] != p[start + j] { return false }
-            return true
+            if !anchors.contains(l[offset]) { anchors.append(l[offset]) }
+            cursor.initialize(from: l, count: l.count)
+            probes[i] = pc_probe(bytes: UnsafePointer(cursor), length: UInt32(l.count), offset: UInt32(offset))
+            cursor += l.count
         }
     }
 
-    /// `memchr` (vectorised in glibc) for each anchor byte; the candidates are then compared in full.
-    func containsAny(_ p: UnsafePointer<UInt8>, _ n: Int) -> Bool {
-        for k in anchors.indices {
-            let anchor = Int32(anchors[k])
-            var s = 0
-            while s < n, let hit = memchr(p + s, anchor, n - s) {
-                let pos = p.distance(to: hit.assumingMemoryBound(to: UInt8.self))
-                for probe in probes[k] where probeMatches(probe, p, pos, n) { return true }
-                s = pos + 1
+    deinit {
+        storage.deallocate()
+        probes.deallocate()
+    }
+
+    /// For each regex, the candidate set that should produce the fewest false hits in a log with these byte
+    /// `frequencies` (or, without them, the one whose shortest string is longest).
+    static func choose(_ candidates: [[[[UInt8]]]], frequencies: [UInt32]?) -> [[UInt8]] {
+        var chosen: [[UInt8]] = []
+        for sets in candidates {
+            guard let frequencies else {
+                chosen += sets.max { RegexAnalysis.score($0) < RegexAnalysis.score($1) } ?? []
+                continue
             }
+            // Expected hits: for each string, how often its rarest byte occurs.
+            func cost(_ set: [[UInt8]]) -> UInt64 {
+                set.reduce(0) { $0 + UInt64($1.map { frequencies[Int($0)] }.min() ?? 0) }
+            }
+            chosen += sets.min { cost($0) < cost($1) } ?? []
         }
-        return false
+        return chosen
+    }
+
+    func containsAny(_ p: UnsafePointer<UInt8>, _ n: Int) -> Bool {
+        guard anchors.count <= 16 else { return true }
+        return anchors.withUnsafeBufferPointer { a in
+            pc_contains_any(p, n, a.baseAddress!, a.count, probes, probeCount) != 0
+        }
     }
 }
 
 import Glibc
+import CFastScan

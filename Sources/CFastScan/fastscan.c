@@ -1,0 +1,96 @@
+#include "fastscan.h"
+#include <string.h>
+
+static int check_at(const uint8_t *p, size_t n, size_t pos, const pc_probe *probes, size_t count) {
+    uint8_t b = p[pos];
+    for (size_t i = 0; i < count; i++) {
+        const pc_probe *pr = &probes[i];
+        if (pr->bytes[pr->offset] != b || pos < pr->offset) continue;
+        size_t start = pos - pr->offset;
+        if (start + pr->length <= n && memcmp(p + start, pr->bytes, pr->length) == 0) return 1;
+    }
+    return 0;
+}
+
+#if defined(__x86_64__) || defined(_M_X64)
+#include <emmintrin.h>
+
+size_t pc_find_any_byte(const uint8_t *p, size_t n, size_t from, const uint8_t *set, size_t k) {
+    size_t i = from;
+    if (k == 0) return n;
+    __m128i needles[16];
+    for (size_t j = 0; j < k && j < 16; j++) needles[j] = _mm_set1_epi8((char)set[j]);
+    while (i + 16 <= n) {
+        __m128i v = _mm_loadu_si128((const __m128i *)(p + i));
+        __m128i hit = _mm_cmpeq_epi8(v, needles[0]);
+        for (size_t j = 1; j < k; j++) hit = _mm_or_si128(hit, _mm_cmpeq_epi8(v, needles[j]));
+        int mask = _mm_movemask_epi8(hit);
+        if (mask) return i + (size_t)__builtin_ctz((unsigned)mask);
+        i += 16;
+    }
+    for (; i < n; i++) {
+        for (size_t j = 0; j < k; j++) if (p[i] == set[j]) return i;
+    }
+    return n;
+}
+
+int pc_contains_any(const uint8_t *p, size_t n, const uint8_t *anchors, size_t k, const pc_probe *probes, size_t count) {
+    if (k == 0 || k > 16) return 1;
+    __m128i needles[16];
+    for (size_t j = 0; j < k; j++) needles[j] = _mm_set1_epi8((char)anchors[j]);
+    size_t i = 0;
+    while (i + 16 <= n) {
+        __m128i v = _mm_loadu_si128((const __m128i *)(p + i));
+        __m128i hit = _mm_cmpeq_epi8(v, needles[0]);
+        for (size_t j = 1; j < k; j++) hit = _mm_or_si128(hit, _mm_cmpeq_epi8(v, needles[j]));
+        unsigned mask = (unsigned)_mm_movemask_epi8(hit);
+        while (mask) {
+            unsigned bit = (unsigned)__builtin_ctz(mask);
+            if (check_at(p, n, i + bit, probes, count)) return 1;
+            mask &= mask - 1;
+        }
+        i += 16;
+    }
+    for (; i < n; i++) {
+        for (size_t j = 0; j < k; j++) {
+            if (p[i] == anchors[j]) { if (check_at(p, n, i, probes, count)) return 1; break; }
+        }
+    }
+    return 0;
+}
+
+int pc_is_ascii(const uint8_t *p, size_t n) {
+    size_t i = 0;
+    __m128i acc = _mm_setzero_si128();
+    for (; i + 16 <= n; i += 16) acc = _mm_or_si128(acc, _mm_loadu_si128((const __m128i *)(p + i)));
+    if (_mm_movemask_epi8(acc)) return 0;
+    for (; i < n; i++) if (p[i] & 0x80) return 0;
+    return 1;
+}
+
+#else
+
+size_t pc_find_any_byte(const uint8_t *p, size_t n, size_t from, const uint8_t *set, size_t k) {
+    uint8_t table[256] = {0};
+    for (size_t j = 0; j < k; j++) table[set[j]] = 1;
+    for (size_t i = from; i < n; i++) if (table[p[i]]) return i;
+    return n;
+}
+
+int pc_is_ascii(const uint8_t *p, size_t n) {
+    for (size_t i = 0; i < n; i++) if (p[i] & 0x80) return 0;
+    return 1;
+}
+
+int pc_contains_any(const uint8_t *p, size_t n, const uint8_t *anchors, size_t k, const pc_probe *probes, size_t count) {
+    uint8_t table[256] = {0};
+    for (size_t j = 0; j < k; j++) table[anchors[j]] = 1;
+    for (size_t i = 0; i < n; i++) if (table[p[i]] && check_at(p, n, i, probes, count)) return 1;
+    return 0;
+}
+
+#endif
+
+void pc_count_bytes(const uint8_t *p, size_t n, uint32_t *counts) {
+    for (size_t i = 0; i < n; i++) counts[p[i]]++;
+}

@@ -1,0 +1,31 @@
+#ifndef PORTCULLIS_FASTSCAN_H
+#define PORTCULLIS_FASTSCAN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/// Index of the first byte in p[from..<n] that is one of set[0..<k] (k <= 16), or n when there is none.
+/// Sixteen bytes are compared against every byte of the set at once (SSE2 on x86-64).
+size_t pc_find_any_byte(const uint8_t *p, size_t n, size_t from, const uint8_t *set, size_t k);
+
+/// Whether p[0..<n] holds only bytes below 0x80.
+int pc_is_ascii(const uint8_t *p, size_t n);
+
+#endif
+
+#ifndef PORTCULLIS_FASTSCAN_PROBE
+#define PORTCULLIS_FASTSCAN_PROBE
+/// A string to look for, found by its anchor byte `bytes[offset]`.
+typedef struct {
+    const uint8_t *bytes;
+    uint32_t length;
+    uint32_t offset;
+} pc_probe;
+
+/// Whether p[0..<n] contains any probe's string. `anchors` holds the distinct anchor bytes (k <= 16) and
+/// `probes` the strings, all in one pass.
+int pc_contains_any(const uint8_t *p, size_t n, const uint8_t *anchors, size_t k, const pc_probe *probes, size_t count);
+#endif
+
+/// Adds the byte counts of p[0..<n] to counts[256].
+void pc_count_bytes(const uint8_t *p, size_t n, uint32_t *counts);
