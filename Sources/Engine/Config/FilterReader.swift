@@ -134,7 +134,9 @@ public final class FilterReader {
     /// The resolved filter.
     public func definition() throws(ConfigError) -> FilterDefinition {
         let opts = try combined()
-        var def = FilterDefinition(name: name, files: config.files, options: initOptions)
+        // The filter's own file first, then what it includes.
+        let main = files[0]
+        var def = FilterDefinition(name: name, files: [main] + config.files.filter { $0 != main }, options: initOptions)
         for option in FilterReader.definitionOptions {
             if let entry = config.rawEntry("Definition", option) { def.locations[option] = entry.location }
         }
