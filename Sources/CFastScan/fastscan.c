@@ -2,10 +2,10 @@
 #include <string.h>
 
 static int check_at(const uint8_t *p, size_t n, size_t pos, const pc_probe *probes, size_t count) {
-    uint8_t b = p[pos];
+    uint8_t b = p[pos], c = pos + 1 < n ? p[pos + 1] : 0;
     for (size_t i = 0; i < count; i++) {
         const pc_probe *pr = &probes[i];
-        if (pr->bytes[pr->offset] != b || pos < pr->offset) continue;
+        if (pr->bytes[pr->offset] != b || pr->bytes[pr->offset + 1] != c || pos < pr->offset) continue;
         size_t start = pos - pr->offset;
         if (start + pr->length <= n && memcmp(p + start, pr->bytes, pr->length) == 0) return 1;
     }
@@ -34,15 +34,21 @@ size_t pc_find_any_byte(const uint8_t *p, size_t n, size_t from, const uint8_t *
     return n;
 }
 
-int pc_contains_any(const uint8_t *p, size_t n, const uint8_t *anchors, size_t k, const pc_probe *probes, size_t count) {
+int pc_contains_any(const uint8_t *p, size_t n, const uint8_t *pairs, size_t k, const pc_probe *probes, size_t count) {
     if (k == 0 || k > 16) return 1;
-    __m128i needles[16];
-    for (size_t j = 0; j < k; j++) needles[j] = _mm_set1_epi8((char)anchors[j]);
+    __m128i first[16], second[16];
+    for (size_t j = 0; j < k; j++) {
+        first[j] = _mm_set1_epi8((char)pairs[2 * j]);
+        second[j] = _mm_set1_epi8((char)pairs[2 * j + 1]);
+    }
     size_t i = 0;
-    while (i + 16 <= n) {
+    // Each lane checks the byte pair starting there: the block and the block one byte further.
+    while (i + 17 <= n) {
         __m128i v = _mm_loadu_si128((const __m128i *)(p + i));
-        __m128i hit = _mm_cmpeq_epi8(v, needles[0]);
-        for (size_t j = 1; j < k; j++) hit = _mm_or_si128(hit, _mm_cmpeq_epi8(v, needles[j]));
+        __m128i w = _mm_loadu_si128((const __m128i *)(p + i + 1));
+        __m128i hit = _mm_and_si128(_mm_cmpeq_epi8(v, first[0]), _mm_cmpeq_epi8(w, second[0]));
+        for (size_t j = 1; j < k; j++)
+            hit = _mm_or_si128(hit, _mm_and_si128(_mm_cmpeq_epi8(v, first[j]), _mm_cmpeq_epi8(w, second[j])));
         unsigned mask = (unsigned)_mm_movemask_epi8(hit);
         while (mask) {
             unsigned bit = (unsigned)__builtin_ctz(mask);
@@ -51,9 +57,9 @@ int pc_contains_any(const uint8_t *p, size_t n, const uint8_t *anchors, size_t k
         }
         i += 16;
     }
-    for (; i < n; i++) {
+    for (; i + 1 < n; i++) {
         for (size_t j = 0; j < k; j++) {
-            if (p[i] == anchors[j]) { if (check_at(p, n, i, probes, count)) return 1; break; }
+            if (p[i] == pairs[2 * j] && p[i + 1] == pairs[2 * j + 1]) { if (check_at(p, n, i, probes, count)) return 1; break; }
         }
     }
     return 0;
@@ -82,10 +88,10 @@ int pc_is_ascii(const uint8_t *p, size_t n) {
     return 1;
 }
 
-int pc_contains_any(const uint8_t *p, size_t n, const uint8_t *anchors, size_t k, const pc_probe *probes, size_t count) {
+int pc_contains_any(const uint8_t *p, size_t n, const uint8_t *pairs, size_t k, const pc_probe *probes, size_t count) {
     uint8_t table[256] = {0};
-    for (size_t j = 0; j < k; j++) table[anchors[j]] = 1;
-    for (size_t i = 0; i < n; i++) if (table[p[i]] && check_at(p, n, i, probes, count)) return 1;
+    for (size_t j = 0; j < k; j++) table[pairs[2 * j]] = 1;
+    for (size_t i = 0; i + 1 < n; i++) if (table[p[i]] && check_at(p, n, i, probes, count)) return 1;
     return 0;
 }
 

@@ -15,16 +15,16 @@ int pc_is_ascii(const uint8_t *p, size_t n);
 
 #ifndef PORTCULLIS_FASTSCAN_PROBE
 #define PORTCULLIS_FASTSCAN_PROBE
-/// A string to look for, found by its anchor byte `bytes[offset]`.
+/// A string to look for, found by its anchor: the two bytes `bytes[offset]`, `bytes[offset + 1]`.
 typedef struct {
     const uint8_t *bytes;
     uint32_t length;
     uint32_t offset;
 } pc_probe;
 
-/// Whether p[0..<n] contains any probe's string. `anchors` holds the distinct anchor bytes (k <= 16) and
-/// `probes` the strings, all in one pass.
-int pc_contains_any(const uint8_t *p, size_t n, const uint8_t *anchors, size_t k, const pc_probe *probes, size_t count);
+/// Whether p[0..<n] contains any probe's string, in one pass. `pairs` holds the k distinct anchor byte pairs
+/// (2k bytes, k <= 16); a position where one occurs is checked against the probes anchored on it.
+int pc_contains_any(const uint8_t *p, size_t n, const uint8_t *pairs, size_t k, const pc_probe *probes, size_t count);
 #endif
 
 /// Adds the byte counts of p[0..<n] to counts[256].

@@ -15,6 +15,8 @@ public final class DateDetector {
         var distance = 0x7fffffff
         /// The strptime fields among the regex's groups, resolved once.
         let fieldGroups: [(group: Int, field: TimeField)]
+        /// The `%f` (fraction) group, which fail2ban ignores: dates differing only there are the same time.
+        let fractionGroup: Int?
 
         init(_ template: DateTemplate) throws(ConfigError) {
             self.template = template
@@ -24,6 +26,7 @@ public final class DateDetector {
                 throw ConfigError("date pattern '\(template.pattern ?? template.name)' does not compile: \(error.message)")
             }
             fieldGroups = regex.groupNames.compactMap { g in TimeField(groupName: g.name).map { (g.number, $0) } }
+            fractionGroup = regex.groupNumbers["f"]
         }
 
         var weight: Double { Double(hits) * template.weight / Double(max(1, distance)) }
@@ -271,6 +274,55 @@ public final class DateDetector {
             }
             return v
         case .pattern:
+            // Consecutive lines mostly carry the same date text (up to the fraction fail2ban ignores): then the
+            // last result stands, without parsing the fields again.
+            guard let whole = regex.range(1) else { return nil }
+            var skip = whole.upperBound..<whole.upperBound
+            if let g = match.entry.fractionGroup, let f = regex.range(g) { skip = f }
+            let head = UnsafeBufferPointer(start: line + whole.lowerBound, count: skip.lowerBound - whole.lowerBound)
+            let tail = UnsafeBufferPointer(start: line + skip.upperBound, count: whole.upperBound - skip.upperBound)
+            if let cached = dateCache, cached.entry === match.entry, cached.now == now, cached.zone == defaultZone,
+               DateDetector.same(cached.head, head), DateDetector.same(cached.tail, tail) {
+                return cached.result
+            }
+            let result = parseFields(match, line: line, now: now)
+            if dateCache != nil {
+                // Updated in place, so that the buffers are reused.
+                dateCache!.entry = match.entry
+                dateCache!.now = now
+                dateCache!.zone = defaultZone
+                dateCache!.head.removeAll(keepingCapacity: true)
+                dateCache!.head.append(contentsOf: head)
+                dateCache!.tail.removeAll(keepingCapacity: true)
+                dateCache!.tail.append(contentsOf: tail)
+                dateCache!.result = result
+            } else {
+                dateCache = DateCache(entry: match.entry, now: now, zone: defaultZone, head: Array(head), tail: Array(tail), result: result)
+            }
+            return result
+        }
+    }
+
+    @inline(__always)
+    private static func same(_ a: [UInt8], _ b: UnsafeBufferPointer<UInt8>) -> Bool {
+        guard a.count == b.count else { return false }
+        if a.isEmpty { return true }
+        return a.withUnsafeBufferPointer { memcmp($0.baseAddress!, b.baseAddress!, a.count) == 0 }
+    }
+
+    private struct DateCache {
+        var entry: Entry
+        var now: Double
+        var zone: Int?
+        var head: [UInt8]
+        var tail: [UInt8]
+        var result: Double?
+    }
+    private var dateCache: DateCache?
+
+    private func parseFields(_ match: Match, line: UnsafePointer<UInt8>, now: Double) -> Double? {
+        let regex = match.entry.regex
+        do {
             var p = ParsedTime()
             var hour12: Int? = nil
             var ampm: Int? = nil  // 0 am, 1 pm, -1 something else

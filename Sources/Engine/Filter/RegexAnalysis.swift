@@ -321,6 +321,7 @@ enum RegexAnalysis {
 /// one vectorised pass in C (`pc_contains_any`).
 final class LiteralScanner {
     let literals: [[UInt8]]
+    /// Distinct anchor pairs, two bytes each.
     private var anchors: [UInt8] = []
     /// The strings' bytes, owned here for the C scanner's pointers.
     private let storage: UnsafeMutablePointer<UInt8>
@@ -351,7 +352,8 @@ final class LiteralScanner {
             return LiteralScanner.commonness(b)
         }
         var unique: [[UInt8]] = []
-        for l in literals where !l.isEmpty && !unique.contains(l) { unique.append(l) }
+        // Strings are at least two bytes long (the analysis asks for three).
+        for l in literals where l.count >= 2 && !unique.contains(l) { unique.append(l) }
         self.literals = unique
         let total = unique.reduce(0) { $0 + $1.count }
         storage = .allocate(capacity: max(1, total))
@@ -359,17 +361,27 @@ final class LiteralScanner {
         probeCount = unique.count
         var cursor = storage
         for (i, l) in unique.enumerated() {
-            // Prefer an anchor byte other strings already use, when it is about as rare: fewer bytes to scan for.
-            let best = l.indices.min { cost(l[$0]) < cost(l[$1]) }!
-            var offset = best
-            let slack = frequencies == nil ? 20 : cost(l[best]) / 4
-            if let shared = l.indices.first(where: { anchors.contains(l[$0]) && cost(l[$0]) <= cost(l[best]) + slack }) {
-                offset = shared
+            // The anchor is the pair of neighbouring bytes least likely to occur together: both rare, judged by
+            // the rarer and then the commoner of the two.
+            let offset = (0..<(l.count - 1)).min { a, b in
+                let ca = (min(cost(l[a]), cost(l[a + 1])), max(cost(l[a]), cost(l[a + 1])))
+                let cb = (min(cost(l[b]), cost(l[b + 1])), max(cost(l[b]), cost(l[b + 1])))
+                return ca < cb
+            }!
+            var known = false
+            var j = 0
+            while j < anchors.count {
+                if anchors[j] == l[offset] && anchors[j + 1] == l[offset + 1] { known = true; break }
+                j += 2
             }
-            if !anchors.contains(l[offset]) { anchors.append(l[offset]) }
+            if !known { anchors += [l[offset], l[offset + 1]] }
             cursor.initialize(from: l, count: l.count)
             probes[i] = pc_probe(bytes: UnsafePointer(cursor), length: UInt32(l.count), offset: UInt32(offset))
             cursor += l.count
+        }
+        if getenv("PORTCULLIS_DEBUG_SCREEN") != nil {
+            let text = unique.enumerated().map { i, l in "\(String(decoding: l, as: UTF8.self))@\(String(decoding: l[Int(probes[i].offset)...].prefix(2), as: UTF8.self))" }
+            FileHandle.standardError.write(Data("screen: \(text.joined(separator: " | "))\n".utf8))
         }
     }
 
@@ -397,12 +409,14 @@ final class LiteralScanner {
     }
 
     func containsAny(_ p: UnsafePointer<UInt8>, _ n: Int) -> Bool {
-        guard anchors.count <= 16 else { return true }
+        let k = anchors.count / 2
+        guard k <= 16 else { return true }
         return anchors.withUnsafeBufferPointer { a in
-            pc_contains_any(p, n, a.baseAddress!, a.count, probes, probeCount) != 0
+            pc_contains_any(p, n, a.baseAddress!, k, probes, probeCount) != 0
         }
     }
 }
 
 import Glibc
 import CFastScan
+import Foundation
