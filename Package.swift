@@ -20,11 +20,21 @@ let package = Package(
             pkgConfig: "libpcre2-8",
             providers: [.apt(["libpcre2-dev"])]
         ),
+        .systemLibrary(
+            name: "CSQLite",
+            pkgConfig: "sqlite3",
+            providers: [.apt(["libsqlite3-dev"])]
+        ),
         // Byte scanning the per-line path needs vectorised (SSE2), where Swift's SIMD types compile poorly.
         .target(name: "CFastScan"),
+        // nftables transactions over libnftnl + libmnl (Debian: libnftnl-dev, libmnl-dev).
+        .target(
+            name: "CNetfilter",
+            linkerSettings: [.linkedLibrary("nftnl"), .linkedLibrary("mnl")]
+        ),
         .target(
             name: "Engine",
-            dependencies: ["CPCRE2", "CFastScan"],
+            dependencies: ["CPCRE2", "CFastScan", "CNetfilter", "CSQLite"],
             // The per-line path touches class properties millions of times a second; dynamic exclusivity checks
             // cost ~15% there. Debug builds (and so the tests) keep them on.
             swiftSettings: swiftSettings + [.unsafeFlags(["-enforce-exclusivity=unchecked"], .when(configuration: .release))]

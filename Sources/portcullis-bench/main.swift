@@ -63,10 +63,23 @@ struct Usage: Error, CustomStringConvertible {
     }
 }
 
+/// `portcullis-bench nft-smoke`: installs a table with one jail and two bans (run it inside `unshare -n`).
+func nftSmoke() throws {
+    let fw = try NftablesFirewall()
+    let rules = JailRules(jail: "dovecot", l4proto: 6, ports: [110...110, 995...995, 1000...2000], drop: false)
+    let now = Clock.now()
+    try fw.install([rules], bans: [BanEntry(jail: "dovecot", ip: IPAddress("127.0.0.66")!, expiresAt: now + 600),
+                                   BanEntry(jail: "dovecot", ip: IPAddress("::1")!, expiresAt: nil)], now: now)
+    try fw.add([BanEntry(jail: "dovecot", ip: IPAddress("192.0.2.7")!, expiresAt: now + 60)], now: now)
+    try fw.remove([("dovecot", IPAddress("192.0.2.99")!)])
+    print("installed")
+}
+
 let args = Array(CommandLine.arguments.dropFirst())
 do {
     switch args.first {
     case "live": try live(Array(args.dropFirst()))
+    case "nft-smoke": try nftSmoke()
     default: throw Usage()
     }
 } catch {

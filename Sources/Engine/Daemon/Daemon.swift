@@ -1,46 +1,38 @@
 import Foundation
 import Synchronization
 
-/// The long-running part of Portcullis: every enabled jail watching its logs, ban decisions going to the
-/// jail's firewall backend.
+/// The long-running part of Portcullis: every enabled jail watching its logs, ban decisions applied by the ban
+/// manager (store first, then the packet filter), log positions kept so that a restart neither re-reads nor
+/// misses lines.
 public final class Daemon: @unchecked Sendable {
-    // @unchecked: `jails` is only changed by start/stop/reload, which the main thread calls one at a time;
-    // readers on other threads go through `snapshot`, a Mutex.
+    // @unchecked: `jails`, `store`, `banManager` and `settings` change only in start/reload/stop/periodic, which
+    // the main thread calls one at a time; other threads read through `snapshot` (a Mutex) or the ban manager
+    // (thread-safe).
     public let configPath: String
     public let log: Logger
     private var jails: [String: JailRuntime] = [:]
     private let snapshot = Mutex<[String: JailRuntime]>([:])
-    private let firewallFor: (JailDefinition) throws -> any Firewall
-    /// Bans in force, so that an address is not banned twice.
-    private let activeBans = ActiveBans()
     public private(set) var settings = Settings()
+    public private(set) var store: BanStore?
+    public private(set) var banManager: BanManager!
+    private var nftables: NftablesFirewall?
+    private let dryRun = DryRunFirewall()
+    private let openNftables: () throws -> NftablesFirewall
+    private var lastPurge = 0.0
+    public let startedAt = Clock.now()
 
     public struct StartError: Error, CustomStringConvertible {
         public let message: String
         public var description: String { message }
     }
 
-    /// - Parameter firewallFor: the backend for a jail's `banaction` (thrown errors leave the jail out).
-    public init(configPath: String, log: Logger, firewallFor: @escaping (JailDefinition) throws -> any Firewall) {
+    public init(configPath: String, log: Logger, openNftables: @escaping () throws -> NftablesFirewall = { try NftablesFirewall() }) {
         self.configPath = configPath
         self.log = log
-        self.firewallFor = firewallFor
+        self.openNftables = openNftables
     }
 
     public var runningJails: [JailRuntime] { snapshot.withLock { Array($0.values) }.sorted { $0.name < $1.name } }
-
-    /// Reads the configuration and starts every enabled jail that loads. Throws when none can run.
-    public func start() throws {
-        let config = LoadedConfig.load(configPath)
-        settings = config.settings
-        log.setLevel(config.settings.logLevel)
-        for d in config.diagnostics { report(d) }
-        for definition in config.jails { startJail(definition) }
-        guard !jails.isEmpty else {
-            throw StartError(message: "no jail could start (enable one with \"enabled = true\" in jail.d/*.local; `portcullis check` shows the problems)")
-        }
-        log.notice("Portcullis \(PortcullisVersion.string) started with \(jails.count) jail(s): \(jails.keys.sorted().joined(separator: ", "))")
-    }
 
     private func report(_ d: Diagnostic) {
         switch d.severity {
@@ -50,83 +42,144 @@ public final class Daemon: @unchecked Sendable {
         }
     }
 
+    /// The ban-manager view of the jails: backend, rules, ban-time policy. Jails that cannot be set up are
+    /// reported and left out.
+    private func setups(for definitions: [JailDefinition]) throws -> [BanManager.JailSetup] {
+        var result: [BanManager.JailSetup] = []
+        for d in definitions {
+            let (rules, warning) = JailRules.forJail(d)
+            let policy: BanTimePolicy
+            do { policy = try BanTimePolicy(base: d.banTime, increment: d.increment) } catch {
+                log.error("[\(d.name)] jail not started: \(error.message)")
+                continue
+            }
+            let firewall: any Firewall
+            if ["dry-run", "dryrun"].contains(d.banAction.lowercased()) {
+                firewall = dryRun
+            } else {
+                if let w = warning { log.warning("[\(d.name)] \(w)") }
+                for a in d.actions where !a.name.isEmpty && a.name.lowercased() != d.banAction.lowercased() {
+                    log.warning("[\(d.name)] action '\(a.name)' is not supported by Portcullis and is ignored")
+                }
+                if nftables == nil { nftables = try openNftables() }
+                firewall = nftables!
+            }
+            result.append(BanManager.JailSetup(definition: d, policy: policy, firewall: firewall, rules: rules))
+        }
+        return result
+    }
+
+    /// Reads the configuration, restores the bans in force into the packet filter, and starts every enabled
+    /// jail. Throws when the packet filter cannot be set up (no CAP_NET_ADMIN, no nf_tables) or no jail can run.
+    public func start() throws {
+        let config = LoadedConfig.load(configPath)
+        settings = config.settings
+        log.setLevel(config.settings.logLevel)
+        for d in config.diagnostics { report(d) }
+        guard !config.jails.isEmpty else {
+            throw StartError(message: "no jail could start (enable one with \"enabled = true\" in jail.d/*.local; `portcullis check` shows the problems)")
+        }
+        store = try openStore(settings)
+        if let store { try store.purge(now: Clock.now(), age: settings.dbPurgeAge) }
+        lastPurge = Clock.now()
+        banManager = BanManager(store: store, log: log)
+        let setups = try setups(for: config.jails)
+        guard !setups.isEmpty else { throw StartError(message: "no jail could start") }
+        try banManager.start(setups)
+        for s in setups { startJail(s.definition) }
+        guard !jails.isEmpty else { throw StartError(message: "no jail could start") }
+        let backend = nftables != nil ? "nftables table inet \(NftablesFirewall.table)" : "dry-run only"
+        log.notice("Portcullis \(PortcullisVersion.string) started with \(jails.count) jail(s): \(jails.keys.sorted().joined(separator: ", ")); \(backend); store \(store?.path ?? "none")")
+    }
+
+    private func openStore(_ s: Settings) throws -> BanStore? {
+        let file = s.dbFile.trimmingCharacters(in: .whitespaces)
+        if file.isEmpty || file.lowercased() == "none" {
+            log.warning("dbfile = \(file.isEmpty ? "(empty)" : file): bans are not persisted across restarts")
+            return nil
+        }
+        do {
+            return try BanStore(path: file)
+        } catch {
+            throw StartError(message: "cannot open the database \(file) (dbfile in \(s.source ?? "portcullis").conf): \(error)")
+        }
+    }
+
     private func startJail(_ definition: JailDefinition) {
         do {
-            let firewall = try firewallFor(definition)
-            let logger = log
-            let banTime = definition.banTime
-            let active = activeBans
-            let runtime = try JailRuntime(definition, log: log) { decision in
-                if !active.claim(jail: decision.jail, ip: decision.ip, banTime: banTime) {
-                    logger.notice("[\(decision.jail)] \(decision.ip) already banned")
-                    return
-                }
-                do {
-                    try firewall.ban(decision, banTime: banTime)
-                } catch {
-                    active.release(jail: decision.jail, ip: decision.ip)
-                    logger.error("[\(decision.jail)] ban of \(decision.ip) failed: \(error)")
+            let manager = banManager!
+            let runtime = try JailRuntime(definition, log: log) { decision in manager.submit(decision) }
+            if let store {
+                let logger = log
+                runtime.prepareFollower = { follower in
+                    do {
+                        if let p = try store.position(jail: definition.name, path: follower.path) {
+                            follower.resume(at: p.offset, firstLine: p.firstLine)
+                        }
+                    } catch {
+                        logger.warning("[\(definition.name)] cannot read the saved position of \(follower.path): \(error)")
+                    }
                 }
             }
             runtime.start()
             jails[definition.name] = runtime
             snapshot.withLock { $0[definition.name] = runtime }
-            log.info("[\(definition.name)] Jail started: \(definition.logPaths.map(\.pattern).joined(separator: ", ")), maxretry \(definition.maxRetry), findtime \(Duration.describe(definition.findTime)), bantime \(Duration.describe(definition.banTime)), \(definition.backend.rawValue)")
+            log.info("[\(definition.name)] Jail started: \(definition.logPaths.map(\.pattern).joined(separator: ", ")), maxretry \(definition.maxRetry), findtime \(Duration.describe(definition.findTime)), bantime \(definition.banTime < 0 ? "permanent" : Duration.describe(definition.banTime)), \(definition.backend.rawValue)")
         } catch {
             log.error("[\(definition.name)] jail not started: \(error)")
         }
     }
 
-    /// Stops every jail (their threads finish the line at hand).
-    public func stop() {
-        for (name, runtime) in jails {
-            runtime.stop()
-            log.info("[\(name)] Jail stopped")
-        }
-        jails = [:]
-        snapshot.withLock { $0 = [:] }
+    private func stopJail(_ name: String) {
+        guard let runtime = jails[name] else { return }
+        let positions = runtime.stopAndCollectPositions()
+        do { try store?.savePositions(positions, now: Clock.now()) } catch { log.error("[\(name)] saving log positions failed: \(error)") }
+        jails[name] = nil
+        snapshot.withLock { $0[name] = nil }
     }
 
-    /// Re-reads the configuration: jails that disappeared stop, new ones start, changed ones restart.
+    /// Work done every few seconds on the main thread: log positions to the store, hourly purge.
+    public func periodic() {
+        let now = Clock.now()
+        var positions: [LogPosition] = []
+        for runtime in jails.values { positions += runtime.positions }
+        do { try store?.savePositions(positions, now: now) } catch { log.error("saving log positions failed: \(error)") }
+        if now - lastPurge > 3600 {
+            lastPurge = now
+            do { try store?.purge(now: now, age: settings.dbPurgeAge) } catch { log.error("purging the database failed: \(error)") }
+        }
+    }
+
+    /// Stops every jail, applies what is pending, saves positions, removes the packet-filter layout (as fail2ban
+    /// does on stop; the bans come back from the store at the next start).
+    public func stop() {
+        for name in Array(jails.keys) {
+            stopJail(name)
+            log.info("[\(name)] Jail stopped")
+        }
+        banManager?.stop(removeLayout: true)
+        store?.close()
+    }
+
+    /// Re-reads the configuration: jails that disappeared stop, new ones start, changed ones restart, and the
+    /// packet filter is rebuilt at once with every ban in force. Positions and bans are kept.
     public func reload() {
         let config = LoadedConfig.load(configPath)
         for d in config.diagnostics { report(d) }
         log.setLevel(config.settings.logLevel)
         settings = config.settings
         let wanted = Dictionary(uniqueKeysWithValues: config.jails.map { ($0.name, $0) })
-        for (name, runtime) in jails where wanted[name] == nil {
-            runtime.stop()
-            jails[name] = nil
-            snapshot.withLock { $0[name] = nil }
-            log.info("[\(name)] Jail stopped (no longer enabled)")
+        for name in Array(jails.keys) {
+            stopJail(name)
+            if wanted[name] == nil { log.info("[\(name)] Jail stopped (no longer enabled)") }
         }
-        for (name, definition) in wanted {
-            if let running = jails[name] {
-                running.stop()
-                jails[name] = nil
-                snapshot.withLock { $0[name] = nil }
-            }
-            startJail(definition)
+        do {
+            let setups = try setups(for: config.jails)
+            try banManager.install(setups)
+            for s in setups { startJail(s.definition) }
+        } catch {
+            log.error("reload failed: \(error)")
         }
         log.notice("Configuration reloaded: \(jails.count) jail(s)")
-    }
-}
-
-/// The bans in force per jail and address (end time, nil for permanent).
-final class ActiveBans: Sendable {
-    private let bans = Mutex<[String: Double?]>([:])
-
-    /// Records a ban unless one is in force; returns whether the caller should ban.
-    func claim(jail: String, ip: IPAddress, banTime: Double, now: Double = Clock.now()) -> Bool {
-        let key = "\(jail) \(ip)"
-        return bans.withLock { bans in
-            if let end = bans[key], end == nil || end! > now { return false }
-            bans[key] = banTime < 0 ? .some(nil) : now + banTime
-            return true
-        }
-    }
-
-    func release(jail: String, ip: IPAddress) {
-        bans.withLock { _ = $0.removeValue(forKey: "\(jail) \(ip)") }
     }
 }

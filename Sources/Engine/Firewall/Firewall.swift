@@ -1,36 +1,47 @@
 import Synchronization
 
-/// Where ban decisions go. The nftables implementation drives the kernel; `DryRunFirewall` only records.
-public protocol Firewall: Sendable {
-    /// Applies a ban for `banTime` seconds (negative: permanent).
-    func ban(_ decision: BanDecision, banTime: Double) throws
-    func unban(jail: String, ip: IPAddress) throws
+/// A packet-filter backend. The ban manager calls it from one thread at a time; implementations are also safe
+/// to call from others.
+public protocol Firewall: AnyObject, Sendable {
+    /// Replaces everything the backend holds with the layout for `jails` and the given bans, at once.
+    func install(_ jails: [JailRules], bans: [BanEntry], now: Double) throws
+    func add(_ bans: [BanEntry], now: Double) throws
+    /// Removes bans; one that is no longer there is not an error.
+    func remove(_ bans: [(jail: String, ip: IPAddress)]) throws
+    /// Removes the whole layout (at shutdown).
+    func uninstall() throws
 }
 
-/// Records decisions and logs them, touching nothing: `banaction = dry-run`, and the engine's tests.
+extension NftablesFirewall: Firewall {}
+
+/// `banaction = dry-run`: records what would be banned and touches nothing.
 public final class DryRunFirewall: Firewall {
-    public struct Record: Sendable {
-        public let decision: BanDecision
-        public let banTime: Double
+    private let state = Mutex<(bans: [BanEntry], removed: [(String, IPAddress)], jails: [JailRules])>(([], [], []))
+
+    public init() {}
+
+    public func install(_ jails: [JailRules], bans: [BanEntry], now: Double) {
+        state.withLock { $0.jails = jails; $0.bans = bans }
     }
 
-    private let records = Mutex<[Record]>([])
-    private let unbans = Mutex<[(String, IPAddress)]>([])
-    private let log: Logger?
-
-    public init(log: Logger? = nil) {
-        self.log = log
+    public func add(_ bans: [BanEntry], now: Double) {
+        state.withLock { $0.bans += bans }
     }
 
-    public func ban(_ decision: BanDecision, banTime: Double) {
-        records.withLock { $0.append(Record(decision: decision, banTime: banTime)) }
-        log?.notice("[\(decision.jail)] Ban \(decision.ip) (dry-run: no packet filter change) after \(decision.failures) failures, bantime \(Duration.describe(banTime))")
+    public func remove(_ bans: [(jail: String, ip: IPAddress)]) {
+        state.withLock { s in
+            for b in bans {
+                s.removed.append((b.jail, b.ip))
+                s.bans.removeAll { $0.jail == b.jail && $0.ip == b.ip }
+            }
+        }
     }
 
-    public func unban(jail: String, ip: IPAddress) {
-        unbans.withLock { $0.append((jail, ip)) }
-        log?.notice("[\(jail)] Unban \(ip) (dry-run)")
+    public func uninstall() {
+        state.withLock { $0.bans = []; $0.jails = [] }
     }
 
-    public var decisions: [Record] { records.withLock { $0 } }
+    /// What is "banned" now.
+    public var bans: [BanEntry] { state.withLock { $0.bans } }
+    public var removals: [(String, IPAddress)] { state.withLock { $0.removed } }
 }

@@ -7,13 +7,20 @@ public struct BanDecision: Sendable {
     public let failures: Int
     /// The log lines that made up the failures (at most `maxmatches`).
     public let matches: [String]
+    /// A ban time chosen by hand (manual bans), instead of the jail's.
+    public let banTimeOverride: Double?
+    /// Why, when not failures ("by request").
+    public let reason: String?
 
-    public init(jail: String, ip: IPAddress, time: Double, failures: Int, matches: [String]) {
+    public init(jail: String, ip: IPAddress, time: Double, failures: Int, matches: [String], banTimeOverride: Double? = nil,
+                reason: String? = nil) {
         self.jail = jail
         self.ip = ip
         self.time = time
         self.failures = failures
         self.matches = matches
+        self.banTimeOverride = banTimeOverride
+        self.reason = reason
     }
 }
 

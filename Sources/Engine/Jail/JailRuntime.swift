@@ -25,6 +25,7 @@ public final class JailRuntime: @unchecked Sendable {
     private let log: Logger
     private let onBan: @Sendable (BanDecision) -> Void
     private let state = Mutex(JailCounters())
+    private let positionSnapshot = Mutex<[LogPosition]>([])
     private var warnedIDs = Set<String>()
 
     public var name: String { definition.name }
@@ -107,6 +108,23 @@ public final class JailRuntime: @unchecked Sendable {
         tracker.expire(now: now)
         let current = tracker.currentlyFailed
         state.withLock { $0.currentlyFailed = current }
+        let name = definition.name
+        let positions = watcher.positions().map { LogPosition(jail: name, path: $0.path, firstLine: $0.firstLine, offset: $0.offset) }
+        positionSnapshot.withLock { $0 = positions }
+    }
+
+    /// Where each log was read up to (refreshed every second, and exact after `stop()`).
+    public var positions: [LogPosition] {
+        positionSnapshot.withLock { $0 }
+    }
+
+    /// Stops the watcher and records the final positions.
+    public func stopAndCollectPositions() -> [LogPosition] {
+        watcher.stop()
+        let name = definition.name
+        let positions = watcher.positions().map { LogPosition(jail: name, path: $0.path, firstLine: $0.firstLine, offset: $0.offset) }
+        positionSnapshot.withLock { $0 = positions }
+        return positions
     }
 }
 

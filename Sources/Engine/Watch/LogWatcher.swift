@@ -53,6 +53,11 @@ public final class LogWatcher: @unchecked Sendable {
     /// The files currently followed.
     public var files: [String] { followers.keys.sorted() }
 
+    /// Where each file was read up to. Call on the watcher thread (from `onIdle`) or after `stop()`.
+    public func positions() -> [(path: String, firstLine: [UInt8], offset: Int)] {
+        followers.values.filter { $0.isOpen && !$0.firstLineBytes.isEmpty }.map { ($0.path, $0.firstLineBytes, $0.position) }
+    }
+
     public func start() {
         var fds: [Int32] = [0, 0]
         _ = pipe(&fds)

@@ -1,0 +1,62 @@
+#ifndef PORTCULLIS_NFT_H
+#define PORTCULLIS_NFT_H
+
+// Portcullis' nftables transactions over libnftnl + libmnl: one netlink batch per transaction, every message
+// acknowledged, errors reported with the sequence number of the message that caused them (so the caller can say
+// which operation failed). Only the inet-family table Portcullis owns is ever touched.
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct pc_nft_socket pc_nft_socket;
+typedef struct pc_nft_batch pc_nft_batch;
+
+/// Opens and binds a NETLINK_NETFILTER socket. On failure returns NULL and sets *error to the errno.
+pc_nft_socket *pc_nft_open(int *error);
+void pc_nft_close(pc_nft_socket *socket);
+
+/// Starts a transaction. NULL when memory runs out.
+pc_nft_batch *pc_nft_batch_new(pc_nft_socket *socket);
+void pc_nft_batch_free(pc_nft_batch *batch);
+
+/// Each add returns the sequence number of its message (0 when memory runs out).
+uint32_t pc_nft_add_table(pc_nft_batch *batch, const char *table);
+uint32_t pc_nft_del_table(pc_nft_batch *batch, const char *table);
+/// A set of ipv4_addr (`ipv6` = 0) or ipv6_addr with timeouts. `set_id` names it for lookups in the same batch.
+uint32_t pc_nft_add_set(pc_nft_batch *batch, const char *table, const char *set, int ipv6, uint32_t set_id);
+/// A base chain: type filter, hook input, the given priority, policy accept.
+uint32_t pc_nft_add_chain(pc_nft_batch *batch, const char *table, const char *chain, int32_t priority);
+
+/// What a rule matches and does.
+typedef struct {
+    int ipv6;                 // match IPv6 (saddr in an ipv6 set) or IPv4
+    uint8_t l4proto;          // 6 tcp, 17 udp, 132 sctp; 0 any protocol
+    uint16_t port_first;      // destination port range (host order); ignored when l4proto is 0 or all_ports
+    uint16_t port_last;
+    int all_ports;
+    const char *set;          // source address set
+    uint32_t set_id;          // its id when created in the same batch (0 otherwise)
+    int drop;                 // drop instead of reject (TCP reset for tcp, ICMP port unreachable otherwise)
+    const char *comment;      // stored as rule user data (shown by `nft list`), may be NULL
+} pc_nft_rule;
+
+uint32_t pc_nft_add_rule(pc_nft_batch *batch, const char *table, const char *chain, const pc_nft_rule *rule);
+
+/// Adds `count` addresses (4 or 16 bytes each, back to back) to a set; `timeouts_ms[i]` = 0 means no timeout.
+uint32_t pc_nft_add_elements(pc_nft_batch *batch, const char *table, const char *set, int ipv6,
+                             const uint8_t *addresses, const uint64_t *timeouts_ms, size_t count);
+uint32_t pc_nft_del_elements(pc_nft_batch *batch, const char *table, const char *set, int ipv6,
+                             const uint8_t *addresses, size_t count);
+
+/// A message the kernel refused.
+typedef struct {
+    uint32_t seq;
+    int error;                // errno
+} pc_nft_failure;
+
+/// Sends the transaction and collects the kernel's answers. Returns 0 when every message was accepted,
+/// the number of failures written to `failures` (at most `capacity`) when some were refused (the kernel then
+/// applied nothing), or -errno when the socket itself failed.
+int pc_nft_commit(pc_nft_batch *batch, pc_nft_failure *failures, size_t capacity);
+
+#endif

@@ -1,0 +1,331 @@
+// See pc_nft.h. The message layouts follow what nft(8) sends for the equivalent commands.
+
+#include "pc_nft.h"
+
+#include <sys/socket.h>
+#include <netinet/in.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <libmnl/libmnl.h>
+#include <libnftnl/common.h>
+#include <libnftnl/table.h>
+#include <libnftnl/chain.h>
+#include <libnftnl/rule.h>
+#include <libnftnl/expr.h>
+#include <libnftnl/set.h>
+#include <linux/netfilter.h>
+#include <linux/netfilter/nfnetlink.h>
+#include <linux/netfilter/nf_tables.h>
+
+// nft's datatype ids for set keys.
+#define PC_TYPE_IPADDR 7
+#define PC_TYPE_IP6ADDR 8
+
+struct pc_nft_socket {
+    struct mnl_socket *nl;
+    uint32_t portid;
+    uint32_t seq;
+};
+
+struct pc_nft_batch {
+    pc_nft_socket *socket;
+    char *buf;
+    size_t len;
+    size_t cap;
+    size_t acks;       // messages that asked for an acknowledgement
+    int oom;
+};
+
+pc_nft_socket *pc_nft_open(int *error) {
+    pc_nft_socket *s = calloc(1, sizeof *s);
+    if (!s) { *error = ENOMEM; return NULL; }
+    s->nl = mnl_socket_open(NETLINK_NETFILTER);
+    if (!s->nl) { *error = errno; free(s); return NULL; }
+    if (mnl_socket_bind(s->nl, 0, MNL_SOCKET_AUTOPID) < 0) {
+        *error = errno;
+        mnl_socket_close(s->nl);
+        free(s);
+        return NULL;
+    }
+    s->portid = mnl_socket_get_portid(s->nl);
+    s->seq = (uint32_t)time(NULL);
+    // Large transactions (100,000 bans at start-up) need room for the batch and its acknowledgements.
+    int size = 16 * 1024 * 1024;
+    setsockopt(mnl_socket_get_fd(s->nl), SOL_SOCKET, SO_SNDBUFFORCE, &size, sizeof size);
+    setsockopt(mnl_socket_get_fd(s->nl), SOL_SOCKET, SO_RCVBUFFORCE, &size, sizeof size);
+    return s;
+}
+
+void pc_nft_close(pc_nft_socket *s) {
+    if (!s) return;
+    mnl_socket_close(s->nl);
+    free(s);
+}
+
+// Room for one more message of up to `need` bytes.
+static char *reserve(pc_nft_batch *b, size_t need) {
+    if (b->oom) return NULL;
+    if (b->len + need > b->cap) {
+        size_t cap = b->cap * 2;
+        while (b->len + need > cap) cap *= 2;
+        char *nb = realloc(b->buf, cap);
+        if (!nb) { b->oom = 1; return NULL; }
+        b->buf = nb;
+        b->cap = cap;
+    }
+    return b->buf + b->len;
+}
+
+static void commit_message(pc_nft_batch *b, struct nlmsghdr *nlh) {
+    b->len += NLMSG_ALIGN(nlh->nlmsg_len);
+}
+
+pc_nft_batch *pc_nft_batch_new(pc_nft_socket *s) {
+    pc_nft_batch *b = calloc(1, sizeof *b);
+    if (!b) return NULL;
+    b->socket = s;
+    b->cap = 64 * 1024;
+    b->buf = malloc(b->cap);
+    if (!b->buf) { free(b); return NULL; }
+    struct nlmsghdr *nlh = nftnl_batch_begin(b->buf, s->seq++);
+    commit_message(b, nlh);
+    return b;
+}
+
+void pc_nft_batch_free(pc_nft_batch *b) {
+    if (!b) return;
+    free(b->buf);
+    free(b);
+}
+
+static struct nlmsghdr *header(pc_nft_batch *b, size_t room, uint16_t type, uint16_t flags, uint32_t *seq) {
+    char *at = reserve(b, room);
+    if (!at) return NULL;
+    *seq = b->socket->seq++;
+    b->acks++;
+    return nftnl_nlmsg_build_hdr(at, type, NFPROTO_INET, flags | NLM_F_ACK, *seq);
+}
+
+uint32_t pc_nft_add_table(pc_nft_batch *b, const char *name) {
+    struct nftnl_table *t = nftnl_table_alloc();
+    if (!t) return 0;
+    nftnl_table_set_str(t, NFTNL_TABLE_NAME, name);
+    nftnl_table_set_u32(t, NFTNL_TABLE_FAMILY, NFPROTO_INET);
+    uint32_t seq = 0;
+    struct nlmsghdr *nlh = header(b, 1024, NFT_MSG_NEWTABLE, NLM_F_CREATE, &seq);
+    if (nlh) { nftnl_table_nlmsg_build_payload(nlh, t); commit_message(b, nlh); }
+    nftnl_table_free(t);
+    return nlh ? seq : 0;
+}
+
+uint32_t pc_nft_del_table(pc_nft_batch *b, const char *name) {
+    struct nftnl_table *t = nftnl_table_alloc();
+    if (!t) return 0;
+    nftnl_table_set_str(t, NFTNL_TABLE_NAME, name);
+    nftnl_table_set_u32(t, NFTNL_TABLE_FAMILY, NFPROTO_INET);
+    uint32_t seq = 0;
+    struct nlmsghdr *nlh = header(b, 1024, NFT_MSG_DELTABLE, 0, &seq);
+    if (nlh) { nftnl_table_nlmsg_build_payload(nlh, t); commit_message(b, nlh); }
+    nftnl_table_free(t);
+    return nlh ? seq : 0;
+}
+
+uint32_t pc_nft_add_set(pc_nft_batch *b, const char *table, const char *name, int ipv6, uint32_t set_id) {
+    struct nftnl_set *s = nftnl_set_alloc();
+    if (!s) return 0;
+    nftnl_set_set_str(s, NFTNL_SET_TABLE, table);
+    nftnl_set_set_str(s, NFTNL_SET_NAME, name);
+    nftnl_set_set_u32(s, NFTNL_SET_FAMILY, NFPROTO_INET);
+    nftnl_set_set_u32(s, NFTNL_SET_KEY_TYPE, ipv6 ? PC_TYPE_IP6ADDR : PC_TYPE_IPADDR);
+    nftnl_set_set_u32(s, NFTNL_SET_KEY_LEN, ipv6 ? 16 : 4);
+    nftnl_set_set_u32(s, NFTNL_SET_FLAGS, NFT_SET_TIMEOUT);
+    nftnl_set_set_u32(s, NFTNL_SET_ID, set_id);
+    uint32_t seq = 0;
+    struct nlmsghdr *nlh = header(b, 2048, NFT_MSG_NEWSET, NLM_F_CREATE, &seq);
+    if (nlh) { nftnl_set_nlmsg_build_payload(nlh, s); commit_message(b, nlh); }
+    nftnl_set_free(s);
+    return nlh ? seq : 0;
+}
+
+uint32_t pc_nft_add_chain(pc_nft_batch *b, const char *table, const char *name, int32_t priority) {
+    struct nftnl_chain *c = nftnl_chain_alloc();
+    if (!c) return 0;
+    nftnl_chain_set_str(c, NFTNL_CHAIN_TABLE, table);
+    nftnl_chain_set_str(c, NFTNL_CHAIN_NAME, name);
+    nftnl_chain_set_u32(c, NFTNL_CHAIN_FAMILY, NFPROTO_INET);
+    nftnl_chain_set_u32(c, NFTNL_CHAIN_HOOKNUM, NF_INET_LOCAL_IN);
+    nftnl_chain_set_s32(c, NFTNL_CHAIN_PRIO, priority);
+    nftnl_chain_set_str(c, NFTNL_CHAIN_TYPE, "filter");
+    nftnl_chain_set_u32(c, NFTNL_CHAIN_POLICY, NF_ACCEPT);
+    uint32_t seq = 0;
+    struct nlmsghdr *nlh = header(b, 2048, NFT_MSG_NEWCHAIN, NLM_F_CREATE, &seq);
+    if (nlh) { nftnl_chain_nlmsg_build_payload(nlh, c); commit_message(b, nlh); }
+    nftnl_chain_free(c);
+    return nlh ? seq : 0;
+}
+
+static void add_meta(struct nftnl_rule *r, uint32_t key) {
+    struct nftnl_expr *e = nftnl_expr_alloc("meta");
+    nftnl_expr_set_u32(e, NFTNL_EXPR_META_KEY, key);
+    nftnl_expr_set_u32(e, NFTNL_EXPR_META_DREG, NFT_REG_1);
+    nftnl_rule_add_expr(r, e);
+}
+
+static void add_cmp(struct nftnl_rule *r, uint32_t op, const void *data, uint32_t len) {
+    struct nftnl_expr *e = nftnl_expr_alloc("cmp");
+    nftnl_expr_set_u32(e, NFTNL_EXPR_CMP_SREG, NFT_REG_1);
+    nftnl_expr_set_u32(e, NFTNL_EXPR_CMP_OP, op);
+    nftnl_expr_set(e, NFTNL_EXPR_CMP_DATA, data, len);
+    nftnl_rule_add_expr(r, e);
+}
+
+static void add_payload(struct nftnl_rule *r, uint32_t base, uint32_t offset, uint32_t len) {
+    struct nftnl_expr *e = nftnl_expr_alloc("payload");
+    nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_DREG, NFT_REG_1);
+    nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_BASE, base);
+    nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_OFFSET, offset);
+    nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_LEN, len);
+    nftnl_rule_add_expr(r, e);
+}
+
+uint32_t pc_nft_add_rule(pc_nft_batch *b, const char *table, const char *chain, const pc_nft_rule *spec) {
+    struct nftnl_rule *r = nftnl_rule_alloc();
+    if (!r) return 0;
+    nftnl_rule_set_str(r, NFTNL_RULE_TABLE, table);
+    nftnl_rule_set_str(r, NFTNL_RULE_CHAIN, chain);
+    nftnl_rule_set_u32(r, NFTNL_RULE_FAMILY, NFPROTO_INET);
+
+    // meta nfproto ipv4|ipv6
+    uint8_t nfproto = spec->ipv6 ? NFPROTO_IPV6 : NFPROTO_IPV4;
+    add_meta(r, NFT_META_NFPROTO);
+    add_cmp(r, NFT_CMP_EQ, &nfproto, 1);
+    if (spec->l4proto) {
+        // meta l4proto tcp, then th dport (ranges as >= first, <= last; the kernel compares big-endian data)
+        add_meta(r, NFT_META_L4PROTO);
+        add_cmp(r, NFT_CMP_EQ, &spec->l4proto, 1);
+        if (!spec->all_ports) {
+            uint16_t first = htons(spec->port_first), last = htons(spec->port_last);
+            add_payload(r, NFT_PAYLOAD_TRANSPORT_HEADER, 2, 2);
+            if (spec->port_first == spec->port_last) {
+                add_cmp(r, NFT_CMP_EQ, &first, 2);
+            } else {
+                add_cmp(r, NFT_CMP_GTE, &first, 2);
+                add_cmp(r, NFT_CMP_LTE, &last, 2);
+            }
+        }
+    }
+    // ip saddr @set / ip6 saddr @set
+    add_payload(r, NFT_PAYLOAD_NETWORK_HEADER, spec->ipv6 ? 8 : 12, spec->ipv6 ? 16 : 4);
+    struct nftnl_expr *lookup = nftnl_expr_alloc("lookup");
+    nftnl_expr_set_u32(lookup, NFTNL_EXPR_LOOKUP_SREG, NFT_REG_1);
+    nftnl_expr_set_str(lookup, NFTNL_EXPR_LOOKUP_SET, spec->set);
+    if (spec->set_id) nftnl_expr_set_u32(lookup, NFTNL_EXPR_LOOKUP_SET_ID, spec->set_id);
+    nftnl_rule_add_expr(r, lookup);
+    nftnl_rule_add_expr(r, nftnl_expr_alloc("counter"));
+    if (spec->drop) {
+        struct nftnl_expr *v = nftnl_expr_alloc("immediate");
+        nftnl_expr_set_u32(v, NFTNL_EXPR_IMM_DREG, NFT_REG_VERDICT);
+        nftnl_expr_set_u32(v, NFTNL_EXPR_IMM_VERDICT, NF_DROP);
+        nftnl_rule_add_expr(r, v);
+    } else {
+        struct nftnl_expr *v = nftnl_expr_alloc("reject");
+        if (spec->l4proto == IPPROTO_TCP) {
+            nftnl_expr_set_u32(v, NFTNL_EXPR_REJECT_TYPE, NFT_REJECT_TCP_RST);
+            nftnl_expr_set_u8(v, NFTNL_EXPR_REJECT_CODE, 0);
+        } else {
+            nftnl_expr_set_u32(v, NFTNL_EXPR_REJECT_TYPE, NFT_REJECT_ICMPX_UNREACH);
+            nftnl_expr_set_u8(v, NFTNL_EXPR_REJECT_CODE, NFT_REJECT_ICMPX_PORT_UNREACH);
+        }
+        nftnl_rule_add_expr(r, v);
+    }
+    if (spec->comment) {
+        // nft shows user data of this form as "comment": type 0, then length, then the text with its NUL.
+        size_t n = strlen(spec->comment);
+        if (n > 127) n = 127;
+        uint8_t udata[130];
+        udata[0] = 0;
+        udata[1] = (uint8_t)(n + 1);
+        memcpy(udata + 2, spec->comment, n);
+        udata[2 + n] = 0;
+        nftnl_rule_set_data(r, NFTNL_RULE_USERDATA, udata, (uint32_t)(n + 3));
+    }
+    uint32_t seq = 0;
+    struct nlmsghdr *nlh = header(b, 4096, NFT_MSG_NEWRULE, NLM_F_CREATE | NLM_F_APPEND, &seq);
+    if (nlh) { nftnl_rule_nlmsg_build_payload(nlh, r); commit_message(b, nlh); }
+    nftnl_rule_free(r);
+    return nlh ? seq : 0;
+}
+
+static uint32_t elements(pc_nft_batch *b, uint16_t type, uint16_t flags, const char *table, const char *name,
+                         int ipv6, const uint8_t *addresses, const uint64_t *timeouts, size_t count) {
+    struct nftnl_set *s = nftnl_set_alloc();
+    if (!s) return 0;
+    nftnl_set_set_str(s, NFTNL_SET_TABLE, table);
+    nftnl_set_set_str(s, NFTNL_SET_NAME, name);
+    nftnl_set_set_u32(s, NFTNL_SET_FAMILY, NFPROTO_INET);
+    size_t klen = ipv6 ? 16 : 4;
+    for (size_t i = 0; i < count; i++) {
+        struct nftnl_set_elem *e = nftnl_set_elem_alloc();
+        if (!e) { nftnl_set_free(s); b->oom = 1; return 0; }
+        nftnl_set_elem_set(e, NFTNL_SET_ELEM_KEY, addresses + i * klen, (uint32_t)klen);
+        if (timeouts && timeouts[i]) nftnl_set_elem_set_u64(e, NFTNL_SET_ELEM_TIMEOUT, timeouts[i]);
+        nftnl_set_elem_add(s, e);
+    }
+    uint32_t seq = 0;
+    // Per element: key attribute, timeout, nesting — well under 64 bytes.
+    struct nlmsghdr *nlh = header(b, 1024 + count * 64, type, flags, &seq);
+    if (nlh) { nftnl_set_elems_nlmsg_build_payload(nlh, s); commit_message(b, nlh); }
+    nftnl_set_free(s);
+    return nlh ? seq : 0;
+}
+
+uint32_t pc_nft_add_elements(pc_nft_batch *b, const char *table, const char *set, int ipv6,
+                             const uint8_t *addresses, const uint64_t *timeouts_ms, size_t count) {
+    return elements(b, NFT_MSG_NEWSETELEM, NLM_F_CREATE, table, set, ipv6, addresses, timeouts_ms, count);
+}
+
+uint32_t pc_nft_del_elements(pc_nft_batch *b, const char *table, const char *set, int ipv6,
+                             const uint8_t *addresses, size_t count) {
+    return elements(b, NFT_MSG_DELSETELEM, 0, table, set, ipv6, addresses, NULL, count);
+}
+
+int pc_nft_commit(pc_nft_batch *b, pc_nft_failure *failures, size_t capacity) {
+    if (b->oom) return -ENOMEM;
+    char *at = reserve(b, NLMSG_HDRLEN + 64);
+    if (!at) return -ENOMEM;
+    struct nlmsghdr *end = nftnl_batch_end(at, b->socket->seq++);
+    commit_message(b, end);
+
+    struct mnl_socket *nl = b->socket->nl;
+    if (mnl_socket_sendto(nl, b->buf, b->len) < 0) return -errno;
+
+    // The kernel handles the whole batch inside sendmsg: every answer is queued by now.
+    size_t answers = 0, failed = 0;
+    char reply[MNL_SOCKET_BUFFER_SIZE * 4];
+    while (answers < b->acks) {
+        ssize_t n = recv(mnl_socket_get_fd(nl), reply, sizeof reply, answers == 0 ? 0 : MSG_DONTWAIT);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            if (errno == EAGAIN || errno == EWOULDBLOCK) break;
+            return -errno;
+        }
+        struct nlmsghdr *nlh = (struct nlmsghdr *)reply;
+        int len = (int)n;
+        for (; mnl_nlmsg_ok(nlh, len); nlh = mnl_nlmsg_next(nlh, &len)) {
+            if (nlh->nlmsg_type != NLMSG_ERROR) continue;
+            const struct nlmsgerr *err = mnl_nlmsg_get_payload(nlh);
+            answers++;
+            if (err->error != 0) {
+                if (failed < capacity) {
+                    failures[failed].seq = nlh->nlmsg_seq;
+                    failures[failed].error = -err->error;
+                }
+                failed++;
+            }
+        }
+    }
+    return (int)(failed < capacity ? failed : capacity);
+}

@@ -1,0 +1,367 @@
+import Foundation
+import Glibc
+
+/// Applies ban decisions and keeps bans until they end: every ban is committed to the store before it reaches the
+/// packet filter and before it is reported; expiry runs on a timer (the earliest end, from a heap), not by
+/// scanning. One worker thread does all of this, so that a storm of decisions becomes one database transaction and
+/// one netlink transaction.
+public final class BanManager: @unchecked Sendable {
+    // @unchecked: every mutable property is guarded by `lock` (the condition), except `thread`, set once in
+    // `start` before the worker runs.
+
+    /// What one jail needs from the ban manager.
+    public struct JailSetup: Sendable {
+        public var definition: JailDefinition
+        public var policy: BanTimePolicy
+        public var firewall: any Firewall
+        public var rules: JailRules
+
+        public init(definition: JailDefinition, policy: BanTimePolicy, firewall: any Firewall, rules: JailRules) {
+            self.definition = definition
+            self.policy = policy
+            self.firewall = firewall
+            self.rules = rules
+        }
+    }
+
+    /// A ban in force, compact (100,000 of them must fit in a few MB); the matched lines stay in the store.
+    public struct ActiveBan: Sendable, Equatable {
+        public let jail: String
+        public let ip: IPAddress
+        public let bannedAt: Double
+        public let banTime: Double
+        public let banCount: Int
+        public let failures: Int
+        public var expiresAt: Double? { banTime < 0 ? nil : bannedAt + banTime }
+    }
+
+    struct Key: Hashable {
+        let jail: String
+        let ip: IPAddress
+    }
+
+    public struct Stats: Sendable {
+        public var bansTotal: [String: Int] = [:]
+        public var unbansTotal: [String: Int] = [:]
+        public var failedBans = 0
+    }
+
+    private let store: BanStore?
+    private let log: Logger
+    private let lock = NSCondition()
+    private var jails: [String: JailSetup] = [:]
+    private var active: [Key: ActiveBan] = [:]
+    private var expiries = ExpiryHeap()
+    private var pending: [BanDecision] = []
+    private var stopping = false
+    private var running = false
+    private var thread: Thread?
+    private var finished = false
+    private var stats = Stats()
+    /// Decisions handed in that are done (committed and applied, or refused): lets callers wait for theirs.
+    private var processedCount = 0
+    private var submittedCount = 0
+
+    public init(store: BanStore?, log: Logger) {
+        self.store = store
+        self.log = log
+    }
+
+    // MARK: start, reload, stop
+
+    /// Loads the bans in force from the store and installs every backend's layout with them, atomically.
+    public func start(_ setups: [JailSetup], now: Double = Clock.now()) throws {
+        let restored = try store?.activeBans(now: now) ?? []
+        lock.lock()
+        for b in restored {
+            let a = ActiveBan(jail: b.jail, ip: b.ip, bannedAt: b.bannedAt, banTime: b.banTime, banCount: b.banCount, failures: b.failures)
+            active[Key(jail: b.jail, ip: b.ip)] = a
+            if let end = a.expiresAt { expiries.push(end, Key(jail: b.jail, ip: b.ip)) }
+        }
+        lock.unlock()
+        try install(setups, now: now)
+        if !restored.isEmpty { log.notice("Restored \(restored.count) ban(s) from \(store?.path ?? "the store")") }
+        let t = Thread { [self] in run() }
+        t.name = "bans"
+        thread = t
+        lock.lock(); running = true; lock.unlock()
+        t.start()
+    }
+
+    /// (Re)installs the packet-filter layout for `setups` with the bans in force. Used at start and on reload.
+    public func install(_ setups: [JailSetup], now: Double = Clock.now()) throws {
+        lock.lock()
+        jails = Dictionary(uniqueKeysWithValues: setups.map { ($0.definition.name, $0) })
+        let current = Array(active.values)
+        lock.unlock()
+        // One install per backend object (the nftables backend is shared by every nftables jail).
+        var backends: [ObjectIdentifier: (any Firewall, [JailRules])] = [:]
+        for s in setups {
+            let id = ObjectIdentifier(s.firewall)
+            backends[id, default: (s.firewall, [])].1.append(s.rules)
+        }
+        for (_, (firewall, rules)) in backends {
+            let names = Set(rules.map(\.jail))
+            let entries = current.filter { names.contains($0.jail) }.map { BanEntry(jail: $0.jail, ip: $0.ip, expiresAt: $0.expiresAt) }
+            try firewall.install(rules, bans: entries, now: now)
+        }
+    }
+
+    /// Stops the worker (pending decisions are applied first) and, with `removeLayout`, removes the packet
+    /// filter layout (the bans come back from the store at the next start).
+    public func stop(removeLayout: Bool) {
+        lock.lock()
+        stopping = true
+        lock.broadcast()
+        while running && !finished { lock.wait() }
+        let wasRunning = running
+        let backends = Dictionary(jails.values.map { (ObjectIdentifier($0.firewall), $0.firewall) }, uniquingKeysWith: { a, _ in a })
+        lock.unlock()
+        // Nothing was installed when the start failed.
+        guard removeLayout && wasRunning else { return }
+        for (_, fw) in backends {
+            do { try fw.uninstall() } catch { log.error("removing the packet filter layout failed: \(error)") }
+        }
+    }
+
+    // MARK: input
+
+    /// Hands in a decision (any thread). It is applied by the worker shortly after.
+    public func submit(_ decision: BanDecision) {
+        lock.lock()
+        pending.append(decision)
+        submittedCount += 1
+        lock.signal()
+        lock.unlock()
+    }
+
+    /// Waits until every decision submitted so far is done (for tests and manual bans).
+    public func drain(timeout: Double = 10) -> Bool {
+        lock.lock(); defer { lock.unlock() }
+        let target = submittedCount
+        let deadline = Date().addingTimeInterval(timeout)
+        while processedCount < target {
+            if !lock.wait(until: deadline) { return false }
+        }
+        return true
+    }
+
+    // MARK: queries
+
+    public var bans: [ActiveBan] { lock.withLock { Array(active.values) } }
+    public func bans(of ip: IPAddress) -> [ActiveBan] { lock.withLock { active.values.filter { $0.ip == ip } } }
+    public func isBanned(jail: String, ip: IPAddress) -> Bool { lock.withLock { active[Key(jail: jail, ip: ip)] != nil } }
+    public var statistics: Stats { lock.withLock { stats } }
+    public func activeCount(jail: String) -> Int { lock.withLock { active.values.lazy.filter { $0.jail == jail }.count } }
+
+    // MARK: manual changes
+
+    public enum ManualError: Error, CustomStringConvertible {
+        case unknownJail(String)
+        case failed(String)
+        public var description: String {
+            switch self {
+            case .unknownJail(let j): "no jail named '\(j)'"
+            case .failed(let m): m
+            }
+        }
+    }
+
+    /// Lifts a ban: store first, then the packet filter. Returns false when there was none.
+    @discardableResult
+    public func unban(jail: String, ip: IPAddress, now: Double = Clock.now()) throws -> Bool {
+        lock.lock()
+        let key = Key(jail: jail, ip: ip)
+        guard active[key] != nil else { lock.unlock(); return false }
+        let firewall = jails[jail]?.firewall
+        lock.unlock()
+        try store?.remove([(jail, ip)])
+        try firewall?.remove([(jail, ip)])
+        lock.lock()
+        active[key] = nil
+        stats.unbansTotal[jail, default: 0] += 1
+        lock.unlock()
+        log.notice("[\(jail)] Unban \(ip) (by request)")
+        return true
+    }
+
+    /// Lifts the bans of `ip` in every jail; returns the jails it was banned in.
+    public func unbanEverywhere(_ ip: IPAddress) throws -> [String] {
+        let jailsWithBan = bans(of: ip).map(\.jail).sorted()
+        for j in jailsWithBan { try unban(jail: j, ip: ip) }
+        return jailsWithBan
+    }
+
+    /// Bans by hand (`set JAIL banip`): the same path as a detected failure, waited for.
+    public func banManually(jail: String, ip: IPAddress, banTime: Double? = nil, now: Double = Clock.now()) throws -> ActiveBan {
+        lock.lock()
+        guard jails[jail] != nil else { lock.unlock(); throw ManualError.unknownJail(jail) }
+        lock.unlock()
+        let decision = BanDecision(jail: jail, ip: ip, time: now, failures: 0, matches: [], banTimeOverride: banTime, reason: "by request")
+        submit(decision)
+        _ = drain()
+        guard let b = lock.withLock({ active[Key(jail: jail, ip: ip)] }) else {
+            throw ManualError.failed("the ban of \(ip) in \(jail) was not applied (see the log)")
+        }
+        return b
+    }
+
+    // MARK: the worker
+
+    private func run() {
+        lock.lock()
+        while true {
+            if pending.isEmpty && !stopping {
+                if let next = expiries.earliest {
+                    let wait = next - Clock.now()
+                    if wait > 0 { _ = lock.wait(until: Date(timeIntervalSinceNow: min(wait, 3600))) }
+                } else {
+                    lock.wait()
+                }
+            }
+            let batch = pending
+            pending = []
+            let now = Clock.now()
+            var due: [Key] = []
+            while let (end, key) = expiries.popIfDue(now) {
+                // Stale heap entries (re-banned or lifted since) are skipped.
+                if let a = active[key], let e = a.expiresAt, e <= now, e == end { due.append(key) }
+            }
+            let done = stopping && pending.isEmpty
+            lock.unlock()
+            if !batch.isEmpty { apply(batch, now: now) }
+            if !due.isEmpty { expire(due, now: now) }
+            lock.lock()
+            processedCount += batch.count
+            lock.broadcast()
+            if done && pending.isEmpty { break }
+        }
+        finished = true
+        lock.broadcast()
+        lock.unlock()
+    }
+
+    private func apply(_ decisions: [BanDecision], now: Double) {
+        var fresh: [(StoredBan, JailSetup, String)] = []
+        var seen = Set<Key>()
+        for d in decisions {
+            let key = Key(jail: d.jail, ip: d.ip)
+            let (setup, already) = lock.withLock { (jails[d.jail], active[key] != nil) }
+            guard let setup else { log.warning("[\(d.jail)] ban of \(d.ip) dropped: the jail is not running"); continue }
+            if already || seen.contains(key) {
+                log.notice("[\(d.jail)] \(d.ip) already banned")
+                continue
+            }
+            seen.insert(key)
+            var previous = 0
+            var jailCount = 0
+            if let store {
+                jailCount = (try? store.previousBanCount(ip: d.ip, jail: d.jail, since: 0)) ?? 0
+                previous = setup.definition.increment.overallJails ? ((try? store.previousBanCount(ip: d.ip, jail: nil, since: 0)) ?? 0) : jailCount
+            }
+            let banTime = d.banTimeOverride ?? setup.policy.banTime(previousBans: previous)
+            let ban = StoredBan(jail: d.jail, ip: d.ip, bannedAt: now, banTime: banTime, banCount: jailCount + 1,
+                                failures: d.failures, matches: d.matches)
+            var reason = d.reason ?? "\(d.failures) failure\(d.failures == 1 ? "" : "s") within \(Duration.describe(setup.definition.findTime))"
+            if previous > 0 && setup.definition.increment.enabled && d.banTimeOverride == nil {
+                reason += ", banned \(previous) time\(previous == 1 ? "" : "s") before"
+            }
+            fresh.append((ban, setup, reason))
+        }
+        guard !fresh.isEmpty else { return }
+        // 1. The store: a ban exists once it is on disk.
+        do {
+            try store?.record(fresh.map(\.0))
+        } catch {
+            lock.withLock { stats.failedBans += fresh.count }
+            log.error("recording \(fresh.count) ban(s) failed, none applied: \(error)")
+            return
+        }
+        // 2. The packet filters, one transaction per backend.
+        var byBackend: [ObjectIdentifier: (any Firewall, [BanEntry])] = [:]
+        for (ban, setup, _) in fresh {
+            byBackend[ObjectIdentifier(setup.firewall), default: (setup.firewall, [])].1
+                .append(BanEntry(jail: ban.jail, ip: ban.ip, expiresAt: ban.expiresAt))
+        }
+        var failedBackends = Set<ObjectIdentifier>()
+        for (id, (firewall, entries)) in byBackend {
+            do { try firewall.add(entries, now: now) } catch {
+                failedBackends.insert(id)
+                log.error("applying \(entries.count) ban(s) failed: \(error) (they stay in the store and are applied at the next start)")
+            }
+        }
+        // 3. In force, and reported.
+        lock.lock()
+        for (ban, setup, _) in fresh {
+            let key = Key(jail: ban.jail, ip: ban.ip)
+            active[key] = ActiveBan(jail: ban.jail, ip: ban.ip, bannedAt: ban.bannedAt, banTime: ban.banTime, banCount: ban.banCount, failures: ban.failures)
+            if let end = ban.expiresAt { expiries.push(end, key) }
+            if !failedBackends.contains(ObjectIdentifier(setup.firewall)) { stats.bansTotal[ban.jail, default: 0] += 1 }
+        }
+        lock.unlock()
+        for (ban, setup, reason) in fresh where !failedBackends.contains(ObjectIdentifier(setup.firewall)) {
+            let dry = setup.firewall is DryRunFirewall ? " (dry-run: packet filter untouched)" : ""
+            log.notice("[\(ban.jail)] Ban \(ban.ip) for \(ban.banTime < 0 ? "ever" : Duration.describe(ban.banTime)): \(reason)\(dry)")
+        }
+    }
+
+    private func expire(_ keys: [Key], now: Double) {
+        let list = keys.map { (jail: $0.jail, ip: $0.ip) }
+        do { try store?.remove(list) } catch { log.error("removing \(list.count) expired ban(s) from the store failed: \(error)") }
+        var byBackend: [ObjectIdentifier: (any Firewall, [(jail: String, ip: IPAddress)])] = [:]
+        lock.lock()
+        for k in keys {
+            if let fw = jails[k.jail]?.firewall { byBackend[ObjectIdentifier(fw), default: (fw, [])].1.append((k.jail, k.ip)) }
+        }
+        lock.unlock()
+        for (_, (fw, entries)) in byBackend {
+            // The kernel has usually expired them already (their timeout); this also covers a clock mismatch.
+            do { try fw.remove(entries) } catch { log.error("removing \(entries.count) expired ban(s) failed: \(error)") }
+        }
+        lock.lock()
+        for k in keys {
+            active[k] = nil
+            stats.unbansTotal[k.jail, default: 0] += 1
+        }
+        lock.unlock()
+        for k in keys { log.notice("[\(k.jail)] Unban \(k.ip) (ban time over)") }
+    }
+}
+
+/// A binary min-heap of (end time, key): the next ban to end is found without scanning every ban.
+struct ExpiryHeap {
+    private var items: [(Double, BanManager.Key)] = []
+
+    var earliest: Double? { items.first?.0 }
+    var count: Int { items.count }
+
+    mutating func push(_ t: Double, _ k: BanManager.Key) {
+        items.append((t, k))
+        var i = items.count - 1
+        while i > 0 {
+            let parent = (i - 1) / 2
+            guard items[i].0 < items[parent].0 else { break }
+            items.swapAt(i, parent)
+            i = parent
+        }
+    }
+
+    mutating func popIfDue(_ now: Double) -> (Double, BanManager.Key)? {
+        guard let first = items.first, first.0 <= now else { return nil }
+        let last = items.removeLast()
+        if !items.isEmpty {
+            items[0] = last
+            var i = 0
+            while true {
+                let l = 2 * i + 1, r = l + 1
+                var m = i
+                if l < items.count && items[l].0 < items[m].0 { m = l }
+                if r < items.count && items[r].0 < items[m].0 { m = r }
+                if m == i { break }
+                items.swapAt(i, m)
+                i = m
+            }
+        }
+        return first
+    }
+}

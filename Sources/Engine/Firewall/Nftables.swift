@@ -1,0 +1,231 @@
+import CNetfilter
+import Foundation
+import Glibc
+
+/// A refused nftables operation, naming what was attempted.
+public struct NftablesError: Error, CustomStringConvertible, Sendable {
+    public let operation: String
+    public let code: Int32
+
+    public var isPermissionDenied: Bool { code == EPERM || code == EACCES }
+    public var isMissingNfTables: Bool { [EPROTONOSUPPORT, EAFNOSUPPORT, EOPNOTSUPP].contains(code) }
+
+    public var description: String {
+        if isPermissionDenied {
+            return "\(operation): permission denied (EPERM): nftables needs root with CAP_NET_ADMIN; in Docker compose that is `cap_add: [NET_ADMIN]` (privileged is not needed)"
+        }
+        if isMissingNfTables {
+            return "\(operation): this kernel has no nf_tables (\(String(cString: strerror(code)))): load the nf_tables module on the host (modprobe nf_tables) or use banaction = dry-run"
+        }
+        return "\(operation): \(String(cString: strerror(code))) (errno \(code))"
+    }
+}
+
+/// A ban as the packet filter holds it.
+public struct BanEntry: Sendable, Equatable {
+    public var jail: String
+    public var ip: IPAddress
+    /// nil: permanent.
+    public var expiresAt: Double?
+
+    public init(jail: String, ip: IPAddress, expiresAt: Double?) {
+        self.jail = jail
+        self.ip = ip
+        self.expiresAt = expiresAt
+    }
+}
+
+/// What a jail blocks: its sets, protocol, ports and how.
+public struct JailRules: Sendable, Equatable {
+    public var jail: String
+    /// IANA protocol number: 6 tcp, 17 udp, 132 sctp; 0 every protocol.
+    public var l4proto: UInt8
+    /// Destination port ranges; empty: every port.
+    public var ports: [ClosedRange<UInt16>]
+    public var drop: Bool
+
+    public var v4Set: String { "\(jail)-v4" }
+    public var v6Set: String { "\(jail)-v6" }
+
+    public init(jail: String, l4proto: UInt8, ports: [ClosedRange<UInt16>], drop: Bool) {
+        self.jail = jail
+        self.l4proto = l4proto
+        self.ports = ports
+        self.drop = drop
+    }
+
+    /// The native backend's reading of a jail's `banaction`, `port`, `protocol` and `blocktype`. Returns the rules
+    /// and, for a banaction Portcullis does not know, a warning (the jail is then handled as nftables-multiport).
+    public static func forJail(_ jail: JailDefinition) -> (rules: JailRules, warning: String?) {
+        let action = jail.banAction.lowercased()
+        let known = ["nftables", "nftables-multiport", "nftables-allports", "iptables", "iptables-multiport",
+                     "iptables-allports", "iptables-new", "nftables-common"]
+        var warning: String? = nil
+        if !known.contains(action) {
+            warning = "banaction = \(jail.banAction) is not supported; Portcullis blocks through its own nftables table as nftables-multiport does"
+        }
+        let proto: UInt8 = ["tcp": 6, "udp": 17, "sctp": 132][jail.protocol] ?? 0
+        let everything = jail.ports.contains { $0.first == 0 && $0.last == 65535 }
+        let allPorts = action.hasSuffix("allports") || everything || jail.ports.isEmpty
+        var blocktype = ""
+        for a in jail.actions { if let b = a.options["blocktype"] { blocktype = b } }
+        let drop = blocktype.lowercased().hasPrefix("drop")
+        return (JailRules(jail: jail.name, l4proto: proto, ports: allPorts ? [] : jail.ports.map { $0.first...$0.last }, drop: drop), warning)
+    }
+}
+
+/// Portcullis' packet filter: `table inet portcullis`, per jail two sets (`<jail>-v4`, `<jail>-v6`, with
+/// timeouts) and rules in one base chain (`hook input priority filter - 1; policy accept`) that match the jail's
+/// protocol and ports and a source in its sets, then reject (TCP reset) or drop. Driven through libnftnl/libmnl
+/// netlink transactions; never touches another table, never runs `nft`.
+public final class NftablesFirewall: @unchecked Sendable {
+    // @unchecked: the netlink socket is only used while `lock` is held.
+    public static let table = "portcullis"
+    public static let chain = "input"
+    /// Elements per netlink message (a transaction may hold many messages).
+    static let elementsPerMessage = 1000
+
+    private let socket: OpaquePointer
+    private let lock = NSLock()
+    private var nextSetID: UInt32 = 1
+
+    public init() throws(NftablesError) {
+        var error: Int32 = 0
+        guard let s = pc_nft_open(&error) else {
+            throw NftablesError(operation: "open a netlink socket to nftables", code: error)
+        }
+        socket = s
+    }
+
+    deinit { pc_nft_close(socket) }
+
+    /// One netlink transaction: messages remembered by sequence number so that a refusal names its operation.
+    private final class Transaction {
+        let batch: OpaquePointer
+        var operations: [UInt32: String] = [:]
+        var first: String?
+
+        init(_ socket: OpaquePointer) throws(NftablesError) {
+            guard let b = pc_nft_batch_new(socket) else { throw NftablesError(operation: "start a transaction", code: ENOMEM) }
+            batch = b
+        }
+
+        deinit { pc_nft_batch_free(batch) }
+
+        func note(_ seq: UInt32, _ operation: String) throws(NftablesError) {
+            guard seq != 0 else { throw NftablesError(operation: operation, code: ENOMEM) }
+            operations[seq] = operation
+            if first == nil { first = operation }
+        }
+
+        func commit(ignoring ignored: Set<Int32> = []) throws(NftablesError) {
+            var failures = [pc_nft_failure](repeating: pc_nft_failure(), count: 16)
+            let rc = pc_nft_commit(batch, &failures, failures.count)
+            if rc < 0 { throw NftablesError(operation: "send the transaction to the kernel", code: -rc) }
+            for f in failures.prefix(Int(rc)) where !ignored.contains(f.error) {
+                // A refusal of the whole batch (EPERM) comes with the sequence number of its first message.
+                throw NftablesError(operation: operations[f.seq] ?? first ?? "nftables transaction", code: f.error)
+            }
+        }
+    }
+
+    private func addElements(_ t: Transaction, _ entries: [BanEntry], now: Double) throws(NftablesError) {
+        var byTarget: [String: [BanEntry]] = [:]
+        for e in entries { byTarget["\(e.jail)-\(e.ip.isIPv4 ? "v4" : "v6")", default: []].append(e) }
+        for (set, list) in byTarget.sorted(by: { $0.key < $1.key }) {
+            let ipv6 = !(list[0].ip.isIPv4)
+            var start = 0
+            while start < list.count {
+                let chunk = list[start..<min(list.count, start + NftablesFirewall.elementsPerMessage)]
+                var addresses: [UInt8] = []
+                var timeouts: [UInt64] = []
+                for e in chunk {
+                    addresses += e.ip.bytes
+                    // The kernel expires the element itself: the ban ends even if Portcullis is not running.
+                    let ms = e.expiresAt.map { UInt64(max(1000, (($0 - now) * 1000).rounded())) } ?? 0
+                    timeouts.append(ms)
+                }
+                let what = chunk.count == 1 ? "add \(chunk.first!.ip) to set \(set) of jail \(chunk.first!.jail)"
+                    : "add \(chunk.count) addresses to set \(set)"
+                let seq = addresses.withUnsafeBufferPointer { a in
+                    timeouts.withUnsafeBufferPointer { tm in
+                        pc_nft_add_elements(t.batch, NftablesFirewall.table, set, ipv6 ? 1 : 0, a.baseAddress, tm.baseAddress, chunk.count)
+                    }
+                }
+                try t.note(seq, what)
+                start += chunk.count
+            }
+        }
+    }
+
+    /// Replaces `table inet portcullis` in one transaction: the layout for `jails`, holding `bans`. Traffic is
+    /// never left unfiltered in between: the kernel switches from the old table to the new one at once.
+    public func install(_ jails: [JailRules], bans: [BanEntry], now: Double) throws(NftablesError) {
+        lock.lock(); defer { lock.unlock() }
+        let t = try Transaction(socket)
+        // "add; delete; add": deleting alone would fail when there is no table yet.
+        try t.note(pc_nft_add_table(t.batch, NftablesFirewall.table), "create table inet \(NftablesFirewall.table)")
+        try t.note(pc_nft_del_table(t.batch, NftablesFirewall.table), "replace table inet \(NftablesFirewall.table)")
+        try t.note(pc_nft_add_table(t.batch, NftablesFirewall.table), "create table inet \(NftablesFirewall.table)")
+        try t.note(pc_nft_add_chain(t.batch, NftablesFirewall.table, NftablesFirewall.chain, -1),
+                   "create chain \(NftablesFirewall.chain) (hook input, priority filter - 1)")
+        for jail in jails {
+            for (ipv6, set) in [(false, jail.v4Set), (true, jail.v6Set)] {
+                let id = nextSetID
+                nextSetID &+= 1
+                try t.note(pc_nft_add_set(t.batch, NftablesFirewall.table, set, ipv6 ? 1 : 0, id), "create set \(set) of jail \(jail.jail)")
+                let ranges: [ClosedRange<UInt16>?] = jail.ports.isEmpty || jail.l4proto == 0 ? [nil] : jail.ports
+                for range in ranges {
+                    let comment = "portcullis jail \(jail.jail)"
+                    let seq = set.withCString { setName in
+                        comment.withCString { c in
+                            var rule = pc_nft_rule(ipv6: ipv6 ? 1 : 0, l4proto: jail.l4proto,
+                                                   port_first: range?.lowerBound ?? 0, port_last: range?.upperBound ?? 0,
+                                                   all_ports: range == nil ? 1 : 0, set: setName, set_id: id,
+                                                   drop: jail.drop ? 1 : 0, comment: c)
+                            return pc_nft_add_rule(t.batch, NftablesFirewall.table, NftablesFirewall.chain, &rule)
+                        }
+                    }
+                    let portText = range.map { $0.lowerBound == $0.upperBound ? "port \($0.lowerBound)" : "ports \($0.lowerBound)-\($0.upperBound)" } ?? "all ports"
+                    try t.note(seq, "add the rule of jail \(jail.jail) (\(ipv6 ? "IPv6" : "IPv4"), \(portText))")
+                }
+            }
+        }
+        let known = Set(jails.map(\.jail))
+        try addElements(t, bans.filter { known.contains($0.jail) && ($0.expiresAt.map { $0 > now } ?? true) }, now: now)
+        try t.commit()
+    }
+
+    /// Adds bans (many in one transaction).
+    public func add(_ bans: [BanEntry], now: Double) throws(NftablesError) {
+        guard !bans.isEmpty else { return }
+        lock.lock(); defer { lock.unlock() }
+        let t = try Transaction(socket)
+        try addElements(t, bans, now: now)
+        try t.commit()
+    }
+
+    /// Removes bans. An element the kernel already let expire is not an error.
+    public func remove(_ bans: [(jail: String, ip: IPAddress)]) throws(NftablesError) {
+        lock.lock(); defer { lock.unlock() }
+        // One transaction per element: a missing one (ENOENT) must not undo the others.
+        for b in bans {
+            let t = try Transaction(socket)
+            let set = "\(b.jail)-\(b.ip.isIPv4 ? "v4" : "v6")"
+            let seq = b.ip.bytes.withUnsafeBufferPointer {
+                pc_nft_del_elements(t.batch, NftablesFirewall.table, set, b.ip.isIPv4 ? 0 : 1, $0.baseAddress, 1)
+            }
+            try t.note(seq, "remove \(b.ip) from set \(set) of jail \(b.jail)")
+            try t.commit(ignoring: [ENOENT])
+        }
+    }
+
+    /// Deletes the table (at shutdown, as fail2ban removes its rules on stop).
+    public func uninstall() throws(NftablesError) {
+        lock.lock(); defer { lock.unlock() }
+        let t = try Transaction(socket)
+        try t.note(pc_nft_add_table(t.batch, NftablesFirewall.table), "create table inet \(NftablesFirewall.table)")
+        try t.note(pc_nft_del_table(t.batch, NftablesFirewall.table), "delete table inet \(NftablesFirewall.table)")
+        try t.commit()
+    }
+}

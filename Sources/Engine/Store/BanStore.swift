@@ -1,0 +1,216 @@
+import Foundation
+import Synchronization
+
+/// A ban as kept in the store.
+public struct StoredBan: Sendable, Equatable {
+    public var jail: String
+    public var ip: IPAddress
+    public var bannedAt: Double
+    /// Seconds; negative: permanent.
+    public var banTime: Double
+    /// How many times this address was banned in this jail (1 for the first ban).
+    public var banCount: Int
+    public var failures: Int
+    public var matches: [String]
+
+    public init(jail: String, ip: IPAddress, bannedAt: Double, banTime: Double, banCount: Int, failures: Int, matches: [String]) {
+        self.jail = jail
+        self.ip = ip
+        self.bannedAt = bannedAt
+        self.banTime = banTime
+        self.banCount = banCount
+        self.failures = failures
+        self.matches = matches
+    }
+
+    public var isPermanent: Bool { banTime < 0 }
+    /// nil for a permanent ban.
+    public var expiresAt: Double? { banTime < 0 ? nil : bannedAt + banTime }
+    public func isActive(at now: Double) -> Bool { banTime < 0 || bannedAt + banTime > now }
+}
+
+/// Where a log file was read up to: the file is recognised by its first line.
+public struct LogPosition: Sendable, Equatable {
+    public var jail: String
+    public var path: String
+    public var firstLine: [UInt8]
+    public var offset: Int
+}
+
+/// Portcullis' SQLite database: active bans, ban history (for `bantime.increment`) and log positions.
+/// WAL mode with `synchronous = NORMAL`: a committed transaction survives the process being killed at any moment
+/// (only a power loss may take the last ones). Thread-safe: calls are serialised.
+public final class BanStore: @unchecked Sendable {
+    // @unchecked: the connection is only used while `lock` is held (SQLite is opened NOMUTEX: serialised here).
+    private var db: SQLiteDatabase?
+    private let lock = NSLock()
+    public let path: String
+
+    /// Schema versions, applied in order; `PRAGMA user_version` says how many have run.
+    static let migrations: [String] = [
+        """
+        CREATE TABLE bans (
+            jail TEXT NOT NULL,
+            ip TEXT NOT NULL,
+            banned_at REAL NOT NULL,
+            ban_time REAL NOT NULL,
+            ban_count INTEGER NOT NULL,
+            failures INTEGER NOT NULL DEFAULT 0,
+            matches TEXT NOT NULL DEFAULT '',
+            PRIMARY KEY (jail, ip)
+        );
+        CREATE TABLE ban_history (
+            jail TEXT NOT NULL,
+            ip TEXT NOT NULL,
+            ban_count INTEGER NOT NULL,
+            last_banned_at REAL NOT NULL,
+            last_ban_time REAL NOT NULL,
+            PRIMARY KEY (jail, ip)
+        );
+        CREATE INDEX ban_history_ip ON ban_history (ip);
+        CREATE TABLE log_positions (
+            jail TEXT NOT NULL,
+            path TEXT NOT NULL,
+            first_line BLOB NOT NULL,
+            offset INTEGER NOT NULL,
+            updated_at REAL NOT NULL,
+            PRIMARY KEY (jail, path)
+        );
+        """,
+    ]
+
+    public init(path: String) throws {
+        self.path = path
+        let dir = (path as NSString).deletingLastPathComponent
+        if !dir.isEmpty && !FileManager.default.fileExists(atPath: dir) {
+            try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        }
+        let database = try SQLiteDatabase(path: path)
+        try database.execute("PRAGMA journal_mode = WAL")
+        try database.execute("PRAGMA synchronous = NORMAL")
+        try database.execute("PRAGMA foreign_keys = ON")
+        let version = database.userVersion
+        guard version <= BanStore.migrations.count else {
+            throw SQLiteError(resultCode: 0, message: "\(path) has schema version \(version), newer than this Portcullis knows (\(BanStore.migrations.count))", sql: nil)
+        }
+        for (i, sql) in BanStore.migrations.enumerated() where i >= version {
+            try database.transaction {
+                try database.execute(sql)
+                try database.execute("PRAGMA user_version = \(i + 1)")
+            }
+        }
+        db = database
+    }
+
+    public var schemaVersion: Int { lock.withLock { db?.userVersion ?? 0 } }
+
+    /// Closes the database (further calls fail).
+    public func close() { lock.withLock { db = nil } }
+
+    private func withDB<T>(_ body: (SQLiteDatabase) throws -> T) throws -> T {
+        try lock.withLock {
+            guard let database = db else { throw SQLiteError(resultCode: 0, message: "the database is closed", sql: nil) }
+            return try body(database)
+        }
+    }
+
+    // MARK: bans
+
+    /// Bans in force at `now`, oldest first.
+    public func activeBans(now: Double) throws -> [StoredBan] {
+        try withDB { db in
+            try db.prepare("SELECT jail, ip, banned_at, ban_time, ban_count, failures, matches FROM bans WHERE ban_time < 0 OR banned_at + ban_time > ? ORDER BY banned_at, jail, ip")
+                .rows([.double(now)]).compactMap(BanStore.ban)
+        }
+    }
+
+    public func ban(jail: String, ip: IPAddress) throws -> StoredBan? {
+        try withDB { db in
+            try db.prepare("SELECT jail, ip, banned_at, ban_time, ban_count, failures, matches FROM bans WHERE jail = ? AND ip = ?")
+                .rows([.text(jail), .text(ip.description)]).compactMap(BanStore.ban).first
+        }
+    }
+
+    static func ban(_ r: Statement.Row) -> StoredBan? {
+        guard let ip = IPAddress(r.text(1)) else { return nil }
+        let matches = r.text(6)
+        return StoredBan(jail: r.text(0), ip: ip, bannedAt: r.double(2), banTime: r.double(3), banCount: r.int(4),
+                         failures: r.int(5), matches: matches.isEmpty ? [] : matches.components(separatedBy: "\n"))
+    }
+
+    /// Previous bans of `ip` (in `jail`, or in every jail) since `since`: fail2ban's ban count for
+    /// `bantime.increment`.
+    public func previousBanCount(ip: IPAddress, jail: String?, since: Double) throws -> Int {
+        try withDB { db in
+            if let jail {
+                return try db.prepare("SELECT ban_count FROM ban_history WHERE jail = ? AND ip = ? AND last_banned_at > ?")
+                    .firstInt([.text(jail), .text(ip.description), .double(since)]) ?? 0
+            }
+            return try db.prepare("SELECT COALESCE(SUM(ban_count), 0) FROM ban_history WHERE ip = ? AND last_banned_at > ?")
+                .firstInt([.text(ip.description), .double(since)]) ?? 0
+        }
+    }
+
+    /// Records new bans (and their history) in one transaction. When this returns, the bans are on disk.
+    public func record(_ bans: [StoredBan]) throws {
+        guard !bans.isEmpty else { return }
+        try withDB { db in
+            try db.transaction {
+                let insert = try db.prepare("INSERT OR REPLACE INTO bans (jail, ip, banned_at, ban_time, ban_count, failures, matches) VALUES (?, ?, ?, ?, ?, ?, ?)")
+                let history = try db.prepare("""
+                    INSERT INTO ban_history (jail, ip, ban_count, last_banned_at, last_ban_time) VALUES (?, ?, ?, ?, ?)
+                    ON CONFLICT (jail, ip) DO UPDATE SET ban_count = excluded.ban_count,
+                        last_banned_at = excluded.last_banned_at, last_ban_time = excluded.last_ban_time
+                    """)
+                for b in bans {
+                    try insert.run([.text(b.jail), .text(b.ip.description), .double(b.bannedAt), .double(b.banTime),
+                                    .int(b.banCount), .int(b.failures), .text(b.matches.joined(separator: "\n"))])
+                    try history.run([.text(b.jail), .text(b.ip.description), .int(b.banCount), .double(b.bannedAt), .double(b.banTime)])
+                }
+            }
+        }
+    }
+
+    /// Removes bans (expired or lifted); their history stays for `bantime.increment`.
+    public func remove(_ keys: [(jail: String, ip: IPAddress)]) throws {
+        guard !keys.isEmpty else { return }
+        try withDB { db in
+            try db.transaction {
+                let delete = try db.prepare("DELETE FROM bans WHERE jail = ? AND ip = ?")
+                for k in keys { try delete.run([.text(k.jail), .text(k.ip.description)]) }
+            }
+        }
+    }
+
+    /// Drops expired bans, and history and positions older than `age` seconds (fail2ban's `dbpurgeage`).
+    public func purge(now: Double, age: Double) throws {
+        try withDB { db in
+            try db.transaction {
+                try db.prepare("DELETE FROM bans WHERE ban_time >= 0 AND banned_at + ban_time <= ?").run([.double(now)])
+                try db.prepare("DELETE FROM ban_history WHERE last_ban_time >= 0 AND last_banned_at + last_ban_time < ?").run([.double(now - age)])
+                try db.prepare("DELETE FROM log_positions WHERE updated_at < ?").run([.double(now - max(age, 7 * 86400))])
+            }
+        }
+    }
+
+    // MARK: log positions
+
+    public func position(jail: String, path: String) throws -> LogPosition? {
+        try withDB { db in
+            try db.prepare("SELECT first_line, offset FROM log_positions WHERE jail = ? AND path = ?")
+                .rows([.text(jail), .text(path)]).first.map { LogPosition(jail: jail, path: path, firstLine: $0.blob(0), offset: $0.int(1)) }
+        }
+    }
+
+    public func savePositions(_ positions: [LogPosition], now: Double) throws {
+        guard !positions.isEmpty else { return }
+        try withDB { db in
+            try db.transaction {
+                let upsert = try db.prepare("INSERT OR REPLACE INTO log_positions (jail, path, first_line, offset, updated_at) VALUES (?, ?, ?, ?, ?)")
+                for p in positions {
+                    try upsert.run([.text(p.jail), .text(p.path), .blob(p.firstLine), .int(p.offset), .double(now)])
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,313 @@
+#!/usr/bin/python3
+"""Kernel scenarios for Portcullis, each run in a private network namespace created for it:
+
+    unshare -n /usr/bin/python3 scenario.py NAME PORTCULLIS_BINARY CONFIG_DIR
+
+The script refuses to run unless it sees a fresh namespace (only a loopback interface, no nftables tables), so
+that it can never change the host's packet filter. Traffic goes only to loopback addresses; other addresses
+appear only as text in log lines (documentation ranges). Exit status 0 means the scenario passed.
+"""
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+
+def fail(message):
+    print("FAIL: " + message, flush=True)
+    sys.exit(1)
+
+
+def check_private_namespace():
+    links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True, check=True).stdout.splitlines()
+    names = [l.split(":")[1].strip() for l in links]
+    if names != ["lo"]:
+        fail("not in a fresh network namespace (interfaces: %s); run me under `unshare -n`" % names)
+    tables = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True).stdout.strip()
+    if tables:
+        fail("nftables is not empty here (%s): not a fresh namespace" % tables)
+    subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+
+
+def wait_until(condition, timeout=10.0, step=0.05):
+    end = time.time() + timeout
+    while time.time() < end:
+        if condition():
+            return True
+        time.sleep(step)
+    return condition()
+
+
+class Tree:
+    """A configuration tree: the repository's config/ plus a dovecot jail on a log of our own."""
+
+    def __init__(self, config, **jail):
+        self.dir = tempfile.mkdtemp(prefix="portcullis-netns-")
+        self.conf = os.path.join(self.dir, "conf")
+        shutil.copytree(config, self.conf)
+        self.log = os.path.join(self.dir, "mail.log")
+        open(self.log, "w").close()
+        self.db = os.path.join(self.dir, "portcullis.sqlite3")
+        options = {"enabled": "true", "logpath": self.log, "port": "pop3,1100", "maxretry": "2",
+                   "findtime": "10m", "bantime": "1h", "ignoreself": "false"}
+        options.update(jail)
+        with open(os.path.join(self.conf, "jail.d", "test.local"), "w") as f:
+            f.write("[dovecot]\n" + "".join("%s = %s\n" % kv for kv in options.items()))
+        with open(os.path.join(self.conf, "portcullis.local"), "w") as f:
+            f.write("[Definition]\ndbfile = %s\nloglevel = NOTICE\n" % self.db)
+
+    def failure(self, ip, n=1):
+        stamp = time.strftime("%b %d %H:%M:%S")
+        with open(self.log, "a") as f:
+            for i in range(n):
+                f.write("%s pop3-login: Info: Disconnected (auth failed, 1 attempts in 2 secs): user=<bob>, "
+                        "method=PLAIN, rip=%s, lip=127.0.0.1, session=<s%d>\n" % (stamp, ip, i))
+
+    def cleanup(self):
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class Daemon:
+    def __init__(self, binary, tree, wrapper=()):
+        self.err_path = os.path.join(tree.dir, "stderr-%d.log" % time.time_ns())
+        self.err = open(self.err_path, "w")
+        self.proc = subprocess.Popen(list(wrapper) + [binary, "serve", "--config", tree.conf], stderr=self.err,
+                                     stdout=subprocess.DEVNULL)
+
+    def output(self):
+        self.err.flush()
+        with open(self.err_path) as f:
+            return f.read()
+
+    def wait_started(self):
+        if not wait_until(lambda: "started with" in self.output() or self.proc.poll() is not None, 15):
+            fail("the daemon did not start:\n" + self.output())
+        if self.proc.poll() is not None:
+            fail("the daemon exited:\n" + self.output())
+
+    def stop(self, sig=signal.SIGTERM):
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            self.proc.wait(15)
+        return self.proc.returncode
+
+    def reported_bans(self):
+        bans = set()
+        for line in self.output().splitlines():
+            if "] Ban " in line:
+                bans.add(line.split("] Ban ", 1)[1].split(" ", 1)[0])
+        return bans
+
+
+def elements(jail, family):
+    r = subprocess.run(["nft", "-j", "list", "set", "inet", "portcullis", "%s-%s" % (jail, family)],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        return None
+    result = {}
+    for item in json.loads(r.stdout)["nftables"]:
+        if "set" not in item:
+            continue
+        for e in item["set"].get("elem", []):
+            if isinstance(e, dict) and "elem" in e:
+                result[e["elem"]["val"]] = e["elem"].get("timeout")
+            else:
+                result[e] = None
+    return result
+
+
+def banned(ip, jail="dovecot"):
+    found = elements(jail, "v6" if ":" in ip else "v4")
+    return found is not None and ip in found
+
+
+class Listener:
+    """Accepts connections on a loopback port (IPv4 and IPv6) until stopped."""
+
+    def __init__(self, port=1100):
+        self.socks = []
+        for family, addr in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
+            s = socket.socket(family, socket.SOCK_STREAM)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind((addr, port))
+            s.listen(64)
+            self.socks.append(s)
+            threading.Thread(target=self.accept, args=(s,), daemon=True).start()
+
+    @staticmethod
+    def accept(s):
+        while True:
+            try:
+                c, _ = s.accept()
+                c.close()
+            except OSError:
+                return
+
+
+def can_connect(source, destination, port=1100):
+    family = socket.AF_INET6 if ":" in destination else socket.AF_INET
+    s = socket.socket(family, socket.SOCK_STREAM)
+    s.settimeout(2)
+    try:
+        s.bind((source, 0))
+        s.connect((destination, port))
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
+
+
+# --- scenarios --------------------------------------------------------------------------------------------------
+
+def scenario_block(binary, config):
+    """A ban puts the address in the set; its TCP connections to a jail port are reset while others still
+    connect; IPv6 likewise; when the ban time is over, access returns."""
+    Listener()
+    tree = Tree(config, bantime="4s")
+    d = Daemon(binary, tree)
+    d.wait_started()
+    if not can_connect("127.0.0.66", "127.0.0.1"):
+        fail("127.0.0.66 cannot connect before any ban")
+    tree.failure("127.0.0.66", 2)
+    tree.failure("::1", 2)
+    if not wait_until(lambda: banned("127.0.0.66") and banned("::1")):
+        fail("127.0.0.66 / ::1 not in the sets:\n" + d.output())
+    if can_connect("127.0.0.66", "127.0.0.1"):
+        fail("127.0.0.66 still connects to port 1100 after its ban")
+    if not can_connect("127.0.0.1", "127.0.0.1"):
+        fail("127.0.0.1 was blocked too")
+    if can_connect("::1", "::1"):
+        fail("::1 still connects after its ban")
+    # Other ports are not the jail's: not blocked.
+    Listener(1200)
+    if not can_connect("127.0.0.66", "127.0.0.1", 1200):
+        fail("127.0.0.66 is blocked on port 1200, which is not a jail port")
+    # The ban time (4 s) runs out: the daemon lifts the ban and access returns.
+    if not wait_until(lambda: not banned("127.0.0.66"), 10):
+        fail("the ban did not end:\n" + d.output())
+    if not can_connect("127.0.0.66", "127.0.0.1"):
+        fail("127.0.0.66 still blocked after its ban ended")
+    if "Unban 127.0.0.66" not in d.output():
+        fail("no Unban line:\n" + d.output())
+    if d.stop() != 0:
+        fail("the daemon did not stop cleanly:\n" + d.output())
+    if subprocess.run(["nft", "list", "tables"], capture_output=True, text=True).stdout.strip():
+        fail("the table is still there after SIGTERM")
+    tree.cleanup()
+
+
+def scenario_expiry(binary, config):
+    """Element timeouts end bans in the kernel even when the daemon is gone."""
+    tree = Tree(config, bantime="3s")
+    d = Daemon(binary, tree)
+    d.wait_started()
+    tree.failure("192.0.2.10", 2)
+    if not wait_until(lambda: banned("192.0.2.10")):
+        fail("192.0.2.10 not banned:\n" + d.output())
+    timeout = elements("dovecot", "v4")["192.0.2.10"]
+    if not timeout or timeout > 3:
+        fail("the element has no 3 s timeout: %r" % timeout)
+    d.stop(signal.SIGKILL)
+    if not banned("192.0.2.10"):
+        fail("the ban vanished with the daemon")
+    if not wait_until(lambda: not banned("192.0.2.10"), 8):
+        fail("the kernel did not expire the element")
+    tree.cleanup()
+
+
+def scenario_restart(binary, config):
+    """Bans come back from the store after SIGTERM (table removed) and after SIGKILL (table left behind)."""
+    tree = Tree(config, bantime="1h")
+    d = Daemon(binary, tree)
+    d.wait_started()
+    tree.failure("198.51.100.7", 2)
+    tree.failure("2001:db8::7", 2)
+    if not wait_until(lambda: banned("198.51.100.7") and banned("2001:db8::7")):
+        fail("bans not applied:\n" + d.output())
+    d.stop()
+    if banned("198.51.100.7"):
+        fail("the table survived SIGTERM")
+    d = Daemon(binary, tree)
+    d.wait_started()
+    if not (banned("198.51.100.7") and banned("2001:db8::7")):
+        fail("bans not restored after SIGTERM:\n" + d.output())
+    remaining = elements("dovecot", "v4")["198.51.100.7"]
+    if not remaining or remaining > 3600:
+        fail("restored element has no remaining timeout: %r" % remaining)
+    d.stop(signal.SIGKILL)
+    d = Daemon(binary, tree)
+    d.wait_started()
+    if not (banned("198.51.100.7") and banned("2001:db8::7")):
+        fail("bans not restored after SIGKILL:\n" + d.output())
+    # The log was not read again: no second round of failures for the same lines.
+    if "Found" in d.output():
+        fail("the restarted daemon read old lines again:\n" + d.output())
+    d.stop()
+    tree.cleanup()
+
+
+def scenario_storm(binary, config):
+    """SIGKILL in the middle of a storm of bans: after a restart every ban that was reported is in the kernel."""
+    tree = Tree(config, maxretry="1", bantime="1h")
+    d = Daemon(binary, tree)
+    d.wait_started()
+    addresses = ["2001:db8:%x::%x" % (i // 256, i % 256 + 1) for i in range(6000)]
+    addresses += ["203.0.113.%d" % i for i in range(1, 255)]
+    stamp = time.strftime("%b %d %H:%M:%S")
+    with open(tree.log, "a") as f:
+        for i, ip in enumerate(addresses):
+            f.write("%s pop3-login: Info: Disconnected (auth failed, 1 attempts in 2 secs): user=<x>, method=PLAIN, "
+                    "rip=%s, lip=127.0.0.1, session=<%d>\n" % (stamp, ip, i))
+            if i % 500 == 499:
+                f.flush()
+                time.sleep(0.01)
+    # Kill while bans are still being applied.
+    wait_until(lambda: len(d.reported_bans()) > 1000, 20, 0.001)
+    d.stop(signal.SIGKILL)
+    reported = d.reported_bans()
+    if not reported:
+        fail("nothing was reported before the kill:\n" + d.output()[-2000:])
+    d2 = Daemon(binary, tree)
+    d2.wait_started()
+    present = set(elements("dovecot", "v4") or {}) | set(elements("dovecot", "v6") or {})
+    missing = [ip for ip in reported if ip not in present]
+    if missing:
+        fail("%d of %d reported bans missing after restart, e.g. %s" % (len(missing), len(reported), missing[:5]))
+    print("storm: %d bans reported before SIGKILL, all %d present after restart" % (len(reported), len(reported)))
+    d2.stop()
+    tree.cleanup()
+
+
+def scenario_eperm(binary, config):
+    """Without CAP_NET_ADMIN the daemon says so in one clear line and exits non-zero."""
+    tree = Tree(config)
+    d = Daemon(binary, tree, wrapper=["setpriv", "--bounding-set", "-net_admin", "--inh-caps", "-net_admin"])
+    try:
+        code = d.proc.wait(15)
+    except subprocess.TimeoutExpired:
+        d.stop(signal.SIGKILL)
+        fail("the daemon kept running without CAP_NET_ADMIN:\n" + d.output())
+    out = d.output()
+    if code == 0:
+        fail("exit status 0 without CAP_NET_ADMIN:\n" + out)
+    line = [l for l in out.splitlines() if "CAP_NET_ADMIN" in l]
+    if not line or "cap_add: [NET_ADMIN]" not in line[0]:
+        fail("no clear CAP_NET_ADMIN message:\n" + out)
+    print("eperm: exit %d: %s" % (code, line[0]))
+    tree.cleanup()
+
+
+if __name__ == "__main__":
+    name, binary, config = sys.argv[1], sys.argv[2], sys.argv[3]
+    if os.getuid() != 0:
+        fail("must run as root")
+    check_private_namespace()
+    globals()["scenario_" + name](binary, config)
+    print("PASS " + name)
