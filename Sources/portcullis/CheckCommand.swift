@@ -17,6 +17,7 @@ struct CheckCommand: ParsableCommand {
         var lines: [String] = []
         var extra: [Diagnostic] = []
         lines.append("Configuration: \(configOptions.config)" + (config.settings.source.map { " (settings from \($0).conf)" } ?? ""))
+        lines.append("Database:      \(config.settings.dbFile)")
         lines.append("Jails enabled: \(config.jails.count)")
         for jail in config.jails {
             lines.append("")
@@ -36,7 +37,24 @@ struct CheckCommand: ParsableCommand {
             lines.append("  ports:     \(portText) (\(jail.protocol))")
             let ignore = jail.ignoreList.entries.map(\.description)
             lines.append("  ignoreip:  \(ignore.isEmpty ? "-" : ignore.joined(separator: " "))" + (jail.ignoreList.ignoreSelf ? " + this host (ignoreself)" : ""))
-            lines.append("  banaction: \(jail.banAction.isEmpty ? "-" : jail.banAction)")
+            let dry = ["dry-run", "dryrun"].contains(jail.banAction.lowercased())
+            let (rules, warning) = JailRules.forJail(jail)
+            if dry {
+                lines.append("  banaction: dry-run (ban decisions are logged, the packet filter is not touched)")
+            } else {
+                let what = rules.drop ? "drop" : (rules.l4proto == 6 ? "reject with tcp reset" : "reject")
+                let scope = rules.ports.isEmpty ? "all ports" : "ports \(rules.ports.map { $0.lowerBound == $0.upperBound ? "\($0.lowerBound)" : "\($0.lowerBound)-\($0.upperBound)" }.joined(separator: ","))"
+                lines.append("  banaction: \(jail.banAction) → nftables: \(jail.protocol) \(scope), sets \(rules.v4Set)/\(rules.v6Set), \(what)")
+                if let warning { extra.append(Diagnostic(.warning, warning, at: jail.location, jail: jail.name)) }
+                for a in jail.actions where !a.name.isEmpty && a.name.lowercased() != jail.banAction.lowercased() {
+                    extra.append(Diagnostic(.warning, "action '\(a.name)' is not supported by Portcullis and is ignored", at: jail.location, jail: jail.name))
+                }
+            }
+            if jail.increment.enabled {
+                do { _ = try BanTimePolicy(base: jail.banTime, increment: jail.increment) } catch {
+                    extra.append(Diagnostic(.error, error.message, at: jail.location, jail: jail.name))
+                }
+            }
             let everything = jail.ports.count == 1 && jail.ports[0].first == 0 && jail.ports[0].last == 65535
             if !everything && jail.protocol != "all" {
                 let open = jail.protocol == "udp" ? listening.udp : listening.tcp

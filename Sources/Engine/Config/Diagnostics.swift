@@ -42,8 +42,11 @@ public struct Diagnostic: Sendable, CustomStringConvertible {
         self.jail = jail
     }
 
-    public var description: String {
-        var s = "\(severity.rawValue): "
+    public var description: String { "\(severity.rawValue): " + text }
+
+    /// The message with its place, without the severity (for log lines that carry their own level).
+    public var text: String {
+        var s = ""
         if let location { s += "\(location): " }
         if let jail { s += "jail '\(jail)': " }
         return s + message

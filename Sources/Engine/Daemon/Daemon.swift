@@ -36,9 +36,9 @@ public final class Daemon: @unchecked Sendable {
 
     private func report(_ d: Diagnostic) {
         switch d.severity {
-        case .error: log.error(d.description)
-        case .warning: log.warning(d.description)
-        case .note: log.info(d.description)
+        case .error: log.error(d.text)
+        case .warning: log.warning(d.text)
+        case .note: log.info(d.text)
         }
     }
 

@@ -60,7 +60,7 @@ class Tree:
         with open(os.path.join(self.conf, "jail.d", "test.local"), "w") as f:
             f.write("[dovecot]\n" + "".join("%s = %s\n" % kv for kv in options.items()))
         with open(os.path.join(self.conf, "portcullis.local"), "w") as f:
-            f.write("[Definition]\ndbfile = %s\nloglevel = NOTICE\n" % self.db)
+            f.write("[Definition]\ndbfile = %s\nloglevel = INFO\n" % self.db)
 
     def failure(self, ip, n=1):
         stamp = time.strftime("%b %d %H:%M:%S")
@@ -282,6 +282,38 @@ def scenario_storm(binary, config):
         fail("%d of %d reported bans missing after restart, e.g. %s" % (len(missing), len(reported), missing[:5]))
     print("storm: %d bans reported before SIGKILL, all %d present after restart" % (len(reported), len(reported)))
     d2.stop()
+    tree.cleanup()
+
+
+def scenario_reload(binary, config):
+    """SIGHUP re-reads the configuration: a jail is added and another changed, without losing a ban or a log
+    position."""
+    tree = Tree(config, bantime="1h")
+    d = Daemon(binary, tree)
+    d.wait_started()
+    tree.failure("192.0.2.50", 2)
+    if not wait_until(lambda: banned("192.0.2.50")):
+        fail("no ban before reload:\n" + d.output())
+    sshd_log = os.path.join(tree.dir, "auth.log")
+    open(sshd_log, "w").close()
+    with open(os.path.join(tree.conf, "jail.d", "test.local"), "a") as f:
+        f.write("port = 1100,1101\n\n[sshd]\nenabled = true\nlogpath = %s\nmaxretry = 1\nignoreself = false\n" % sshd_log)
+    d.proc.send_signal(signal.SIGHUP)
+    if not wait_until(lambda: "Configuration reloaded: 2 jail(s)" in d.output()):
+        fail("no reload:\n" + d.output())
+    if not banned("192.0.2.50"):
+        fail("the ban was lost in the reload")
+    rules = subprocess.run(["nft", "list", "chain", "inet", "portcullis", "input"], capture_output=True, text=True).stdout
+    if "dport 1101" not in rules or "sshd-v4" not in rules:
+        fail("the new layout is not installed:\n" + rules)
+    with open(sshd_log, "a") as f:
+        f.write(time.strftime("%b %d %H:%M:%S") + " host sshd[1]: Failed password for root from 192.0.2.60 port 22 ssh2\n")
+    tree.failure("192.0.2.51", 2)
+    if not wait_until(lambda: banned("192.0.2.60", "sshd") and banned("192.0.2.51")):
+        fail("failures after the reload were not acted on:\n" + d.output())
+    if d.output().count("Found 192.0.2.50") != 2:
+        fail("the dovecot log was read again after the reload:\n" + d.output())
+    d.stop()
     tree.cleanup()
 
 

@@ -1,0 +1,171 @@
+import Foundation
+import Testing
+@testable import Engine
+
+@Suite("ban time policy")
+struct BanTimePolicyTests {
+    @Test func defaultFormulaDoublesPerPreviousBan() throws {
+        var inc = BanTimeIncrement()
+        inc.enabled = true
+        let p = try BanTimePolicy(base: 600, increment: inc)
+        #expect(p.banTime(previousBans: 0) == 600)
+        #expect(p.banTime(previousBans: 1) == 1200)
+        #expect(p.banTime(previousBans: 3) == 4800)
+        // 1 << 20 at most.
+        #expect(p.banTime(previousBans: 40) == 600 * 1_048_576)
+    }
+
+    @Test func multipliersFactorAndCap() throws {
+        var inc = BanTimeIncrement()
+        inc.enabled = true
+        inc.multipliers = [1, 2, 4, 8, 16, 32, 64]
+        inc.factor = 2
+        inc.maxTime = 3600
+        let p = try BanTimePolicy(base: 600, increment: inc)
+        #expect(p.banTime(previousBans: 1) == 600 * 2 * 2)
+        #expect(p.banTime(previousBans: 6) == 3600)
+        inc.multipliers = []
+        inc.formula = "ban.Time * math.exp(float(ban.Count+1)*banFactor)/math.exp(1*banFactor)"
+        inc.factor = 1
+        inc.maxTime = nil
+        let e = try BanTimePolicy(base: 100, increment: inc)
+        #expect(abs(e.banTime(previousBans: 1) - 100 * M_E) < 1e-9)
+        inc.randomTime = 10
+        let r = try BanTimePolicy(base: 100, increment: inc)
+        #expect(abs(r.banTime(previousBans: 1, random: 0.5) - (100 * M_E + 5)) < 1e-9)
+        // Disabled: the base time, whatever happened before.
+        #expect(try BanTimePolicy(base: 600, increment: BanTimeIncrement()).banTime(previousBans: 5) == 600)
+    }
+
+    @Test func badFormulasAreConfigErrors() {
+        var inc = BanTimeIncrement()
+        inc.enabled = true
+        inc.formula = "ban.Time * ("
+        #expect(throws: ConfigError.self) { try BanTimePolicy(base: 600, increment: inc) }
+        inc.formula = "__import__('os')"
+        #expect(throws: ConfigError.self) { try BanTimePolicy(base: 600, increment: inc) }
+        inc.formula = "nosuchfunction(ban.Time)"
+        let p = try? BanTimePolicy(base: 600, increment: inc)
+        // A formula that cannot be evaluated leaves the base time.
+        #expect(p?.banTime(previousBans: 2) == 600)
+    }
+}
+
+@Suite("ban store")
+struct BanStoreTests {
+    @Test func bansHistoryPositionsAndMigrations() throws {
+        let dir = TempDir()
+        let path = dir.path + "/db/portcullis.sqlite3"
+        let a = IPAddress("192.0.2.1")!, b = IPAddress("2001:db8::1")!
+        do {
+            let store = try BanStore(path: path)
+            #expect(store.schemaVersion == BanStore.migrations.count)
+            try store.record([
+                StoredBan(jail: "dovecot", ip: a, bannedAt: 1000, banTime: 600, banCount: 1, failures: 2, matches: ["l1", "l2"]),
+                StoredBan(jail: "sshd", ip: b, bannedAt: 1000, banTime: -1, banCount: 1, failures: 5, matches: []),
+            ])
+            try store.savePositions([LogPosition(jail: "dovecot", path: "/var/log/mail.log", firstLine: Array("first\n".utf8), offset: 42)], now: 1000)
+        }
+        // A second process opening the same file sees everything (and does not migrate again).
+        let store = try BanStore(path: path)
+        #expect(try store.activeBans(now: 1100).count == 2)
+        #expect(try store.activeBans(now: 1700).map(\.jail) == ["sshd"])
+        #expect(try store.ban(jail: "dovecot", ip: a)?.matches == ["l1", "l2"])
+        #expect(try store.position(jail: "dovecot", path: "/var/log/mail.log")?.offset == 42)
+        try store.remove([("dovecot", a)])
+        #expect(try store.ban(jail: "dovecot", ip: a) == nil)
+        // History outlives the ban: the next ban counts it.
+        #expect(try store.previousBanCount(ip: a, jail: "dovecot", since: 0) == 1)
+        #expect(try store.previousBanCount(ip: b, jail: nil, since: 0) == 1)
+        try store.purge(now: 1_000_000, age: 86400)
+        #expect(try store.previousBanCount(ip: a, jail: "dovecot", since: 0) == 0)
+        #expect(try store.activeBans(now: 1_000_000).count == 1)
+    }
+
+    @Test func unreadableDatabaseIsAClearError() throws {
+        let dir = TempDir()
+        let path = dir.write("not-a-db.sqlite3", "this is not a database, just text that is long enough to be read as a header")
+        #expect(throws: (any Error).self) {
+            let s = try BanStore(path: path)
+            _ = try s.activeBans(now: 0)
+        }
+    }
+}
+
+@Suite("ban manager")
+struct BanManagerTests {
+    static func jail(_ name: String, banTime: Double, increment: Bool = false) -> JailDefinition {
+        var inc = BanTimeIncrement()
+        inc.enabled = increment
+        return JailDefinition(name: name, filter: FilterDefinition(name: "t", failregex: ["x <HOST>"]), filterSpec: "t",
+                              logPaths: [], backend: .polling, maxRetry: 1, findTime: 600, banTime: banTime, increment: inc,
+                              ports: [], portSpec: "", protocol: "tcp", ignoreList: IgnoreList(ignoreSelf: false),
+                              banAction: "dry-run", actions: [], logEncoding: "auto", logTimeZone: nil, maxMatches: 3,
+                              maxTracked: 100, location: nil)
+    }
+
+    static func setup(_ j: JailDefinition, _ fw: DryRunFirewall) throws -> BanManager.JailSetup {
+        BanManager.JailSetup(definition: j, policy: try BanTimePolicy(base: j.banTime, increment: j.increment), firewall: fw,
+                             rules: JailRules.forJail(j).rules)
+    }
+
+    @Test func storeFirstAlreadyBannedExpiryAndIncrement() throws {
+        let dir = TempDir()
+        let store = try BanStore(path: dir.path + "/db.sqlite3")
+        let fw = DryRunFirewall()
+        let manager = BanManager(store: store, log: Logger(level: .critical))
+        try manager.start([Self.setup(Self.jail("j", banTime: 1, increment: true), fw)])
+        defer { manager.stop(removeLayout: true) }
+        let ip = IPAddress("192.0.2.77")!
+        manager.submit(BanDecision(jail: "j", ip: ip, time: Clock.now(), failures: 1, matches: ["m"]))
+        manager.submit(BanDecision(jail: "j", ip: ip, time: Clock.now(), failures: 1, matches: ["m"]))
+        #expect(manager.drain())
+        #expect(fw.bans.map(\.ip) == [ip])
+        #expect(try store.activeBans(now: Clock.now()).map(\.ip) == [ip])
+        // The timer lifts it after 1 s, from the kernel side and the store.
+        #expect(eventually(timeout: 5) { fw.bans.isEmpty && !manager.isBanned(jail: "j", ip: ip) })
+        #expect(try store.activeBans(now: Clock.now()).isEmpty)
+        // A repeat offender: twice the time (bantime.increment's default formula).
+        manager.submit(BanDecision(jail: "j", ip: ip, time: Clock.now(), failures: 1, matches: []))
+        #expect(manager.drain())
+        #expect(manager.bans.first?.banTime == 2)
+        #expect(manager.bans.first?.banCount == 2)
+        #expect(manager.statistics.bansTotal["j"] == 2)
+    }
+
+    @Test func restartRestoresAndManualChanges() throws {
+        let dir = TempDir()
+        let path = dir.path + "/db.sqlite3"
+        let ip = IPAddress("2001:db8::42")!
+        do {
+            let fw = DryRunFirewall()
+            let m = BanManager(store: try BanStore(path: path), log: Logger(level: .critical))
+            try m.start([Self.setup(Self.jail("a", banTime: 3600), fw), Self.setup(Self.jail("b", banTime: -1), fw)])
+            _ = try m.banManually(jail: "a", ip: ip)
+            _ = try m.banManually(jail: "b", ip: ip)
+            #expect(throws: BanManager.ManualError.self) { try m.banManually(jail: "nope", ip: ip) }
+            m.stop(removeLayout: true)
+            #expect(fw.bans.isEmpty)
+        }
+        let fw = DryRunFirewall()
+        let m = BanManager(store: try BanStore(path: path), log: Logger(level: .critical))
+        try m.start([Self.setup(Self.jail("a", banTime: 3600), fw), Self.setup(Self.jail("b", banTime: -1), fw)])
+        defer { m.stop(removeLayout: true) }
+        #expect(Set(fw.bans.map(\.jail)) == ["a", "b"])
+        #expect(fw.bans.first { $0.jail == "b" }?.expiresAt == nil)
+        #expect(try m.unbanEverywhere(ip) == ["a", "b"])
+        #expect(fw.bans.isEmpty && m.bans.isEmpty)
+        #expect(try m.unban(jail: "a", ip: ip) == false)
+    }
+}
+
+@Suite("python expressions")
+struct PythonExpressionTests {
+    @Test(arguments: [
+        ("1 + 2 * 3", 7.0), ("(1 + 2) * 3", 9), ("2 ** 3 ** 2", 512), ("1 << 4", 16), ("7 // 2", 3), ("-7 % 3", 2),
+        ("5 if 1 < 2 else 6", 5), ("5 if 1 > 2 else 6", 6), ("max(1, 3, 2)", 3), ("not 0", 1), ("1 and 0 or 4", 4),
+    ])
+    func evaluate(_ text: String, _ value: Double) throws {
+        #expect(try PythonExpression(text).evaluate([:]) == value)
+    }
+}
