@@ -19,7 +19,9 @@ public struct Settings: Sendable {
             : !directory.files(for: "fail2ban").isEmpty ? "fail2ban" : nil
         guard let name else { return (s, diagnostics) }
         s.source = name
-        let stack = try directory.read(name)
+        var stack = try directory.read(name)
+        stack.setDefault("portcullis_confpath", directory.path)
+        stack.setDefault("fail2ban_confpath", directory.path)
         diagnostics += stack.warnings
         let section = stack.hasSection("Definition") ? "Definition" : IniFile.defaultSectionName
         func value(_ key: String) throws(ConfigError) -> (String, SourceLocation?)? {
