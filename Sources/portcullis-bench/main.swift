@@ -59,8 +59,142 @@ func live(_ args: [String]) throws {
 
 struct Usage: Error, CustomStringConvertible {
     var description: String {
-        "usage: portcullis-bench live CONFIG_DIR FILTER LOG [LINES]"
+        """
+        usage: portcullis-bench live CONFIG_DIR FILTER LOG [LINES]
+               portcullis-bench latency CONFIG_DIR [BANS]     (inside unshare -n, as root)
+               portcullis-bench bulk CONFIG_DIR [BANS]        (inside unshare -n, as root)
+        """
     }
+}
+
+/// A dovecot jail (Portcullis' filter) on a fresh log, banning at the first failure, with the real nftables
+/// backend and a store in a scratch directory. For the ban benchmarks; run inside `unshare -n`.
+final class BanRig {
+    let dir: String
+    let logPath: String
+    let store: BanStore
+    let firewall: NftablesFirewall
+    let manager: BanManager
+    let jail: JailDefinition
+    var runtime: JailRuntime!
+    let setup: BanManager.JailSetup
+
+    init(configDir: String) throws {
+        dir = NSTemporaryDirectory() + "portcullis-bench-\(getpid())"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        logPath = dir + "/mail.log"
+        _ = FileManager.default.createFile(atPath: logPath, contents: nil)
+        let reader = try FilterReader(name: "dovecot", jail: "dovecot", options: OrderedMap(), directory: ConfigDirectory(configDir))
+        reader.applyAutoOptions(backend: "auto")
+        try reader.readOptions([:], all: false)
+        jail = JailDefinition(
+            name: "dovecot", filter: try reader.definition(), filterSpec: "dovecot", logPaths: [LogPath(pattern: logPath)],
+            backend: .inotify, maxRetry: 1, findTime: 600, banTime: 3600, ports: [PortRange(first: 1100, last: 1100, name: "1100")],
+            portSpec: "1100", protocol: "tcp", ignoreList: IgnoreList(ignoreSelf: false), banAction: "nftables-multiport",
+            actions: [], logEncoding: "auto", logTimeZone: nil, maxMatches: 1, maxTracked: 200_000, location: nil)
+        store = try BanStore(path: dir + "/bans.sqlite3")
+        firewall = try NftablesFirewall()
+        manager = BanManager(store: store, log: Logger(level: .error))
+        setup = BanManager.JailSetup(definition: jail, policy: try BanTimePolicy(base: 3600, increment: BanTimeIncrement()),
+                                     firewall: firewall, rules: JailRules.forJail(jail).rules)
+    }
+
+    func start() throws {
+        try manager.start([setup])
+        let m = manager
+        runtime = try JailRuntime(jail, log: Logger(level: .error)) { m.submit($0) }
+        runtime.start()
+        usleep(200_000)
+    }
+
+    func stop() {
+        runtime?.stop()
+        manager.stop(removeLayout: true)
+        try? FileManager.default.removeItem(atPath: dir)
+    }
+
+    static func line(_ ip: String, _ i: Int) -> String {
+        let stamp = LogTime.format(Clock.now())
+        return "\(stamp) pop3-login: Info: Disconnected (auth failed, 1 attempts in 2 secs): user=<x>, method=PLAIN, rip=\(ip), lip=127.0.0.1, session=<\(i)>\n"
+    }
+
+    static func address(_ i: Int) -> String { "2001:db8:\(String(i >> 16, radix: 16)):\(String(i & 0xffff, radix: 16))::1" }
+}
+
+func rssKiB() -> Int {
+    let status = (try? String(contentsOfFile: "/proc/self/status", encoding: .utf8)) ?? ""
+    let line = status.split(separator: "\n").first { $0.hasPrefix("VmRSS:") } ?? ""
+    return Int(line.split(separator: " ").dropFirst().first ?? "0") ?? 0
+}
+
+/// `portcullis-bench latency CONFIG [N]`: from appending one failure line to its address being in the kernel set,
+/// N times (one at a time); prints p50, p90, p99 and max.
+func latency(_ args: [String]) throws {
+    let n = args.count > 1 ? Int(args[1]) ?? 1000 : 1000
+    let rig = try BanRig(configDir: args.first ?? "config")
+    try rig.start()
+    defer { rig.stop() }
+    let out = open(rig.logPath, O_WRONLY | O_APPEND)
+    defer { close(out) }
+    var samples: [Double] = []
+    for i in 0..<n {
+        let ipText = BanRig.address(i)
+        let ip = IPAddress(ipText)!
+        let bytes = Array(BanRig.line(ipText, i).utf8)
+        let t0 = Clock.monotonic()
+        _ = bytes.withUnsafeBytes { write(out, $0.baseAddress, $0.count) }
+        // The manager marks the ban active only after the netlink transaction was acknowledged.
+        while !rig.manager.isBanned(jail: "dovecot", ip: ip) {
+            if Clock.monotonic() - t0 > 5 { throw Usage() }
+        }
+        samples.append((Clock.monotonic() - t0) * 1000)
+        usleep(2000)
+    }
+    samples.sort()
+    func pct(_ p: Double) -> Double { samples[min(samples.count - 1, Int(Double(samples.count) * p))] }
+    print(String(format: "ban latency over %d bans (failure line appended → element in the kernel set): p50 %.3f ms, p90 %.3f ms, p99 %.3f ms, max %.3f ms",
+                 n, pct(0.5), pct(0.9), pct(0.99), samples.last ?? 0))
+}
+
+/// `portcullis-bench bulk CONFIG [N]`: N distinct addresses fail once each (one log write of N lines); prints the
+/// time until all N are banned (store and kernel), the RSS then, and the time a restart takes to restore them.
+func bulk(_ args: [String]) throws {
+    let n = args.count > 1 ? Int(args[1]) ?? 100_000 : 100_000
+    let rig = try BanRig(configDir: args.first ?? "config")
+    try rig.start()
+    var text = ""
+    text.reserveCapacity(n * 160)
+    for i in 0..<n { text += BanRig.line(BanRig.address(i), i) }
+    let data = Array(text.utf8)
+    text = ""
+    let out = open(rig.logPath, O_WRONLY | O_APPEND)
+    let t0 = Clock.monotonic()
+    data.withUnsafeBytes { raw in
+        var off = 0
+        while off < raw.count { let w = write(out, raw.baseAddress! + off, raw.count - off); if w <= 0 { break }; off += w }
+    }
+    close(out)
+    var readAt: Double? = nil
+    while rig.manager.activeCount < n {
+        usleep(1000)
+        if readAt == nil && rig.runtime.counters.linesRead >= n { readAt = Clock.monotonic() - t0 }
+        if Clock.monotonic() - t0 > 120 { throw Usage() }
+    }
+    let banned = Clock.monotonic() - t0
+    if let readAt { print(String(format: "  (the jail had read and judged every line after %.2f s)", readAt)) }
+    let rss = rssKiB()
+    print(String(format: "%d distinct addresses banned (failure lines written → in the store and the kernel) in %.2f s (%.0f bans/s); RSS of the whole benchmark process then: %d MiB",
+                 n, banned, Double(n) / banned, rss / 1024))
+    // Restart: a new manager on the same store installs every ban in one transaction.
+    rig.runtime.stop()
+    rig.manager.stop(removeLayout: true)
+    let again = BanManager(store: rig.store, log: Logger(level: .error))
+    let t1 = Clock.monotonic()
+    try again.start([rig.setup])
+    let restored = Clock.monotonic() - t1
+    print(String(format: "restart: %d bans read from the store and installed in the kernel in %.2f s", again.bans.count, restored))
+    again.stop(removeLayout: true)
+    try? FileManager.default.removeItem(atPath: rig.dir)
 }
 
 /// `portcullis-bench nft-smoke`: installs a table with one jail and two bans (run it inside `unshare -n`).
@@ -80,6 +214,8 @@ do {
     switch args.first {
     case "live": try live(Array(args.dropFirst()))
     case "nft-smoke": try nftSmoke()
+    case "latency": try latency(Array(args.dropFirst()))
+    case "bulk": try bulk(Array(args.dropFirst()))
     default: throw Usage()
     }
 } catch {

@@ -80,7 +80,7 @@ final class TemporaryDirectory {
     func file(_ name: String, _ content: String) throws -> String {
         let path = url.appendingPathComponent(name)
         try FileManager.default.createDirectory(at: path.deletingLastPathComponent(), withIntermediateDirectories: true)
-        try content.write(to: path, atomically: true, encoding: .utf8)
+        try content.write(to: path, atomically: false, encoding: .utf8)
         return path.path
     }
 }

@@ -1,5 +1,7 @@
+import CFastScan
 import Foundation
 import Glibc
+import CFastScan
 
 /// Applies ban decisions and keeps bans until they end: every ban is committed to the store before it reaches the
 /// packet filter and before it is reported; expiry runs on a timer (the earliest end, from a heap), not by
@@ -9,12 +11,12 @@ public final class BanManager: @unchecked Sendable {
     // @unchecked: every mutable property is guarded by `lock` (the condition), except `thread`, set once in
     // `start` before the worker runs.
 
-    /// What one jail needs from the ban manager.
-    public struct JailSetup: Sendable {
-        public var definition: JailDefinition
-        public var policy: BanTimePolicy
-        public var firewall: any Firewall
-        public var rules: JailRules
+    /// What one jail needs from the ban manager (a class: it is handed around per decision).
+    public final class JailSetup: Sendable {
+        public let definition: JailDefinition
+        public let policy: BanTimePolicy
+        public let firewall: any Firewall
+        public let rules: JailRules
 
         public init(definition: JailDefinition, policy: BanTimePolicy, firewall: any Firewall, rules: JailRules) {
             self.definition = definition
@@ -35,10 +37,7 @@ public final class BanManager: @unchecked Sendable {
         public var expiresAt: Double? { banTime < 0 ? nil : bannedAt + banTime }
     }
 
-    struct Key: Hashable {
-        let jail: String
-        let ip: IPAddress
-    }
+    typealias Key = BanTable.Key
 
     public struct Stats: Sendable {
         public var bansTotal: [String: Int] = [:]
@@ -50,7 +49,7 @@ public final class BanManager: @unchecked Sendable {
     private let log: Logger
     private let lock = NSCondition()
     private var jails: [String: JailSetup] = [:]
-    private var active: [Key: ActiveBan] = [:]
+    private var active = BanTable()
     private var expiries = ExpiryHeap()
     private var pending: [BanDecision] = []
     private var stopping = false
@@ -71,12 +70,14 @@ public final class BanManager: @unchecked Sendable {
 
     /// Loads the bans in force from the store and installs every backend's layout with them, atomically.
     public func start(_ setups: [JailSetup], now: Double = Clock.now()) throws {
-        let restored = try store?.activeBans(now: now) ?? []
+        let restored = try store?.activeBanSummaries(now: now) ?? []
         lock.lock()
+        active.reserveCapacity(restored.count)
         for b in restored {
-            let a = ActiveBan(jail: b.jail, ip: b.ip, bannedAt: b.bannedAt, banTime: b.banTime, banCount: b.banCount, failures: b.failures)
-            active[Key(jail: b.jail, ip: b.ip)] = a
-            if let end = a.expiresAt { expiries.push(end, Key(jail: b.jail, ip: b.ip)) }
+            let key = active.key(b.jail, b.ip)
+            let v = BanTable.Value(bannedAt: b.bannedAt, banTime: b.banTime, banCount: UInt32(clamping: b.banCount), failures: UInt32(clamping: b.failures))
+            active[key] = v
+            if let end = v.expiresAt { expiries.push(end, key) }
         }
         lock.unlock()
         try install(setups, now: now)
@@ -92,7 +93,7 @@ public final class BanManager: @unchecked Sendable {
     public func install(_ setups: [JailSetup], now: Double = Clock.now()) throws {
         lock.lock()
         jails = Dictionary(uniqueKeysWithValues: setups.map { ($0.definition.name, $0) })
-        let current = Array(active.values)
+        let current = active.all()
         lock.unlock()
         // One install per backend object (the nftables backend is shared by every nftables jail).
         var backends: [ObjectIdentifier: (any Firewall, [JailRules])] = [:]
@@ -148,11 +149,18 @@ public final class BanManager: @unchecked Sendable {
 
     // MARK: queries
 
-    public var bans: [ActiveBan] { lock.withLock { Array(active.values) } }
-    public func bans(of ip: IPAddress) -> [ActiveBan] { lock.withLock { active.values.filter { $0.ip == ip } } }
-    public func isBanned(jail: String, ip: IPAddress) -> Bool { lock.withLock { active[Key(jail: jail, ip: ip)] != nil } }
+    public var bans: [ActiveBan] { lock.withLock { active.all() } }
+    public var activeCount: Int { lock.withLock { active.count } }
+    public func bans(of ip: IPAddress) -> [ActiveBan] {
+        lock.withLock { active.jailNames.compactMap { j in active.existingKey(j, ip).flatMap { k in active[k].map { active.ban(k, $0) } } } }
+    }
+    public func isBanned(jail: String, ip: IPAddress) -> Bool {
+        lock.withLock { active.existingKey(jail, ip).map { active[$0] != nil } ?? false }
+    }
     public var statistics: Stats { lock.withLock { stats } }
-    public func activeCount(jail: String) -> Int { lock.withLock { active.values.lazy.filter { $0.jail == jail }.count } }
+    public func activeCount(jail: String) -> Int {
+        lock.withLock { active.bans { active.jail(of: $0) == jail }.count }
+    }
 
     // MARK: manual changes
 
@@ -171,8 +179,7 @@ public final class BanManager: @unchecked Sendable {
     @discardableResult
     public func unban(jail: String, ip: IPAddress, now: Double = Clock.now()) throws -> Bool {
         lock.lock()
-        let key = Key(jail: jail, ip: ip)
-        guard active[key] != nil else { lock.unlock(); return false }
+        guard let key = active.existingKey(jail, ip), active[key] != nil else { lock.unlock(); return false }
         let firewall = jails[jail]?.firewall
         lock.unlock()
         try store?.remove([(jail, ip)])
@@ -200,7 +207,7 @@ public final class BanManager: @unchecked Sendable {
         let decision = BanDecision(jail: jail, ip: ip, time: now, failures: 0, matches: [], banTimeOverride: banTime, reason: "by request")
         submit(decision)
         _ = drain()
-        guard let b = lock.withLock({ active[Key(jail: jail, ip: ip)] }) else {
+        guard let b = lock.withLock({ active.existingKey(jail, ip).flatMap { k in active[k].map { active.ban(k, $0) } } }) else {
             throw ManualError.failed("the ban of \(ip) in \(jail) was not applied (see the log)")
         }
         return b
@@ -222,15 +229,19 @@ public final class BanManager: @unchecked Sendable {
             let batch = pending
             pending = []
             let now = Clock.now()
-            var due: [Key] = []
+            var due: [(Key, String, IPAddress)] = []
             while let (end, key) = expiries.popIfDue(now) {
                 // Stale heap entries (re-banned or lifted since) are skipped.
-                if let a = active[key], let e = a.expiresAt, e <= now, e == end { due.append(key) }
+                if let a = active[key], let e = a.expiresAt, e <= now, e == end { due.append((key, active.jail(of: key), active.ip(of: key))) }
             }
             let done = stopping && pending.isEmpty
             lock.unlock()
             if !batch.isEmpty { apply(batch, now: now) }
             if !due.isEmpty { expire(due, now: now) }
+            if batch.count >= 1000 && pending.isEmpty {
+                // A storm leaves its decisions' memory (log lines) in malloc's free lists: give it back.
+                pc_malloc_trim()
+            }
             lock.lock()
             processedCount += batch.count
             lock.broadcast()
@@ -243,24 +254,36 @@ public final class BanManager: @unchecked Sendable {
 
     private func apply(_ decisions: [BanDecision], now: Double) {
         var fresh: [(StoredBan, JailSetup, String)] = []
+        // One look at the shared state for the whole batch.
+        let (setups, keys, already): ([String: JailSetup], [Key], Set<Key>) = lock.withLock {
+            var found = Set<Key>()
+            var keys: [Key] = []
+            keys.reserveCapacity(decisions.count)
+            for d in decisions {
+                let k = active.key(d.jail, d.ip)
+                keys.append(k)
+                if active[k] != nil { found.insert(k) }
+            }
+            active.reserveCapacity(active.count + decisions.count)
+            return (jails, keys, found)
+        }
         var seen = Set<Key>()
-        for d in decisions {
-            let key = Key(jail: d.jail, ip: d.ip)
-            let (setup, already) = lock.withLock { (jails[d.jail], active[key] != nil) }
+        for (d, key) in zip(decisions, keys) {
+            let setup = setups[d.jail]
+            let already = already.contains(key)
             guard let setup else { log.warning("[\(d.jail)] ban of \(d.ip) dropped: the jail is not running"); continue }
             if already || seen.contains(key) {
                 log.notice("[\(d.jail)] \(d.ip) already banned")
                 continue
             }
             seen.insert(key)
+            // Only bantime.increment needs the history before the ban (the store counts bans as it records them).
             var previous = 0
-            var jailCount = 0
-            if let store {
-                jailCount = (try? store.previousBanCount(ip: d.ip, jail: d.jail, since: 0)) ?? 0
-                previous = setup.definition.increment.overallJails ? ((try? store.previousBanCount(ip: d.ip, jail: nil, since: 0)) ?? 0) : jailCount
+            if let store, setup.definition.increment.enabled {
+                previous = (try? store.previousBanCount(ip: d.ip, jail: setup.definition.increment.overallJails ? nil : d.jail, since: 0)) ?? 0
             }
             let banTime = d.banTimeOverride ?? setup.policy.banTime(previousBans: previous)
-            let ban = StoredBan(jail: d.jail, ip: d.ip, bannedAt: now, banTime: banTime, banCount: jailCount + 1,
+            let ban = StoredBan(jail: d.jail, ip: d.ip, bannedAt: now, banTime: banTime, banCount: 1,
                                 failures: d.failures, matches: d.matches)
             var reason = d.reason ?? "\(d.failures) failure\(d.failures == 1 ? "" : "s") within \(Duration.describe(setup.definition.findTime))"
             if previous > 0 && setup.definition.increment.enabled && d.banTimeOverride == nil {
@@ -271,7 +294,10 @@ public final class BanManager: @unchecked Sendable {
         guard !fresh.isEmpty else { return }
         // 1. The store: a ban exists once it is on disk.
         do {
-            try store?.record(fresh.map(\.0))
+            if let store {
+                let recorded = try store.record(fresh.map(\.0))
+                for i in fresh.indices { fresh[i].0 = recorded[i] }
+            }
         } catch {
             lock.withLock { stats.failedBans += fresh.count }
             log.error("recording \(fresh.count) ban(s) failed, none applied: \(error)")
@@ -293,8 +319,8 @@ public final class BanManager: @unchecked Sendable {
         // 3. In force, and reported.
         lock.lock()
         for (ban, setup, _) in fresh {
-            let key = Key(jail: ban.jail, ip: ban.ip)
-            active[key] = ActiveBan(jail: ban.jail, ip: ban.ip, bannedAt: ban.bannedAt, banTime: ban.banTime, banCount: ban.banCount, failures: ban.failures)
+            let key = active.key(ban.jail, ban.ip)
+            active[key] = BanTable.Value(bannedAt: ban.bannedAt, banTime: ban.banTime, banCount: UInt32(clamping: ban.banCount), failures: UInt32(clamping: ban.failures))
             if let end = ban.expiresAt { expiries.push(end, key) }
             if !failedBackends.contains(ObjectIdentifier(setup.firewall)) { stats.bansTotal[ban.jail, default: 0] += 1 }
         }
@@ -305,13 +331,13 @@ public final class BanManager: @unchecked Sendable {
         }
     }
 
-    private func expire(_ keys: [Key], now: Double) {
-        let list = keys.map { (jail: $0.jail, ip: $0.ip) }
+    private func expire(_ due: [(Key, String, IPAddress)], now: Double) {
+        let list = due.map { (jail: $0.1, ip: $0.2) }
         do { try store?.remove(list) } catch { log.error("removing \(list.count) expired ban(s) from the store failed: \(error)") }
         var byBackend: [ObjectIdentifier: (any Firewall, [(jail: String, ip: IPAddress)])] = [:]
         lock.lock()
-        for k in keys {
-            if let fw = jails[k.jail]?.firewall { byBackend[ObjectIdentifier(fw), default: (fw, [])].1.append((k.jail, k.ip)) }
+        for (_, jail, ip) in due {
+            if let fw = jails[jail]?.firewall { byBackend[ObjectIdentifier(fw), default: (fw, [])].1.append((jail, ip)) }
         }
         lock.unlock()
         for (_, (fw, entries)) in byBackend {
@@ -319,12 +345,12 @@ public final class BanManager: @unchecked Sendable {
             do { try fw.remove(entries) } catch { log.error("removing \(entries.count) expired ban(s) failed: \(error)") }
         }
         lock.lock()
-        for k in keys {
+        for (k, jail, _) in due {
             active[k] = nil
-            stats.unbansTotal[k.jail, default: 0] += 1
+            stats.unbansTotal[jail, default: 0] += 1
         }
         lock.unlock()
-        for k in keys { log.notice("[\(k.jail)] Unban \(k.ip) (ban time over)") }
+        for (_, jail, ip) in due { log.notice("[\(jail)] Unban \(ip) (ban time over)") }
     }
 }
 

@@ -27,7 +27,7 @@ public struct BanTimePolicy: Sendable {
     }
 
     /// The ban time for an address banned `previousBans` times before (0: first ban).
-    public func banTime(previousBans: Int, random: Double = Double.random(in: 0..<1)) -> Double {
+    public func banTime(previousBans: Int, random: Double? = nil) -> Double {
         guard increment.enabled, base > 0, previousBans > 0 else { return base }
         var t: Double
         if !increment.multipliers.isEmpty {
@@ -38,7 +38,7 @@ public struct BanTimePolicy: Sendable {
             t = max(base, value ?? base)
         }
         if let cap = increment.maxTime, cap > 0 { t = min(t, cap) }
-        if let rnd = increment.randomTime, rnd > 0 { t += random * rnd }
+        if let rnd = increment.randomTime, rnd > 0 { t += (random ?? Double.random(in: 0..<1)) * rnd }
         return t
     }
 }

@@ -7,6 +7,12 @@ public struct PortRange: Sendable, Equatable, CustomStringConvertible {
     /// As written in the configuration (`pop3`, `465`, `1000:2000`).
     public var name: String
 
+    public init(first: UInt16, last: UInt16, name: String) {
+        self.first = first
+        self.last = last
+        self.name = name
+    }
+
     public var description: String { first == last ? "\(first)" : "\(first)-\(last)" }
 
     public func contains(_ port: UInt16) -> Bool { port >= first && port <= last }

@@ -1,3 +1,4 @@
+import CFastScan
 import Foundation
 import Synchronization
 
@@ -144,6 +145,8 @@ public final class Daemon: @unchecked Sendable {
         var positions: [LogPosition] = []
         for runtime in jails.values { positions += runtime.positions }
         do { try store?.savePositions(positions, now: now) } catch { log.error("saving log positions failed: \(error)") }
+        // Bursts (a ban storm, a long backlog) leave memory in malloc's free lists: hand it back.
+        pc_malloc_trim()
         if now - lastPurge > 3600 {
             lastPurge = now
             do { try store?.purge(now: now, age: settings.dbPurgeAge) } catch { log.error("purging the database failed: \(error)") }

@@ -29,6 +29,25 @@ public enum IPAddress: Hashable, Sendable, Comparable, CustomStringConvertible {
         }
     }
 
+    /// Parses a NUL-terminated address without making a `String`.
+    init?(cString s: UnsafePointer<CChar>) {
+        if strchr(s, 58) != nil {  // ':'
+            var a = in6_addr()
+            guard inet_pton(AF_INET6, s, &a) == 1 else { return nil }
+            let (hi, lo) = withUnsafeBytes(of: a) { b -> (UInt64, UInt64) in
+                var hi: UInt64 = 0, lo: UInt64 = 0
+                for i in 0..<8 { hi = hi << 8 | UInt64(b[i]) }
+                for i in 8..<16 { lo = lo << 8 | UInt64(b[i]) }
+                return (hi, lo)
+            }
+            self = hi == 0 && lo >> 32 == 0xffff ? .v4(UInt32(truncatingIfNeeded: lo)) : .v6(hi, lo)
+        } else {
+            var a = in_addr()
+            guard inet_pton(AF_INET, s, &a) == 1 else { return nil }
+            self = .v4(UInt32(bigEndian: a.s_addr))
+        }
+    }
+
     public var isIPv4: Bool { if case .v4 = self { return true } else { return false } }
 
     /// Network-order bytes (4 or 16).

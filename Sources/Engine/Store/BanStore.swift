@@ -124,6 +124,25 @@ public final class BanStore: @unchecked Sendable {
         }
     }
 
+    /// Bans in force, without their matched lines: what a restart needs, read without building rows.
+    public func activeBanSummaries(now: Double) throws -> [StoredBan] {
+        try withDB { db in
+            let s = try db.prepare("SELECT jail, ip, banned_at, ban_time, ban_count, failures FROM bans WHERE ban_time < 0 OR banned_at + ban_time > ?")
+            s.bind([.double(now)])
+            var result: [StoredBan] = []
+            var jailNames: [String: String] = [:]
+            while try s.step() {
+                guard let ip = s.ipAddress(1) else { continue }
+                let rawJail = s.text(0)
+                // Jail names repeat: share one String per name.
+                let jail = jailNames[rawJail] ?? { jailNames[rawJail] = rawJail; return rawJail }()
+                result.append(StoredBan(jail: jail, ip: ip, bannedAt: s.double(2), banTime: s.double(3), banCount: s.int(4),
+                                        failures: s.int(5), matches: []))
+            }
+            return result
+        }
+    }
+
     public func ban(jail: String, ip: IPAddress) throws -> StoredBan? {
         try withDB { db in
             try db.prepare("SELECT jail, ip, banned_at, ban_time, ban_count, failures, matches FROM bans WHERE jail = ? AND ip = ?")
@@ -152,21 +171,32 @@ public final class BanStore: @unchecked Sendable {
     }
 
     /// Records new bans (and their history) in one transaction. When this returns, the bans are on disk.
-    public func record(_ bans: [StoredBan]) throws {
-        guard !bans.isEmpty else { return }
-        try withDB { db in
+    /// Each ban's `banCount` is set from the history (previous bans in its jail, plus this one); the bans are
+    /// returned with it.
+    @discardableResult
+    public func record(_ bans: [StoredBan]) throws -> [StoredBan] {
+        guard !bans.isEmpty else { return [] }
+        return try withDB { db in
             try db.transaction {
                 let insert = try db.prepare("INSERT OR REPLACE INTO bans (jail, ip, banned_at, ban_time, ban_count, failures, matches) VALUES (?, ?, ?, ?, ?, ?, ?)")
                 let history = try db.prepare("""
-                    INSERT INTO ban_history (jail, ip, ban_count, last_banned_at, last_ban_time) VALUES (?, ?, ?, ?, ?)
-                    ON CONFLICT (jail, ip) DO UPDATE SET ban_count = excluded.ban_count,
+                    INSERT INTO ban_history (jail, ip, ban_count, last_banned_at, last_ban_time) VALUES (?, ?, 1, ?, ?)
+                    ON CONFLICT (jail, ip) DO UPDATE SET ban_count = ban_count + 1,
                         last_banned_at = excluded.last_banned_at, last_ban_time = excluded.last_ban_time
+                    RETURNING ban_count
                     """)
-                for b in bans {
-                    try insert.run([.text(b.jail), .text(b.ip.description), .double(b.bannedAt), .double(b.banTime),
+                var result: [StoredBan] = []
+                result.reserveCapacity(bans.count)
+                for var b in bans {
+                    let ip = b.ip.description
+                    b.banCount = try history.firstInt([.text(b.jail), .text(ip), .double(b.bannedAt), .double(b.banTime)]) ?? 1
+                    // Finish the RETURNING statement before the next one runs.
+                    while try history.step() {}
+                    try insert.run([.text(b.jail), .text(ip), .double(b.bannedAt), .double(b.banTime),
                                     .int(b.banCount), .int(b.failures), .text(b.matches.joined(separator: "\n"))])
-                    try history.run([.text(b.jail), .text(b.ip.description), .int(b.banCount), .double(b.bannedAt), .double(b.banTime)])
+                    result.append(b)
                 }
+                return result
             }
         }
     }

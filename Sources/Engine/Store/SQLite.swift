@@ -32,7 +32,10 @@ final class SQLiteDatabase {
         sqlite3_busy_timeout(db, 5000)
     }
 
-    deinit { sqlite3_close_v2(handle) }
+    deinit {
+        cache = [:]
+        sqlite3_close_v2(handle)
+    }
 
     func error(_ rc: Int32, _ sql: String?) -> SQLiteError {
         SQLiteError(resultCode: rc, message: String(cString: sqlite3_errmsg(handle)), sql: sql)
@@ -43,7 +46,17 @@ final class SQLiteDatabase {
         guard rc == SQLITE_OK else { throw error(rc, sql) }
     }
 
+    private var cache: [String: Statement] = [:]
+
+    /// A prepared statement for `sql`, compiled once and reused (the connection is used by one thread at a time).
     func prepare(_ sql: String) throws(SQLiteError) -> Statement {
+        if let s = cache[sql] { return s }
+        let s = try compile(sql)
+        cache[sql] = s
+        return s
+    }
+
+    func compile(_ sql: String) throws(SQLiteError) -> Statement {
         var stmt: OpaquePointer? = nil
         let rc = sqlite3_prepare_v2(handle, sql, -1, &stmt, nil)
         guard rc == SQLITE_OK, let stmt else { throw error(rc, sql) }
@@ -64,14 +77,15 @@ final class SQLiteDatabase {
     }
 
     var userVersion: Int {
-        get { (try? prepare("PRAGMA user_version").firstInt()) ?? 0 }
+        get { (try? compile("PRAGMA user_version").firstInt()) ?? 0 }
     }
 }
 
 /// A prepared statement; finalized when released. The corresponding C type is `sqlite3_stmt`.
 final class Statement {
     let handle: OpaquePointer
-    let database: SQLiteDatabase
+    // unowned: the database owns its cached statements and outlives them.
+    unowned let database: SQLiteDatabase
     let sql: String
 
     init(_ handle: OpaquePointer, database: SQLiteDatabase, sql: String) {
@@ -126,6 +140,18 @@ final class Statement {
         bind(values)
         guard try step() else { return nil }
         return Int(sqlite3_column_int64(handle, 0))
+    }
+
+    // Column readers for the current row (fast paths that build no `Row`).
+    func text(_ i: Int32) -> String {
+        guard let p = sqlite3_column_text(handle, i) else { return "" }
+        return String(cString: p)
+    }
+    func double(_ i: Int32) -> Double { sqlite3_column_double(handle, i) }
+    func int(_ i: Int32) -> Int { Int(sqlite3_column_int64(handle, i)) }
+    func ipAddress(_ i: Int32) -> IPAddress? {
+        guard let p = sqlite3_column_text(handle, i) else { return nil }
+        return p.withMemoryRebound(to: CChar.self, capacity: 1) { IPAddress(cString: $0) }
     }
 
     struct Row {

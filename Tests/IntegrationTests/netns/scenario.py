@@ -7,6 +7,7 @@ The script refuses to run unless it sees a fresh namespace (only a loopback inte
 that it can never change the host's packet filter. Traffic goes only to loopback addresses; other addresses
 appear only as text in log lines (documentation ranges). Exit status 0 means the scenario passed.
 """
+import atexit
 import json
 import os
 import shutil
@@ -73,8 +74,21 @@ class Tree:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+DAEMONS = []
+
+
+@atexit.register
+def kill_daemons():
+    # A failed scenario must not leave a daemon running in its namespace.
+    for d in DAEMONS:
+        if d.proc.poll() is None:
+            d.proc.kill()
+            d.proc.wait()
+
+
 class Daemon:
     def __init__(self, binary, tree, wrapper=()):
+        DAEMONS.append(self)
         self.err_path = os.path.join(tree.dir, "stderr-%d.log" % time.time_ns())
         self.err = open(self.err_path, "w")
         self.proc = subprocess.Popen(list(wrapper) + [binary, "serve", "--config", tree.conf], stderr=self.err,
