@@ -175,8 +175,14 @@ func bulk(_ args: [String]) throws {
     }
     close(out)
     var readAt: Double? = nil
+    var lastReport = 0.0
+    let verbose = getenv("PORTCULLIS_BENCH_TRACE") != nil
     while rig.manager.activeCount < n {
         usleep(1000)
+        if verbose && Clock.monotonic() - t0 - lastReport > 0.2 {
+            lastReport = Clock.monotonic() - t0
+            print(String(format: "  t=%.2f s: lines %d, bans %d", lastReport, rig.runtime.counters.linesRead, rig.manager.activeCount))
+        }
         if readAt == nil && rig.runtime.counters.linesRead >= n { readAt = Clock.monotonic() - t0 }
         if Clock.monotonic() - t0 > 120 { throw Usage() }
     }

@@ -45,6 +45,8 @@ public final class BanManager: @unchecked Sendable {
         public var failedBans = 0
     }
 
+    /// PORTCULLIS_TRACE_BANS=1 logs how long each batch's steps took.
+    static let trace = getenv("PORTCULLIS_TRACE_BANS") != nil
     private let store: BanStore?
     private let log: Logger
     private let lock = NSCondition()
@@ -253,6 +255,8 @@ public final class BanManager: @unchecked Sendable {
     }
 
     private func apply(_ decisions: [BanDecision], now: Double) {
+        let tStart = Clock.monotonic()
+        defer { if BanManager.trace { log.error(String(format: "trace: batch of %d decisions in %.3f s", decisions.count, Clock.monotonic() - tStart)) } }
         var fresh: [(StoredBan, JailSetup, String)] = []
         // One look at the shared state for the whole batch.
         let (setups, keys, already): ([String: JailSetup], [Key], Set<Key>) = lock.withLock {
@@ -292,6 +296,7 @@ public final class BanManager: @unchecked Sendable {
             fresh.append((ban, setup, reason))
         }
         guard !fresh.isEmpty else { return }
+        let tPrepared = Clock.monotonic()
         // 1. The store: a ban exists once it is on disk.
         do {
             if let store {
@@ -303,6 +308,7 @@ public final class BanManager: @unchecked Sendable {
             log.error("recording \(fresh.count) ban(s) failed, none applied: \(error)")
             return
         }
+        let tStored = Clock.monotonic()
         // 2. The packet filters, one transaction per backend.
         var byBackend: [ObjectIdentifier: (any Firewall, [BanEntry])] = [:]
         for (ban, setup, _) in fresh {
@@ -316,6 +322,7 @@ public final class BanManager: @unchecked Sendable {
                 log.error("applying \(entries.count) ban(s) failed: \(error) (they stay in the store and are applied at the next start)")
             }
         }
+        let tApplied = Clock.monotonic()
         // 3. In force, and reported.
         lock.lock()
         for (ban, setup, _) in fresh {
@@ -325,6 +332,11 @@ public final class BanManager: @unchecked Sendable {
             if !failedBackends.contains(ObjectIdentifier(setup.firewall)) { stats.bansTotal[ban.jail, default: 0] += 1 }
         }
         lock.unlock()
+        if BanManager.trace {
+            let end = Clock.monotonic()
+            log.error(String(format: "trace: %d bans: store %.3f s, packet filter %.3f s, table %.3f s", fresh.count,
+                             tStored - tPrepared, tApplied - tStored, end - tApplied))
+        }
         for (ban, setup, reason) in fresh where !failedBackends.contains(ObjectIdentifier(setup.firewall)) {
             let dry = setup.firewall is DryRunFirewall ? " (dry-run: packet filter untouched)" : ""
             log.notice("[\(ban.jail)] Ban \(ban.ip) for \(ban.banTime < 0 ? "ever" : Duration.describe(ban.banTime)): \(reason)\(dry)")

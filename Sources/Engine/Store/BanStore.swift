@@ -58,16 +58,15 @@ public final class BanStore: @unchecked Sendable {
             failures INTEGER NOT NULL DEFAULT 0,
             matches TEXT NOT NULL DEFAULT '',
             PRIMARY KEY (jail, ip)
-        );
+        ) WITHOUT ROWID;
         CREATE TABLE ban_history (
-            jail TEXT NOT NULL,
             ip TEXT NOT NULL,
+            jail TEXT NOT NULL,
             ban_count INTEGER NOT NULL,
             last_banned_at REAL NOT NULL,
             last_ban_time REAL NOT NULL,
-            PRIMARY KEY (jail, ip)
-        );
-        CREATE INDEX ban_history_ip ON ban_history (ip);
+            PRIMARY KEY (ip, jail)
+        ) WITHOUT ROWID;
         CREATE TABLE log_positions (
             jail TEXT NOT NULL,
             path TEXT NOT NULL,
@@ -89,6 +88,8 @@ public final class BanStore: @unchecked Sendable {
         try database.execute("PRAGMA journal_mode = WAL")
         try database.execute("PRAGMA synchronous = NORMAL")
         try database.execute("PRAGMA foreign_keys = ON")
+        // Room for a storm's worth of pages in one transaction (4 MiB).
+        try database.execute("PRAGMA cache_size = -4096")
         let version = database.userVersion
         guard version <= BanStore.migrations.count else {
             throw SQLiteError(resultCode: 0, message: "\(path) has schema version \(version), newer than this Portcullis knows (\(BanStore.migrations.count))", sql: nil)
@@ -162,8 +163,8 @@ public final class BanStore: @unchecked Sendable {
     public func previousBanCount(ip: IPAddress, jail: String?, since: Double) throws -> Int {
         try withDB { db in
             if let jail {
-                return try db.prepare("SELECT ban_count FROM ban_history WHERE jail = ? AND ip = ? AND last_banned_at > ?")
-                    .firstInt([.text(jail), .text(ip.description), .double(since)]) ?? 0
+                return try db.prepare("SELECT ban_count FROM ban_history WHERE ip = ? AND jail = ? AND last_banned_at > ?")
+                    .firstInt([.text(ip.description), .text(jail), .double(since)]) ?? 0
             }
             return try db.prepare("SELECT COALESCE(SUM(ban_count), 0) FROM ban_history WHERE ip = ? AND last_banned_at > ?")
                 .firstInt([.text(ip.description), .double(since)]) ?? 0
@@ -180,8 +181,8 @@ public final class BanStore: @unchecked Sendable {
             try db.transaction {
                 let insert = try db.prepare("INSERT OR REPLACE INTO bans (jail, ip, banned_at, ban_time, ban_count, failures, matches) VALUES (?, ?, ?, ?, ?, ?, ?)")
                 let history = try db.prepare("""
-                    INSERT INTO ban_history (jail, ip, ban_count, last_banned_at, last_ban_time) VALUES (?, ?, 1, ?, ?)
-                    ON CONFLICT (jail, ip) DO UPDATE SET ban_count = ban_count + 1,
+                    INSERT INTO ban_history (ip, jail, ban_count, last_banned_at, last_ban_time) VALUES (?, ?, 1, ?, ?)
+                    ON CONFLICT (ip, jail) DO UPDATE SET ban_count = ban_count + 1,
                         last_banned_at = excluded.last_banned_at, last_ban_time = excluded.last_ban_time
                     RETURNING ban_count
                     """)
@@ -189,11 +190,15 @@ public final class BanStore: @unchecked Sendable {
                 result.reserveCapacity(bans.count)
                 for var b in bans {
                     let ip = b.ip.description
-                    b.banCount = try history.firstInt([.text(b.jail), .text(ip), .double(b.bannedAt), .double(b.banTime)]) ?? 1
+                    history.reset()
+                    history.bind(1, ip); history.bind(2, b.jail); history.bind(3, b.bannedAt); history.bind(4, b.banTime)
+                    b.banCount = try history.step() ? history.int(0) : 1
                     // Finish the RETURNING statement before the next one runs.
                     while try history.step() {}
-                    try insert.run([.text(b.jail), .text(ip), .double(b.bannedAt), .double(b.banTime),
-                                    .int(b.banCount), .int(b.failures), .text(b.matches.joined(separator: "\n"))])
+                    insert.reset()
+                    insert.bind(1, b.jail); insert.bind(2, ip); insert.bind(3, b.bannedAt); insert.bind(4, b.banTime)
+                    insert.bind(5, b.banCount); insert.bind(6, b.failures); insert.bind(7, b.matches.joined(separator: "\n"))
+                    while try insert.step() {}
                     result.append(b)
                 }
                 return result

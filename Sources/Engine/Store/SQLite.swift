@@ -116,6 +116,14 @@ final class Statement {
         return self
     }
 
+    // Binding without building arrays (the per-ban path). Indexes start at 1, as in SQLite.
+    func reset() {
+        sqlite3_reset(handle)
+    }
+    func bind(_ i: Int32, _ s: String) { sqlite3_bind_text(handle, i, s, -1, csqlite_transient()) }
+    func bind(_ i: Int32, _ d: Double) { sqlite3_bind_double(handle, i, d) }
+    func bind(_ i: Int32, _ n: Int) { sqlite3_bind_int64(handle, i, Int64(n)) }
+
     /// Steps once; true while there is a row.
     func step() throws(SQLiteError) -> Bool {
         let rc = sqlite3_step(handle)
