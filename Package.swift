@@ -39,10 +39,19 @@ let package = Package(
             // cost ~15% there. Debug builds (and so the tests) keep them on.
             swiftSettings: swiftSettings + [.unsafeFlags(["-enforce-exclusivity=unchecked"], .when(configuration: .release))]
         ),
+        // epoll, eventfd and accept4, which Swift's Glibc module does not export.
+        .target(name: "CServerSupport"),
+        // The admin API: an HTTP/1.1 server on POSIX sockets (no server framework) and the JSON endpoints.
+        .target(
+            name: "Server",
+            dependencies: ["Engine", "CServerSupport"],
+            swiftSettings: swiftSettings
+        ),
         .executableTarget(
             name: "portcullis",
             dependencies: [
                 "Engine",
+                "Server",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: swiftSettings
@@ -56,6 +65,11 @@ let package = Package(
         .testTarget(
             name: "EngineTests",
             dependencies: ["Engine"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "ServerTests",
+            dependencies: ["Server", "Engine"],
             swiftSettings: swiftSettings
         ),
         // Runs the built `portcullis` binary (hence the dependency on the executable target).

@@ -43,7 +43,7 @@ write_failures "$work/mail.log" "$bans" 2001:db8
 cp -r config "$work/conf"
 printf '[dovecot]\nenabled = true\nlogpath = %s\nmaxretry = 1\nbantime = 1h\nfindtime = 1h\nport = 1100\n' \
   "$work/mail.log" > "$work/conf/jail.d/bench.local"
-printf '[Definition]\ndbfile = %s/db.sqlite3\nloglevel = WARNING\n' "$work" > "$work/conf/portcullis.local"
+printf '[Definition]\ndbfile = %s/db.sqlite3\nloglevel = WARNING\n[api]\nlisten =\nsocket = %s/api.sock\n' "$work" "$work" > "$work/conf/portcullis.local"
 unshare -n bash -c "ip link set lo up
   $root/.build/release/portcullis serve --config $work/conf 2>$work/serve.log &
   pid=\$!

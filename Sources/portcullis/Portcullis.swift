@@ -8,8 +8,25 @@ struct Portcullis: ParsableCommand {
         commandName: "portcullis",
         abstract: "A fail2ban-compatible intrusion-prevention daemon.",
         version: PortcullisVersion.string,
-        subcommands: [ServeCommand.self, CheckCommand.self, RegexCommand.self]
+        subcommands: [ServeCommand.self, CheckCommand.self, RegexCommand.self, StatusCommand.self, SetCommand.self,
+                      UnbanCommand.self, BansCommand.self, ReloadCommand.self]
     )
+
+    /// As ArgumentParser's, but a usage error exits with 2 (fail2ban-client's habit and the documented code)
+    /// rather than 64.
+    static func main() {
+        do {
+            var command = try parseAsRoot()
+            try command.run()
+        } catch {
+            let code = exitCode(for: error)
+            if code == .validationFailure {
+                FileHandle.standardError.write(Data((fullMessage(for: error) + "\n").utf8))
+                Foundation.exit(2)
+            }
+            exit(withError: error)
+        }
+    }
 }
 
 /// Options every command that reads the configuration tree shares.

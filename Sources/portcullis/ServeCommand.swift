@@ -1,7 +1,9 @@
 import ArgumentParser
+import Dispatch
 import Engine
 import Foundation
 import Glibc
+import Server
 
 struct ServeCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -28,18 +30,30 @@ struct ServeCommand: ParsableCommand {
             daemon.stop()
             throw ExitCode(1)
         }
+        // Reloads, periodic work and the API's changes run here one at a time: the daemon's state has one writer.
+        let control = DispatchQueue(label: "portcullis.control")
+        let api: AdminServer
+        do {
+            api = try AdminServer(daemon: daemon, settings: daemon.settings.api, control: control, log: log)
+        } catch {
+            log.critical("\(error)")
+            daemon.stop()
+            throw ExitCode(1)
+        }
         while true {
             guard let s = Signals.wait(timeout: 5) else {
-                daemon.periodic()
+                control.sync { daemon.periodic() }
                 continue
             }
             if s == SIGHUP {
                 log.notice("SIGHUP: reloading the configuration")
-                daemon.reload()
+                control.sync { _ = daemon.reload() }
                 continue
             }
             log.notice("\(Signals.name(s)): stopping")
-            daemon.stop()
+            // Requests in flight finish first (a ban being committed is answered), then the jails stop.
+            api.stop()
+            control.sync { daemon.stop() }
             log.notice("Portcullis stopped")
             return
         }

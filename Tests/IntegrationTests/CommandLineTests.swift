@@ -64,7 +64,7 @@ struct CommandLineTests {
         try FileManager.default.removeItem(at: dir.url)
         try FileManager.default.copyItem(atPath: Self.config, toPath: dir.url.path)
         _ = try dir.file("mail.log", "")
-        _ = try dir.file("portcullis.local", "[Definition]\ndbfile = \(dir.url.path)/portcullis.sqlite3\n")
+        _ = try dir.file("portcullis.local", "[Definition]\ndbfile = \(dir.url.path)/portcullis.sqlite3\n[api]\nlisten = 127.0.0.1:0\nsocket = \(dir.url.path)/api.sock\n")
         _ = try dir.file("jail.d/test.local", """
             [dovecot]
             enabled = true

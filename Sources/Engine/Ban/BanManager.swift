@@ -161,7 +161,31 @@ public final class BanManager: @unchecked Sendable {
     }
     public var statistics: Stats { lock.withLock { stats } }
     public func activeCount(jail: String) -> Int {
-        lock.withLock { active.bans { active.jail(of: $0) == jail }.count }
+        lock.withLock { active.count(jail: jail) }
+    }
+
+    /// One page of the bans in force, in the order they were made (stable across pages: bans made meanwhile
+    /// come at the end). `cursor` is what the previous page returned as `next`; nil starts at the beginning.
+    public struct Page: Sendable {
+        public let bans: [ActiveBan]
+        public let next: String?
+    }
+
+    public struct BadCursor: Error {}
+
+    /// The addresses banned in one jail, in ban order.
+    public func bannedAddresses(jail: String) -> [IPAddress] {
+        lock.withLock { active.page(after: 0, limit: Int.max, jail: jail).bans.map(\.ip) }
+    }
+
+    public func page(cursor: String?, limit: Int, jail: String? = nil) throws(BadCursor) -> Page {
+        var after: UInt64 = 0
+        if let cursor {
+            guard let s = BanTable.seq(cursor: cursor) else { throw BadCursor() }
+            after = s
+        }
+        let (bans, next) = lock.withLock { active.page(after: after, limit: limit, jail: jail) }
+        return Page(bans: bans, next: next.map(BanTable.cursor))
     }
 
     // MARK: manual changes

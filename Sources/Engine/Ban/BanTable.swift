@@ -14,6 +14,8 @@ struct BanTable {
         var banTime: Double
         var banCount: UInt32
         var failures: UInt32
+        /// Position in `order`, assigned when stored: the stable order of listings (newest ban last).
+        var seq: UInt64 = 0
 
         var expiresAt: Double? { banTime < 0 ? nil : bannedAt + banTime }
     }
@@ -21,8 +23,17 @@ struct BanTable {
     private(set) var jailNames: [String] = []
     private var jailIDs: [String: UInt32] = [:]
     private var storage: [Key: Value] = [:]
+    /// Every stored ban by ascending `seq` (a re-ban moves to the end), so that a page of a listing is a binary
+    /// search and a walk, not a sort of 100,000 bans. Entries whose `seq` no longer matches are stale and are
+    /// compacted away once they are the majority.
+    private var order: [(seq: UInt64, key: Key)] = []
+    private var stale = 0
+    private var nextSeq: UInt64 = 1
+    /// Bans in force per jail number, kept as bans come and go (status polls must not count 100,000 bans).
+    private var jailCounts: [Int] = []
 
     var count: Int { storage.count }
+    func count(jail: String) -> Int { jailIDs[jail].map { jailCounts[Int($0)] } ?? 0 }
 
     mutating func reserveCapacity(_ n: Int) { storage.reserveCapacity(n) }
 
@@ -34,6 +45,7 @@ struct BanTable {
         } else {
             id = UInt32(jailNames.count)
             jailNames.append(jail)
+            jailCounts.append(0)
             jailIDs[jail] = id
         }
         return BanTable.makeKey(id, ip)
@@ -56,7 +68,59 @@ struct BanTable {
 
     subscript(key: Key) -> Value? {
         get { storage[key] }
-        set { storage[key] = newValue }
+        set {
+            let jail = Int(key.tag >> 1)
+            if var v = newValue {
+                v.seq = nextSeq
+                nextSeq += 1
+                if storage.updateValue(v, forKey: key) == nil { jailCounts[jail] += 1 } else { stale += 1 }
+                order.append((v.seq, key))
+            } else if storage.removeValue(forKey: key) != nil {
+                jailCounts[jail] -= 1
+                stale += 1
+            }
+            if stale > 1024 && stale * 2 > order.count {
+                order.removeAll { storage[$0.key]?.seq != $0.seq }
+                stale = 0
+            }
+        }
+    }
+
+    /// Up to `limit` bans after the cursor `after` (0: from the start), in ban order, optionally of one jail;
+    /// with the cursor of the last one returned when more follow.
+    func page(after: UInt64, limit: Int, jail: String?) -> (bans: [BanManager.ActiveBan], next: UInt64?) {
+        var jailTag: UInt32? = nil
+        if let jail {
+            guard let id = jailIDs[jail] else { return ([], nil) }
+            jailTag = id
+        }
+        // First entry with seq > after.
+        var lo = 0, hi = order.count
+        while lo < hi {
+            let mid = (lo + hi) / 2
+            if order[mid].seq <= after { lo = mid + 1 } else { hi = mid }
+        }
+        var result: [BanManager.ActiveBan] = []
+        result.reserveCapacity(min(limit, 1000))
+        var lastSeq: UInt64 = 0
+        var i = lo
+        while i < order.count {
+            let (seq, key) = order[i]
+            i += 1
+            guard let v = storage[key], v.seq == seq else { continue }
+            if let t = jailTag, key.tag >> 1 != t { continue }
+            if result.count == limit { return (result, lastSeq) }
+            result.append(ban(key, v))
+            lastSeq = seq
+        }
+        return (result, nil)
+    }
+
+    /// The cursor of a listing is the `seq` of the last ban of the previous page.
+    static func cursor(_ seq: UInt64) -> String { "b" + String(seq, radix: 36) }
+    static func seq(cursor: String) -> UInt64? {
+        guard cursor.first == "b", cursor.count <= 14 else { return nil }
+        return UInt64(cursor.dropFirst(), radix: 36)
     }
 
     func ban(_ key: Key, _ v: Value) -> BanManager.ActiveBan {
@@ -65,8 +129,4 @@ struct BanTable {
     }
 
     func all() -> [BanManager.ActiveBan] { storage.map { ban($0.key, $0.value) } }
-
-    func bans(where include: (Key) -> Bool) -> [BanManager.ActiveBan] {
-        storage.compactMap { include($0.key) ? ban($0.key, $0.value) : nil }
-    }
 }

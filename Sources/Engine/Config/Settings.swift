@@ -7,6 +7,7 @@ public struct Settings: Sendable {
     public var dbFile: String = "/var/lib/portcullis/portcullis.sqlite3"
     public var dbPurgeAge: Double = 86400
     public var dbMaxMatches: Int = 10
+    public var api = APISettings()
     /// Which file they came from ("portcullis" or "fail2ban"), nil when neither exists (defaults apply).
     public var source: String?
 
@@ -45,7 +46,53 @@ public struct Settings: Sendable {
             guard let n = Int(v), n >= 0 else { throw ConfigError("dbmaxmatches must be a whole number, not '\(v)'", at: loc) }
             s.dbMaxMatches = n
         }
+        if stack.hasSection("api") { s.api = try APISettings.read(stack, file: name) }
         return (s, diagnostics)
+    }
+}
+
+/// The admin API's listeners and limits: `[api]` in portcullis.conf (a fail2ban tree has none: defaults apply).
+public struct APISettings: Sendable, Equatable {
+    /// TCP listeners, `host:port` (`[::1]:9191` for IPv6). Empty: no TCP listener.
+    public var listen: [String] = ["127.0.0.1:9191"]
+    /// The Unix-domain socket for the local CLI. Empty: none.
+    public var socket = "/run/portcullis/portcullis.sock"
+    /// Files holding the bearer tokens (one line each); empty: not configured.
+    public var readTokenFile = ""
+    public var adminTokenFile = ""
+    public var maxConnections = 16384
+    /// Seconds a keep-alive connection may stay silent between requests.
+    public var idleTimeout: Double = 60
+    /// Seconds a client has to send a whole request once it has started one (slow-header and slow-body defence).
+    public var requestTimeout: Double = 10
+
+    public init() {}
+
+    static func read(_ stack: ConfigStack, file: String) throws(ConfigError) -> APISettings {
+        var a = APISettings()
+        func value(_ key: String) throws(ConfigError) -> (String, SourceLocation?)? {
+            guard let v = try stack.get("api", key) else { return nil }
+            return (v.trimmingCharacters(in: .whitespacesAndNewlines), stack.rawEntry("api", key)?.location)
+        }
+        if let (v, _) = try value("listen") {
+            a.listen = v.split(whereSeparator: { $0 == "," || $0.isWhitespace }).map(String.init)
+        }
+        if let (v, _) = try value("socket") { a.socket = v }
+        if let (v, _) = try value("read_token_file") { a.readTokenFile = v }
+        if let (v, _) = try value("admin_token_file") { a.adminTokenFile = v }
+        if let (v, loc) = try value("max_connections") {
+            guard let n = Int(v), n >= 1 else { throw ConfigError("[api] max_connections must be a positive number, not '\(v)'", at: loc) }
+            a.maxConnections = n
+        }
+        for (key, path) in [("idle_timeout", \APISettings.idleTimeout), ("request_timeout", \APISettings.requestTimeout)] {
+            if let (v, loc) = try value(key) {
+                let seconds: Double
+                do { seconds = try Duration.seconds(v) } catch { throw ConfigError("[api] \(key): \(error)", at: loc) }
+                guard seconds > 0 else { throw ConfigError("[api] \(key) must be positive", at: loc) }
+                a[keyPath: path] = seconds
+            }
+        }
+        return a
     }
 }
 
@@ -56,6 +103,11 @@ public struct LoadedConfig {
     public var jails: [JailDefinition] = []
     public var diagnostics: [Diagnostic] = []
     public var hasErrors: Bool { diagnostics.contains { $0.severity == .error } }
+
+    /// Only the daemon-wide settings (for the CLI client, which needs `[api] socket`); defaults where unreadable.
+    public static func loadSettings(_ path: String) -> Settings {
+        (try? Settings.read(ConfigDirectory(path)).0) ?? Settings()
+    }
 
     public static func load(_ path: String, cache: IniCache = IniCache()) -> LoadedConfig {
         var result = LoadedConfig()

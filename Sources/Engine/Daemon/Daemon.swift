@@ -164,11 +164,22 @@ public final class Daemon: @unchecked Sendable {
         store?.close()
     }
 
+    /// What a reload did: the jails running after it, and the errors met (jails left out, a failed rebuild).
+    public struct ReloadSummary: Sendable {
+        public var jails: [String]
+        public var errors: [String]
+    }
+
     /// Re-reads the configuration: jails that disappeared stop, new ones start, changed ones restart, and the
     /// packet filter is rebuilt at once with every ban in force. Positions and bans are kept.
-    public func reload() {
+    @discardableResult
+    public func reload() -> ReloadSummary {
         let config = LoadedConfig.load(configPath)
-        for d in config.diagnostics { report(d) }
+        var errors: [String] = []
+        for d in config.diagnostics {
+            report(d)
+            if d.severity == .error { errors.append(d.text) }
+        }
         log.setLevel(config.settings.logLevel)
         settings = config.settings
         let wanted = Dictionary(uniqueKeysWithValues: config.jails.map { ($0.name, $0) })
@@ -182,7 +193,9 @@ public final class Daemon: @unchecked Sendable {
             for s in setups { startJail(s.definition) }
         } catch {
             log.error("reload failed: \(error)")
+            errors.append("reload failed: \(error)")
         }
         log.notice("Configuration reloaded: \(jails.count) jail(s)")
+        return ReloadSummary(jails: jails.keys.sorted(), errors: errors)
     }
 }

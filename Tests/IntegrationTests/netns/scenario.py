@@ -61,7 +61,8 @@ class Tree:
         with open(os.path.join(self.conf, "jail.d", "test.local"), "w") as f:
             f.write("[dovecot]\n" + "".join("%s = %s\n" % kv for kv in options.items()))
         with open(os.path.join(self.conf, "portcullis.local"), "w") as f:
-            f.write("[Definition]\ndbfile = %s\nloglevel = INFO\n" % self.db)
+            f.write("[Definition]\ndbfile = %s\nloglevel = INFO\n[api]\nlisten = 127.0.0.1:9191\nsocket = %s/api.sock\n"
+                    % (self.db, os.path.dirname(self.db)))
 
     def failure(self, ip, n=1):
         stamp = time.strftime("%b %d %H:%M:%S")

@@ -1,0 +1,34 @@
+#ifndef PORTCULLIS_SERVER_SUPPORT_H
+#define PORTCULLIS_SERVER_SUPPORT_H
+
+// epoll, eventfd and accept4 for the HTTP server: Swift's Glibc module does not export them (and epoll_event is a
+// packed struct on x86-64), so they are wrapped here with plain types.
+
+#include <stdint.h>
+
+/// One ready file descriptor: its epoll events and the 64-bit value registered with it.
+typedef struct {
+    uint32_t events;
+    uint64_t data;
+} pc_event;
+
+enum {
+    PC_EPOLLIN = 0x001,
+    PC_EPOLLOUT = 0x004,
+    PC_EPOLLERR = 0x008,
+    PC_EPOLLHUP = 0x010,
+    PC_EPOLLRDHUP = 0x2000,
+};
+
+int pc_epoll_create(void);
+/// op: 1 add, 2 delete, 3 modify (EPOLL_CTL_*).
+int pc_epoll_ctl(int epfd, int op, int fd, uint32_t events, uint64_t data);
+/// Fills up to `max` events; returns their number, 0 on timeout, -1 with errno.
+int pc_epoll_wait(int epfd, pc_event *events, int max, int timeout_ms);
+
+/// A non-blocking, close-on-exec eventfd.
+int pc_eventfd(void);
+/// accept4 with SOCK_NONBLOCK | SOCK_CLOEXEC.
+int pc_accept(int fd);
+
+#endif

@@ -1,0 +1,302 @@
+import Dispatch
+import Engine
+import Foundation
+import Synchronization
+
+/// The admin API over a running daemon: routes, authorisation, and the JSON documents of openapi.yaml. Reads
+/// are answered on the event loop (they take short locks); changes and reloads run on the daemon's control queue,
+/// one at a time, after the change is committed to the store.
+public final class AdminAPI: HTTPHandler {
+    let daemon: Daemon
+    private let access: Mutex<AccessPolicy>
+    let counters: HTTPCounters
+    private let log: Logger
+
+    public init(daemon: Daemon, access: AccessPolicy, counters: HTTPCounters, log: Logger) {
+        self.daemon = daemon
+        self.access = Mutex(access)
+        self.counters = counters
+        self.log = log
+    }
+
+    public func handle(_ request: HTTPRequest, context: RequestContext) -> HandlerResult {
+        let target: RequestTarget
+        do { target = try RequestTarget(request.target) } catch {
+            return .response(.problem(400, error.detail))
+        }
+        guard let route = Route(target.segments) else {
+            return .response(.problem(404, "no such resource: \(target.segments.isEmpty ? "/" : "/" + target.segments.joined(separator: "/")) (see openapi.yaml)"))
+        }
+        guard route.methods.contains(request.method) else {
+            return .response(.problem(405, "\(request.method) is not allowed here; allowed: \(route.methods.joined(separator: ", "))",
+                                      headers: [("Allow", route.methods.joined(separator: ", "))]))
+        }
+        if !route.isPublic {
+            let policy = access.withLock { $0 }
+            switch policy.level(authorization: request.header("authorization"), context: context) {
+            case .unauthenticated(let why):
+                return .response(.problem(401, why, headers: [("WWW-Authenticate", "Bearer realm=\"portcullis\"")]))
+            case .granted(let level):
+                let mutation = request.method != "GET" && request.method != "HEAD"
+                if mutation && level < .admin { return .response(.problem(403, policy.mutationRefusal(level))) }
+            }
+        }
+        switch route {
+        case .health: return .response(health())
+        case .jails: return .response(jails())
+        case .jail(let name): return .response(jail(name))
+        case .bans: return .response(bans(target))
+        case .ban(let text):
+            guard let ip = AdminAPI.address(text) else { return .response(.problem(400, AdminAPI.badAddress(text))) }
+            if request.method == "DELETE" { return .deferred { [self] in unbanEverywhere(ip) } }
+            return .response(bans(of: ip))
+        case .metrics: return .response(metrics())
+        case .jailBans(let jail):
+            return .deferred { [self] in ban(jail: jail, body: request.body, contentType: request.header("content-type")) }
+        case .jailBan(let jail, let text):
+            guard let ip = AdminAPI.address(text) else { return .response(.problem(400, AdminAPI.badAddress(text))) }
+            return .deferred { [self] in unban(jail: jail, ip: ip) }
+        case .reload:
+            return .deferred { [self] in reload() }
+        }
+    }
+
+    // MARK: reads
+
+    private func health() -> HTTPResponse {
+        var o = JSONObject()
+        o.string("status", "ok")
+        o.string("version", PortcullisVersion.string)
+        o.int("uptimeSeconds", Int(Clock.now() - daemon.startedAt))
+        return .json(200, o.text)
+    }
+
+    private func runtime(_ name: String) -> JailRuntime? { daemon.runningJails.first { $0.name == name } }
+
+    private func jails() -> HTTPResponse {
+        let manager = daemon.banManager!
+        let stats = manager.statistics
+        let list = daemon.runningJails.map { j -> String in
+            let c = j.counters
+            var o = JSONObject()
+            o.string("name", j.name)
+            o.bool("enabled", true)
+            o.int("currentlyFailed", c.currentlyFailed)
+            o.int("totalFailed", c.totalFailed)
+            o.int("currentlyBanned", manager.activeCount(jail: j.name))
+            o.int("totalBanned", stats.bansTotal[j.name, default: 0])
+            return o.text
+        }
+        var o = JSONObject()
+        o.raw("jails", JSONObject.array(list))
+        return .json(200, o.text)
+    }
+
+    private func jail(_ name: String) -> HTTPResponse {
+        guard let j = runtime(name) else { return .problem(404, "no running jail named '\(name)'") }
+        let manager = daemon.banManager!
+        let c = j.counters
+        let d = j.definition
+        var filter = JSONObject()
+        filter.int("currentlyFailed", c.currentlyFailed)
+        filter.int("totalFailed", c.totalFailed)
+        filter.strings("files", j.files)
+        var actions = JSONObject()
+        let banned = manager.bannedAddresses(jail: name)
+        actions.int("currentlyBanned", banned.count)
+        actions.int("totalBanned", manager.statistics.bansTotal[name, default: 0])
+        actions.strings("bannedIPs", banned.map(\.description))
+        var settings = JSONObject()
+        settings.int("maxretry", d.maxRetry)
+        settings.double("findtime", d.findTime)
+        settings.double("bantime", d.banTime < 0 ? -1 : d.banTime)
+        settings.strings("ports", d.portSpec.split(whereSeparator: { $0 == "," || $0.isWhitespace }).map(String.init))
+        settings.string("protocol", d.protocol)
+        settings.string("backend", j.usesPolling ? "polling" : "inotify")
+        var o = JSONObject()
+        o.string("name", name)
+        o.raw("filter", filter.text)
+        o.raw("actions", actions.text)
+        o.raw("settings", settings.text)
+        return .json(200, o.text)
+    }
+
+    static func banJSON(_ b: BanManager.ActiveBan) -> String {
+        var o = JSONObject()
+        o.string("ip", b.ip.description)
+        o.string("jail", b.jail)
+        o.string("bannedAt", RFC3339.format(b.bannedAt))
+        o.optionalString("expiresAt", b.expiresAt.map(RFC3339.format))
+        o.double("banTime", b.banTime < 0 ? -1 : b.banTime)
+        o.int("banCount", b.banCount)
+        o.int("failures", b.failures)
+        return o.text
+    }
+
+    private func bans(_ target: RequestTarget) -> HTTPResponse {
+        var limit = 100
+        if let text = target.parameter("limit") {
+            guard let n = Int(text), (1...1000).contains(n) else {
+                return .problem(400, "limit must be a whole number from 1 to 1000, not '\(text)'")
+            }
+            limit = n
+        }
+        var jail: String? = nil
+        if let j = target.parameter("jail"), !j.isEmpty {
+            guard runtime(j) != nil else { return .problem(404, "no running jail named '\(j)'") }
+            jail = j
+        }
+        let after = target.parameter("after").flatMap { $0.isEmpty ? nil : $0 }
+        let page: BanManager.Page
+        do { page = try daemon.banManager.page(cursor: after, limit: limit, jail: jail) } catch {
+            return .problem(400, "after: '\(after ?? "")' is not a cursor this server returned (use the \"next\" value of the previous page)")
+        }
+        var o = JSONObject()
+        o.raw("bans", JSONObject.array(page.bans.map(AdminAPI.banJSON)))
+        o.optionalString("next", page.next)
+        return .json(200, o.text)
+    }
+
+    private func bans(of ip: IPAddress) -> HTTPResponse {
+        let list = daemon.banManager.bans(of: ip)
+        guard !list.isEmpty else { return .problem(404, "\(ip) is not banned in any jail") }
+        var o = JSONObject()
+        o.string("ip", ip.description)
+        o.raw("bans", JSONObject.array(list.map(AdminAPI.banJSON)))
+        return .json(200, o.text)
+    }
+
+    // MARK: changes (on the control queue)
+
+    private func unbanEverywhere(_ ip: IPAddress) -> HTTPResponse {
+        do {
+            let jails = try daemon.banManager.unbanEverywhere(ip)
+            guard !jails.isEmpty else { return .problem(404, "\(ip) is not banned in any jail") }
+            var o = JSONObject()
+            o.string("ip", ip.description)
+            o.strings("unbannedFrom", jails)
+            return .json(200, o.text)
+        } catch {
+            log.error("API: unban of \(ip) failed: \(error)")
+            return .problem(500, "the unban of \(ip) failed: \(error)")
+        }
+    }
+
+    private func unban(jail: String, ip: IPAddress) -> HTTPResponse {
+        guard runtime(jail) != nil else { return .problem(404, "no running jail named '\(jail)'") }
+        do {
+            guard try daemon.banManager.unban(jail: jail, ip: ip) else { return .problem(404, "\(ip) is not banned in \(jail)") }
+            var o = JSONObject()
+            o.string("ip", ip.description)
+            o.strings("unbannedFrom", [jail])
+            return .json(200, o.text)
+        } catch {
+            log.error("API: unban of \(ip) in \(jail) failed: \(error)")
+            return .problem(500, "the unban of \(ip) in \(jail) failed: \(error)")
+        }
+    }
+
+    private func ban(jail: String, body: [UInt8], contentType: String?) -> HTTPResponse {
+        guard let j = runtime(jail) else { return .problem(404, "no running jail named '\(jail)'") }
+        if let type = contentType?.split(separator: ";").first?.trimmingCharacters(in: .whitespaces).lowercased(),
+           type != "application/json" {
+            return .problem(415, "the body must be application/json, not \(type)")
+        }
+        let request: BanRequest
+        do { request = try BanRequest(body) } catch { return .problem(400, error.detail) }
+        if let reason = j.definition.ignoreList.reason(for: request.ip) {
+            return .problem(409, "\(request.ip) is not banned in \(jail): it is ignored (\(reason))")
+        }
+        let manager = daemon.banManager!
+        if let existing = manager.bans(of: request.ip).first(where: { $0.jail == jail }) {
+            return .json(200, AdminAPI.banJSON(existing))
+        }
+        do {
+            let ban = try manager.banManually(jail: jail, ip: request.ip, banTime: request.banTime)
+            return .json(201, AdminAPI.banJSON(ban), headers: [("Location", "/bans/\(ban.ip)")])
+        } catch {
+            log.error("API: ban of \(request.ip) in \(jail) failed: \(error)")
+            return .problem(500, "the ban of \(request.ip) in \(jail) failed: \(error)")
+        }
+    }
+
+    private func reload() -> HTTPResponse {
+        let summary = daemon.reload()
+        var errors = summary.errors
+        do {
+            let policy = try AccessPolicy.load(readTokenFile: daemon.settings.api.readTokenFile,
+                                               adminTokenFile: daemon.settings.api.adminTokenFile)
+            if policy.hasTokens || !access.withLock({ $0.hasTokens }) {
+                access.withLock { $0 = policy }
+            } else {
+                errors.append("[api] the tokens were removed from the configuration; the old ones stay in force until a restart")
+            }
+        } catch {
+            errors.append("\(error) (the previous tokens stay in force)")
+        }
+        var o = JSONObject()
+        o.strings("jails", summary.jails)
+        o.strings("errors", errors)
+        return .json(200, o.text)
+    }
+
+    // MARK: helpers
+
+    /// An address from a path segment: digits, hex, dots and colons only (no zone, no CIDR, no NUL tricks).
+    static func address(_ text: String) -> IPAddress? {
+        guard !text.isEmpty, text.utf8.count <= 45,
+              text.utf8.allSatisfy({ $0 == 46 || $0 == 58 || (48...57).contains($0) || (65...70).contains($0) || (97...102).contains($0) }) else {
+            return nil
+        }
+        return IPAddress(text)
+    }
+
+    static func badAddress(_ text: String) -> String {
+        "'\(text.count > 64 ? String(text.prefix(64)) + "…" : text)' is not an IPv4 or IPv6 address"
+    }
+}
+
+/// The body of `POST /jails/{jail}/bans`: `{"ip": "203.0.113.7", "bantime": "1h"}`.
+struct BanRequest {
+    let ip: IPAddress
+    /// nil: the jail's own ban time (with bantime.increment); negative: permanent.
+    let banTime: Double?
+
+    struct Invalid: Error {
+        let detail: String
+    }
+
+    init(_ body: [UInt8]) throws(Invalid) {
+        guard !body.isEmpty else { throw Invalid(detail: "the body is empty: send {\"ip\": \"203.0.113.7\"}") }
+        let object: Any
+        do { object = try JSONSerialization.jsonObject(with: Data(body)) } catch {
+            throw Invalid(detail: "the body is not valid JSON")
+        }
+        guard let dict = object as? [String: Any] else { throw Invalid(detail: "the body must be a JSON object") }
+        for key in dict.keys where key != "ip" && key != "bantime" {
+            throw Invalid(detail: "unknown field '\(key)' (allowed: ip, bantime)")
+        }
+        guard let text = dict["ip"] as? String else { throw Invalid(detail: "ip: a string with an IPv4 or IPv6 address is required") }
+        guard let ip = AdminAPI.address(text) else { throw Invalid(detail: "ip: " + AdminAPI.badAddress(text)) }
+        self.ip = ip
+        switch dict["bantime"] {
+        case nil, is NSNull:
+            banTime = nil
+        case let s as String:
+            do { banTime = try BanRequest.checked(Duration.seconds(s)) } catch let e as Invalid { throw e } catch {
+                throw Invalid(detail: "bantime: '\(s)' is not a duration (seconds, or fail2ban's 1h, 1d, 12w; -1 for permanent)")
+            }
+        case let n as NSNumber where String(cString: n.objCType) != "c":  // "c": a JSON true/false
+            banTime = try BanRequest.checked(n.doubleValue)
+        default:
+            throw Invalid(detail: "bantime: a duration such as \"1h\" or a number of seconds is expected")
+        }
+    }
+
+    private static func checked(_ seconds: Double) throws(Invalid) -> Double {
+        guard seconds.isFinite, seconds < 0 ? seconds == -1 : (seconds >= 1 && seconds <= 100 * 365 * 86400) else {
+            throw Invalid(detail: "bantime: must be -1 (permanent) or from 1 second to 100 years")
+        }
+        return seconds
+    }
+}

@@ -1,0 +1,81 @@
+import Engine
+import Foundation
+
+/// `GET /metrics`: the Prometheus text exposition format (version 0.0.4).
+extension AdminAPI {
+    func metrics() -> HTTPResponse {
+        var m = PrometheusText()
+        let jails = daemon.runningJails
+        let manager = daemon.banManager!
+        let bans = manager.statistics
+        let now = Clock.now()
+        let counters = jails.map { ($0, $0.counters) }
+
+        m.family("portcullis_up", "gauge", "1 while the daemon runs.")
+        m.sample("portcullis_up", [], 1)
+        m.family("portcullis_uptime_seconds", "gauge", "Seconds since the daemon started.")
+        m.sample("portcullis_uptime_seconds", [], (now - daemon.startedAt).rounded())
+        m.family("portcullis_lines_read_total", "counter", "Log lines read, per jail.")
+        for (j, c) in counters { m.sample("portcullis_lines_read_total", [("jail", j.name)], Double(c.linesRead)) }
+        m.family("portcullis_failures_total", "counter", "Failures matched by the jail's filter.")
+        for (j, c) in counters { m.sample("portcullis_failures_total", [("jail", j.name)], Double(c.totalFailed)) }
+        m.family("portcullis_currently_failed", "gauge", "Addresses with failures counted but not banned.")
+        for (j, c) in counters { m.sample("portcullis_currently_failed", [("jail", j.name)], Double(c.currentlyFailed)) }
+        m.family("portcullis_bans_active", "gauge", "Bans in force.")
+        for j in jails { m.sample("portcullis_bans_active", [("jail", j.name)], Double(manager.activeCount(jail: j.name))) }
+        m.family("portcullis_bans_total", "counter", "Bans made since the daemon started.")
+        for j in jails { m.sample("portcullis_bans_total", [("jail", j.name)], Double(bans.bansTotal[j.name, default: 0])) }
+        m.family("portcullis_unbans_total", "counter", "Bans lifted (expired or by request) since the daemon started.")
+        for j in jails { m.sample("portcullis_unbans_total", [("jail", j.name)], Double(bans.unbansTotal[j.name, default: 0])) }
+        m.family("portcullis_ban_failures_total", "counter", "Ban decisions that could not be stored or applied.")
+        m.sample("portcullis_ban_failures_total", [], Double(bans.failedBans))
+        // Watcher lag: log bytes written but not yet read, and the age of the last line read.
+        m.family("portcullis_watcher_lag_bytes", "gauge", "Bytes of the jail's log files not read yet.")
+        for j in jails {
+            var behind = 0
+            for p in j.positions {
+                var st = stat()
+                if stat(p.path, &st) == 0 { behind += max(0, Int(st.st_size) - p.offset) }
+            }
+            m.sample("portcullis_watcher_lag_bytes", [("jail", j.name)], Double(behind))
+        }
+        m.family("portcullis_last_line_timestamp_seconds", "gauge", "When the jail last read a log line (Unix time; 0: never).")
+        for (j, c) in counters { m.sample("portcullis_last_line_timestamp_seconds", [("jail", j.name)], (c.lastLineAt ?? 0).rounded()) }
+
+        let http = counters_()
+        m.family("portcullis_http_requests_total", "counter", "API requests answered, by status code.")
+        for (code, n) in http.requestsByStatus.sorted(by: { $0.key < $1.key }) {
+            m.sample("portcullis_http_requests_total", [("code", String(code))], Double(n))
+        }
+        m.family("portcullis_http_connections", "gauge", "Open API connections.")
+        m.sample("portcullis_http_connections", [], Double(http.openConnections))
+        m.family("portcullis_http_connections_refused_total", "counter", "Connections refused (over max_connections, or out of descriptors).")
+        m.sample("portcullis_http_connections_refused_total", [], Double(http.refusedConnections))
+        return HTTPResponse(status: 200, headers: [("Content-Type", "text/plain; version=0.0.4; charset=utf-8")], body: Array(m.text.utf8))
+    }
+
+    private func counters_() -> HTTPStats { counters.state.withLock { $0 } }
+}
+
+/// Writes metric families: HELP and TYPE once, then samples with escaped label values.
+struct PrometheusText {
+    private(set) var text = ""
+
+    mutating func family(_ name: String, _ type: String, _ help: String) {
+        text += "# HELP \(name) \(help)\n# TYPE \(name) \(type)\n"
+    }
+
+    mutating func sample(_ name: String, _ labels: [(String, String)], _ value: Double) {
+        text += name
+        if !labels.isEmpty {
+            text += "{" + labels.map { "\($0.0)=\"\(PrometheusText.escape($0.1))\"" }.joined(separator: ",") + "}"
+        }
+        text += " "
+        text += value == value.rounded() && abs(value) < 1e15 ? String(Int64(value)) : String(value)
+        text += "\n"
+    }
+
+    static func escape(_ s: String) -> String {
+        s.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"").replacingOccurrences(of: "\n", with: "\\n")
+    }
+}

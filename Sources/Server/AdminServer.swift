@@ -1,0 +1,51 @@
+import Dispatch
+import Engine
+import Foundation
+
+/// The admin API as the daemon runs it: listeners from `[api]`, the access policy from the token files, the HTTP
+/// server on its event loop, and changes run on the daemon's control queue.
+public final class AdminServer: Sendable {
+    public let server: HTTPServer
+    public let addresses: [ListenAddress]
+
+    public struct SetupError: Error, CustomStringConvertible {
+        public let description: String
+    }
+
+    /// Checks the settings and opens every listener; throws with a message naming the setting at fault.
+    public init(daemon: Daemon, settings: APISettings, control: DispatchQueue, log: Logger) throws {
+        var addresses: [ListenAddress] = []
+        do {
+            for text in settings.listen { addresses.append(try ListenAddress.tcp(text)) }
+        } catch {
+            throw SetupError(description: "[api] \(error)")
+        }
+        let access: AccessPolicy
+        do {
+            access = try AccessPolicy.load(readTokenFile: settings.readTokenFile, adminTokenFile: settings.adminTokenFile)
+            try access.check(addresses)
+        } catch {
+            throw SetupError(description: error.description)
+        }
+        if !settings.socket.isEmpty { addresses.append(ListenAddress(.unix(path: settings.socket))) }
+        var options = HTTPServerOptions()
+        options.maxConnections = settings.maxConnections
+        options.idleTimeout = settings.idleTimeout
+        options.requestTimeout = settings.requestTimeout
+        let counters = HTTPCounters()
+        let api = AdminAPI(daemon: daemon, access: access, counters: counters, log: log)
+        server = HTTPServer(options: options, handler: api, counters: counters, worker: control, log: log)
+        guard !addresses.isEmpty else {
+            self.addresses = []
+            log.warning("[api] neither listen nor socket is set: the API is off")
+            return
+        }
+        do { try server.start(addresses) } catch { throw SetupError(description: "\(error)") }
+        self.addresses = server.addresses
+        let auth = access.hasTokens ? "bearer tokens" : "read-only over TCP (no tokens configured)"
+        log.notice("API listening on \(self.addresses.map(\.description).joined(separator: ", ")); \(auth)")
+    }
+
+    /// Stops accepting and finishes the requests in flight.
+    public func stop() { server.stop() }
+}

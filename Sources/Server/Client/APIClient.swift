@@ -1,0 +1,175 @@
+import Foundation
+import Glibc
+import Engine
+
+/// A small blocking HTTP/1.1 client for the CLI: one request per connection, over the daemon's Unix socket or
+/// TCP (`http://host:port`). Answers are framed by Content-Length, as the server always sends.
+public struct APIClient: Sendable {
+    public enum Endpoint: Sendable, CustomStringConvertible {
+        case unix(String)
+        case tcp(host: String, port: UInt16)
+
+        public var description: String {
+            switch self {
+            case .unix(let path): "the Unix socket \(path)"
+            case .tcp(let host, let port): host.contains(":") ? "http://[\(host)]:\(port)" : "http://\(host):\(port)"
+            }
+        }
+    }
+
+    public struct Response: Sendable {
+        public let status: Int
+        public let headers: [(name: String, value: String)]
+        public let body: [UInt8]
+        public var text: String { String(decoding: body, as: UTF8.self) }
+
+        /// The detail of a problem document, else the body.
+        public var problemDetail: String {
+            if let o = try? JSONSerialization.jsonObject(with: Data(body)) as? [String: Any], let d = o["detail"] as? String { return d }
+            return text
+        }
+    }
+
+    public enum Failure: Error, CustomStringConvertible {
+        /// The daemon could not be reached (exit code 3).
+        case unreachable(String)
+        case usage(String)
+        case protocolError(String)
+
+        public var description: String {
+            switch self {
+            case .unreachable(let m), .usage(let m), .protocolError(let m): m
+            }
+        }
+    }
+
+    public let endpoint: Endpoint
+    public let token: String?
+    public var timeout: Double = 30
+
+    public init(endpoint: Endpoint, token: String?) {
+        self.endpoint = endpoint
+        self.token = token
+    }
+
+    /// `http://host:port` (https is not served: put a TLS proxy in front and talk to it).
+    public static func endpoint(url: String) throws(Failure) -> Endpoint {
+        guard url.hasPrefix("http://") else {
+            throw .usage("--url \(url): only http://host:port is supported (the API has no TLS; tunnel it, e.g. over SSH)")
+        }
+        var rest = Substring(url.dropFirst(7))
+        if let slash = rest.firstIndex(of: "/") { rest = rest[..<slash] }
+        do {
+            let a = try ListenAddress.tcp(rest.contains(":") ? String(rest) : String(rest) + ":80")
+            guard case .tcp(let host, let port, _) = a.kind else { throw Failure.usage("--url \(url)") }
+            return .tcp(host: host, port: port)
+        } catch {
+            throw .usage("--url \(url): \(error)")
+        }
+    }
+
+    public func request(_ method: String, _ path: String, body: String? = nil) throws(Failure) -> Response {
+        let fd = try connect()
+        defer { close(fd) }
+        var head = "\(method) \(path) HTTP/1.1\r\nHost: \(hostHeader)\r\nUser-Agent: portcullis/\(PortcullisVersion.string)\r\nAccept: application/json\r\nConnection: close\r\n"
+        if let token { head += "Authorization: Bearer \(token)\r\n" }
+        let bodyBytes = Array((body ?? "").utf8)
+        if body != nil { head += "Content-Type: application/json\r\n" }
+        if body != nil || method == "POST" || method == "DELETE" { head += "Content-Length: \(bodyBytes.count)\r\n" }
+        head += "\r\n"
+        let out = Array(head.utf8) + bodyBytes
+        var sent = 0
+        while sent < out.count {
+            let n = out[sent...].withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            if n <= 0 {
+                if n < 0 && errno == EINTR { continue }
+                throw .unreachable("sending to \(endpoint) failed: \(String(cString: strerror(errno)))")
+            }
+            sent += n
+        }
+        var data: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+            if n > 0 { data += buffer[0..<n]; if data.count > 64 * 1024 * 1024 { break }; continue }
+            if n == 0 { break }
+            if errno == EINTR { continue }
+            if errno == EAGAIN { throw .unreachable("\(endpoint) did not answer within \(Int(timeout)) s") }
+            throw .unreachable("reading from \(endpoint) failed: \(String(cString: strerror(errno)))")
+        }
+        return try APIClient.parse(data, head: method == "HEAD")
+    }
+
+    private var hostHeader: String {
+        switch endpoint {
+        case .unix: "localhost"
+        case .tcp(let host, let port): host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)"
+        }
+    }
+
+    private func connect() throws(Failure) -> Int32 {
+        let fd: Int32
+        switch endpoint {
+        case .unix(let path):
+            do { fd = try Listener.connectUnix(path) } catch {
+                throw .unreachable("cannot reach the daemon at \(endpoint): \(error) (is `portcullis serve` running? --socket or --url choose where to look)")
+            }
+        case .tcp(let host, let port):
+            let v6 = host.contains(":")
+            fd = socket(v6 ? AF_INET6 : AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+            var rc: Int32
+            if v6 {
+                var sa = sockaddr_in6()
+                sa.sin6_family = sa_family_t(AF_INET6)
+                sa.sin6_port = port.bigEndian
+                inet_pton(AF_INET6, host, &sa.sin6_addr)
+                rc = withUnsafePointer(to: &sa) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in6>.size)) } }
+            } else {
+                var sa = sockaddr_in()
+                sa.sin_family = sa_family_t(AF_INET)
+                sa.sin_port = port.bigEndian
+                inet_pton(AF_INET, host, &sa.sin_addr)
+                rc = withUnsafePointer(to: &sa) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+            }
+            if rc != 0 {
+                let why = String(cString: strerror(errno))
+                close(fd)
+                throw .unreachable("cannot reach the daemon at \(endpoint): \(why) (is `portcullis serve` running with [api] listen there?)")
+            }
+        }
+        var tv = timeval(tv_sec: Int(timeout), tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        return fd
+    }
+
+    /// `head`: the answer to HEAD, whose Content-Length describes a body that is not sent.
+    static func parse(_ data: [UInt8], head isHead: Bool = false) throws(Failure) -> Response {
+        guard let end = data.firstRange(of: [13, 10, 13, 10]) else {
+            throw .protocolError("the daemon's answer was cut short (\(data.count) bytes)")
+        }
+        let head = String(decoding: data[..<end.lowerBound], as: UTF8.self)
+        var lines = head.components(separatedBy: "\r\n")
+        let statusLine = lines.removeFirst().split(separator: " ", maxSplits: 2)
+        guard statusLine.count >= 2, statusLine[0].hasPrefix("HTTP/1."), let status = Int(statusLine[1]) else {
+            throw .protocolError("not an HTTP answer: \(head.prefix(80))")
+        }
+        var headers: [(String, String)] = []
+        var length: Int? = nil
+        for line in lines {
+            guard let colon = line.firstIndex(of: ":") else { continue }
+            let name = String(line[..<colon]), value = line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces)
+            headers.append((name, value))
+            if name.lowercased() == "content-length" { length = Int(value) }
+        }
+        var body = Array(data[end.upperBound...])
+        if isHead {
+            body = []
+        } else if let length {
+            guard body.count >= length else { throw .protocolError("the daemon's answer was cut short") }
+            body = Array(body.prefix(length))
+        }
+        return Response(status: status, headers: headers, body: body)
+    }
+}
+

@@ -1,0 +1,261 @@
+/// Request framing for HTTP/1.1 (RFC 9112), as a value fed bytes: no sockets, so it is tested byte by byte and
+/// fuzzed. Every bound is explicit (`HTTPLimits`); what it cannot frame safely it refuses rather than guesses.
+/// This file depends on nothing else, so that the fuzz target can compile it alone.
+
+/// Bounds on what one request may use.
+public struct HTTPLimits: Sendable {
+    /// Request line and header fields together.
+    public var maxHeaderBytes = 16 * 1024
+    public var maxHeaderCount = 100
+    public var maxBodyBytes = 64 * 1024
+
+    public init() {}
+}
+
+public struct HTTPRequest: Sendable, Equatable {
+    public var method: String
+    /// The request target as sent (origin form: path and query, still percent-encoded).
+    public var target: String
+    public var minorVersion: Int
+    /// Header fields in order; names as sent (compare them case-insensitively, see `header(_:)`).
+    public var headers: [(name: String, value: String)]
+    public var body: [UInt8]
+    /// Whether the connection stays open after the response.
+    public var keepAlive: Bool
+
+    public init(method: String, target: String, minorVersion: Int = 1, headers: [(name: String, value: String)] = [],
+                body: [UInt8] = [], keepAlive: Bool = true) {
+        self.method = method
+        self.target = target
+        self.minorVersion = minorVersion
+        self.headers = headers
+        self.body = body
+        self.keepAlive = keepAlive
+    }
+
+    /// The first value of a header field, by case-insensitive name.
+    public func header(_ name: String) -> String? {
+        let lower = name.lowercased()
+        return headers.first { $0.name.lowercased() == lower }?.value
+    }
+
+    public static func == (a: HTTPRequest, b: HTTPRequest) -> Bool {
+        a.method == b.method && a.target == b.target && a.minorVersion == b.minorVersion && a.body == b.body
+            && a.keepAlive == b.keepAlive && a.headers.map { $0.name + ":" + $0.value } == b.headers.map { $0.name + ":" + $0.value }
+    }
+}
+
+/// Why a request could not be framed; each maps to the status the server answers before closing.
+public enum HTTPParseError: Error, Equatable, Sendable {
+    case badRequest(String)
+    case headersTooLarge
+    case bodyTooLarge(Int)
+    case notImplemented(String)
+    case versionNotSupported
+
+    public var status: Int {
+        switch self {
+        case .badRequest: 400
+        case .headersTooLarge: 431
+        case .bodyTooLarge: 413
+        case .notImplemented: 501
+        case .versionNotSupported: 505
+        }
+    }
+
+    public var detail: String {
+        switch self {
+        case .badRequest(let why): why
+        case .headersTooLarge: "the request line and headers exceed 16 KiB"
+        case .bodyTooLarge(let n): "the body (\(n) bytes) exceeds 64 KiB"
+        case .notImplemented(let what): what
+        case .versionNotSupported: "only HTTP/1.0 and HTTP/1.1 are served"
+        }
+    }
+}
+
+public struct HTTPParser: Sendable {
+    public enum Event: Equatable, Sendable {
+        case request(HTTPRequest)
+        /// The client sent `Expect: 100-continue` and waits before sending its body: answer 100 Continue.
+        case continueNeeded
+    }
+
+    public let limits: HTTPLimits
+    private var buffer: [UInt8] = []
+    private var start = 0
+    /// A parsed head whose body has not fully arrived.
+    private var pendingHead: HTTPRequest?
+    private var pendingLength = 0
+    private var continueSent = false
+
+    public init(limits: HTTPLimits = HTTPLimits()) {
+        self.limits = limits
+    }
+
+    /// Bytes received and not yet consumed by a complete request.
+    public var buffered: Int { buffer.count - start }
+
+    /// Appends received bytes.
+    public mutating func feed(_ bytes: UnsafeRawBufferPointer) {
+        if start > 0 && start * 2 > buffer.count {
+            buffer.removeFirst(start)
+            start = 0
+        }
+        buffer.append(contentsOf: bytes)
+    }
+
+    public mutating func feed(_ bytes: [UInt8]) {
+        bytes.withUnsafeBytes { feed($0) }
+    }
+
+    /// The next complete request (or a 100-continue prompt), nil when more bytes are needed. After an error
+    /// the connection must be closed: the framing is lost.
+    public mutating func next() throws(HTTPParseError) -> Event? {
+        if pendingHead == nil {
+            guard let (head, length, expectsContinue) = try parseHead() else { return nil }
+            pendingHead = head
+            pendingLength = length
+            continueSent = false
+            if expectsContinue && length > 0 && buffered < length {
+                continueSent = true
+                return .continueNeeded
+            }
+        }
+        guard buffered >= pendingLength, var request = pendingHead else { return nil }
+        request.body = Array(buffer[start..<(start + pendingLength)])
+        start += pendingLength
+        pendingHead = nil
+        pendingLength = 0
+        if start == buffer.count {
+            buffer.removeAll(keepingCapacity: true)
+            start = 0
+        }
+        return .request(request)
+    }
+
+    private static func isTokenChar(_ c: UInt8) -> Bool {
+        // RFC 9110 §5.6.2 tchar
+        switch c {
+        case 0x30...0x39, 0x41...0x5A, 0x61...0x7A: return true
+        case UInt8(ascii: "!"), UInt8(ascii: "#"), UInt8(ascii: "$"), UInt8(ascii: "%"), UInt8(ascii: "&"),
+             UInt8(ascii: "'"), UInt8(ascii: "*"), UInt8(ascii: "+"), UInt8(ascii: "-"), UInt8(ascii: "."),
+             UInt8(ascii: "^"), UInt8(ascii: "_"), UInt8(ascii: "`"), UInt8(ascii: "|"), UInt8(ascii: "~"): return true
+        default: return false
+        }
+    }
+
+    /// Parses the request line and header fields once they have all arrived.
+    private mutating func parseHead() throws(HTTPParseError) -> (HTTPRequest, Int, Bool)? {
+        // RFC 9112 §2.2: ignore at least one empty line (CRLF) before the request line.
+        while buffered >= 2 && buffer[start] == 13 && buffer[start + 1] == 10 { start += 2 }
+        while buffered >= 1 && buffer[start] == 10 { start += 1 }
+        // Find the end of the head: an empty line (CRLF CRLF, or bare LF LF, which §2.2 lets a server accept).
+        var end: Int? = nil
+        var i = start
+        let limit = min(buffer.count, start + limits.maxHeaderBytes + 4)
+        while i < limit {
+            if buffer[i] == 10 {
+                if i + 1 < buffer.count && buffer[i + 1] == 10 { end = i + 2; break }
+                if i + 2 < buffer.count && buffer[i + 1] == 13 && buffer[i + 2] == 10 { end = i + 3; break }
+            }
+            i += 1
+        }
+        guard let headEnd = end else {
+            if buffered > limits.maxHeaderBytes { throw .headersTooLarge }
+            return nil
+        }
+        if headEnd - start > limits.maxHeaderBytes + 4 { throw .headersTooLarge }
+        var lines: [ArraySlice<UInt8>] = []
+        var lineStart = start
+        for j in start..<headEnd where buffer[j] == 10 {
+            var lineEnd = j
+            if lineEnd > lineStart && buffer[lineEnd - 1] == 13 { lineEnd -= 1 }
+            lines.append(buffer[lineStart..<lineEnd])
+            lineStart = j + 1
+        }
+        while let last = lines.last, last.isEmpty { lines.removeLast() }
+        guard let requestLine = lines.first else { throw .badRequest("empty request") }
+        // request-line = method SP request-target SP HTTP-version (§3)
+        let parts = requestLine.split(separator: 32, omittingEmptySubsequences: false)
+        guard parts.count == 3 else { throw .badRequest("malformed request line") }
+        let methodBytes = parts[0], targetBytes = parts[1], versionBytes = parts[2]
+        guard !methodBytes.isEmpty, methodBytes.allSatisfy(HTTPParser.isTokenChar) else { throw .badRequest("malformed method") }
+        guard !targetBytes.isEmpty, targetBytes.allSatisfy({ $0 > 32 && $0 < 127 }) else {
+            throw .badRequest("malformed request target")
+        }
+        let version = Array(versionBytes)
+        guard version.count == 8, version[0..<5] == Array("HTTP/".utf8)[...], version[6] == UInt8(ascii: "."),
+              (48...57).contains(version[5]), (48...57).contains(version[7]) else {
+            throw .badRequest("malformed HTTP version")
+        }
+        guard version[5] == UInt8(ascii: "1") else { throw .versionNotSupported }
+        let minor = Int(version[7] - 48)
+        guard minor <= 1 else { throw .versionNotSupported }
+
+        var headers: [(name: String, value: String)] = []
+        var contentLength: Int? = nil
+        var transferEncoding = false
+        var connectionTokens: [String] = []
+        var expectsContinue = false
+        var host = 0
+        for line in lines.dropFirst() {
+            // obs-fold (§5.2): a server must reject it or unfold; we reject.
+            if let f = line.first, f == 32 || f == 9 { throw .badRequest("obsolete line folding in header fields") }
+            guard let colon = line.firstIndex(of: UInt8(ascii: ":")) else { throw .badRequest("header field without a colon") }
+            let nameBytes = line[line.startIndex..<colon]
+            // No whitespace between the field name and the colon (§5.1): a 400.
+            guard !nameBytes.isEmpty, nameBytes.allSatisfy(HTTPParser.isTokenChar) else { throw .badRequest("malformed header field name") }
+            var valueBytes = line[line.index(after: colon)...]
+            while let f = valueBytes.first, f == 32 || f == 9 { valueBytes = valueBytes.dropFirst() }
+            while let l = valueBytes.last, l == 32 || l == 9 { valueBytes = valueBytes.dropLast() }
+            guard valueBytes.allSatisfy({ $0 == 9 || ($0 >= 32 && $0 != 127) }) else {
+                throw .badRequest("control character in a header field value")
+            }
+            headers.append((String(decoding: nameBytes, as: UTF8.self), String(decoding: valueBytes, as: UTF8.self)))
+            guard headers.count <= limits.maxHeaderCount else { throw .headersTooLarge }
+            let name = String(decoding: nameBytes, as: UTF8.self).lowercased()
+            let value = headers.last!.value
+            switch name {
+            case "content-length":
+                // A list of identical values is allowed (§6.3); anything else is invalid.
+                let values = value.split(separator: ",").map { $0.trimmingCharacters(in: [" ", "\t"]) }
+                guard let first = values.first, values.allSatisfy({ $0 == first }), !first.isEmpty,
+                      first.allSatisfy({ $0.isASCII && $0.isNumber }), first.count <= 12, let n = Int(first) else {
+                    throw .badRequest("invalid Content-Length")
+                }
+                if let previous = contentLength, previous != n { throw .badRequest("conflicting Content-Length fields") }
+                contentLength = n
+            case "transfer-encoding":
+                transferEncoding = true
+            case "connection":
+                connectionTokens += value.lowercased().split(separator: ",").map { $0.trimmingCharacters(in: [" ", "\t"]) }
+            case "expect":
+                if value.lowercased() == "100-continue" { expectsContinue = true }
+                else { throw .notImplemented("Expect: \(value) is not supported") }
+            case "host":
+                host += 1
+            default:
+                break
+            }
+        }
+        // §6.3: Transfer-Encoding with Content-Length is a smuggling attempt; without it, the body's end is only
+        // known by decoding chunks, which this server does not do: refuse rather than misread.
+        if transferEncoding && contentLength != nil {
+            throw .badRequest("both Transfer-Encoding and Content-Length")
+        }
+        if transferEncoding {
+            throw .notImplemented("Transfer-Encoding is not supported: send the body with Content-Length")
+        }
+        // §3.2: an HTTP/1.1 request must have exactly one Host field.
+        if minor == 1 && host != 1 { throw .badRequest(host == 0 ? "missing Host header" : "more than one Host header") }
+        let length = contentLength ?? 0
+        if length > limits.maxBodyBytes { throw .bodyTooLarge(length) }
+        let keepAlive = minor == 1 ? !connectionTokens.contains("close") : connectionTokens.contains("keep-alive")
+        start = headEnd
+        let request = HTTPRequest(method: String(decoding: methodBytes, as: UTF8.self),
+                                  target: String(decoding: targetBytes, as: UTF8.self),
+                                  minorVersion: minor, headers: headers, body: [], keepAlive: keepAlive)
+        return (request, length, expectsContinue && minor == 1)
+    }
+}

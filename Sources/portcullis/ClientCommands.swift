@@ -1,0 +1,287 @@
+import ArgumentParser
+import Engine
+import Foundation
+import Server
+
+/// Where the CLI finds the daemon, and how it proves who it is.
+struct ClientOptions: ParsableArguments {
+    @Option(name: [.customShort("c"), .long], help: "Configuration directory, read for [api] socket.")
+    var config: String = "/etc/portcullis"
+
+    @Option(help: "The daemon's Unix socket (default: [api] socket of the configuration, else /run/portcullis/portcullis.sock).")
+    var socket: String?
+
+    @Option(help: "Talk to the daemon over TCP instead, e.g. http://127.0.0.1:9191.")
+    var url: String?
+
+    @Option(name: .customLong("token-file"), help: "A file holding the bearer token (with --url).")
+    var tokenFile: String?
+
+    @Flag(help: "Print the daemon's JSON instead of text.")
+    var json = false
+
+    func client() -> APIClient {
+        var token: String? = nil
+        if let tokenFile {
+            guard let data = FileManager.default.contents(atPath: tokenFile) else {
+                fail("--token-file \(tokenFile): the file cannot be read", code: ClientExit.usage)
+            }
+            token = String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+        }
+        if let url {
+            do { return APIClient(endpoint: try APIClient.endpoint(url: url), token: token) } catch {
+                fail(error.description, code: ClientExit.usage)
+            }
+        }
+        return APIClient(endpoint: .unix(socket ?? configuredSocket()), token: token)
+    }
+
+    private func configuredSocket() -> String {
+        let fallback = APISettings().socket
+        guard FileManager.default.fileExists(atPath: config) else { return fallback }
+        let s = LoadedConfig.loadSettings(config)
+        return s.api.socket.isEmpty ? fallback : s.api.socket
+    }
+}
+
+/// Exit codes of the client commands.
+enum ClientExit {
+    static let done: Int32 = 0
+    /// Not found, not banned, or refused by the daemon.
+    static let notDone: Int32 = 1
+    static let usage: Int32 = 2
+    static let unreachable: Int32 = 3
+
+    static func code(for status: Int) -> Int32 {
+        switch status {
+        case 200..<300: done
+        case 400, 401, 403, 405, 415: usage
+        default: notDone
+        }
+    }
+}
+
+extension ClientOptions {
+    /// Sends a request; an unreachable daemon ends the command with exit code 3.
+    func call(_ method: String, _ path: String, body: String? = nil) -> APIClient.Response {
+        do { return try client().request(method, path, body: body) } catch {
+            switch error {
+            case .unreachable: fail(error.description, code: ClientExit.unreachable)
+            case .usage: fail(error.description, code: ClientExit.usage)
+            case .protocolError: fail(error.description, code: ClientExit.notDone)
+            }
+        }
+    }
+
+    /// Ends the command when the daemon refused (printing its reason); returns the JSON object otherwise.
+    func object(_ r: APIClient.Response) -> [String: Any] {
+        guard (200..<300).contains(r.status) else { fail(r.problemDetail, code: ClientExit.code(for: r.status)) }
+        guard let o = (try? JSONSerialization.jsonObject(with: Data(r.body))) as? [String: Any] else {
+            fail("the daemon's answer is not JSON: \(r.text.prefix(200))", code: ClientExit.notDone)
+        }
+        return o
+    }
+}
+
+/// Path segments as the API expects them (an address or jail name may hold characters a path may not).
+func pathSegment(_ s: String) -> String {
+    s.addingPercentEncoding(withAllowedCharacters: .urlPathAllowed.subtracting(CharacterSet(charactersIn: "/?#"))) ?? s
+}
+
+struct StatusCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "status",
+        abstract: "Show the jails, or one jail's failures and bans (as fail2ban-client status)."
+    )
+
+    @OptionGroup var options: ClientOptions
+    @Argument(help: "A jail name.") var jail: String?
+
+    func run() throws {
+        let r = options.call("GET", jail.map { "/jails/" + pathSegment($0) } ?? "/jails")
+        let o = options.object(r)
+        if options.json { print(r.text); return }
+        if jail != nil {
+            print(StatusText.jail(o))
+        } else {
+            print(StatusText.jails(o))
+        }
+    }
+}
+
+/// fail2ban-client's status trees, from the API's documents.
+enum StatusText {
+    static func jails(_ o: [String: Any]) -> String {
+        let names = (o["jails"] as? [[String: Any]] ?? []).compactMap { $0["name"] as? String }
+        return "Status\n|- Number of jail:\t\(names.count)\n`- Jail list:\t\(names.joined(separator: ", "))"
+    }
+
+    static func jail(_ o: [String: Any]) -> String {
+        let f = o["filter"] as? [String: Any] ?? [:]
+        let a = o["actions"] as? [String: Any] ?? [:]
+        func n(_ d: [String: Any], _ k: String) -> String { (d[k] as? NSNumber)?.stringValue ?? "0" }
+        let files = (f["files"] as? [String] ?? []).joined(separator: " ")
+        let ips = (a["bannedIPs"] as? [String] ?? []).joined(separator: " ")
+        return """
+            Status for the jail: \(o["name"] as? String ?? "")
+            |- Filter
+            |  |- Currently failed:\t\(n(f, "currentlyFailed"))
+            |  |- Total failed:\t\(n(f, "totalFailed"))
+            |  `- File list:\t\(files)
+            `- Actions
+               |- Currently banned:\t\(n(a, "currentlyBanned"))
+               |- Total banned:\t\(n(a, "totalBanned"))
+               `- Banned IP list:\t\(ips)
+            """
+    }
+}
+
+struct SetCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "set",
+        abstract: "Ban or unban addresses in a jail (fail2ban-client set JAIL banip|unbanip IP…).",
+        discussion: "Prints how many addresses were banned or unbanned. Exit code 1 when an address was not banned (unbanip)."
+    )
+
+    enum Action: String, ExpressibleByArgument, CaseIterable {
+        case banip, unbanip
+    }
+
+    @OptionGroup var options: ClientOptions
+    @Argument(help: "The jail.") var jail: String
+    @Argument(help: "banip or unbanip.") var action: Action
+    @Argument(help: "IPv4 or IPv6 addresses.") var addresses: [String]
+    @Option(help: "Ban time for banip (e.g. 1h, 1d, -1 for permanent; default: the jail's).") var bantime: String?
+
+    func validate() throws {
+        if addresses.isEmpty { throw ValidationError("name at least one address") }
+        if bantime != nil && action == .unbanip { throw ValidationError("--bantime goes with banip only") }
+    }
+
+    func run() throws {
+        var done = 0
+        var worst: Int32 = ClientExit.done
+        var results: [String] = []
+        for ip in addresses {
+            let r: APIClient.Response
+            switch action {
+            case .banip:
+                var body = JSONObject()
+                body.string("ip", ip)
+                if let bantime { body.string("bantime", bantime) }
+                r = options.call("POST", "/jails/\(pathSegment(jail))/bans", body: body.text)
+            case .unbanip:
+                r = options.call("DELETE", "/jails/\(pathSegment(jail))/bans/\(pathSegment(ip))")
+            }
+            if (200..<300).contains(r.status) {
+                // 200 on banip: it was banned already (fail2ban does not count those).
+                if action == .unbanip || r.status == 201 { done += 1 }
+                results.append(r.text)
+            } else {
+                FileHandle.standardError.write(Data("portcullis: \(ip): \(r.problemDetail)\n".utf8))
+                worst = max(worst, ClientExit.code(for: r.status))
+            }
+        }
+        print(options.json ? JSONObject.array(results) : String(done))
+        if worst != ClientExit.done { throw ExitCode(worst) }
+    }
+}
+
+struct UnbanCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "unban",
+        abstract: "Unban addresses in every jail (fail2ban-client unban IP…).",
+        discussion: "Prints how many addresses were unbanned. Exit code 1 when an address was banned nowhere."
+    )
+
+    @OptionGroup var options: ClientOptions
+    @Argument(help: "IPv4 or IPv6 addresses.") var addresses: [String]
+
+    func validate() throws {
+        if addresses.isEmpty { throw ValidationError("name at least one address") }
+    }
+
+    func run() throws {
+        var done = 0
+        var worst: Int32 = ClientExit.done
+        var results: [String] = []
+        for ip in addresses {
+            let r = options.call("DELETE", "/bans/\(pathSegment(ip))")
+            if (200..<300).contains(r.status) {
+                done += 1
+                results.append(r.text)
+            } else {
+                FileHandle.standardError.write(Data("portcullis: \(ip): \(r.problemDetail)\n".utf8))
+                worst = max(worst, ClientExit.code(for: r.status))
+            }
+        }
+        print(options.json ? JSONObject.array(results) : String(done))
+        if worst != ClientExit.done { throw ExitCode(worst) }
+    }
+}
+
+struct BansCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "bans",
+        abstract: "List the bans in force (all pages), oldest first."
+    )
+
+    @OptionGroup var options: ClientOptions
+    @Option(help: "Only this jail's bans.") var jail: String?
+
+    func run() throws {
+        var all: [[String: Any]] = []
+        var raw: [String] = []
+        var cursor: String? = nil
+        repeat {
+            var path = "/bans?limit=1000"
+            if let jail { path += "&jail=" + (jail.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? jail) }
+            if let cursor { path += "&after=" + cursor }
+            let o = options.object(options.call("GET", path))
+            let page = o["bans"] as? [[String: Any]] ?? []
+            all += page
+            if options.json {
+                for b in page { raw.append(String(decoding: (try? JSONSerialization.data(withJSONObject: b, options: [.sortedKeys])) ?? Data(), as: UTF8.self)) }
+            }
+            cursor = o["next"] as? String
+        } while cursor != nil
+        if options.json {
+            print("{\"bans\":" + JSONObject.array(raw) + "}")
+            return
+        }
+        let rows = all.map { b -> [String] in
+            [b["ip"] as? String ?? "", b["jail"] as? String ?? "", b["bannedAt"] as? String ?? "",
+             b["expiresAt"] as? String ?? "permanent", (b["banCount"] as? NSNumber)?.stringValue ?? "",
+             (b["failures"] as? NSNumber)?.stringValue ?? ""]
+        }
+        let header = ["IP", "JAIL", "BANNED AT", "EXPIRES AT", "BANS", "FAILURES"]
+        let widths = header.indices.map { i in ([header] + rows).map { $0[i].count }.max() ?? 0 }
+        for row in [header] + rows {
+            print(row.enumerated().map { i, c in i == row.count - 1 ? c : c.padding(toLength: widths[i], withPad: " ", startingAt: 0) }.joined(separator: "  "))
+        }
+    }
+}
+
+struct ReloadCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "reload",
+        abstract: "Re-read the configuration (as SIGHUP); bans and log positions are kept.",
+        discussion: "Prints OK, or the problems found (exit code 1)."
+    )
+
+    @OptionGroup var options: ClientOptions
+
+    func run() throws {
+        let r = options.call("POST", "/reload")
+        let o = options.object(r)
+        let errors = o["errors"] as? [String] ?? []
+        if options.json {
+            print(r.text)
+        } else if errors.isEmpty {
+            print("OK")
+        } else {
+            for e in errors { FileHandle.standardError.write(Data("portcullis: \(e)\n".utf8)) }
+        }
+        if !errors.isEmpty { throw ExitCode(ClientExit.notDone) }
+    }
+}

@@ -1,0 +1,191 @@
+import Dispatch
+import Foundation
+import Glibc
+import Testing
+@testable import Engine
+@testable import Server
+
+/// A handler for connection-level tests: `/slow` defers and takes 300 ms (a request in flight), anything else
+/// answers at once with the path.
+final class EchoHandler: HTTPHandler {
+    func handle(_ request: HTTPRequest, context: RequestContext) -> HandlerResult {
+        if request.target == "/slow" {
+            return .deferred {
+                usleep(300_000)
+                return .json(200, #"{"slow":true}"#)
+            }
+        }
+        return .response(.json(200, "{\"path\":\(JSONText.quote(request.target)),\"body\":\(request.body.count)}"))
+    }
+}
+
+final class EchoServer {
+    let server: HTTPServer
+    let port: UInt16
+
+    init(configure: (inout HTTPServerOptions) -> Void = { _ in }) throws {
+        var options = HTTPServerOptions()
+        configure(&options)
+        server = HTTPServer(options: options, handler: EchoHandler(), counters: HTTPCounters(),
+                            worker: DispatchQueue(label: "echo", attributes: .concurrent), log: Logger(level: .critical))
+        try server.start([try ListenAddress.tcp("127.0.0.1:0")])
+        guard case .tcp(_, let p, _) = server.addresses[0].kind else { fatalError() }
+        port = p
+    }
+
+    deinit { server.stop() }
+}
+
+@Suite(.serialized) struct ConnectionTests {
+    @Test func keepAliveServesManyRequestsOnOneConnection() throws {
+        let s = try EchoServer()
+        let c = try RawConnection(port: s.port)
+        for i in 0..<20 {
+            c.send("GET /r\(i) HTTP/1.1\r\nHost: x\r\n\r\n")
+            let r = c.readResponses(1)
+            #expect(r.first?.status == 200)
+            #expect(r.first?.json["path"] as? String == "/r\(i)")
+        }
+    }
+
+    @Test func pipelinedRequestsAreAnsweredInOrderEvenWhenOneIsSlow() throws {
+        let s = try EchoServer()
+        let c = try RawConnection(port: s.port)
+        c.send("GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /slow HTTP/1.1\r\nHost: x\r\n\r\nPOST /c HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabcGET /d HTTP/1.1\r\nHost: x\r\n\r\n")
+        let r = c.readResponses(4)
+        #expect(r.count == 4)
+        #expect(r.map { $0.json["path"] as? String ?? ($0.json["slow"] != nil ? "/slow" : "?") } == ["/a", "/slow", "/c", "/d"])
+        #expect(r[2].json["body"] as? Int == 3)
+    }
+
+    @Test func connectionCloseAndHTTP10() throws {
+        let s = try EchoServer()
+        let c = try RawConnection(port: s.port)
+        c.send("GET /x HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        let text = c.readAll()
+        #expect(text.hasPrefix("HTTP/1.1 200 OK\r\n"))
+        #expect(text.contains("\r\nConnection: close\r\n"))
+        let old = try RawConnection(port: s.port)
+        old.send("GET /y HTTP/1.0\r\n\r\n")
+        #expect(old.readAll().contains("\"/y\""))
+        let kept = try RawConnection(port: s.port)
+        kept.send("GET /z HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+        let first = kept.readResponses(1)
+        #expect(first.first?.header("Connection") == "keep-alive")
+        kept.send("GET /z2 HTTP/1.0\r\n\r\n")
+        #expect(kept.readResponses(1).first?.json["path"] as? String == "/z2")
+    }
+
+    @Test func expectContinueGetsAnInterimAnswer() throws {
+        let s = try EchoServer()
+        let c = try RawConnection(port: s.port)
+        c.send("POST /p HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n")
+        let interim = c.readResponses(1)
+        #expect(interim.first?.status == 100)
+        c.send("body")
+        #expect(c.readResponses(1).first?.json["body"] as? Int == 4)
+    }
+
+    @Test(arguments: [
+        ("GET / HTTP/1.1\r\nHost: x\r\nX: " + String(repeating: "a", count: 17_000) + "\r\n\r\n", 431),
+        ("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 70000\r\n\r\n", 413),
+        ("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n", 501),
+        ("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\nabc", 400),
+        ("\u{16}\u{03}\u{01}\u{02}\u{00}\u{01}\u{00}\u{01}\u{fc}\u{03}\u{03}\r\n\r\n", 400),  // a TLS hello
+        ("GET / HTTP/3.0\r\nHost: x\r\n\r\n", 505),
+    ])
+    func malformedRequestsGetAProblemAndAClose(_ request: String, _ status: Int) throws {
+        let s = try EchoServer()
+        let c = try RawConnection(port: s.port)
+        c.send(request)
+        let text = c.readAll()
+        #expect(text.hasPrefix("HTTP/1.1 \(status) "), "\(text.prefix(100))")
+        #expect(text.contains("Content-Type: application/problem+json"))
+        #expect(text.contains("Connection: close"))
+    }
+
+    @Test func slowAndSilentClientsAreClosed() throws {
+        let s = try EchoServer { $0.requestTimeout = 1; $0.idleTimeout = 1 }
+        // Slowloris: a head that never ends.
+        let slow = try RawConnection(port: s.port)
+        slow.send("GET / HTTP/1.1\r\nHost: x\r\n")
+        usleep(500_000)
+        slow.send("X-More: 1\r\n")
+        let text = slow.readAll()
+        #expect(text.hasPrefix("HTTP/1.1 408 "))
+        // A silent keep-alive connection is closed after the idle timeout.
+        let idle = try RawConnection(port: s.port, timeout: 5)
+        idle.send("GET /once HTTP/1.1\r\nHost: x\r\n\r\n")
+        #expect(idle.readResponses(1).count == 1)
+        let t0 = Clock.monotonic()
+        #expect(idle.isClosedByServer())
+        #expect(Clock.monotonic() - t0 < 4)
+    }
+
+    @Test func connectionsBeyondTheCapGet503() throws {
+        let s = try EchoServer { $0.maxConnections = 5 }
+        var held: [RawConnection] = []
+        for _ in 0..<5 {
+            let c = try RawConnection(port: s.port)
+            c.send("GET /h HTTP/1.1\r\nHost: x\r\n\r\n")
+            #expect(c.readResponses(1).count == 1)
+            held.append(c)
+        }
+        let extra = try RawConnection(port: s.port)
+        #expect(extra.readAll().hasPrefix("HTTP/1.1 503 "))
+        held.removeAll()
+        usleep(200_000)
+        let again = try RawConnection(port: s.port)
+        again.send("GET /h HTTP/1.1\r\nHost: x\r\n\r\n")
+        #expect(again.readResponses(1).first?.status == 200)
+    }
+
+    @Test func aThousandConcurrentConnections() throws {
+        var rl = rlimit()
+        getrlimit(Int32(RLIMIT_NOFILE.rawValue), &rl)
+        rl.rlim_cur = rl.rlim_max
+        setrlimit(Int32(RLIMIT_NOFILE.rawValue), &rl)
+        let s = try EchoServer()
+        var connections: [RawConnection] = []
+        for _ in 0..<1000 { connections.append(try RawConnection(port: s.port)) }
+        for (i, c) in connections.enumerated() { c.send("GET /c\(i) HTTP/1.1\r\nHost: x\r\n\r\n") }
+        var ok = 0
+        for (i, c) in connections.enumerated() where c.readResponses(1).first?.json["path"] as? String == "/c\(i)" { ok += 1 }
+        #expect(ok == 1000)
+        // All still open and served again.
+        for c in connections.prefix(10) { c.send("GET /again HTTP/1.1\r\nHost: x\r\n\r\n") }
+        #expect(connections.prefix(10).allSatisfy { $0.readResponses(1).count == 1 })
+    }
+
+    @Test func gracefulStopFinishesTheRequestInFlight() throws {
+        let s = try EchoServer()
+        let c = try RawConnection(port: s.port)
+        c.send("GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+        usleep(50_000)
+        let stopped = DispatchSemaphore(value: 0)
+        let server = s.server
+        Thread {
+            server.stop()
+            stopped.signal()
+        }.start()
+        let text = c.readAll()
+        #expect(text.hasPrefix("HTTP/1.1 200 "))
+        #expect(text.contains("Connection: close"))
+        stopped.wait()
+        #expect(throws: (any Error).self) { try RawConnection(port: s.port) }
+    }
+
+    @Test func garbageDoesNotHurtTheServer() throws {
+        let s = try EchoServer()
+        var generator = SystemRandomNumberGenerator()
+        for _ in 0..<50 {
+            let c = try RawConnection(port: s.port, timeout: 2)
+            c.send((0..<Int.random(in: 1..<4000, using: &generator)).map { _ in UInt8.random(in: 0...255, using: &generator) })
+            c.finishSending()
+            _ = c.readAll()
+        }
+        let ok = try RawConnection(port: s.port)
+        ok.send("GET /fine HTTP/1.1\r\nHost: x\r\n\r\n")
+        #expect(ok.readResponses(1).first?.status == 200)
+    }
+}
