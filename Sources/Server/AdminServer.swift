@@ -32,6 +32,7 @@ public final class AdminServer: Sendable {
         options.maxConnections = settings.maxConnections
         options.idleTimeout = settings.idleTimeout
         options.requestTimeout = settings.requestTimeout
+        if settings.threads > 0 { options.threads = settings.threads }
         let counters = HTTPCounters()
         let api = AdminAPI(daemon: daemon, access: access, counters: counters, log: log)
         server = HTTPServer(options: options, handler: api, counters: counters, worker: control, log: log)

@@ -18,6 +18,8 @@ enum {
     PC_EPOLLERR = 0x008,
     PC_EPOLLHUP = 0x010,
     PC_EPOLLRDHUP = 0x2000,
+    /// Only one of the epoll sets sharing a listening socket is woken per connection (Linux 4.5).
+    PC_EPOLLEXCLUSIVE = 1u << 28,
 };
 
 int pc_epoll_create(void);

@@ -119,7 +119,10 @@ struct BanTable {
     /// The cursor of a listing is the `seq` of the last ban of the previous page.
     static func cursor(_ seq: UInt64) -> String { "b" + String(seq, radix: 36) }
     static func seq(cursor: String) -> UInt64? {
-        guard cursor.first == "b", cursor.count <= 14 else { return nil }
+        // Exactly what `cursor` writes (openapi.yaml: ^b[0-9a-z]{1,12}$).
+        let digits = cursor.utf8.dropFirst()
+        guard cursor.utf8.first == UInt8(ascii: "b"), (1...12).contains(digits.count),
+              digits.allSatisfy({ (48...57).contains($0) || (97...122).contains($0) }) else { return nil }
         return UInt64(cursor.dropFirst(), radix: 36)
     }
 

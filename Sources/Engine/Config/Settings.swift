@@ -61,6 +61,8 @@ public struct APISettings: Sendable, Equatable {
     public var readTokenFile = ""
     public var adminTokenFile = ""
     public var maxConnections = 16384
+    /// Event-loop threads; 0: one per core, at most 4.
+    public var threads = 0
     /// Seconds a keep-alive connection may stay silent between requests.
     public var idleTimeout: Double = 60
     /// Seconds a client has to send a whole request once it has started one (slow-header and slow-body defence).
@@ -80,6 +82,10 @@ public struct APISettings: Sendable, Equatable {
         if let (v, _) = try value("socket") { a.socket = v }
         if let (v, _) = try value("read_token_file") { a.readTokenFile = v }
         if let (v, _) = try value("admin_token_file") { a.adminTokenFile = v }
+        if let (v, loc) = try value("threads") {
+            guard let n = Int(v), (0...64).contains(n) else { throw ConfigError("[api] threads must be a number from 0 (one per core) to 64, not '\(v)'", at: loc) }
+            a.threads = n
+        }
         if let (v, loc) = try value("max_connections") {
             guard let n = Int(v), n >= 1 else { throw ConfigError("[api] max_connections must be a positive number, not '\(v)'", at: loc) }
             a.maxConnections = n

@@ -34,6 +34,7 @@ public final class Daemon: @unchecked Sendable {
     }
 
     public var runningJails: [JailRuntime] { snapshot.withLock { Array($0.values) }.sorted { $0.name < $1.name } }
+    public func runningJail(named name: String) -> JailRuntime? { snapshot.withLock { $0[name] } }
 
     private func report(_ d: Diagnostic) {
         switch d.severity {

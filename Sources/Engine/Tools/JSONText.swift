@@ -1,6 +1,8 @@
 /// Minimal JSON writing for hot output paths (one object per log line), without Foundation's encoder.
 public enum JSONText {
     public static func quote(_ s: String) -> String {
+        // Most strings (names, addresses, paths) need no escaping: copy them whole.
+        if !s.utf8.contains(where: { $0 < 0x20 || $0 == 0x22 || $0 == 0x5C }) { return "\"" + s + "\"" }
         var out = "\""
         out.reserveCapacity(s.utf8.count + 2)
         for scalar in s.unicodeScalars {

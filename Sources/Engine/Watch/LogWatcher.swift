@@ -27,8 +27,14 @@ public final class LogWatcher: @unchecked Sendable {
     private let handler: LineHandler
     private let onIdle: (Double) -> Void
     private let log: Logger?
-    /// Whether the watcher fell back to polling (or was asked to poll).
-    public private(set) var polling = false
+    /// Whether the watcher fell back to polling (or was asked to poll); read by other threads (status).
+    private let pollingFlag = Atomic<Bool>(false)
+    public private(set) var polling: Bool {
+        get { pollingFlag.load(ordering: .relaxed) }
+        set { pollingFlag.store(newValue, ordering: .relaxed) }
+    }
+    /// The followed files, published for other threads (status requests) whenever the watcher thread changes them.
+    private let fileList = Mutex<[String]>([])
     /// Called once before the first poll, on the watcher thread, to restore positions.
     public var prepare: ((LogFollower) -> Void)?
 
@@ -50,8 +56,8 @@ public final class LogWatcher: @unchecked Sendable {
         if wakePipe.read >= 0 { close(wakePipe.read); close(wakePipe.write) }
     }
 
-    /// The files currently followed.
-    public var files: [String] { followers.keys.sorted() }
+    /// The files currently followed (safe from any thread).
+    public var files: [String] { fileList.withLock { $0 } }
 
     /// Where each file was read up to. Call on the watcher thread (from `onIdle`) or after `stop()`.
     public func positions() -> [(path: String, firstLine: [UInt8], offset: Int)] {
@@ -91,6 +97,8 @@ public final class LogWatcher: @unchecked Sendable {
                 let f = LogFollower(path: path, startAtEnd: p.tail)
                 prepare?(f)
                 followers[path] = f
+                let list = followers.keys.sorted()
+                fileList.withLock { $0 = list }
             }
         }
     }

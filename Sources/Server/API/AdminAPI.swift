@@ -71,7 +71,25 @@ public final class AdminAPI: HTTPHandler {
         return .json(200, o.text)
     }
 
-    private func runtime(_ name: String) -> JailRuntime? { daemon.runningJails.first { $0.name == name } }
+    private func runtime(_ name: String) -> JailRuntime? { daemon.runningJail(named: name) }
+
+    /// A jail's settings document changes only when a reload replaces the jail: made once per jail instance.
+    private let settingsCache = Mutex<[String: (runtime: JailRuntime, json: String)]>([:])
+
+    private func settingsJSON(_ j: JailRuntime) -> String {
+        if let cached = settingsCache.withLock({ $0[j.name] }), cached.runtime === j { return cached.json }
+        let d = j.definition
+        var settings = JSONObject()
+        settings.int("maxretry", d.maxRetry)
+        settings.double("findtime", d.findTime)
+        settings.double("bantime", d.banTime < 0 ? -1 : d.banTime)
+        settings.strings("ports", d.portSpec.split(whereSeparator: { $0 == "," || $0 == " " || $0 == "\t" || $0 == "\n" }).map(String.init))
+        settings.string("protocol", d.protocol)
+        settings.string("backend", j.usesPolling ? "polling" : "inotify")
+        let json = settings.text
+        settingsCache.withLock { $0[j.name] = (j, json) }
+        return json
+    }
 
     private func jails() -> HTTPResponse {
         let manager = daemon.banManager!
@@ -96,7 +114,6 @@ public final class AdminAPI: HTTPHandler {
         guard let j = runtime(name) else { return .problem(404, "no running jail named '\(name)'") }
         let manager = daemon.banManager!
         let c = j.counters
-        let d = j.definition
         var filter = JSONObject()
         filter.int("currentlyFailed", c.currentlyFailed)
         filter.int("totalFailed", c.totalFailed)
@@ -106,18 +123,11 @@ public final class AdminAPI: HTTPHandler {
         actions.int("currentlyBanned", banned.count)
         actions.int("totalBanned", manager.statistics.bansTotal[name, default: 0])
         actions.strings("bannedIPs", banned.map(\.description))
-        var settings = JSONObject()
-        settings.int("maxretry", d.maxRetry)
-        settings.double("findtime", d.findTime)
-        settings.double("bantime", d.banTime < 0 ? -1 : d.banTime)
-        settings.strings("ports", d.portSpec.split(whereSeparator: { $0 == "," || $0.isWhitespace }).map(String.init))
-        settings.string("protocol", d.protocol)
-        settings.string("backend", j.usesPolling ? "polling" : "inotify")
         var o = JSONObject()
         o.string("name", name)
         o.raw("filter", filter.text)
         o.raw("actions", actions.text)
-        o.raw("settings", settings.text)
+        o.raw("settings", settingsJSON(j))
         return .json(200, o.text)
     }
 
@@ -146,7 +156,7 @@ public final class AdminAPI: HTTPHandler {
             guard runtime(j) != nil else { return .problem(404, "no running jail named '\(j)'") }
             jail = j
         }
-        let after = target.parameter("after").flatMap { $0.isEmpty ? nil : $0 }
+        let after = target.parameter("after")
         let page: BanManager.Page
         do { page = try daemon.banManager.page(cursor: after, limit: limit, jail: jail) } catch {
             return .problem(400, "after: '\(after ?? "")' is not a cursor this server returned (use the \"next\" value of the previous page)")
@@ -280,8 +290,10 @@ struct BanRequest {
         guard let ip = AdminAPI.address(text) else { throw Invalid(detail: "ip: " + AdminAPI.badAddress(text)) }
         self.ip = ip
         switch dict["bantime"] {
-        case nil, is NSNull:
+        case nil:
             banTime = nil
+        case is NSNull:
+            throw Invalid(detail: "bantime: null is not a duration (leave bantime out for the jail's own)")
         case let s as String:
             do { banTime = try BanRequest.checked(Duration.seconds(s)) } catch let e as Invalid { throw e } catch {
                 throw Invalid(detail: "bantime: '\(s)' is not a duration (seconds, or fail2ban's 1h, 1d, 12w; -1 for permanent)")
@@ -293,9 +305,12 @@ struct BanRequest {
         }
     }
 
+    /// 200 years of 365 days (openapi.yaml says the same).
+    static let maxBanTime: Double = 6_307_200_000
+
     private static func checked(_ seconds: Double) throws(Invalid) -> Double {
-        guard seconds.isFinite, seconds < 0 ? seconds == -1 : (seconds >= 1 && seconds <= 100 * 365 * 86400) else {
-            throw Invalid(detail: "bantime: must be -1 (permanent) or from 1 second to 100 years")
+        guard seconds.isFinite, seconds < 0 ? seconds == -1 : (seconds >= 1 && seconds <= BanRequest.maxBanTime) else {
+            throw Invalid(detail: "bantime: must be -1 (permanent) or from 1 second to 200 years")
         }
         return seconds
     }

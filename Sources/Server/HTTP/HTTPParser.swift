@@ -88,6 +88,8 @@ public struct HTTPParser: Sendable {
     private var pendingHead: HTTPRequest?
     private var pendingLength = 0
     private var continueSent = false
+    /// How far past `start` the search for the end of the head has looked.
+    private var scanned = 0
 
     public init(limits: HTTPLimits = HTTPLimits()) {
         self.limits = limits
@@ -134,6 +136,26 @@ public struct HTTPParser: Sendable {
         return .request(request)
     }
 
+    /// Without optional whitespace around it (no Foundation here: the fuzz target compiles this file alone).
+    private static func trimmed(_ s: Substring) -> String {
+        var t = s
+        while let f = t.first, f == " " || f == "\t" { t = t.dropFirst() }
+        while let l = t.last, l == " " || l == "\t" { t = t.dropLast() }
+        return String(t)
+    }
+
+    /// ASCII case-insensitive equality with a lowercase name.
+    private static func named(_ bytes: ArraySlice<UInt8>, _ lower: StaticString) -> Bool {
+        guard bytes.count == lower.utf8CodeUnitCount else { return false }
+        let p = lower.utf8Start
+        var i = 0
+        for b in bytes {
+            if b | 0x20 != p[i] && b != p[i] { return false }
+            i += 1
+        }
+        return true
+    }
+
     private static func isTokenChar(_ c: UInt8) -> Bool {
         // RFC 9110 §5.6.2 tchar
         switch c {
@@ -148,12 +170,25 @@ public struct HTTPParser: Sendable {
     /// Parses the request line and header fields once they have all arrived.
     private mutating func parseHead() throws(HTTPParseError) -> (HTTPRequest, Int, Bool)? {
         // RFC 9112 §2.2: ignore at least one empty line (CRLF) before the request line.
-        while buffered >= 2 && buffer[start] == 13 && buffer[start + 1] == 10 { start += 2 }
-        while buffered >= 1 && buffer[start] == 10 { start += 1 }
+        // One loop over CRLF and bare LF alike, so that where the bytes were cut in transit changes nothing.
+        while buffered >= 1 {
+            if buffer[start] == 10 {
+                start += 1
+                scanned = 0
+            } else if buffered >= 2 && buffer[start] == 13 && buffer[start + 1] == 10 {
+                start += 2
+                scanned = 0
+            } else {
+                break
+            }
+        }
         // Find the end of the head: an empty line (CRLF CRLF, or bare LF LF, which §2.2 lets a server accept).
+        // The head may take maxHeaderBytes plus its final empty line. Scanning resumes where it stopped, so that
+        // a client sending one byte at a time costs linear, not quadratic, time.
+        let maxHead = limits.maxHeaderBytes + 4
         var end: Int? = nil
-        var i = start
-        let limit = min(buffer.count, start + limits.maxHeaderBytes + 4)
+        var i = start + scanned
+        let limit = min(buffer.count, start + maxHead)
         while i < limit {
             if buffer[i] == 10 {
                 if i + 1 < buffer.count && buffer[i + 1] == 10 { end = i + 2; break }
@@ -162,10 +197,13 @@ public struct HTTPParser: Sendable {
             i += 1
         }
         guard let headEnd = end else {
-            if buffered > limits.maxHeaderBytes { throw .headersTooLarge }
+            // The last two bytes may start a terminator whose rest has not arrived.
+            scanned = max(0, limit - start - 2)
+            if buffered >= maxHead { throw .headersTooLarge }
             return nil
         }
-        if headEnd - start > limits.maxHeaderBytes + 4 { throw .headersTooLarge }
+        scanned = 0
+        if headEnd - start > maxHead { throw .headersTooLarge }
         var lines: [ArraySlice<UInt8>] = []
         var lineStart = start
         for j in start..<headEnd where buffer[j] == 10 {
@@ -212,14 +250,23 @@ public struct HTTPParser: Sendable {
             guard valueBytes.allSatisfy({ $0 == 9 || ($0 >= 32 && $0 != 127) }) else {
                 throw .badRequest("control character in a header field value")
             }
-            headers.append((String(decoding: nameBytes, as: UTF8.self), String(decoding: valueBytes, as: UTF8.self)))
+            let value = String(decoding: valueBytes, as: UTF8.self)
+            headers.append((String(decoding: nameBytes, as: UTF8.self), value))
             guard headers.count <= limits.maxHeaderCount else { throw .headersTooLarge }
-            let name = String(decoding: nameBytes, as: UTF8.self).lowercased()
-            let value = headers.last!.value
+            // The fields that frame the request, recognised without building lowercased strings.
+            let name: String
+            switch nameBytes.count {
+            case 4 where HTTPParser.named(nameBytes, "host"): name = "host"
+            case 6 where HTTPParser.named(nameBytes, "expect"): name = "expect"
+            case 10 where HTTPParser.named(nameBytes, "connection"): name = "connection"
+            case 14 where HTTPParser.named(nameBytes, "content-length"): name = "content-length"
+            case 17 where HTTPParser.named(nameBytes, "transfer-encoding"): name = "transfer-encoding"
+            default: name = ""
+            }
             switch name {
             case "content-length":
                 // A list of identical values is allowed (§6.3); anything else is invalid.
-                let values = value.split(separator: ",").map { $0.trimmingCharacters(in: [" ", "\t"]) }
+                let values = value.split(separator: ",").map(HTTPParser.trimmed)
                 guard let first = values.first, values.allSatisfy({ $0 == first }), !first.isEmpty,
                       first.allSatisfy({ $0.isASCII && $0.isNumber }), first.count <= 12, let n = Int(first) else {
                     throw .badRequest("invalid Content-Length")
@@ -229,7 +276,7 @@ public struct HTTPParser: Sendable {
             case "transfer-encoding":
                 transferEncoding = true
             case "connection":
-                connectionTokens += value.lowercased().split(separator: ",").map { $0.trimmingCharacters(in: [" ", "\t"]) }
+                connectionTokens += value.lowercased().split(separator: ",").map(HTTPParser.trimmed)
             case "expect":
                 if value.lowercased() == "100-continue" { expectsContinue = true }
                 else { throw .notImplemented("Expect: \(value) is not supported") }

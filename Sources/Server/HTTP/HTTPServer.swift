@@ -29,6 +29,11 @@ public struct HTTPServerOptions: Sendable {
     public var requestTimeout: Double = 10
     /// How long a stop waits for requests in flight.
     public var shutdownGrace: Double = 10
+    /// Event-loop threads (each serves its share of the connections).
+    public var threads = HTTPServerOptions.defaultThreads
+
+    /// One per core, at most 4: the API is small work next to the engine.
+    public static var defaultThreads: Int { min(max(ProcessInfo.processInfo.activeProcessorCount, 1), 4) }
 
     public init() {}
 }
@@ -40,44 +45,34 @@ public final class HTTPCounters: Sendable {
 }
 
 public struct HTTPStats: Sendable {
-    public var requestsByStatus: [Int: Int] = [:]
+    /// Answers by status, 100...599 (an array: this is counted on every request).
+    var statusCounts = [Int](repeating: 0, count: 500)
+    public var requestsByStatus: [Int: Int] {
+        var d: [Int: Int] = [:]
+        for (i, n) in statusCounts.enumerated() where n > 0 { d[i + 100] = n }
+        return d
+    }
+    mutating func count(_ status: Int) {
+        if (100...599).contains(status) { statusCounts[status - 100] += 1 }
+    }
     public var openConnections = 0
     public var acceptedConnections = 0
     public var refusedConnections = 0
 }
 
-/// An HTTP/1.1 server on one epoll event loop: every connection is a small state machine, so thousands of idle
+/// An HTTP/1.1 server on epoll event loops: every connection is a small state machine, so thousands of idle
 /// keep-alive clients cost memory, not threads. Requests on a connection are answered in order (pipelining); a
-/// request whose handler defers holds the ones behind it until its answer is written.
+/// request whose handler defers holds the ones behind it until its answer is written. Each loop thread accepts
+/// from the same listening sockets (EPOLLEXCLUSIVE wakes one of them per connection) and keeps its connections.
 public final class HTTPServer: @unchecked Sendable {
-    // @unchecked: everything but `counters`, `completions` and `stopping` is touched only by the loop thread
-    // (after `start`, which runs before the thread exists).
+    // @unchecked: `listeners` and `loops` are set in `start` and read-only afterwards.
     public let options: HTTPServerOptions
     private let handler: any HTTPHandler
     private let worker: DispatchQueue
     private let log: Logger
-    private let epfd: Int32
-    private let wakeFD: Int32
-    private var listeners: [(fd: Int32, address: ListenAddress)] = []
-    private var connections: [Connection?] = []
-    private var connectionCount = 0
-    private var nextID: UInt64 = 1
-    /// Kept open so that, when the process runs out of descriptors, one can be freed to accept and close a
-    /// client (otherwise the listening socket stays readable and the loop spins).
-    private var reserveFD: Int32 = -1
-    private let completions = Mutex<[(id: UInt64, fd: Int32, response: HTTPResponse)]>([])
-    private let stopping = Atomic<Bool>(false)
-    private let finished = DispatchSemaphore(value: 0)
-    private var thread: Thread?
     private let counters: HTTPCounters
-    private var dateText = ""
-    private var dateSecond = -1.0
-    private var readBuffer = [UInt8](repeating: 0, count: 64 * 1024)
-
-    /// Pending output beyond which a connection is not read from (a client that pipelines without reading).
-    private static let outputHighWater = 256 * 1024
-    private static let listenerTag: UInt64 = 1 << 40
-    private static let wakeTag: UInt64 = 1 << 41
+    private var listeners: [(fd: Int32, address: ListenAddress)] = []
+    private var loops: [EventLoop] = []
 
     public init(options: HTTPServerOptions, handler: any HTTPHandler, counters: HTTPCounters, worker: DispatchQueue, log: Logger) {
         self.options = options
@@ -85,18 +80,11 @@ public final class HTTPServer: @unchecked Sendable {
         self.handler = handler
         self.worker = worker
         self.log = log
-        epfd = pc_epoll_create()
-        wakeFD = pc_eventfd()
-    }
-
-    deinit {
-        close(epfd)
-        close(wakeFD)
     }
 
     public var addresses: [ListenAddress] { listeners.map(\.address) }
 
-    /// Opens every listener (all or none) and starts the loop thread.
+    /// Opens every listener (all or none) and starts the loop threads.
     public func start(_ addresses: [ListenAddress]) throws {
         raiseDescriptorLimit()
         for a in addresses {
@@ -108,27 +96,22 @@ public final class HTTPServer: @unchecked Sendable {
                 throw error
             }
         }
-        for (i, l) in listeners.enumerated() {
-            _ = pc_epoll_ctl(epfd, 1, l.fd, UInt32(PC_EPOLLIN), HTTPServer.listenerTag | UInt64(i))
+        let gate = ConnectionGate(limit: options.maxConnections)
+        for i in 0..<max(1, options.threads) {
+            let loop = EventLoop(index: i, options: options, handler: handler, counters: counters, worker: worker, log: log,
+                                 listeners: listeners, gate: gate)
+            loops.append(loop)
+            loop.start()
         }
-        _ = pc_epoll_ctl(epfd, 1, wakeFD, UInt32(PC_EPOLLIN), HTTPServer.wakeTag)
-        reserveFD = open("/dev/null", O_RDONLY | O_CLOEXEC)
-        let t = Thread { [self] in run() }
-        t.name = "portcullis-http"
-        thread = t
-        t.start()
     }
 
     /// Stops accepting, lets requests in flight finish (up to `shutdownGrace`), closes everything.
     public func stop() {
-        guard thread != nil, !stopping.exchange(true, ordering: .acquiringAndReleasing) else { return }
-        wake()
-        finished.wait()
-    }
-
-    private func wake() {
-        var one: UInt64 = 1
-        _ = write(wakeFD, &one, 8)
+        guard !loops.isEmpty else { return }
+        for loop in loops { loop.requestStop() }
+        for loop in loops { loop.waitUntilFinished() }
+        loops = []
+        closeListeners()
     }
 
     /// 10,000 idle clients need 10,000 descriptors; the default soft limit is often 1,024.
@@ -141,10 +124,110 @@ public final class HTTPServer: @unchecked Sendable {
 
     private func closeListeners() {
         for l in listeners {
-            _ = pc_epoll_ctl(epfd, 2, l.fd, 0, 0)
             close(l.fd)
             if case .unix(let path) = l.address.kind { unlink(path) }
         }
+        listeners = []
+    }
+}
+
+/// The connection count across loops, against `max_connections`.
+final class ConnectionGate: Sendable {
+    let limit: Int
+    private let count = Atomic<Int>(0)
+
+    init(limit: Int) { self.limit = limit }
+
+    func tryEnter() -> Bool {
+        if count.wrappingAdd(1, ordering: .relaxed).newValue > limit {
+            count.wrappingSubtract(1, ordering: .relaxed)
+            return false
+        }
+        return true
+    }
+
+    func leave() -> Int { count.wrappingSubtract(1, ordering: .relaxed).newValue }
+    var current: Int { count.load(ordering: .relaxed) }
+}
+
+/// One event-loop thread and its connections.
+final class EventLoop: @unchecked Sendable {
+    // @unchecked: everything but `counters`, `completions` and `stopping` is touched only by the loop thread
+    // (after `start`, which runs before the thread exists).
+    let options: HTTPServerOptions
+    private let index: Int
+    private let handler: any HTTPHandler
+    private let worker: DispatchQueue
+    private let log: Logger
+    private let epfd: Int32
+    private let wakeFD: Int32
+    private var listeners: [(fd: Int32, address: ListenAddress)]
+    private let gate: ConnectionGate
+    private var connections: [Connection?] = []
+    /// This loop's connections.
+    private var connectionCount = 0
+    private var nextID: UInt64 = 1
+    /// Kept open so that, when the process runs out of descriptors, one can be freed to accept and close a
+    /// client (otherwise the listening socket stays readable and the loop spins).
+    private var reserveFD: Int32 = -1
+    private let completions = Mutex<[(id: UInt64, fd: Int32, response: HTTPResponse)]>([])
+    private let stopping = Atomic<Bool>(false)
+    private let finished = DispatchSemaphore(value: 0)
+    private let counters: HTTPCounters
+    private var dateText = ""
+    private var dateSecond = -1.0
+    private var readBuffer = [UInt8](repeating: 0, count: 64 * 1024)
+
+    /// Pending output beyond which a connection is not read from (a client that pipelines without reading).
+    private static let outputHighWater = 256 * 1024
+    private static let listenerTag: UInt64 = 1 << 40
+    private static let wakeTag: UInt64 = 1 << 41
+
+    init(index: Int, options: HTTPServerOptions, handler: any HTTPHandler, counters: HTTPCounters, worker: DispatchQueue,
+         log: Logger, listeners: [(fd: Int32, address: ListenAddress)], gate: ConnectionGate) {
+        self.index = index
+        self.options = options
+        self.counters = counters
+        self.handler = handler
+        self.worker = worker
+        self.log = log
+        self.listeners = listeners
+        self.gate = gate
+        epfd = pc_epoll_create()
+        wakeFD = pc_eventfd()
+    }
+
+    deinit {
+        close(epfd)
+        close(wakeFD)
+    }
+
+    func start() {
+        for (i, l) in listeners.enumerated() {
+            _ = pc_epoll_ctl(epfd, 1, l.fd, UInt32(PC_EPOLLIN) | UInt32(PC_EPOLLEXCLUSIVE), EventLoop.listenerTag | UInt64(i))
+        }
+        _ = pc_epoll_ctl(epfd, 1, wakeFD, UInt32(PC_EPOLLIN), EventLoop.wakeTag)
+        reserveFD = open("/dev/null", O_RDONLY | O_CLOEXEC)
+        let t = Thread { [self] in run() }
+        t.name = "portcullis-http-\(index)"
+        t.start()
+    }
+
+    func requestStop() {
+        stopping.store(true, ordering: .releasing)
+        wake()
+    }
+
+    func waitUntilFinished() { finished.wait() }
+
+    private func wake() {
+        var one: UInt64 = 1
+        _ = write(wakeFD, &one, 8)
+    }
+
+    /// Stops accepting on this loop (the server closes the sockets once every loop has stopped).
+    private func closeListeners() {
+        for l in listeners { _ = pc_epoll_ctl(epfd, 2, l.fd, 0, 0) }
         listeners = []
     }
 
@@ -160,11 +243,11 @@ public final class HTTPServer: @unchecked Sendable {
             if n > 0 {
                 for i in 0..<Int(n) {
                     let e = events[i]
-                    if e.data & HTTPServer.wakeTag != 0 {
+                    if e.data & EventLoop.wakeTag != 0 {
                         var value: UInt64 = 0
                         _ = read(wakeFD, &value, 8)
                         deliverCompletions(now)
-                    } else if e.data & HTTPServer.listenerTag != 0 {
+                    } else if e.data & EventLoop.listenerTag != 0 {
                         let index = Int(e.data & 0xffff)
                         if index < listeners.count { accept(from: index, now: now) }
                     } else {
@@ -218,7 +301,7 @@ public final class HTTPServer: @unchecked Sendable {
                 }
                 return
             }
-            if connectionCount >= options.maxConnections {
+            if !gate.tryEnter() {
                 // A best-effort answer so that the client knows why (the socket buffer takes it whole).
                 var out: [UInt8] = []
                 HTTPResponse.problem(503, "too many connections (max_connections = \(options.maxConnections))",
@@ -226,7 +309,7 @@ public final class HTTPServer: @unchecked Sendable {
                     .serialize(date: date(), keepAlive: false, http10: false, head: false, into: &out)
                 _ = out.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
                 close(fd)
-                counters.state.withLock { $0.refusedConnections += 1; $0.requestsByStatus[503, default: 0] += 1 }
+                counters.state.withLock { $0.refusedConnections += 1; $0.count(503) }
                 continue
             }
             if case .tcp = listener.address.kind {
@@ -240,7 +323,8 @@ public final class HTTPServer: @unchecked Sendable {
             }
             connections[Int(fd)] = c
             connectionCount += 1
-            counters.state.withLock { $0.openConnections = connectionCount; $0.acceptedConnections += 1 }
+            let open = gate.current
+            counters.state.withLock { $0.openConnections = open; $0.acceptedConnections += 1 }
             c.interest = UInt32(PC_EPOLLIN | PC_EPOLLRDHUP)
             _ = pc_epoll_ctl(epfd, 1, fd, c.interest, UInt64(fd))
         }
@@ -294,7 +378,7 @@ public final class HTTPServer: @unchecked Sendable {
 
     /// Answers every complete request that can be answered now, in order.
     private func process(_ c: Connection, _ now: Double) {
-        while !c.busy && !c.closeAfterWrite && c.outPending < HTTPServer.outputHighWater {
+        while !c.busy && !c.closeAfterWrite && c.outPending < EventLoop.outputHighWater {
             let event: HTTPParser.Event?
             do {
                 event = try c.parser.next()
@@ -358,7 +442,7 @@ public final class HTTPServer: @unchecked Sendable {
     private func respond(_ c: Connection, _ response: HTTPResponse, head: Bool, keepAlive: Bool, http10: Bool) {
         response.serialize(date: date(), keepAlive: keepAlive, http10: http10, head: head, into: &c.out)
         if !keepAlive { c.closeAfterWrite = true }
-        counters.state.withLock { $0.requestsByStatus[response.status, default: 0] += 1 }
+        counters.state.withLock { $0.count(response.status) }
     }
 
     private func flush(_ c: Connection, _ now: Double) {
@@ -401,7 +485,7 @@ public final class HTTPServer: @unchecked Sendable {
             return
         }
         var want: UInt32 = 0
-        if !c.peerClosed && (c.draining || (!c.busy && !c.closeAfterWrite && c.outPending < HTTPServer.outputHighWater)) {
+        if !c.peerClosed && (c.draining || (!c.busy && !c.closeAfterWrite && c.outPending < EventLoop.outputHighWater)) {
             want |= UInt32(PC_EPOLLIN | PC_EPOLLRDHUP)
         }
         if c.outPending > 0 { want |= UInt32(PC_EPOLLOUT) }
@@ -438,7 +522,8 @@ public final class HTTPServer: @unchecked Sendable {
         close(c.fd)
         connections[Int(c.fd)] = nil
         connectionCount -= 1
-        counters.state.withLock { $0.openConnections = connectionCount }
+        let open = gate.leave()
+        counters.state.withLock { $0.openConnections = open }
     }
 
     private func date() -> String {
