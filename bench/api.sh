@@ -18,11 +18,11 @@ ip link set lo up
 ulimit -n "$(ulimit -Hn)"
 root=$PWD
 work=$(mktemp -d /tmp/portcullis-api-XXXXXX)
-[ -n "$work" ] && [ -d "$work" ] || { echo "mktemp failed" >&2; exit 1; }
+if [ -z "$work" ] || [ ! -d "$work" ]; then echo "mktemp failed" >&2; exit 1; fi
 chmod 755 "$work"  # nginx's workers (www-data) read the static file from here
 cleanup() {
-  [ -f "$work/nginx.pid" ] && kill "$(cat "$work/nginx.pid")" 2>/dev/null || true
-  [ -n "${daemon:-}" ] && kill "$daemon" 2>/dev/null && wait "$daemon" 2>/dev/null || true
+  if [ -f "$work/nginx.pid" ]; then kill "$(cat "$work/nginx.pid")" 2>/dev/null || true; fi
+  if [ -n "${daemon:-}" ]; then kill "$daemon" 2>/dev/null || true; wait "$daemon" 2>/dev/null || true; fi
   rm -rf "$work"
 }
 trap cleanup EXIT

@@ -11,7 +11,7 @@ bans=${1:-100000}
 swift build -c release >/dev/null
 root=$PWD
 work=$(mktemp -d /tmp/portcullis-bans-XXXXXX)
-[ -n "$work" ] && [ -d "$work" ] || { echo "mktemp failed" >&2; exit 1; }
+if [ -z "$work" ] || [ ! -d "$work" ]; then echo "mktemp failed" >&2; exit 1; fi
 trap 'rm -rf "$work"' EXIT
 
 # Counts the elements of every set in this namespace's ruleset.

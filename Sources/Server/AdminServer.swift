@@ -7,6 +7,7 @@ import Foundation
 public final class AdminServer: Sendable {
     public let server: HTTPServer
     public let addresses: [ListenAddress]
+    private let api: AdminAPI
 
     public struct SetupError: Error, CustomStringConvertible {
         public let description: String
@@ -34,7 +35,7 @@ public final class AdminServer: Sendable {
         options.requestTimeout = settings.requestTimeout
         if settings.threads > 0 { options.threads = settings.threads }
         let counters = HTTPCounters()
-        let api = AdminAPI(daemon: daemon, access: access, counters: counters, log: log)
+        api = AdminAPI(daemon: daemon, access: access, counters: counters, log: log)
         server = HTTPServer(options: options, handler: api, counters: counters, worker: control, log: log)
         guard !addresses.isEmpty else {
             self.addresses = []
@@ -45,6 +46,11 @@ public final class AdminServer: Sendable {
         self.addresses = server.addresses
         let auth = access.hasTokens ? "bearer tokens" : "read-only over TCP (no tokens configured)"
         log.notice("API listening on \(self.addresses.map(\.description).joined(separator: ", ")); \(auth)")
+    }
+
+    /// After a reload by SIGHUP: the token files are read again. Call on the control queue.
+    public func refreshAccess(log: Logger) {
+        for problem in api.refreshAccess() { log.error(problem) }
     }
 
     /// Stops accepting and finishes the requests in flight.

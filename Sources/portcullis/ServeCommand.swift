@@ -47,7 +47,10 @@ struct ServeCommand: ParsableCommand {
             }
             if s == SIGHUP {
                 log.notice("SIGHUP: reloading the configuration")
-                control.sync { _ = daemon.reload() }
+                control.sync {
+                    _ = daemon.reload()
+                    api.refreshAccess(log: log)
+                }
                 continue
             }
             log.notice("\(Signals.name(s)): stopping")

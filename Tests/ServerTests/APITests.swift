@@ -243,6 +243,21 @@ import Testing
         #expect(mode == 0o660)
     }
 
+    @Test func tokensRotateOnReload() throws {
+        let d = try LiveDaemon(tokens: true)
+        defer { d.stop() }
+        let fresh = "rotated-admin-token-0123456789"
+        d.dir.write("admin.token", fresh + "\n")
+        #expect(try d.tcp(token: LiveDaemon.adminToken).request("POST", "/reload").status == 200)
+        #expect(d.tcp(token: LiveDaemon.adminToken).get("/jails").status == 401)
+        #expect(d.tcp(token: fresh).get("/jails").status == 200)
+        // A broken token file keeps the tokens in force and says so.
+        d.dir.write("admin.token", "short\n")
+        let r = try d.unix.request("POST", "/reload")
+        #expect((r.json["errors"] as? [String])?.first?.contains("admin_token_file") == true)
+        #expect(d.tcp(token: fresh).get("/jails").status == 200)
+    }
+
     @Test func withoutTokensTCPIsReadOnly() throws {
         let d = try LiveDaemon()
         defer { d.stop() }

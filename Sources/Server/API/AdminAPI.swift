@@ -231,23 +231,36 @@ public final class AdminAPI: HTTPHandler {
     }
 
     private func reload() -> HTTPResponse {
+        let apiBefore = daemon.settings.api
         let summary = daemon.reload()
         var errors = summary.errors
+        let apiAfter = daemon.settings.api
+        if apiAfter.listen != apiBefore.listen || apiAfter.socket != apiBefore.socket || apiAfter.threads != apiBefore.threads
+            || apiAfter.maxConnections != apiBefore.maxConnections || apiAfter.idleTimeout != apiBefore.idleTimeout
+            || apiAfter.requestTimeout != apiBefore.requestTimeout {
+            errors.append("[api] listeners and limits changed: they take effect at the next start (the token files were read again)")
+        }
+        errors += refreshAccess()
+        var o = JSONObject()
+        o.strings("jails", summary.jails)
+        o.strings("errors", errors)
+        return .json(200, o.text)
+    }
+
+    /// Reads the token files again (after a reload: tokens can be rotated without a restart). Returns problems;
+    /// on a problem the tokens in force stay.
+    func refreshAccess() -> [String] {
         do {
             let policy = try AccessPolicy.load(readTokenFile: daemon.settings.api.readTokenFile,
                                                adminTokenFile: daemon.settings.api.adminTokenFile)
             if policy.hasTokens || !access.withLock({ $0.hasTokens }) {
                 access.withLock { $0 = policy }
-            } else {
-                errors.append("[api] the tokens were removed from the configuration; the old ones stay in force until a restart")
+                return []
             }
+            return ["[api] the tokens were removed from the configuration; the old ones stay in force until a restart"]
         } catch {
-            errors.append("\(error) (the previous tokens stay in force)")
+            return ["\(error) (the previous tokens stay in force)"]
         }
-        var o = JSONObject()
-        o.strings("jails", summary.jails)
-        o.strings("errors", errors)
-        return .json(200, o.text)
     }
 
     // MARK: helpers
