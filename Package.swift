@@ -76,6 +76,8 @@ let package = Package(
         .testTarget(
             name: "IntegrationTests",
             dependencies: ["Engine", "portcullis"],
+            // Scripts the tests run (namespace scenarios, deployment checks), not sources.
+            exclude: ["netns", "deploy"],
             swiftSettings: swiftSettings
         ),
     ]

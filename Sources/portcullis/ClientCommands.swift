@@ -285,3 +285,20 @@ struct ReloadCommand: ParsableCommand {
         if !errors.isEmpty { throw ExitCode(ClientExit.notDone) }
     }
 }
+
+struct HealthCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "health",
+        abstract: "Ask the daemon's GET /health (for container health checks).",
+        discussion: "Exit code 0 when the daemon answers ok, 3 when it cannot be reached, 1 otherwise."
+    )
+
+    @OptionGroup var options: ClientOptions
+
+    func run() throws {
+        let r = options.call("GET", "/health")
+        let o = options.object(r)
+        guard o["status"] as? String == "ok" else { fail("the daemon is not healthy: \(r.text)", code: ClientExit.notDone) }
+        print(options.json ? r.text : "ok: Portcullis \(o["version"] as? String ?? "?"), up \(o["uptimeSeconds"] as? Int ?? 0) s")
+    }
+}

