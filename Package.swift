@@ -52,6 +52,7 @@ let package = Package(
             dependencies: [
                 "Engine",
                 "Server",
+                "CFastScan",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: swiftSettings

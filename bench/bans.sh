@@ -57,8 +57,10 @@ unshare -n bash -c "ip link set lo up
   end=\$(date +%s.%N)
   echo \"daemon: \$n addresses in the kernel after \$(python3 -c \"print(round(\$end - \$start, 1))\") s (start-up and reading the log included)\"
   grep -E 'VmHWM' /proc/\$pid/status | tr -s ' \t' ' ' | sed 's/^/daemon peak during the storm: /'
-  sleep 6
-  grep -E 'VmRSS' /proc/\$pid/status | tr -s ' \t' ' ' | sed 's/^/daemon holding the bans, 6 s later: /'
+  for t in 6 12 18 24; do
+    sleep 6
+    grep -E 'VmRSS' /proc/\$pid/status | tr -s ' \t' ' ' | sed \"s/^/daemon holding the bans, \$t s later: /\"
+  done
   kill \$pid; wait \$pid || true"
 
 if command -v fail2ban-server >/dev/null; then

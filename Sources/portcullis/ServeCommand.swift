@@ -1,4 +1,5 @@
 import ArgumentParser
+import CFastScan
 import Dispatch
 import Engine
 import Foundation
@@ -20,6 +21,7 @@ struct ServeCommand: ParsableCommand {
 
     func run() throws {
         Signals.block()
+        pc_tune_malloc()
         let log = Logger(level: .info)
         let daemon = Daemon(configPath: configOptions.config, log: log)
         do {

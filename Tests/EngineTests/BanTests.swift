@@ -169,3 +169,38 @@ struct PythonExpressionTests {
         #expect(try PythonExpression(text).evaluate([:]) == value)
     }
 }
+
+@Suite struct BanTableTests {
+    private func value(_ t: Double) -> BanTable.Value { BanTable.Value(bannedAt: t, banTime: 3600, banCount: 1, failures: 2) }
+
+    @Test func pagesFollowBanOrderAndSurviveChanges() {
+        var table = BanTable()
+        for i in 1...10 { table[table.key("dovecot", IPAddress("192.0.2.\(i)")!)] = value(Double(i)) }
+        let first = table.page(after: 0, limit: 4, jail: nil)
+        #expect(first.bans.map(\.ip.description) == ["192.0.2.1", "192.0.2.2", "192.0.2.3", "192.0.2.4"])
+        // A lifted ban and a re-ban between pages: nothing is skipped, the re-ban moves to the end.
+        table[table.key("dovecot", IPAddress("192.0.2.5")!)] = nil
+        table[table.key("dovecot", IPAddress("192.0.2.2")!)] = value(99)
+        let second = table.page(after: first.next!, limit: 100, jail: nil)
+        #expect(second.bans.map(\.ip.description) == ["192.0.2.6", "192.0.2.7", "192.0.2.8", "192.0.2.9", "192.0.2.10", "192.0.2.2"])
+        #expect(second.next == nil)
+        #expect(table.count(jail: "dovecot") == 9)
+        #expect(table.page(after: 0, limit: 100, jail: "sshd").bans.isEmpty)
+    }
+
+    @Test func sequenceNumbersWrapWithoutLosingOrder() {
+        var table = BanTable()
+        table.nextSeq = UInt32.max - 3
+        for i in 1...8 { table[table.key("dovecot", IPAddress("198.51.100.\(i)")!)] = value(Double(i)) }
+        let all = table.page(after: 0, limit: 100, jail: nil).bans.map(\.ip.description)
+        #expect(all == (1...8).map { "198.51.100.\($0)" })
+        #expect(table.count == 8)
+    }
+
+    @Test func cursorsAreExactlyWhatThePageReturned() {
+        #expect(BanTable.seq(cursor: BanTable.cursor(12345)) == 12345)
+        for bad in ["", "b", "x12", "B12", "b1A", "b" + String(repeating: "z", count: 13), "b-1"] {
+            #expect(BanTable.seq(cursor: bad) == nil, "\(bad)")
+        }
+    }
+}

@@ -77,7 +77,7 @@ public final class BanManager: @unchecked Sendable {
         active.reserveCapacity(restored.count)
         for b in restored {
             let key = active.key(b.jail, b.ip)
-            let v = BanTable.Value(bannedAt: b.bannedAt, banTime: b.banTime, banCount: UInt32(clamping: b.banCount), failures: UInt32(clamping: b.failures))
+            let v = BanTable.Value(bannedAt: b.bannedAt, banTime: b.banTime, banCount: b.banCount, failures: b.failures)
             active[key] = v
             if let end = v.expiresAt { expiries.push(end, key) }
         }
@@ -351,7 +351,7 @@ public final class BanManager: @unchecked Sendable {
         lock.lock()
         for (ban, setup, _) in fresh {
             let key = active.key(ban.jail, ban.ip)
-            active[key] = BanTable.Value(bannedAt: ban.bannedAt, banTime: ban.banTime, banCount: UInt32(clamping: ban.banCount), failures: UInt32(clamping: ban.failures))
+            active[key] = BanTable.Value(bannedAt: ban.bannedAt, banTime: ban.banTime, banCount: ban.banCount, failures: ban.failures)
             if let end = ban.expiresAt { expiries.push(end, key) }
             if !failedBackends.contains(ObjectIdentifier(setup.firewall)) { stats.bansTotal[ban.jail, default: 0] += 1 }
         }

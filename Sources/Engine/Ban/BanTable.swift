@@ -12,10 +12,18 @@ struct BanTable {
         var bannedAt: Double
         /// Seconds; negative: permanent.
         var banTime: Double
-        var banCount: UInt32
-        var failures: UInt32
+        // Narrow counters and a 32-bit sequence keep a ban at 24 bytes (100,000 bans held in under 50 MB).
+        var banCount: UInt16
+        var failures: UInt16
         /// Position in `order`, assigned when stored: the stable order of listings (newest ban last).
-        var seq: UInt64 = 0
+        var seq: UInt32 = 0
+
+        init(bannedAt: Double, banTime: Double, banCount: Int, failures: Int) {
+            self.bannedAt = bannedAt
+            self.banTime = banTime
+            self.banCount = UInt16(clamping: banCount)
+            self.failures = UInt16(clamping: failures)
+        }
 
         var expiresAt: Double? { banTime < 0 ? nil : bannedAt + banTime }
     }
@@ -26,9 +34,19 @@ struct BanTable {
     /// Every stored ban by ascending `seq` (a re-ban moves to the end), so that a page of a listing is a binary
     /// search and a walk, not a sort of 100,000 bans. Entries whose `seq` no longer matches are stale and are
     /// compacted away once they are the majority.
-    private var order: [(seq: UInt64, key: Key)] = []
+    private var order: [OrderEntry] = []
     private var stale = 0
-    private var nextSeq: UInt64 = 1
+    /// Internal, not private: a test starts it near the end of its range.
+    var nextSeq: UInt32 = 1
+
+    /// A key and its sequence number, flat (24 bytes, where a tuple would take 32).
+    private struct OrderEntry {
+        let hi: UInt64
+        let lo: UInt64
+        let tag: UInt32
+        let seq: UInt32
+        var key: Key { Key(hi: hi, lo: lo, tag: tag) }
+    }
     /// Bans in force per jail number, kept as bans come and go (status polls must not count 100,000 bans).
     private var jailCounts: [Int] = []
 
@@ -71,10 +89,11 @@ struct BanTable {
         set {
             let jail = Int(key.tag >> 1)
             if var v = newValue {
+                if nextSeq == UInt32.max { renumber() }
                 v.seq = nextSeq
                 nextSeq += 1
                 if storage.updateValue(v, forKey: key) == nil { jailCounts[jail] += 1 } else { stale += 1 }
-                order.append((v.seq, key))
+                order.append(OrderEntry(hi: key.hi, lo: key.lo, tag: key.tag, seq: v.seq))
             } else if storage.removeValue(forKey: key) != nil {
                 jailCounts[jail] -= 1
                 stale += 1
@@ -83,6 +102,20 @@ struct BanTable {
                 order.removeAll { storage[$0.key]?.seq != $0.seq }
                 stale = 0
             }
+        }
+    }
+
+    /// After four billion bans the numbers start again from 1, in the same order (open cursors then point
+    /// at the start: a client pages through again rather than missing bans).
+    private mutating func renumber() {
+        order.removeAll { storage[$0.key]?.seq != $0.seq }
+        stale = 0
+        nextSeq = 1
+        for i in order.indices {
+            let key = order[i].key
+            storage[key]!.seq = nextSeq
+            order[i] = OrderEntry(hi: key.hi, lo: key.lo, tag: key.tag, seq: nextSeq)
+            nextSeq += 1
         }
     }
 
@@ -98,20 +131,21 @@ struct BanTable {
         var lo = 0, hi = order.count
         while lo < hi {
             let mid = (lo + hi) / 2
-            if order[mid].seq <= after { lo = mid + 1 } else { hi = mid }
+            if UInt64(order[mid].seq) <= after { lo = mid + 1 } else { hi = mid }
         }
         var result: [BanManager.ActiveBan] = []
         result.reserveCapacity(min(limit, 1000))
         var lastSeq: UInt64 = 0
         var i = lo
         while i < order.count {
-            let (seq, key) = order[i]
+            let entry = order[i]
+            let key = entry.key
             i += 1
-            guard let v = storage[key], v.seq == seq else { continue }
+            guard let v = storage[key], v.seq == entry.seq else { continue }
             if let t = jailTag, key.tag >> 1 != t { continue }
             if result.count == limit { return (result, lastSeq) }
             result.append(ban(key, v))
-            lastSeq = seq
+            lastSeq = UInt64(entry.seq)
         }
         return (result, nil)
     }

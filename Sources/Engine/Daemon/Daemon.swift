@@ -146,7 +146,8 @@ public final class Daemon: @unchecked Sendable {
         var positions: [LogPosition] = []
         for runtime in jails.values { positions += runtime.positions }
         do { try store?.savePositions(positions, now: now) } catch { log.error("saving log positions failed: \(error)") }
-        // Bursts (a ban storm, a long backlog) leave memory in malloc's free lists: hand it back.
+        // Bursts (a ban storm, a long backlog) leave memory in SQLite's cache and malloc's free lists: hand it back.
+        store?.releaseMemory()
         pc_malloc_trim()
         if now - lastPurge > 3600 {
             lastPurge = now

@@ -105,6 +105,11 @@ public final class BanStore: @unchecked Sendable {
 
     public var schemaVersion: Int { lock.withLock { db?.userVersion ?? 0 } }
 
+    /// Hands SQLite's unused page-cache memory back (after a storm the cache holds megabytes it will not need).
+    public func releaseMemory() {
+        lock.withLock { db?.releaseMemory() }
+    }
+
     /// Closes the database (further calls fail).
     public func close() { lock.withLock { db = nil } }
 

@@ -37,6 +37,8 @@ final class SQLiteDatabase {
         sqlite3_close_v2(handle)
     }
 
+    func releaseMemory() { _ = sqlite3_db_release_memory(handle) }
+
     func error(_ rc: Int32, _ sql: String?) -> SQLiteError {
         SQLiteError(resultCode: rc, message: String(cString: sqlite3_errmsg(handle)), sql: sql)
     }

@@ -12,35 +12,34 @@ struct RequestTarget: Equatable {
     }
 
     /// Origin form (`/bans/2001:db8::1?x=y`) or absolute form (`http://host/bans`). Segments are decoded one by
-    /// one, so an encoded slash stays inside its segment.
+    /// one, so an encoded slash stays inside its segment. Works on the bytes: this runs for every request.
     init(_ target: String) throws(Invalid) {
-        var t = Substring(target)
-        if t.hasPrefix("http://") || t.hasPrefix("https://") {
-            let afterScheme = t[t.index(t.firstIndex(of: ":")!, offsetBy: 3)...]
-            t = afterScheme.firstIndex(of: "/").map { afterScheme[$0...] } ?? "/"
+        var bytes = Array(target.utf8)[...]
+        let slash = UInt8(ascii: "/"), question = UInt8(ascii: "?"), hash = UInt8(ascii: "#")
+        if bytes.starts(with: "http://".utf8) || bytes.starts(with: "https://".utf8) {
+            let afterScheme = bytes.dropFirst(bytes.starts(with: "http://".utf8) ? 7 : 8)
+            bytes = afterScheme.firstIndex(of: slash).map { afterScheme[$0...] } ?? Array("/".utf8)[...]
         }
-        guard t.hasPrefix("/") else { throw Invalid(detail: "the request target must be a path starting with /") }
-        if let hash = t.firstIndex(of: "#") { t = t[..<hash] }
-        let pathPart: Substring
-        var queryPart: Substring = ""
-        if let q = t.firstIndex(of: "?") {
-            pathPart = t[..<q]
-            queryPart = t[t.index(after: q)...]
-        } else {
-            pathPart = t
+        guard bytes.first == slash else { throw Invalid(detail: "the request target must be a path starting with /") }
+        if let h = bytes.firstIndex(of: hash) { bytes = bytes[..<h] }
+        var pathPart = bytes
+        var queryPart = bytes[bytes.endIndex...]
+        if let q = bytes.firstIndex(of: question) {
+            pathPart = bytes[..<q]
+            queryPart = bytes[(q + 1)...]
         }
         var segments: [String] = []
-        for raw in pathPart.split(separator: "/", omittingEmptySubsequences: true) {
+        for raw in pathPart.split(separator: slash, omittingEmptySubsequences: true) {
             guard let s = RequestTarget.decode(raw, plusIsSpace: false) else {
                 throw Invalid(detail: "invalid percent-encoding in the path")
             }
             segments.append(s)
         }
         var query: [(String, String)] = []
-        for pair in queryPart.split(separator: "&", omittingEmptySubsequences: true) {
-            let eq = pair.firstIndex(of: "=")
+        for pair in queryPart.split(separator: UInt8(ascii: "&"), omittingEmptySubsequences: true) {
+            let eq = pair.firstIndex(of: UInt8(ascii: "="))
             let rawName = eq.map { pair[..<$0] } ?? pair
-            let rawValue = eq.map { pair[pair.index(after: $0)...] } ?? ""
+            let rawValue = eq.map { pair[($0 + 1)...] } ?? pair[pair.endIndex...]
             guard let name = RequestTarget.decode(rawName, plusIsSpace: true),
                   let value = RequestTarget.decode(rawValue, plusIsSpace: true) else {
                 throw Invalid(detail: "invalid percent-encoding in the query")
@@ -54,11 +53,13 @@ struct RequestTarget: Equatable {
     func parameter(_ name: String) -> String? { query.first { $0.name == name }?.value }
 
     /// Percent-decoding to UTF-8; nil for a broken escape or bytes that are not UTF-8.
-    static func decode(_ s: Substring, plusIsSpace: Bool) -> String? {
-        if !s.utf8.contains(UInt8(ascii: "%")) && !(plusIsSpace && s.utf8.contains(UInt8(ascii: "+"))) { return String(s) }
+    static func decode(_ s: ArraySlice<UInt8>, plusIsSpace: Bool) -> String? {
+        if !s.contains(UInt8(ascii: "%")) && !(plusIsSpace && s.contains(UInt8(ascii: "+"))) {
+            return String(validating: s, as: UTF8.self)
+        }
         var bytes: [UInt8] = []
-        bytes.reserveCapacity(s.utf8.count)
-        var it = s.utf8.makeIterator()
+        bytes.reserveCapacity(s.count)
+        var it = s.makeIterator()
         func hex(_ c: UInt8) -> UInt8? {
             switch c {
             case 48...57: c - 48
