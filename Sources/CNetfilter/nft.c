@@ -109,28 +109,25 @@ static struct nlmsghdr *header(pc_nft_batch *b, size_t room, uint16_t type, uint
     return nftnl_nlmsg_build_hdr(at, type, NFPROTO_INET, flags | NLM_F_ACK, *seq);
 }
 
-uint32_t pc_nft_add_table(pc_nft_batch *b, const char *name) {
+/// NEWTABLE and DELTABLE carry the same payload: the table's name and family.
+static uint32_t table_message(pc_nft_batch *b, const char *name, uint16_t type, uint16_t flags) {
     struct nftnl_table *t = nftnl_table_alloc();
     if (!t) return 0;
     nftnl_table_set_str(t, NFTNL_TABLE_NAME, name);
     nftnl_table_set_u32(t, NFTNL_TABLE_FAMILY, NFPROTO_INET);
     uint32_t seq = 0;
-    struct nlmsghdr *nlh = header(b, 1024, NFT_MSG_NEWTABLE, NLM_F_CREATE, &seq);
+    struct nlmsghdr *nlh = header(b, 1024, type, flags, &seq);
     if (nlh) { nftnl_table_nlmsg_build_payload(nlh, t); commit_message(b, nlh); }
     nftnl_table_free(t);
     return nlh ? seq : 0;
 }
 
+uint32_t pc_nft_add_table(pc_nft_batch *b, const char *name) {
+    return table_message(b, name, NFT_MSG_NEWTABLE, NLM_F_CREATE);
+}
+
 uint32_t pc_nft_del_table(pc_nft_batch *b, const char *name) {
-    struct nftnl_table *t = nftnl_table_alloc();
-    if (!t) return 0;
-    nftnl_table_set_str(t, NFTNL_TABLE_NAME, name);
-    nftnl_table_set_u32(t, NFTNL_TABLE_FAMILY, NFPROTO_INET);
-    uint32_t seq = 0;
-    struct nlmsghdr *nlh = header(b, 1024, NFT_MSG_DELTABLE, 0, &seq);
-    if (nlh) { nftnl_table_nlmsg_build_payload(nlh, t); commit_message(b, nlh); }
-    nftnl_table_free(t);
-    return nlh ? seq : 0;
+    return table_message(b, name, NFT_MSG_DELTABLE, 0);
 }
 
 uint32_t pc_nft_add_set(pc_nft_batch *b, const char *table, const char *name, int ipv6, uint32_t set_id) {

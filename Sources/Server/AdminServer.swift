@@ -6,7 +6,8 @@ import Foundation
 /// server on its event loop, and changes run on the daemon's control queue.
 public final class AdminServer: Sendable {
     public let server: HTTPServer
-    public let addresses: [ListenAddress]
+    /// As bound (the port the kernel chose for port 0).
+    public var addresses: [ListenAddress] { server.addresses }
     private let api: AdminAPI
 
     public struct SetupError: Error, CustomStringConvertible {
@@ -38,14 +39,12 @@ public final class AdminServer: Sendable {
         api = AdminAPI(daemon: daemon, access: access, counters: counters, log: log)
         server = HTTPServer(options: options, handler: api, counters: counters, worker: control, log: log)
         guard !addresses.isEmpty else {
-            self.addresses = []
             log.warning("[api] neither listen nor socket is set: the API is off")
             return
         }
         do { try server.start(addresses) } catch { throw SetupError(description: "\(error)") }
-        self.addresses = server.addresses
         let auth = access.hasTokens ? "bearer tokens" : "read-only over TCP (no tokens configured)"
-        log.notice("API listening on \(self.addresses.map(\.description).joined(separator: ", ")); \(auth)")
+        log.notice("API listening on \(server.addresses.map(\.description).joined(separator: ", ")); \(auth)")
     }
 
     /// After a reload by SIGHUP: the token files are read again. Call on the control queue.

@@ -83,6 +83,29 @@ extension ClientOptions {
     }
 }
 
+extension ClientOptions {
+    /// One request per address, as fail2ban-client does: prints how many were done (or the answers, with --json),
+    /// reports each refusal on stderr, and ends with the worst exit code. `request` returns the answer and whether
+    /// a success counts.
+    func forEachAddress(_ addresses: [String], _ request: (String) -> (APIClient.Response, Bool)) throws {
+        var done = 0
+        var worst: Int32 = ClientExit.done
+        var results: [String] = []
+        for ip in addresses {
+            let (r, counts) = request(ip)
+            if (200..<300).contains(r.status) {
+                if counts { done += 1 }
+                results.append(r.text)
+            } else {
+                FileHandle.standardError.write(Data("portcullis: \(ip): \(r.problemDetail)\n".utf8))
+                worst = max(worst, ClientExit.code(for: r.status))
+            }
+        }
+        print(json ? JSONObject.array(results) : String(done))
+        if worst != ClientExit.done { throw ExitCode(worst) }
+    }
+}
+
 /// Path segments as the API expects them (an address or jail name may hold characters a path may not).
 func pathSegment(_ s: String) -> String {
     s.addingPercentEncoding(withAllowedCharacters: .urlPathAllowed.subtracting(CharacterSet(charactersIn: "/?#"))) ?? s
@@ -159,31 +182,20 @@ struct SetCommand: ParsableCommand {
     }
 
     func run() throws {
-        var done = 0
-        var worst: Int32 = ClientExit.done
-        var results: [String] = []
-        for ip in addresses {
-            let r: APIClient.Response
+        try options.forEachAddress(addresses) { ip in
             switch action {
             case .banip:
                 var body = JSONObject()
                 body.string("ip", ip)
                 if let bantime { body.string("bantime", bantime) }
-                r = options.call("POST", "/jails/\(pathSegment(jail))/bans", body: body.text)
-            case .unbanip:
-                r = options.call("DELETE", "/jails/\(pathSegment(jail))/bans/\(pathSegment(ip))")
-            }
-            if (200..<300).contains(r.status) {
+                let r = options.call("POST", "/jails/\(pathSegment(jail))/bans", body: body.text)
                 // 200 on banip: it was banned already (fail2ban does not count those).
-                if action == .unbanip || r.status == 201 { done += 1 }
-                results.append(r.text)
-            } else {
-                FileHandle.standardError.write(Data("portcullis: \(ip): \(r.problemDetail)\n".utf8))
-                worst = max(worst, ClientExit.code(for: r.status))
+                return (r, r.status == 201)
+            case .unbanip:
+                let r = options.call("DELETE", "/jails/\(pathSegment(jail))/bans/\(pathSegment(ip))")
+                return (r, true)
             }
         }
-        print(options.json ? JSONObject.array(results) : String(done))
-        if worst != ClientExit.done { throw ExitCode(worst) }
     }
 }
 
@@ -202,21 +214,7 @@ struct UnbanCommand: ParsableCommand {
     }
 
     func run() throws {
-        var done = 0
-        var worst: Int32 = ClientExit.done
-        var results: [String] = []
-        for ip in addresses {
-            let r = options.call("DELETE", "/bans/\(pathSegment(ip))")
-            if (200..<300).contains(r.status) {
-                done += 1
-                results.append(r.text)
-            } else {
-                FileHandle.standardError.write(Data("portcullis: \(ip): \(r.problemDetail)\n".utf8))
-                worst = max(worst, ClientExit.code(for: r.status))
-            }
-        }
-        print(options.json ? JSONObject.array(results) : String(done))
-        if worst != ClientExit.done { throw ExitCode(worst) }
+        try options.forEachAddress(addresses) { ip in (options.call("DELETE", "/bans/\(pathSegment(ip))"), true) }
     }
 }
 

@@ -175,7 +175,7 @@ public final class BanManager: @unchecked Sendable {
 
     /// The addresses banned in one jail, in ban order.
     public func bannedAddresses(jail: String) -> [IPAddress] {
-        lock.withLock { active.page(after: 0, limit: Int.max, jail: jail).bans.map(\.ip) }
+        lock.withLock { active.addresses(jail: jail) }
     }
 
     public func page(cursor: String?, limit: Int, jail: String? = nil) throws(BadCursor) -> Page {

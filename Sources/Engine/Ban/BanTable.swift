@@ -119,12 +119,11 @@ struct BanTable {
         }
     }
 
-    /// Up to `limit` bans after the cursor `after` (0: from the start), in ban order, optionally of one jail;
-    /// with the cursor of the last one returned when more follow.
-    func page(after: UInt64, limit: Int, jail: String?) -> (bans: [BanManager.ActiveBan], next: UInt64?) {
+    /// Walks the bans in force after `after` in ban order, optionally of one jail, until `body` returns false.
+    private func walk(after: UInt64, jail: String?, _ body: (Key, Value) -> Bool) {
         var jailTag: UInt32? = nil
         if let jail {
-            guard let id = jailIDs[jail] else { return ([], nil) }
+            guard let id = jailIDs[jail] else { return }
             jailTag = id
         }
         // First entry with seq > after.
@@ -133,21 +132,41 @@ struct BanTable {
             let mid = (lo + hi) / 2
             if UInt64(order[mid].seq) <= after { lo = mid + 1 } else { hi = mid }
         }
-        var result: [BanManager.ActiveBan] = []
-        result.reserveCapacity(min(limit, 1000))
-        var lastSeq: UInt64 = 0
-        var i = lo
-        while i < order.count {
-            let entry = order[i]
+        for entry in order[lo...] {
             let key = entry.key
-            i += 1
             guard let v = storage[key], v.seq == entry.seq else { continue }
             if let t = jailTag, key.tag >> 1 != t { continue }
-            if result.count == limit { return (result, lastSeq) }
-            result.append(ban(key, v))
-            lastSeq = UInt64(entry.seq)
+            if !body(key, v) { return }
         }
-        return (result, nil)
+    }
+
+    /// Up to `limit` bans after the cursor `after` (0: from the start), in ban order, optionally of one jail;
+    /// with the cursor of the last one returned when more follow.
+    func page(after: UInt64, limit: Int, jail: String?) -> (bans: [BanManager.ActiveBan], next: UInt64?) {
+        var result: [BanManager.ActiveBan] = []
+        result.reserveCapacity(min(limit, 1000))
+        var lastSeq: UInt32 = 0
+        var more = false
+        walk(after: after, jail: jail) { key, v in
+            if result.count == limit {
+                more = true
+                return false
+            }
+            result.append(ban(key, v))
+            lastSeq = v.seq
+            return true
+        }
+        return (result, more ? UInt64(lastSeq) : nil)
+    }
+
+    /// The addresses banned in one jail, in ban order (no ban records built: status asks for this often).
+    func addresses(jail: String) -> [IPAddress] {
+        var result: [IPAddress] = []
+        walk(after: 0, jail: jail) { key, _ in
+            result.append(ip(of: key))
+            return true
+        }
+        return result
     }
 
     /// The cursor of a listing is the `seq` of the last ban of the previous page.

@@ -231,13 +231,17 @@ public final class AdminAPI: HTTPHandler {
     }
 
     private func reload() -> HTTPResponse {
-        let apiBefore = daemon.settings.api
+        // Everything in [api] but the token files is fixed when the listeners open.
+        func fixedPart(_ a: APISettings) -> APISettings {
+            var a = a
+            a.readTokenFile = ""
+            a.adminTokenFile = ""
+            return a
+        }
+        let apiBefore = fixedPart(daemon.settings.api)
         let summary = daemon.reload()
         var errors = summary.errors
-        let apiAfter = daemon.settings.api
-        if apiAfter.listen != apiBefore.listen || apiAfter.socket != apiBefore.socket || apiAfter.threads != apiBefore.threads
-            || apiAfter.maxConnections != apiBefore.maxConnections || apiAfter.idleTimeout != apiBefore.idleTimeout
-            || apiAfter.requestTimeout != apiBefore.requestTimeout {
+        if fixedPart(daemon.settings.api) != apiBefore {
             errors.append("[api] listeners and limits changed: they take effect at the next start (the token files were read again)")
         }
         errors += refreshAccess()

@@ -117,20 +117,7 @@ public struct APIClient: Sendable {
         case .tcp(let host, let port):
             let v6 = host.contains(":")
             fd = socket(v6 ? AF_INET6 : AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-            var rc: Int32
-            if v6 {
-                var sa = sockaddr_in6()
-                sa.sin6_family = sa_family_t(AF_INET6)
-                sa.sin6_port = port.bigEndian
-                inet_pton(AF_INET6, host, &sa.sin6_addr)
-                rc = withUnsafePointer(to: &sa) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in6>.size)) } }
-            } else {
-                var sa = sockaddr_in()
-                sa.sin_family = sa_family_t(AF_INET)
-                sa.sin_port = port.bigEndian
-                inet_pton(AF_INET, host, &sa.sin_addr)
-                rc = withUnsafePointer(to: &sa) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
-            }
+            let rc = Listener.withSocketAddress(host: host, port: port, v6: v6) { Glibc.connect(fd, $0, $1) }
             if rc != 0 {
                 let why = String(cString: strerror(errno))
                 close(fd)

@@ -102,25 +102,30 @@ enum Listener {
         guard fd >= 0 else { throw failure("socket", name) }
         var one: Int32 = 1
         setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
-        var rc: Int32
         if v6 {
             // IPv4 gets its own listener when wanted; [::] must not silently take IPv4 too.
             setsockopt(fd, Int32(IPPROTO_IPV6), IPV6_V6ONLY, &one, socklen_t(MemoryLayout<Int32>.size))
+        }
+        let rc = withSocketAddress(host: host, port: port, v6: v6) { bind(fd, $0, $1) }
+        if rc != 0 { let e = failure("bind", name); close(fd); throw e }
+        if listen(fd, 4096) != 0 { let e = failure("listen", name); close(fd); throw e }
+        return fd
+    }
+
+    /// A numeric IPv4 or IPv6 address and port as the `sockaddr` that bind and connect take.
+    static func withSocketAddress<T>(host: String, port: UInt16, v6: Bool, _ body: (UnsafePointer<sockaddr>, socklen_t) -> T) -> T {
+        if v6 {
             var sa = sockaddr_in6()
             sa.sin6_family = sa_family_t(AF_INET6)
             sa.sin6_port = port.bigEndian
             inet_pton(AF_INET6, host, &sa.sin6_addr)
-            rc = withUnsafePointer(to: &sa) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in6>.size)) } }
-        } else {
-            var sa = sockaddr_in()
-            sa.sin_family = sa_family_t(AF_INET)
-            sa.sin_port = port.bigEndian
-            inet_pton(AF_INET, host, &sa.sin_addr)
-            rc = withUnsafePointer(to: &sa) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+            return withUnsafePointer(to: &sa) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { body($0, socklen_t(MemoryLayout<sockaddr_in6>.size)) } }
         }
-        if rc != 0 { let e = failure("bind", name); close(fd); throw e }
-        if listen(fd, 4096) != 0 { let e = failure("listen", name); close(fd); throw e }
-        return fd
+        var sa = sockaddr_in()
+        sa.sin_family = sa_family_t(AF_INET)
+        sa.sin_port = port.bigEndian
+        inet_pton(AF_INET, host, &sa.sin_addr)
+        return withUnsafePointer(to: &sa) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { body($0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
     }
 
     private static func unixAddress(_ path: String) throws(OpenError) -> sockaddr_un {
