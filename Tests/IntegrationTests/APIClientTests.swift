@@ -170,6 +170,10 @@ struct CommandFailure: Error, CustomStringConvertible {
         let r = try Binary.runTool("/usr/bin/env", [
             "timeout", "240", "python3", "-m", "schemathesis.cli", "run", OpenAPIContractTests.spec, "--url", d.url,
             "-H", "Authorization: Bearer \(token)", "--checks", "all", "--max-examples", "40",
+            // A ban's identity is the address the client chooses, so its stateful sequences re-create what they
+            // deleted (and delete what they created) in steps between the two it compares: use_after_free and
+            // ensure_resource_availability then report false failures, one run in two. Every other check stays.
+            "--exclude-checks", "use_after_free,ensure_resource_availability", "--workers", "1",
             "--seed", "20261128", "--no-color",
         ], environment: ["SCHEMATHESIS_HOOKS": "", "HOME": d.dir.url.path])
         #expect(r.status == 0, "schemathesis (pip install schemathesis):\n\(r.stdout.suffix(6000))\n\(r.stderr.suffix(2000))")
