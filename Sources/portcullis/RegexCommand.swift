@@ -29,6 +29,9 @@ struct RegexCommand: ParsableCommand {
     @Option(name: .long, help: "Time zone of log times that carry none (UTC, +hhmm, CET …).")
     var timezone: String?
 
+    @Flag(help: "Do everything on one thread (by default a second thread reads the file and finds the dates; the results are the same).")
+    var oneThread = false
+
     @Flag(help: "Print all matched lines.") var printAllMatched = false
     @Flag(help: "Print all missed lines, however many.") var printAllMissed = false
     @Flag(help: "Print all ignored lines, however many.") var printAllIgnored = false
@@ -54,6 +57,7 @@ struct RegexCommand: ParsableCommand {
         options.datePattern = datepattern
         options.maxLines = maxlines
         options.timeZone = timezone
+        options.pipelined = !oneThread
         options.printAllMatched = printAllMatched
         options.printAllMissed = printAllMissed
         options.printAllIgnored = printAllIgnored

@@ -54,6 +54,40 @@ struct DateTests {
         #expect(try time("Feb 30 10:00:00 impossible date") == nil)
     }
 
+    @Test func fewerCaptures() {
+        // Named groups go, except the fraction and those a back-reference needs; unnamed ones stay.
+        #expect(DateDetector.fewerCaptures(#"^((?P<Y>\d{4})(?P<_sep>[-/])(?P<m>\d\d)(?P=_sep)\d\d(?:\.(?P<f>\d+))?)"#, keeping: ["f"])
+                == #"^((?:\d{4})(?P<_sep>[-/])(?:\d\d)(?P=_sep)\d\d(?:\.(?P<f>\d+))?)"#)
+        #expect(DateDetector.fewerCaptures(#"((?<H>\d\d)[(?P<x>)]\(?P<y>)(?<=a)(?i:b)"#, keeping: [])
+                == #"((?:\d\d)[(?P<x>)]\(?P<y>)(?<=a)(?i:b)"#)
+        // Anything whose meaning depends on group numbers is left alone.
+        for p in [#"((?P<a>x))\1"#, #"((?P<a>x))\k<a>"#, #"((?P<a>x))(?(a)y|z)"#, #"(?|(?P<a>x)|(?P<b>y))"#, #"((?P<a>x))(?P>a)"#, #"((?P<a>x))(?R)"#] {
+            #expect(DateDetector.fewerCaptures(p, keeping: []) == nil, "\(p)")
+        }
+    }
+
+    @Test func leanSearchFindsWhatTheFullRegexFinds() throws {
+        // Every default template, searched with fewer captures, gives the same date, text and time.
+        let lines = ["2005-08-14T06:10:51.123456+00:00 host sshd[1]: x", "2005-08-14 08:10:51,5 x", "Aug 14 08:10:51 host x",
+                     "Sun Aug 14 08:10:51.5 2005 x", "14-Aug-2005 08:10:51 x", "08/14/2005:08:10:51 x", "14/08/05 08:10:51 x",
+                     "x [14/Aug/2005:06:10:51 +0000] y", "20050814 081051 z", "<08/14/05@08:10:51> x", "Aug 14, 2005 8:10:51 AM x",
+                     "2005-08-14 08:10:51.987654 CET x", "08:10:51 only a time"]
+        for line in lines {
+            let bytes = Array(line.utf8)
+            let d = try DateDetector()
+            try bytes.withUnsafeBufferPointer { b in
+                let m = try #require(d.match(b.baseAddress!, length: b.count, ascii: true), "\(line)")
+                let lean = d.time(of: m, line: b.baseAddress!, now: testNow)
+                let entry = m.entry.takeUnretainedValue()
+                #expect(entry.regex.search(b.baseAddress!, length: m.searchLength, start: m.searchStart, ascii: true), "\(line)")
+                #expect(entry.regex.range(1) == m.range, "\(line)")
+                #expect(entry.regex.range(0) == entry.searchRegex.takeUnretainedValue().range(0), "\(line)")
+                let unscreened = try time(line)
+                #expect(lean != nil && lean == unscreened, "\(line)")
+            }
+        }
+    }
+
     @Test func isoParser() {
         #expect(ISO8601.parse("2005-08-14T06:10:51Z") == 1123999851)
         #expect(ISO8601.parse("2005-08-14T08:10:51+02:00") == 1123999851)

@@ -69,6 +69,34 @@ struct RegexAnalysisTests {
         }
     }
 
+    @Test func screenFindsExactlyTheStrings() {
+        // Random lines with the strings (and near misses) at every offset, across 32-byte blocks and at the very
+        // end: the vectorised screen, the portable one and a plain search agree, and both tell non-ASCII lines.
+        let strings = ["Disconnected", "auth failed, ", "nknown user", "xy", "): ", "pam_authenticate() failed: ",
+                       "Aborted login", "assword mismatch", "tried to use ", "Remote closed connection"]
+        let literals = strings.map { Array($0.utf8) }
+        let fast = LiteralScanner(literals)
+        let portable = LiteralScanner(literals, vectorised: false)
+        var rng = SystemRandomNumberGenerator()
+        let alphabet = Array("abcdenkDisx():; _,".utf8) + [0xc3, 0xa9]
+        for n in 0..<3000 {
+            var line = (0..<Int.random(in: 0...90, using: &rng)).map { _ in alphabet.randomElement(using: &rng)! }
+            if n % 3 == 0 {
+                var s = literals.randomElement(using: &rng)!
+                if n % 2 == 0 { s.removeLast() }  // a near miss
+                line.insert(contentsOf: s, at: Int.random(in: 0...line.count, using: &rng))
+            }
+            let expected = literals.contains { line.firstRange(of: $0) != nil }
+            let ascii = line.allSatisfy { $0 < 0x80 }
+            line.withUnsafeBufferPointer { b in
+                let p = b.baseAddress ?? UnsafePointer(bitPattern: 1)!
+                let f = fast.scan(p, b.count), q = portable.scan(p, b.count)
+                #expect(f.found == expected && q.found == expected, "\(line)")
+                #expect(f.ascii == ascii && q.ascii == ascii)
+            }
+        }
+    }
+
     @Test func screeningSeesTheLineWithoutItsDate() throws {
         // "[]" only exists once the date inside the brackets is cut out.
         var options = LineFilter.Options()

@@ -35,6 +35,54 @@ struct CommandLineTests {
         #expect(objects[3]["match"] as? Bool == false)
     }
 
+    /// The reader thread that finds dates one stage ahead (`ExaminePipeline`) changes nothing in what is
+    /// reported: the same text report and the same JSON as one thread, over batches, a line longer than a batch,
+    /// invalid UTF-8, CRLF, comments, lines without dates and an unterminated last line.
+    @Test func regexOnTwoThreadsReportsWhatOneThreadDoes() throws {
+        var log = Data()
+        func add(_ s: String) { log.append(contentsOf: Array(s.utf8)) }
+        for i in 0..<10_000 {
+            let ip = "192.0.2.\(i % 250 + 1)"
+            switch i % 13 {
+            case 0: add("2026-11-28T06:\(10 + i % 40):51.\(100_000 + i)+00:00 mail dovecot: pop3-login: Disconnected (auth failed, 1 attempts in 2 secs): user=<u\(i)>, method=PLAIN, rip=\(ip), lip=127.0.0.1, session=<a>\n")
+            case 1: add("Nov 28 06:10:\(10 + i % 50) mail dovecot: imap-login: Login: user=<x>, method=PLAIN, rip=\(ip), lip=127.0.0.1\n")
+            case 2: add("# comment \(i)\n")
+            case 3: add("\n")
+            case 4: add("   \t \n")
+            case 5:
+                add("2026-11-28T06:11:00+00:00 mail dovecot: pop3-login: Aborted login (auth failed, 1 attempts): user=<\u{e9}l\u{e8}ve>, rip=\(ip), lip=127.0.0.1\r\n")
+            case 6:
+                add("2026-11-28T06:11:01+00:00 mail dovecot: pop3-login: Disconnected (auth failed, 2 attempts in 2 secs): user=<")
+                log.append(contentsOf: [0xff, 0xfe, 0x80])
+                add(">, method=PLAIN, rip=\(ip), lip=127.0.0.1\n")
+            case 7: add("no date here: Disconnected (auth failed, 1 attempts): rip=\(ip)\n")
+            case 8: add("[28/Nov/2026:06:12:00 +0000] Disconnected (auth failed, 1 attempts): rip=\(ip)\n")
+            default: add("2026-11-28T06:12:\(10 + i % 50).5+00:00 mail postfix/smtpd[\(i)]: connect from unknown[\(ip)]\n")
+            }
+            if i == 5_000 {
+                add("2026-11-28T06:13:00+00:00 mail dovecot: pop3-login: Disconnected (auth failed, 1 attempts in 2 secs): user=<big"
+                    + String(repeating: "x", count: 600 << 10) + ">, rip=198.51.100.7, lip=127.0.0.1\n")
+            }
+        }
+        add("2026-11-28T06:14:00+00:00 mail dovecot: pop3-login: Disconnected (auth failed): rip=198.51.100.8")
+        let dir = try TemporaryDirectory()
+        let path = dir.url.appendingPathComponent("mail.log").path
+        try log.write(to: URL(fileURLWithPath: path))
+        func withoutTiming(_ s: String) -> String { s.split(separator: "\n").filter { !$0.hasPrefix("[processed in") }.joined(separator: "\n") }
+        for extra in [["--print-all-matched"], ["--json"]] {
+            let args = ["regex", "--config", Self.config, "--now", "2026-11-28T12:00:00Z"] + extra + [path, "dovecot"]
+            let two = try Binary.run(args)
+            let one = try Binary.run(args + ["--one-thread"])
+            #expect(two.status == 0 && one.status == 0, "\(two.stderr) \(one.stderr)")
+            #expect(withoutTiming(two.stdout) == withoutTiming(one.stdout), "\(extra)")
+            if extra == ["--json"] {
+                #expect(two.stdout.split(separator: "\n").count == 10_000 + 1)
+            } else {
+                #expect(two.stdout.contains("xxx>, rip=198.51.100.7, lip=127.0.0.1"))
+            }
+        }
+    }
+
     @Test func regexErrors() throws {
         let bad = try Binary.run(["regex", "--config", Self.config, "x", "^broken ( <HOST>"])
         #expect(bad.status != 0)

@@ -28,5 +28,16 @@ typedef struct {
 int pc_contains_any(const uint8_t *p, size_t n, const uint8_t *pairs, size_t k, const pc_probe *probes, size_t count);
 #endif
 
+/// A compiled set of probes (at most 64) for `pc_screen_scan`: AVX2 nibble lookups where the CPU has them and
+/// `vectorised` is set, `pc_contains_any` otherwise (the tests compare both).
+typedef struct pc_screen pc_screen;
+pc_screen *pc_screen_create(const pc_probe *probes, size_t count, int vectorised);
+void pc_screen_free(pc_screen *screen);
+
+/// Set in `pc_screen_scan`'s result when p[0..<n] holds a byte above 0x7F.
+#define PC_SCREEN_NON_ASCII 2
+/// Bit 0: p[0..<n] contains one of the screen's strings; `PC_SCREEN_NON_ASCII`: it is not pure ASCII. One pass.
+int pc_screen_scan(const pc_screen *screen, const uint8_t *p, size_t n);
+
 /// Adds the byte counts of p[0..<n] to counts[256].
 void pc_count_bytes(const uint8_t *p, size_t n, uint32_t *counts);

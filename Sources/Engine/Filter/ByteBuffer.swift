@@ -1,3 +1,5 @@
+import Glibc
+
 /// A growable byte buffer with a stable base address between appends: the regex subject of the hot path,
 /// reused for every line so that matching allocates nothing.
 final class ByteBuffer {
@@ -47,6 +49,13 @@ final class ByteBuffer {
         reserve(1)
         base[count] = byte
         count += 1
+    }
+
+    @inline(__always)
+    func equals(_ bytes: UnsafeBufferPointer<UInt8>) -> Bool {
+        guard bytes.count == count else { return false }
+        guard count > 0, let other = bytes.baseAddress else { return true }
+        return memcmp(base, other, count) == 0
     }
 
     var buffer: UnsafeBufferPointer<UInt8> { UnsafeBufferPointer(start: base, count: count) }

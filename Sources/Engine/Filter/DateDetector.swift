@@ -17,22 +17,74 @@ public final class DateDetector {
         let fieldGroups: [(group: Int, field: TimeField)]
         /// The `%f` (fraction) group, which fail2ban ignores: dates differing only there are the same time.
         let fractionGroup: Int?
+        // The template's facts the per-line path reads, copied out of it (reading them through the struct
+        // would copy its strings).
+        let isAnchored: Bool
+        let weightFactor: Double
+        let kind: DateTemplate.Kind
+        /// What every line is searched with: `regex` with the groups only the field parsing reads made
+        /// non-capturing (captures cost the JIT about a fifth of its time on a date). The same matches; group 1
+        /// (the date) and `%f` keep their meaning. `regex` itself reads the fields when a date is parsed.
+        /// Made at the first search (most templates are never searched more than once or twice).
+        /// Unmanaged (`regex` or `leanRegex` keeps it alive): read on the per-line path without reference counting.
+        private(set) var searchRegex: Unmanaged<PCRE2Regex>
+        private var leanRegex: PCRE2Regex?
+        var isLean: Bool { leanRegex != nil }
+        private(set) var searchFractionGroup: Int?
+        private(set) var leanPending: Bool
+        private let pattern: String
 
         init(_ template: DateTemplate) throws(ConfigError) {
             self.template = template
+            let pattern = PythonRegex.toPCRE2(template.regex)
             do {
-                regex = try PCRE2Regex(PythonRegex.toPCRE2(template.regex))
+                regex = try PCRE2Regex(pattern)
             } catch {
                 throw ConfigError("date pattern '\(template.pattern ?? template.name)' does not compile: \(error.message)")
             }
             fieldGroups = regex.groupNames.compactMap { g in TimeField(groupName: g.name).map { (g.number, $0) } }
             fractionGroup = regex.groupNumbers["f"]
+            isAnchored = template.isAnchored
+            weightFactor = template.weight
+            kind = template.kind
+            self.pattern = pattern
+            searchRegex = Unmanaged.passUnretained(regex)
+            searchFractionGroup = fractionGroup
+            if case .pattern = template.kind { leanPending = true } else { leanPending = false }
         }
 
-        var weight: Double { Double(hits) * template.weight / Double(max(1, distance)) }
+        func makeLean() {
+            leanPending = false
+            guard !regex.groupNames.contains(where: { $0.number == 1 }),
+                  let lean = DateDetector.fewerCaptures(pattern, keeping: ["f"]),
+                  let compiled = try? PCRE2Regex(lean), compiled.groupNumbers["f"] != nil || fractionGroup == nil
+            else { return }
+            leanRegex = compiled
+            searchRegex = Unmanaged.passUnretained(compiled)
+            searchFractionGroup = compiled.groupNumbers["f"]
+        }
+
+        var weight: Double { Double(hits) * weightFactor / Double(max(1, distance)) }
     }
 
-    private(set) var entries: [Entry] = []
+    private(set) var entries: [Entry] = [] {
+        didSet { syncRefs() }
+    }
+    /// `entries` as unmanaged references, in the same order: the per-line path reads them without reference
+    /// counting (entries live as long as the detector; they are only appended and reordered).
+    private var refs = UnsafeMutablePointer<Unmanaged<Entry>>.allocate(capacity: 32)
+    private var refsCapacity = 32
+
+    private func syncRefs() {
+        if entries.count > refsCapacity {
+            refs.deallocate()
+            refsCapacity = entries.count * 2
+            refs = .allocate(capacity: refsCapacity)
+        }
+        for (i, e) in entries.enumerated() { refs[i] = .passUnretained(e) }
+    }
+
+    deinit { refs.deallocate() }
     private var names = Set<String>()
     private let yearRegex: String
     /// The zone (minutes east of UTC) for timestamps that carry none; nil: the local zone (`TZ`).
@@ -130,8 +182,13 @@ public final class DateDetector {
     /// The found date: the byte range of the date text in the line, and the template that matched.
     public struct Match {
         public let range: Range<Int>
-        let entry: Entry
-        public var templateName: String { entry.template.name }
+        /// Unmanaged: entries live as long as the detector (no reference counting on the per-line path).
+        let entry: Unmanaged<Entry>
+        /// The search that found it (to repeat it with the fields captured).
+        let searchStart: Int
+        let searchLength: Int
+        let ascii: Bool
+        public var templateName: String { entry.takeUnretainedValue().template.name }
     }
 
     /// Searches `line[0..<length]` for a timestamp. The corresponding fail2ban method is `DateDetector.matchTime`.
@@ -146,14 +203,15 @@ public final class DateDetector {
         var ignoreBySearch = 0x7fffffff
         var matched = false
         var i = lastTemplateIndex
-        var selected: Entry? = nil
+        var selected: Unmanaged<Entry>? = nil
         var distance = 0, endpos = 0
+        var bounds = (start: 0, length: length)
         if i < entries.count {
-            let e = entries[i]
+            let e = refs[i]
             var ok = false
             var searchStart = 0
             var searchLength = length
-            if e.template.isAnchored {
+            if e.isAnchored {
                 ok = searchEntry(e, line, length)
                 ignoreBySearch = i
             } else {
@@ -172,10 +230,10 @@ public final class DateDetector {
                     ignoreBySearch = i
                 }
             }
-            if ok, let r = e.regex.range(0) {
+            if ok, let r = e.matchRange {
                 distance = r.lowerBound; endpos = r.upperBound
-                if entries.count == 1 || e.template.isAnchored || (distance == lastPos.0 && endpos == lastEndPos.0) {
-                    matched = true; selected = e
+                if entries.count == 1 || e.isAnchored || (distance == lastPos.0 && endpos == lastEndPos.0) {
+                    matched = true; selected = e; bounds = (searchStart, searchLength)
                 } else {
                     found = (i, distance, endpos, searchStart, searchLength)
                 }
@@ -185,13 +243,13 @@ public final class DateDetector {
             i = 0
             while i < entries.count {
                 if i == ignoreBySearch { i += 1; continue }
-                let e = entries[i]
-                if searchEntry(e, line, length), let r = e.regex.range(0) {
+                let e = refs[i]
+                if searchEntry(e, line, length), let r = e.matchRange {
                     distance = r.lowerBound; endpos = r.upperBound
-                    if i + 1 >= entries.count || e.template.isAnchored {
+                    if i + 1 >= entries.count || e.isAnchored {
                         matched = true; selected = e; break
                     }
-                    if distance == 0 && e.hits > 0 && entries[i + 1].regexHits == 0 {
+                    if distance == 0 && e.hits > 0 && refs[i + 1].regexHits == 0 {
                         matched = true; selected = e; break
                     }
                     if distance > e.distance || distance > lastPos.0 {
@@ -205,37 +263,107 @@ public final class DateDetector {
             }
             if !matched, let f = found {
                 i = f.index; distance = f.distance; endpos = f.end
-                selected = entries[i]
+                selected = refs[i]
                 // Later searches may have overwritten this regex's match data: repeat the search that found it.
-                _ = searchEntry(entries[i], line, f.length, start: f.start, countHit: false)
+                _ = searchEntry(refs[i], line, f.length, start: f.start, countHit: false)
+                bounds = (f.start, f.length)
                 matched = true
             }
         }
         guard matched, let entry = selected else { return nil }
-        entry.hits += 1
         if clockCountdown == 0 {
             coarseClock = Clock.now()
             clockCountdown = 1024
         }
         clockCountdown -= 1
-        entry.lastUsed = coarseClock
-        entry.distance = distance
+        entry.selected(lastUsed: coarseClock, distance: distance)
         if firstUnused == i { firstUnused += 1 }
         lastPos = (distance, DateDetector.byte(line, length, distance - 1), DateDetector.byte(line, length, distance))
         lastEndPos = (endpos, DateDetector.byte(line, length, endpos - 1), DateDetector.byte(line, length, endpos))
         if i != 0 && i != lastTemplateIndex { i = reorder(i) }
         lastTemplateIndex = i
         // Group 1 holds the date itself.
-        let dateRange = entry.regex.range(1) ?? (distance..<endpos)
-        return Match(range: dateRange, entry: entry)
+        let dateRange = entry.dateRange ?? (distance..<endpos)
+        return Match(range: dateRange, entry: entry, searchStart: bounds.start, searchLength: bounds.length, ascii: lineIsASCII)
+    }
+
+    /// `pattern` (PCRE2 syntax) with every named group not in `keeping` and not referred to by `(?P=name)` made
+    /// non-capturing; nil when the pattern uses a construct whose meaning could change with the group numbers
+    /// (numbered or other named references, conditionals, recursion, branch reset).
+    static func fewerCaptures(_ pattern: String, keeping: Set<String>) -> String? {
+        let s = Array(pattern.unicodeScalars)
+        var keep = keeping
+        var out = String.UnicodeScalarView()
+        // First pass: the names referred to. Second: the rewrite.
+        for pass in 0..<2 {
+            var i = 0
+            var inClass = false
+            while i < s.count {
+                let c = s[i]
+                if c == "\\" {
+                    guard i + 1 < s.count else { return nil }
+                    let n = s[i + 1]
+                    if !inClass && (("0"..."9").contains(n) || n == "g" || n == "k") { return nil }
+                    if pass == 1 { out.append(c); out.append(n) }
+                    i += 2
+                    continue
+                }
+                if inClass {
+                    if c == "]" { inClass = false }
+                    if pass == 1 { out.append(c) }
+                    i += 1
+                    continue
+                }
+                if c == "[" {
+                    inClass = true
+                    if pass == 1 { out.append(c) }
+                    i += 1
+                    if i < s.count && s[i] == "^" { if pass == 1 { out.append(s[i]) }; i += 1 }
+                    if i < s.count && s[i] == "]" { if pass == 1 { out.append(s[i]) }; i += 1 }
+                    continue
+                }
+                if c == "(" && i + 1 < s.count && s[i + 1] == "?" {
+                    let rest = String(String.UnicodeScalarView(s[(i + 2)..<min(s.count, i + 40)]))
+                    var nameStart: Int? = nil
+                    if rest.hasPrefix("P<") { nameStart = i + 4 } else if rest.hasPrefix("<") && !rest.hasPrefix("<=") && !rest.hasPrefix("<!") { nameStart = i + 3 }
+                    if let start = nameStart {
+                        guard let end = s[start...].firstIndex(of: ">") else { return nil }
+                        let name = String(String.UnicodeScalarView(s[start..<end]))
+                        if pass == 1 {
+                            if keep.contains(name) { out.append(contentsOf: s[i...end]) } else { out.append(contentsOf: "(?:".unicodeScalars) }
+                        }
+                        i = end + 1
+                        continue
+                    }
+                    if rest.hasPrefix("P=") {
+                        guard let end = s[(i + 4)...].firstIndex(of: ")") else { return nil }
+                        keep.insert(String(String.UnicodeScalarView(s[(i + 4)..<end])))
+                        if pass == 1 { out.append(contentsOf: s[i...end]) }
+                        i = end + 1
+                        continue
+                    }
+                    // Groups that capture nothing and refer to nothing: (?: (?= (?! (?<= (?<! (?> and inline flags.
+                    guard let next = rest.unicodeScalars.first,
+                          ":=!<>imnsxJU^-".unicodeScalars.contains(next),
+                          !rest.hasPrefix("P") else { return nil }
+                }
+                if pass == 1 { out.append(c) }
+                i += 1
+            }
+        }
+        return String(out)
     }
 
     @inline(__always)
-    private func searchEntry(_ e: Entry, _ line: UnsafePointer<UInt8>, _ length: Int, start: Int = 0,
+    private func searchEntry(_ e: Unmanaged<Entry>, _ line: UnsafePointer<UInt8>, _ length: Int, start: Int = 0,
                              countHit: Bool = true) -> Bool {
-        let ok = e.regex.search(line, length: length, start: max(0, start), ascii: lineIsASCII)
-        if ok && countHit { e.regexHits += 1 }
-        return ok
+        let ascii = lineIsASCII
+        return e._withUnsafeGuaranteedRef { e in
+            if e.leanPending { e.makeLean() }
+            let ok = e.searchRegex._withUnsafeGuaranteedRef { $0.search(line, length: length, start: max(0, start), ascii: ascii) }
+            if ok && countHit { e.regexHits += 1 }
+            return ok
+        }
     }
 
 
@@ -259,8 +387,12 @@ public final class DateDetector {
 
     /// The epoch seconds of a found date, nil when the text is not a valid date.
     public func time(of match: Match, line: UnsafePointer<UInt8>, now: Double) -> Double? {
-        let regex = match.entry.regex
-        switch match.entry.template.kind {
+        match.entry._withUnsafeGuaranteedRef { time(of: match, entry: $0, line: line, now: now) }
+    }
+
+    private func time(of match: Match, entry: Entry, line: UnsafePointer<UInt8>, now: Double) -> Double? {
+        let regex = entry.regex
+        switch entry.kind {
         case .tai64n:
             guard let r = regex.range(1), r.count >= 17 else { return nil }
             let hex = String(decoding: UnsafeBufferPointer(start: line + r.lowerBound + 2, count: 15), as: UTF8.self)
@@ -276,57 +408,52 @@ public final class DateDetector {
         case .pattern:
             // Consecutive lines mostly carry the same date text (up to the fraction fail2ban ignores): then the
             // last result stands, without parsing the fields again.
-            guard let whole = regex.range(1) else { return nil }
+            let search = entry.searchRegex
+            guard let whole = search._withUnsafeGuaranteedRef({ $0.range(1) }) else { return nil }
             var skip = whole.upperBound..<whole.upperBound
-            if let g = match.entry.fractionGroup, let f = regex.range(g) { skip = f }
+            if let g = entry.searchFractionGroup, let f = search._withUnsafeGuaranteedRef({ $0.range(g) }) { skip = f }
             let head = UnsafeBufferPointer(start: line + whole.lowerBound, count: skip.lowerBound - whole.lowerBound)
             let tail = UnsafeBufferPointer(start: line + skip.upperBound, count: whole.upperBound - skip.upperBound)
-            if let cached = dateCache, cached.entry === match.entry, cached.now == now, cached.zone == defaultZone,
-               DateDetector.same(cached.head, head), DateDetector.same(cached.tail, tail) {
-                return cached.result
+            let entryID = ObjectIdentifier(entry)
+            if cacheValid, cacheEntry == entryID, cacheNow == now, cacheZone == defaultZone,
+               cacheHead.equals(head), cacheTail.equals(tail) {
+                return cacheResult
             }
-            let result = parseFields(match, line: line, now: now)
-            if dateCache != nil {
-                // Updated in place, so that the buffers are reused.
-                dateCache!.entry = match.entry
-                dateCache!.now = now
-                dateCache!.zone = defaultZone
-                dateCache!.head.removeAll(keepingCapacity: true)
-                dateCache!.head.append(contentsOf: head)
-                dateCache!.tail.removeAll(keepingCapacity: true)
-                dateCache!.tail.append(contentsOf: tail)
-                dateCache!.result = result
-            } else {
-                dateCache = DateCache(entry: match.entry, now: now, zone: defaultZone, head: Array(head), tail: Array(tail), result: result)
+            // The fields: the same search again, with every group captured.
+            if entry.isLean && !regex.search(line, length: match.searchLength, start: match.searchStart, ascii: match.ascii) {
+                return nil
             }
+            let result = parseFields(entry, line: line, now: now)
+            cacheValid = true
+            cacheEntry = entryID
+            cacheNow = now
+            cacheZone = defaultZone
+            cacheHead.reset()
+            cacheHead.append(head)
+            cacheTail.reset()
+            cacheTail.append(tail)
+            cacheResult = result
             return result
         }
     }
 
-    @inline(__always)
-    private static func same(_ a: [UInt8], _ b: UnsafeBufferPointer<UInt8>) -> Bool {
-        guard a.count == b.count else { return false }
-        if a.isEmpty { return true }
-        return a.withUnsafeBufferPointer { memcmp($0.baseAddress!, b.baseAddress!, a.count) == 0 }
-    }
+    // The last parsed date: its template, the clock and zone it was read against, its text around the
+    // fraction, and the result. Plain fields, not a struct: reading a struct of references retains each of them.
+    private var cacheValid = false
+    private var cacheEntry: ObjectIdentifier?
+    private var cacheNow = 0.0
+    private var cacheZone: Int?
+    private var cacheResult: Double?
+    private let cacheHead = ByteBuffer(capacity: 64)
+    private let cacheTail = ByteBuffer(capacity: 64)
 
-    private struct DateCache {
-        var entry: Entry
-        var now: Double
-        var zone: Int?
-        var head: [UInt8]
-        var tail: [UInt8]
-        var result: Double?
-    }
-    private var dateCache: DateCache?
-
-    private func parseFields(_ match: Match, line: UnsafePointer<UInt8>, now: Double) -> Double? {
-        let regex = match.entry.regex
+    private func parseFields(_ entry: Entry, line: UnsafePointer<UInt8>, now: Double) -> Double? {
+        let regex = entry.regex
         do {
             var p = ParsedTime()
             var hour12: Int? = nil
             var ampm: Int? = nil  // 0 am, 1 pm, -1 something else
-            for (group, field) in match.entry.fieldGroups {
+            for (group, field) in entry.fieldGroups {
                 guard let r = regex.range(group) else { continue }
                 let b = UnsafeBufferPointer(start: line + r.lowerBound, count: r.count)
                 switch field {
@@ -380,3 +507,24 @@ public final class DateDetector {
 }
 
 import Foundation
+
+/// The per-line path's view of an entry, through its unmanaged reference.
+extension Unmanaged where Instance == DateDetector.Entry {
+    @inline(__always) var isAnchored: Bool { _withUnsafeGuaranteedRef { $0.isAnchored } }
+    @inline(__always) var hits: Int { _withUnsafeGuaranteedRef { $0.hits } }
+    @inline(__always) var regexHits: Int { _withUnsafeGuaranteedRef { $0.regexHits } }
+    @inline(__always) var distance: Int { _withUnsafeGuaranteedRef { $0.distance } }
+    /// The whole match of the last search.
+    @inline(__always) var matchRange: Range<Int>? { _withUnsafeGuaranteedRef { $0.searchRegex._withUnsafeGuaranteedRef { $0.range(0) } } }
+    /// The date text of the last search (group 1).
+    @inline(__always) var dateRange: Range<Int>? { _withUnsafeGuaranteedRef { $0.searchRegex._withUnsafeGuaranteedRef { $0.range(1) } } }
+
+    @inline(__always)
+    func selected(lastUsed: Double, distance: Int) {
+        _withUnsafeGuaranteedRef {
+            $0.hits += 1
+            $0.lastUsed = lastUsed
+            $0.distance = distance
+        }
+    }
+}

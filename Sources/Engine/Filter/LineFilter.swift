@@ -89,21 +89,16 @@ public final class LineFilter {
     private let checkFindTime: Bool
     private let ignorePending: Bool
     private let findTime: Double
-    /// Strings one of which any failregex match needs; nil when the filter gives no such guarantee.
-    private var prefilter: LiteralScanner?
-    /// Byte counts of the first lines, to choose the rarest anchor bytes for this very log.
-    private var byteCounts: [UInt32]? = nil
-    private var linesCounted = 0
-    /// Per failregex, every set of strings one of which a match needs.
-    private let literalCandidates: [[[[UInt8]]]]
+    /// The first half of the per-line work: the UTF-8 check, the date, the screen.
+    public let examiner: LineExaminer
     /// The prefregex provably matches every line with text besides its date.
     private let prefRegexUniversal: Bool
     private let exactStatistics: Bool
     /// The strings lines are screened for (nil: every line goes through the regexes).
-    var prefilterLiterals: [String]? { prefilter?.literals.map { String(decoding: $0, as: UTF8.self) } }
+    var prefilterLiterals: [String]? { examiner.screenLiterals }
     var prefRegexIsUniversal: Bool { prefRegexUniversal }
     public let maxLines: Int
-    public let dateDetector: DateDetector
+    public var dateDetector: DateDetector { examiner.dateDetector }
     let prefRegex: FilterRegex?
     let failRegexes: [FilterRegex]
     let ignoreRegexes: [FilterRegex]
@@ -120,7 +115,7 @@ public final class LineFilter {
     /// Whether `subject` holds only ASCII (then the faster byte-mode regexes apply).
     private var subjectASCII = true
     private let contentScratch = ByteBuffer()
-    private var lastTimeText: [UInt8] = []
+    private let lastTimeText = ByteBuffer(capacity: 64)
     private var lastDate: Double? = nil
     private var mlfidCache = ExpiringCache<FailEntry>(maxCount: 100, maxTime: 5 * 60)
     private var warnedNoDate = false
@@ -197,18 +192,17 @@ public final class LineFilter {
         for r in fails where usable {
             if let sets = RegexAnalysis.candidateSets(r.compiled) { candidates.append(sets) } else { usable = false }
         }
-        literalCandidates = candidates
-        prefilter = usable ? LiteralScanner(LiteralScanner.choose(candidates, frequencies: nil)) : nil
-        if usable { byteCounts = [UInt32](repeating: 0, count: 256) }
         var patterns = datePatterns ?? []
         if datePatterns == nil, let dp = definition.datepattern {
             patterns = dp.split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
         }
+        let dateDetector: DateDetector
         do {
             dateDetector = try DateDetector(patterns: patterns, defaultZone: logTimeZone)
         } catch {
             throw ConfigError(error.message, at: definition.locations["datepattern"])
         }
+        examiner = LineExaminer(dateDetector: dateDetector, screenCandidates: usable ? candidates : nil)
     }
 
     // MARK: processing
@@ -216,29 +210,28 @@ public final class LineFilter {
     /// Processes one line (without its line terminator). `now` is the current time (or the `--now` of
     /// `portcullis regex`). Returns the failures found, nofail markers included.
     public func process(_ line: UnsafeBufferPointer<UInt8>, now: Double) -> [Failure] {
-        switch UTF8Check.classify(line) {
-        case .ascii: return processValid(line, ascii: true, now: now)
-        case .utf8: return processValid(line, ascii: false, now: now)
-        case .invalid:
-            // Lines with invalid UTF-8 are matched the way fail2ban sees them: bad sequences as U+FFFD.
-            let repaired = UTF8Check.repaired(line)
-            return repaired.withUnsafeBufferPointer { processValid($0, ascii: false, now: now) }
+        var repaired: [UInt8]? = nil
+        let facts = examiner.examine(line, now: now, repaired: &repaired)
+        if let repaired {
+            return repaired.withUnsafeBufferPointer { process($0, facts: facts, now: now) }
         }
+        return process(line, facts: facts, now: now)
     }
 
-    private func processValid(_ line: UnsafeBufferPointer<UInt8>, ascii: Bool, now: Double) -> [Failure] {
-        let base = line.baseAddress ?? UnsafePointer(bitPattern: 1)!
+    /// The second half of `process`, with what `examiner.examine` found for this line.
+    public func process(_ line: UnsafeBufferPointer<UInt8>, facts: LineFacts, now: Double) -> [Failure] {
         var date: Double? = nil
         var noDate = false
         var tuple: (start: Int, end: Int) = (0, 0)
         var useLastText = false
-        if let m = dateDetector.match(base, length: line.count, ascii: ascii) {
-            tuple = (m.range.lowerBound, m.range.upperBound)
-            if !m.range.isEmpty {
-                date = dateDetector.time(of: m, line: base, now: now)
+        let ascii = facts.ascii
+        if facts.dateFound {
+            tuple = (facts.dateStart, facts.dateEnd)
+            if tuple.end > tuple.start {
+                date = facts.time
                 if let date {
-                    lastTimeText.removeAll(keepingCapacity: true)
-                    lastTimeText.append(contentsOf: line[m.range])
+                    lastTimeText.reset()
+                    lastTimeText.append(UnsafeBufferPointer(rebasing: line[tuple.start..<tuple.end]))
                     lastDate = date
                 }
             } else if let last = lastDate, last > now - 60 {
@@ -258,31 +251,26 @@ public final class LineFilter {
             }
         }
         lastLineTime = date
-        if byteCounts != nil { calibrate(line) }
-        if let scanner = prefilter {
-            // The regexes see the line without its date (which can join text on both sides of it, as in "[]"):
-            // screen exactly that.
-            subject.reset()
-            if useLastText {
-                subject.append(line)
-            } else {
-                subject.append(UnsafeBufferPointer(rebasing: line[..<tuple.start]))
-                subject.append(UnsafeBufferPointer(rebasing: line[tuple.end...]))
-            }
-            let remaining = subject.count
-            if !scanner.containsAny(subject.base, remaining) {
-                // No failregex can match this line: only the prefregex statistic needs updating.
-                prefRegexMatched = false
-                if let pref = prefRegex {
-                    if prefRegexUniversal {
-                        prefRegexMatched = remaining > 0
-                    } else if exactStatistics {
-                        subject.append(10)
-                        prefRegexMatched = pref.search(subject.buffer, originCount: 1, ascii: ascii)
+        if !facts.screened {
+            // No failregex can match this line: only the prefregex statistic needs updating.
+            prefRegexMatched = false
+            if let pref = prefRegex {
+                let remaining = line.count - (useLastText ? 0 : tuple.end - tuple.start)
+                if prefRegexUniversal {
+                    prefRegexMatched = remaining > 0
+                } else if exactStatistics {
+                    subject.reset()
+                    if useLastText {
+                        subject.append(line)
+                    } else {
+                        subject.append(UnsafeBufferPointer(rebasing: line[..<tuple.start]))
+                        subject.append(UnsafeBufferPointer(rebasing: line[tuple.end...]))
                     }
+                    subject.append(10)
+                    prefRegexMatched = pref.search(subject.buffer, originCount: 1, ascii: ascii)
                 }
-                return []
             }
+            return []
         }
         if checkFindTime, let d = date {
             if inOperation {
@@ -297,9 +285,9 @@ public final class LineFilter {
         // The buffer must not share `current`'s storage while it is rewritten (that would copy it).
         if maxLines <= 1 { lineBuffer.removeAll(keepingCapacity: true) }
         current.bytes.removeAll(keepingCapacity: true)
-        current.isASCII = ascii && (!useLastText || lastTimeText.allSatisfy { $0 < 0x80 })
+        current.isASCII = ascii && (!useLastText || lastTimeText.buffer.allSatisfy { $0 < 0x80 })
         if useLastText {
-            current.bytes.append(contentsOf: lastTimeText)
+            current.bytes.append(contentsOf: lastTimeText.buffer)
             current.bytes.append(contentsOf: line)
             current.dateStart = 0
             current.dateEnd = lastTimeText.count
@@ -309,16 +297,6 @@ public final class LineFilter {
             current.dateEnd = tuple.end
         }
         return findFailure(date: date, noDate: noDate)
-    }
-
-    /// After 256 lines, picks the screening anchors from the bytes this log actually holds.
-    private func calibrate(_ line: UnsafeBufferPointer<UInt8>) {
-        if let base = line.baseAddress { byteCounts!.withUnsafeMutableBufferPointer { pc_count_bytes(base, line.count, $0.baseAddress!) } }
-        linesCounted += 1
-        if linesCounted == 256, prefilter != nil {
-            prefilter = LiteralScanner(LiteralScanner.choose(literalCandidates, frequencies: byteCounts), frequencies: byteCounts)
-            byteCounts = nil
-        }
     }
 
     /// Makes `subject` hold fail2ban's `_tupleLinesBuf(lineBuffer)` (or the prefregex content that replaced it).
@@ -587,30 +565,7 @@ struct ExpiringCache<Value> {
     }
 }
 
-/// UTF-8 validation on the hot path: pure-ASCII lines (the usual case) are recognised a word at a time.
 enum UTF8Check {
-    enum Kind { case ascii, utf8, invalid }
-
-    static func classify(_ bytes: UnsafeBufferPointer<UInt8>) -> Kind {
-        guard let base = bytes.baseAddress else { return .ascii }
-        if pc_is_ascii(base, bytes.count) != 0 { return .ascii }
-        return String(validating: bytes, as: UTF8.self) != nil ? .utf8 : .invalid
-    }
-
-    static func isValid(_ bytes: UnsafeBufferPointer<UInt8>) -> Bool {
-        guard let base = bytes.baseAddress else { return true }
-        let n = bytes.count
-        var i = 0
-        let raw = UnsafeRawPointer(base)
-        while i + 8 <= n {
-            if raw.loadUnaligned(fromByteOffset: i, as: UInt64.self) & 0x8080_8080_8080_8080 != 0 { break }
-            i += 8
-        }
-        while i < n && base[i] < 0x80 { i += 1 }
-        if i == n { return true }
-        return String(validating: bytes, as: UTF8.self) != nil
-    }
-
     /// The bytes with every invalid sequence replaced by U+FFFD (Python's `errors='replace'`).
     static func repaired(_ bytes: UnsafeBufferPointer<UInt8>) -> [UInt8] {
         Array(String(decoding: bytes, as: UTF8.self).utf8)

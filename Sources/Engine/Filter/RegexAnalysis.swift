@@ -316,11 +316,15 @@ enum RegexAnalysis {
     }
 }
 
-/// Finds whether a line holds any of a set of strings. Each string is looked for by its rarest byte (by how
-/// often bytes occur in log text); where one of those bytes occurs, the string is compared in full. The scan is
-/// one vectorised pass in C (`pc_contains_any`).
+/// Finds whether a line holds any of a set of strings. Each string is looked for by its rarest pair of
+/// neighbouring bytes (by how often bytes occur in log text); where one of those pairs occurs, the string is
+/// compared in full. The scan is one vectorised pass in C (`pc_screen_scan`) that also tells whether the line is
+/// pure ASCII.
 final class LiteralScanner {
     let literals: [[UInt8]]
+    /// The longest string's length: text joined where a date is cut out is screened this far on each side.
+    let maxLength: Int
+    private let screen: OpaquePointer?
     /// Distinct anchor pairs, two bytes each.
     private var anchors: [UInt8] = []
     /// The strings' bytes, owned here for the C scanner's pointers.
@@ -346,7 +350,8 @@ final class LiteralScanner {
 
     /// - Parameter frequencies: how often each byte occurred in the lines seen so far (256 counts); without
     ///   them a static estimate for log text is used.
-    init(_ literals: [[UInt8]], frequencies: [UInt32]? = nil) {
+    /// `vectorised: false` keeps to the portable SSE2 scan (for comparing the two).
+    init(_ literals: [[UInt8]], frequencies: [UInt32]? = nil, vectorised: Bool = true) {
         func cost(_ b: UInt8) -> Int {
             if let f = frequencies { return Int(f[Int(b)]) }
             return LiteralScanner.commonness(b)
@@ -355,6 +360,7 @@ final class LiteralScanner {
         // Strings are at least two bytes long (the analysis asks for three).
         for l in literals where l.count >= 2 && !unique.contains(l) { unique.append(l) }
         self.literals = unique
+        maxLength = unique.map(\.count).max() ?? 0
         let total = unique.reduce(0) { $0 + $1.count }
         storage = .allocate(capacity: max(1, total))
         probes = .allocate(capacity: max(1, unique.count))
@@ -379,6 +385,7 @@ final class LiteralScanner {
             probes[i] = pc_probe(bytes: UnsafePointer(cursor), length: UInt32(l.count), offset: UInt32(offset))
             cursor += l.count
         }
+        screen = pc_screen_create(probes, probeCount, vectorised ? 1 : 0)
         if getenv("PORTCULLIS_DEBUG_SCREEN") != nil {
             let text = unique.enumerated().map { i, l in "\(String(decoding: l, as: UTF8.self))@\(String(decoding: l[Int(probes[i].offset)...].prefix(2), as: UTF8.self))" }
             FileHandle.standardError.write(Data("screen: \(text.joined(separator: " | "))\n".utf8))
@@ -386,6 +393,7 @@ final class LiteralScanner {
     }
 
     deinit {
+        pc_screen_free(screen)
         storage.deallocate()
         probes.deallocate()
     }
@@ -408,7 +416,16 @@ final class LiteralScanner {
         return chosen
     }
 
+    /// One pass over `p[0..<n]`: whether it holds one of the strings, and whether it is pure ASCII.
+    @inline(__always)
+    func scan(_ p: UnsafePointer<UInt8>, _ n: Int) -> (found: Bool, ascii: Bool) {
+        guard let screen else { return (true, pc_is_ascii(p, n) != 0) }
+        let r = pc_screen_scan(screen, p, n)
+        return (r & 1 != 0, r & PC_SCREEN_NON_ASCII == 0)
+    }
+
     func containsAny(_ p: UnsafePointer<UInt8>, _ n: Int) -> Bool {
+        if screen != nil { return scan(p, n).found }
         let k = anchors.count / 2
         guard k <= 16 else { return true }
         return anchors.withUnsafeBufferPointer { a in

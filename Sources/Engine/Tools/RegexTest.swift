@@ -17,6 +17,9 @@ public final class RegexTest {
         public var printNoIgnored = false
         /// Skip lines no failregex can match (counts stay exact; see `RegexAnalysis`).
         public var literalPrefilter = true
+        /// Read a log file on a second thread, which also finds the dates (see `ExaminePipeline`); off, one
+        /// thread does everything (same results).
+        public var pipelined = true
         public init() {}
     }
 
@@ -169,7 +172,11 @@ public final class RegexTest {
         var lineNumber = 0
         let handle: (UnsafeBufferPointer<UInt8>) -> Void = { [self] line in
             lineNumber += 1
-            processLine(line, number: lineNumber, now: now)
+            if RegexTest.isSkipped(line) {
+                skippedLine(number: lineNumber)
+            } else {
+                processLine(line, number: lineNumber, facts: nil, now: now)
+            }
         }
         if FileManager.default.fileExists(atPath: log, isDirectory: &isDir), !isDir.boolValue {
             if !options.json {
@@ -178,9 +185,23 @@ public final class RegexTest {
                 out.line("")
             }
             do {
-                // fail2ban-regex waits for a line's newline, so a last line without one is not counted.
-                let splitter = try FileLines.forEach(path: log, includeUnterminated: false, handle)
-                unterminatedBytes = splitter.pendingCount
+                if options.pipelined {
+                    let pipeline = ExaminePipeline(filter: filter, path: log, now: now, skip: RegexTest.isSkipped)
+                    unterminatedBytes = try pipeline.run { batch in
+                        for i in 0..<batch.count {
+                            lineNumber += 1
+                            if let facts = batch[i].facts {
+                                processLine(batch.line(i), number: lineNumber, facts: facts, now: now)
+                            } else {
+                                skippedLine(number: lineNumber)
+                            }
+                        }
+                    }
+                } else {
+                    // fail2ban-regex waits for a line's newline, so a last line without one is not counted.
+                    let splitter = try FileLines.forEach(path: log, includeUnterminated: false, handle)
+                    unterminatedBytes = splitter.pendingCount
+                }
             } catch {
                 throw SetupError(message: error.description)
             }
@@ -208,16 +229,23 @@ public final class RegexTest {
         return stats
     }
 
-    private func processLine(_ line: UnsafeBufferPointer<UInt8>, number: Int, now: Double) {
-        if line.isEmpty || line[0] == 35 /* '#' */ || line.allSatisfy({ $0 == 32 || $0 == 9 }) {
-            if options.json {
-                out.line("{\"line\": \(number), \"match\": false, \"ignored\": false, \"skipped\": true, \"host\": null, \"time\": null, \"fields\": {}}")
-            }
-            return
+    /// Lines fail2ban-regex passes over: empty, blank, or comments.
+    @Sendable
+    static func isSkipped(_ line: UnsafeBufferPointer<UInt8>) -> Bool {
+        line.isEmpty || line[0] == 35 /* '#' */ || line.allSatisfy({ $0 == 32 || $0 == 9 })
+    }
+
+    private func skippedLine(number: Int) {
+        if options.json {
+            out.line("{\"line\": \(number), \"match\": false, \"ignored\": false, \"skipped\": true, \"host\": null, \"time\": null, \"fields\": {}}")
         }
+    }
+
+    /// `facts`: what `LineFilter.examine` found for the line, when the pipeline's reader thread has examined it.
+    private func processLine(_ line: UnsafeBufferPointer<UInt8>, number: Int, facts: LineFacts?, now: Double) {
         let before = filter.maxLines > 1 ? filter.bufferedLines : []
         lineIgnored = false
-        let found = filter.process(line, now: now)
+        let found = facts.map { filter.process(line, facts: $0, now: now) } ?? filter.process(line, now: now)
         if filter.prefRegexMatched { prefHits += 1 }
         var isIgnored = false
         var real: [Failure] = []

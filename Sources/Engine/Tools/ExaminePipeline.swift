@@ -1,0 +1,157 @@
+import Foundation
+
+/// `portcullis regex` over a file, on two threads. A reader thread splits the file into lines and runs the half
+/// of the filter's per-line work that depends only on earlier lines' dates (`LineFilter.examine`: the UTF-8
+/// check, date detection, the screen); the calling thread gets the lines in order, in batches, and runs the
+/// regexes and the statistics. Results are those of one thread doing both halves line after line: `examine`
+/// never reads what `process` writes, and each line is examined before it is processed.
+///
+/// Memory stays bounded: a fixed number of batches circulate between the threads, each holding up to
+/// `batchLines` lines (a batch grows past `batchBytes` only for a single long line).
+final class ExaminePipeline: @unchecked Sendable {
+    /// Lines read and examined, ready for `process`.
+    final class Batch {
+        struct Line {
+            var offset: Int
+            var length: Int
+            /// What `examine` found; nil: a line the test skips unexamined.
+            var facts: LineFacts?
+        }
+        /// The lines' bytes (a line with invalid UTF-8 as repaired by `examine`).
+        let bytes = ByteBuffer(capacity: ExaminePipeline.batchBytes + 4096)
+        /// Fixed storage for `batchLines` lines (appending to an array held by a class checks and retains it).
+        private let storage = UnsafeMutablePointer<Line>.allocate(capacity: ExaminePipeline.batchLines)
+        private(set) var count = 0
+        /// Set on the last batch: the file could not be read to its end.
+        var error: FileLines.OpenError?
+        var isLast = false
+        /// On the last batch: bytes of a final line without a newline (not passed on).
+        var unterminatedBytes = 0
+
+        deinit {
+            storage.deinitialize(count: count)
+            storage.deallocate()
+        }
+
+        var isFull: Bool { count == ExaminePipeline.batchLines }
+
+        func append(_ line: UnsafeBufferPointer<UInt8>, facts: LineFacts?) {
+            (storage + count).initialize(to: Line(offset: bytes.count, length: line.count, facts: facts))
+            if facts != nil { bytes.append(line) }
+            count += 1
+        }
+
+        func reset() {
+            storage.deinitialize(count: count)
+            count = 0
+            bytes.reset()
+        }
+
+        subscript(i: Int) -> Line { storage[i] }
+
+        func line(_ i: Int) -> UnsafeBufferPointer<UInt8> {
+            UnsafeBufferPointer(start: bytes.base + storage[i].offset, count: storage[i].length)
+        }
+    }
+
+    static let batchLines = 2048
+    static let batchBytes = 256 << 10
+    private static let batchCount = 3
+
+    private let filter: LineFilter
+    private let path: String
+    private let now: Double
+    private let skip: @Sendable (UnsafeBufferPointer<UInt8>) -> Bool
+    private let condition = NSCondition()
+    private var ready: [Batch] = []
+    private var free: [Batch]
+    /// Every batch, for the pipeline's lifetime (the reader thread holds its current one unretained).
+    private let batches: [Batch]
+
+    /// `skip`: lines the test does not examine (comments, blank lines); they are passed on without facts.
+    init(filter: LineFilter, path: String, now: Double, skip: @escaping @Sendable (UnsafeBufferPointer<UInt8>) -> Bool) {
+        self.filter = filter
+        self.path = path
+        self.now = now
+        self.skip = skip
+        batches = (0..<ExaminePipeline.batchCount).map { _ in Batch() }
+        free = batches
+    }
+
+    /// Runs the reader thread and calls `body` with each batch, in order, on the calling thread. Returns the
+    /// bytes of an unterminated last line; throws when the file could not be read (after passing on every line
+    /// read before the error).
+    func run(_ body: (Batch) -> Void) throws(FileLines.OpenError) -> Int {
+        let reader = Thread { [self] in read() }
+        reader.name = "portcullis-examine"
+        reader.start()
+        while true {
+            let batch = take(from: \.ready)
+            body(batch)
+            if batch.isLast {
+                if let error = batch.error { throw error }
+                return batch.unterminatedBytes
+            }
+            batch.reset()
+            give(batch, to: \.free)
+        }
+    }
+
+    private func take(from queue: ReferenceWritableKeyPath<ExaminePipeline, [Batch]>) -> Batch {
+        condition.lock()
+        defer { condition.unlock() }
+        while self[keyPath: queue].isEmpty { condition.wait() }
+        return self[keyPath: queue].removeFirst()
+    }
+
+    private func give(_ batch: Batch, to queue: ReferenceWritableKeyPath<ExaminePipeline, [Batch]>) {
+        condition.lock()
+        self[keyPath: queue].append(batch)
+        condition.broadcast()
+        condition.unlock()
+    }
+
+    /// The reader thread.
+    private func read() {
+        // The batches and the examiner outlive this thread (`run` waits for its last batch): the per-line path
+        // uses them without reference counting, which the two threads would otherwise contend on.
+        var batch = Unmanaged.passUnretained(take(from: \.free))
+        let examiner = Unmanaged.passUnretained(filter.examiner)
+        let now = self.now
+        let skip = self.skip
+        var repaired: [UInt8]? = nil
+        var unterminated = 0
+        var failure: FileLines.OpenError? = nil
+        do {
+            // fail2ban-regex waits for a line's newline, so a last line without one is not passed on.
+            let splitter = try FileLines.forEach(path: path, includeUnterminated: false) { line in
+                let full = batch._withUnsafeGuaranteedRef {
+                    $0.isFull || ($0.bytes.count + line.count > ExaminePipeline.batchBytes && $0.count > 0)
+                }
+                if full {
+                    give(batch.takeUnretainedValue(), to: \.ready)
+                    batch = Unmanaged.passUnretained(take(from: \.free))
+                }
+                if skip(line) {
+                    batch._withUnsafeGuaranteedRef { $0.append(line, facts: nil) }
+                    return
+                }
+                let facts = examiner._withUnsafeGuaranteedRef { $0.examine(line, now: now, repaired: &repaired) }
+                if let fixed = repaired {
+                    fixed.withUnsafeBufferPointer { r in batch._withUnsafeGuaranteedRef { $0.append(r, facts: facts) } }
+                    repaired = nil
+                } else {
+                    batch._withUnsafeGuaranteedRef { $0.append(line, facts: facts) }
+                }
+            }
+            unterminated = splitter.pendingCount
+        } catch {
+            failure = error
+        }
+        let last = batch.takeUnretainedValue()
+        last.unterminatedBytes = unterminated
+        last.error = failure
+        last.isLast = true
+        give(last, to: \.ready)
+    }
+}
