@@ -119,11 +119,7 @@ final class FilterRegex {
     func groups(_ buffer: UnsafeBufferPointer<UInt8>) -> GroupMap {
         var result = GroupMap(capacity: regex.groupNames.count)
         for (name, number) in regex.groupNames {
-            if let r = regex.range(number) {
-                result[name] = String(decoding: UnsafeBufferPointer(rebasing: buffer[r]), as: UTF8.self)
-            } else {
-                result[name] = .some(nil)
-            }
+            result.appendNew(name, regex.range(number).map { String(decoding: UnsafeBufferPointer(rebasing: buffer[$0]), as: UTF8.self) })
         }
         for (group, target) in altValues {
             if let v = result[group] ?? nil, !v.isEmpty, (result[target] ?? nil)?.isEmpty ?? true {

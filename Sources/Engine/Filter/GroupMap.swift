@@ -14,6 +14,12 @@ public struct GroupMap: Sequence, Sendable {
 
     public var isEmpty: Bool { names.isEmpty }
 
+    /// Adds a name known not to be present yet (the groups of one regex have distinct names).
+    mutating func appendNew(_ name: String, _ value: String?) {
+        names.append(name)
+        values.append(value)
+    }
+
     /// `map[name]` is nil when the name is absent, `.some(nil)` when present without a value.
     public subscript(name: String) -> String?? {
         get {

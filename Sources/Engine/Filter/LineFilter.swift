@@ -79,6 +79,8 @@ public final class LineFilter {
         public var exactStatistics = false
         /// Skip lines that hold none of the strings every failregex needs (see `RegexAnalysis`).
         public var literalPrefilter = true
+        /// Keep each failure's lines (`FailData.matches`); a report that only counts can do without them.
+        public var recordMatches = true
         public init() {}
     }
 
@@ -86,16 +88,28 @@ public final class LineFilter {
     public let options: Options
     // The options the per-line path reads, unpacked once (reading them through `options` costs retains).
     private let checkAllRegex: Bool
+    private let recordMatches: Bool
     private let checkFindTime: Bool
     private let ignorePending: Bool
     private let findTime: Double
-    /// The first half of the per-line work: the UTF-8 check, the date, the screen.
+    /// The first half of the per-line work: the UTF-8 check and the date.
     public let examiner: LineExaminer
+    /// Strings one of which any failregex match needs; nil when the filter gives no such guarantee.
+    private var screen: LiteralScanner? {
+        didSet { screenRef = screen.map { Unmanaged.passUnretained($0) } }
+    }
+    /// `screen`, for the per-line path: used without reference counting (`screen` keeps it alive).
+    private var screenRef: Unmanaged<LiteralScanner>?
+    /// Per failregex, every set of strings one of which a match needs.
+    private let screenCandidates: [[[[UInt8]]]]
+    /// Byte counts of the first lines, to choose the rarest anchor bytes for this very log.
+    private var byteCounts: [UInt32]? = nil
+    private var linesCounted = 0
     /// The prefregex provably matches every line with text besides its date.
     private let prefRegexUniversal: Bool
     private let exactStatistics: Bool
     /// The strings lines are screened for (nil: every line goes through the regexes).
-    var prefilterLiterals: [String]? { examiner.screenLiterals }
+    var prefilterLiterals: [String]? { screen?.literals.map { String(decoding: $0, as: UTF8.self) } }
     var prefRegexIsUniversal: Bool { prefRegexUniversal }
     public let maxLines: Int
     public var dateDetector: DateDetector { examiner.dateDetector }
@@ -116,6 +130,8 @@ public final class LineFilter {
     private var subjectASCII = true
     private let contentScratch = ByteBuffer()
     private let lastTimeText = ByteBuffer(capacity: 64)
+    /// The text around a cut-out date, for the screen.
+    private let junction = ByteBuffer(capacity: 256)
     private var lastDate: Double? = nil
     private var mlfidCache = ExpiringCache<FailEntry>(maxCount: 100, maxTime: 5 * 60)
     private var warnedNoDate = false
@@ -155,6 +171,7 @@ public final class LineFilter {
         if !["yes", "warn", "no", "raw"].contains(options.useDNS) { options.useDNS = "no" }
         self.options = options
         checkAllRegex = options.checkAllRegex
+        recordMatches = options.recordMatches
         checkFindTime = options.checkFindTime
         ignorePending = options.ignorePending
         findTime = options.findTime
@@ -202,7 +219,13 @@ public final class LineFilter {
         } catch {
             throw ConfigError(error.message, at: definition.locations["datepattern"])
         }
-        examiner = LineExaminer(dateDetector: dateDetector, screenCandidates: usable ? candidates : nil)
+        examiner = LineExaminer(dateDetector: dateDetector)
+        screenCandidates = usable ? candidates : []
+        if usable {
+            screen = LiteralScanner(LiteralScanner.choose(candidates, frequencies: nil))
+            screenRef = screen.map { Unmanaged.passUnretained($0) }
+            byteCounts = [UInt32](repeating: 0, count: 256)
+        }
     }
 
     // MARK: processing
@@ -251,7 +274,7 @@ public final class LineFilter {
             }
         }
         lastLineTime = date
-        if !facts.screened {
+        if !screened(line, facts) {
             // No failregex can match this line: only the prefregex statistic needs updating.
             prefRegexMatched = false
             if let pref = prefRegex {
@@ -297,6 +320,35 @@ public final class LineFilter {
             current.dateEnd = tuple.end
         }
         return findFailure(date: date, noDate: noDate)
+    }
+
+    /// Whether the line, without its date, may hold one of the strings some failregex needs (always true
+    /// without a screen). The scan covers the whole line; cutting the date out joins the text on both sides of it
+    /// (as in "[]"), so a string the whole line lacks can only appear across that join. (A line given the last
+    /// line's date text keeps all its text: the whole-line answer stands.)
+    private func screened(_ line: UnsafeBufferPointer<UInt8>, _ facts: LineFacts) -> Bool {
+        guard let screenRef else { return true }
+        if byteCounts != nil { calibrate(line) }
+        guard let base = line.baseAddress, !line.isEmpty else { return false }
+        return screenRef._withUnsafeGuaranteedRef { scanner in
+            if scanner.scan(base, line.count).found { return true }
+            guard facts.dateStart > 0, facts.dateEnd > facts.dateStart, facts.dateEnd < line.count else { return false }
+            let reach = scanner.maxLength - 1
+            junction.reset()
+            junction.append(UnsafeBufferPointer(rebasing: line[max(0, facts.dateStart - reach)..<facts.dateStart]))
+            junction.append(UnsafeBufferPointer(rebasing: line[facts.dateEnd..<min(line.count, facts.dateEnd + reach)]))
+            return scanner.containsAny(junction.base, junction.count)
+        }
+    }
+
+    /// After 256 lines, picks the screening anchors from the bytes this log actually holds.
+    private func calibrate(_ line: UnsafeBufferPointer<UInt8>) {
+        if let base = line.baseAddress { byteCounts!.withUnsafeMutableBufferPointer { pc_count_bytes(base, line.count, $0.baseAddress!) } }
+        linesCounted += 1
+        if linesCounted == 256, screen != nil {
+            screen = LiteralScanner(LiteralScanner.choose(screenCandidates, frequencies: byteCounts), frequencies: byteCounts)
+            byteCounts = nil
+        }
     }
 
     /// Makes `subject` hold fail2ban's `_tupleLinesBuf(lineBuffer)` (or the prefregex content that replaced it).
@@ -404,7 +456,7 @@ public final class LineFilter {
             if let mlfid {
                 fail = mergeFailure(mlfid, fail, failRegex, orgBuffer)
                 if fail.truthy("nofail") && !checkAllRegex { return failList }
-            } else {
+            } else if recordMatches {
                 fail.matches += failRegex.matchedLines(orgBuffer)
             }
             var fid = fail.value("fid")

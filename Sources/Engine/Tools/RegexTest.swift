@@ -71,6 +71,8 @@ public final class RegexTest {
         opts.returnRawHost = true
         opts.useDNS = definition.usedns ?? "raw"
         opts.exactStatistics = !options.json
+        // Only the JSON output reports a failure's lines (as `attempts`).
+        opts.recordMatches = options.json
         opts.literalPrefilter = options.literalPrefilter
         var zone: Int? = nil
         if let tz = options.timeZone {
@@ -243,19 +245,20 @@ public final class RegexTest {
 
     /// `facts`: what `LineFilter.examine` found for the line, when the pipeline's reader thread has examined it.
     private func processLine(_ line: UnsafeBufferPointer<UInt8>, number: Int, facts: LineFacts?, now: Double) {
-        let before = filter.maxLines > 1 ? filter.bufferedLines : []
+        let multiLine = filter.maxLines > 1
+        let before = multiLine ? filter.bufferedLines : []
         lineIgnored = false
         let found = facts.map { filter.process(line, facts: $0, now: now) } ?? filter.process(line, now: now)
         if filter.prefRegexMatched { prefHits += 1 }
         var isIgnored = false
-        var real: [Failure] = []
+        var realCount = 0
         for f in found {
             failHits[f.regexIndex] += 1
-            if f.isNoFail { isIgnored = true } else { real.append(f) }
+            if f.isNoFail { isIgnored = true } else { realCount += 1 }
         }
         isIgnored = isIgnored || lineIgnored
         // Lines an earlier multi-line match consumed from the buffer were counted as missed: they matched.
-        if filter.maxLines > 1 {
+        if multiLine {
             let after = filter.bufferedLines
             let full = before.count >= filter.maxLines
             for old in before.dropFirst(full ? 1 : 0) where !after.contains(old) {
@@ -270,7 +273,7 @@ public final class RegexTest {
         if isIgnored {
             stats.ignored += 1
             if !options.json && !options.printNoIgnored && (options.printAllIgnored || stats.ignored <= printLimit + 1) { ignoredLines.append(text()) }
-        } else if !real.isEmpty {
+        } else if realCount > 0 {
             stats.matched += 1
             if !options.json && options.printAllMatched { matchedLines.append(text()) }
         } else {
@@ -278,7 +281,7 @@ public final class RegexTest {
             if !options.json && !options.printNoMissed && (options.printAllMissed || stats.missed <= printLimit + 1) { missedLines.append(text()) }
         }
         stats.tested += 1
-        if options.json { writeJSON(number: number, real: real, ignored: isIgnored) }
+        if options.json { writeJSON(number: number, real: found.filter { !$0.isNoFail }, ignored: isIgnored) }
     }
 
     private func writeJSON(number: Int, real: [Failure], ignored: Bool) {
