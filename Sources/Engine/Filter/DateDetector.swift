@@ -342,10 +342,11 @@ public final class DateDetector {
                         i = end + 1
                         continue
                     }
-                    // Groups that capture nothing and refer to nothing: (?: (?= (?! (?<= (?<! (?> and inline flags.
+                    // Groups that capture nothing and refer to nothing: (?: (?= (?! (?<= (?<! (?> and inline flags,
+                    // except extended mode (x), whose comments this scan would not recognise.
                     guard let next = rest.unicodeScalars.first,
                           ":=!<>imnsxJU^-".unicodeScalars.contains(next),
-                          !rest.hasPrefix("P") else { return nil }
+                          !rest.prefix(while: { $0 != ")" && $0 != ":" }).contains("x") else { return nil }
                 }
                 if pass == 1 { out.append(c) }
                 i += 1

@@ -274,7 +274,7 @@ public final class LineFilter {
             }
         }
         lastLineTime = date
-        if !screened(line, facts) {
+        if !screened(line, facts, cutDate: !useLastText) {
             // No failregex can match this line: only the prefregex statistic needs updating.
             prefRegexMatched = false
             if let pref = prefRegex {
@@ -322,17 +322,19 @@ public final class LineFilter {
         return findFailure(date: date, noDate: noDate)
     }
 
-    /// Whether the line, without its date, may hold one of the strings some failregex needs (always true
-    /// without a screen). The scan covers the whole line; cutting the date out joins the text on both sides of it
-    /// (as in "[]"), so a string the whole line lacks can only appear across that join. (A line given the last
-    /// line's date text keeps all its text: the whole-line answer stands.)
-    private func screened(_ line: UnsafeBufferPointer<UInt8>, _ facts: LineFacts) -> Bool {
+    /// Whether the line, without its date (`cutDate`), may hold one of the strings some failregex needs (always
+    /// true without a screen). A date at the start is simply skipped; elsewhere the whole line is scanned, and as
+    /// cutting the date out joins the text on both sides of it (as in "[]"), a string the whole line lacks can
+    /// then only appear across that join.
+    private func screened(_ line: UnsafeBufferPointer<UInt8>, _ facts: LineFacts, cutDate: Bool) -> Bool {
         guard let screenRef else { return true }
         if byteCounts != nil { calibrate(line) }
         guard let base = line.baseAddress, !line.isEmpty else { return false }
+        let cut = cutDate && facts.dateEnd > facts.dateStart
         return screenRef._withUnsafeGuaranteedRef { scanner in
+            if cut && facts.dateStart == 0 { return scanner.scan(base + facts.dateEnd, line.count - facts.dateEnd).found }
             if scanner.scan(base, line.count).found { return true }
-            guard facts.dateStart > 0, facts.dateEnd > facts.dateStart, facts.dateEnd < line.count else { return false }
+            guard cut, facts.dateEnd < line.count else { return false }
             let reach = scanner.maxLength - 1
             junction.reset()
             junction.append(UnsafeBufferPointer(rebasing: line[max(0, facts.dateStart - reach)..<facts.dateStart]))
