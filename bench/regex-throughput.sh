@@ -40,6 +40,10 @@ ours_f2b=$(best_of 3 $pc regex --config /etc/fail2ban "$log" dovecot)
 echo "portcullis regex with fail2ban's dovecot.conf (best of 3)"
 echo "  $ours_f2b_sum  in ${ours_f2b} s"
 
+ours_one=$(best_of 3 $pc regex --one-thread --config /etc/fail2ban "$log" dovecot)
+echo "portcullis regex --one-thread (no reader thread) with fail2ban's dovecot.conf (best of 3)"
+echo "  in ${ours_one} s"
+
 ours_own_sum=$($pc regex --config config "$log" dovecot | summary)
 ours_own=$(best_of 3 $pc regex --config config "$log" dovecot)
 f2b_own_sum=$(fail2ban-regex "$log" config/filter.d/dovecot.conf | summary)
@@ -49,8 +53,8 @@ echo
 
 [ "$(echo "$f2b_out" | summary)" = "$ours_f2b_sum" ] && echo "Lines: identical (fail2ban's filter)" || echo "Lines: DIFFERENT (fail2ban's filter)"
 [ "$f2b_own_sum" = "$ours_own_sum" ] && echo "Lines: identical (Portcullis' filter)" || echo "Lines: DIFFERENT (Portcullis' filter)"
-awk -v n="$lines" -v f="$f2b_time" -v a="$ours_f2b" -v b="$ours_own" 'BEGIN {
-  printf "throughput: fail2ban-regex %.0f lines/s; portcullis %.0f lines/s (%.0fx) with fail2ban'"'"'s filter, %.0f lines/s (%.0fx) with its own\n", n/f, n/a, f/a, n/b, f/b }'
+awk -v n="$lines" -v f="$f2b_time" -v a="$ours_f2b" -v b="$ours_own" -v c="$ours_one" 'BEGIN {
+  printf "throughput: fail2ban-regex %.0f lines/s; portcullis %.0f lines/s (%.0fx) with fail2ban'"'"'s filter, %.0f lines/s (%.0fx) with its own; one thread: %.0f lines/s (%.0fx)\n", n/f, n/a, f/a, n/b, f/b, n/c, f/c }'
 echo
 
 # Peak memory while streaming about 1 GiB.

@@ -66,12 +66,19 @@ int pc_contains_any(const uint8_t *p, size_t n, const uint8_t *pairs, size_t k, 
 }
 
 int pc_is_ascii(const uint8_t *p, size_t n) {
-    size_t i = 0;
+    if (n < 16) {
+        uint64_t acc = 0, w;
+        size_t i = 0;
+        for (; i + 8 <= n; i += 8) { memcpy(&w, p + i, 8); acc |= w; }
+        for (; i < n; i++) acc |= p[i];
+        return (acc & 0x8080808080808080ull) == 0;
+    }
     __m128i acc = _mm_setzero_si128();
+    size_t i = 0;
     for (; i + 16 <= n; i += 16) acc = _mm_or_si128(acc, _mm_loadu_si128((const __m128i *)(p + i)));
-    if (_mm_movemask_epi8(acc)) return 0;
-    for (; i < n; i++) if (p[i] & 0x80) return 0;
-    return 1;
+    // The last, partial block: the final 16 bytes, overlapping what was already seen.
+    if (i < n) acc = _mm_or_si128(acc, _mm_loadu_si128((const __m128i *)(p + n - 16)));
+    return _mm_movemask_epi8(acc) == 0;
 }
 
 #else
