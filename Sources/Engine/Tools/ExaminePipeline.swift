@@ -1,10 +1,10 @@
 import Foundation
 
 /// `portcullis regex` over a file, on two threads. A reader thread splits the file into lines and runs the half
-/// of the filter's per-line work that depends only on earlier lines' dates (`LineFilter.examine`: the UTF-8
-/// check, date detection, the screen); the calling thread gets the lines in order, in batches, and runs the
-/// regexes and the statistics. Results are those of one thread doing both halves line after line: `examine`
-/// never reads what `process` writes, and each line is examined before it is processed.
+/// of the filter's per-line work that depends only on earlier lines' dates (`LineExaminer.examine`: the UTF-8
+/// check and date detection); the calling thread gets the lines in order, in batches, and runs the rest (the
+/// screen, the regexes) and the statistics. Results are those of one thread doing both halves line after line:
+/// `examine` never reads what `process` writes, and each line is examined before it is processed.
 ///
 /// Memory stays bounded: a fixed number of batches circulate between the threads, each holding up to
 /// `batchLines` lines (a batch grows past `batchBytes` only for a single long line).

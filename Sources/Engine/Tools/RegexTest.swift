@@ -243,7 +243,7 @@ public final class RegexTest {
         }
     }
 
-    /// `facts`: what `LineFilter.examine` found for the line, when the pipeline's reader thread has examined it.
+    /// `facts`: what `LineExaminer.examine` found for the line, when the pipeline's reader thread has examined it.
     private func processLine(_ line: UnsafeBufferPointer<UInt8>, number: Int, facts: LineFacts?, now: Double) {
         let multiLine = filter.maxLines > 1
         let before = multiLine ? filter.bufferedLines : []
