@@ -144,6 +144,15 @@ struct JailRuntimeTests {
         "\(LogTime.format(t)) auth failed from \(ip)\n"
     }
 
+    @Test func filesAreKnownAsSoonAsTheJailStarts() throws {
+        // Status requests may arrive before the watcher thread's first pass; they must not see an empty list.
+        let dir = TempDir()
+        let runtime = try JailRuntime(Self.jail(dir), log: Logger(level: .critical)) { _ in }
+        runtime.start()
+        defer { runtime.stop() }
+        #expect(runtime.files == [dir.path + "/live.log"])
+    }
+
     @Test(arguments: [Backend.inotify, .polling])
     func liveBanDecisions(_ backend: Backend) throws {
         let dir = TempDir()

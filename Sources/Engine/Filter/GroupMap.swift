@@ -14,6 +14,14 @@ public struct GroupMap: Sequence, Sendable {
 
     public var isEmpty: Bool { names.isEmpty }
 
+    @inline(__always)
+    private func index(of name: String) -> Int? {
+        // Lengths first: comparing unequal strings takes Swift's slow path (~140 instructions).
+        let n = name.utf8.count
+        for i in names.indices where names[i].utf8.count == n && names[i] == name { return i }
+        return nil
+    }
+
     /// Adds a name known not to be present yet (the groups of one regex have distinct names).
     mutating func appendNew(_ name: String, _ value: String?) {
         names.append(name)
@@ -23,11 +31,11 @@ public struct GroupMap: Sequence, Sendable {
     /// `map[name]` is nil when the name is absent, `.some(nil)` when present without a value.
     public subscript(name: String) -> String?? {
         get {
-            for i in names.indices where names[i] == name { return .some(values[i]) }
-            return nil
+            guard let i = index(of: name) else { return nil }
+            return .some(values[i])
         }
         set {
-            if let i = names.firstIndex(of: name) {
+            if let i = index(of: name) {
                 if let newValue { values[i] = newValue } else { names.remove(at: i); values.remove(at: i) }
             } else if let newValue {
                 names.append(name)
@@ -38,7 +46,7 @@ public struct GroupMap: Sequence, Sendable {
 
     @discardableResult
     mutating func removeValue(forKey name: String) -> String?? {
-        guard let i = names.firstIndex(of: name) else { return nil }
+        guard let i = index(of: name) else { return nil }
         names.remove(at: i)
         return .some(values.remove(at: i))
     }

@@ -65,6 +65,9 @@ public final class LogWatcher: @unchecked Sendable {
     }
 
     public func start() {
+        // Status requests may come before the thread's first pass: publish the files it is about to follow.
+        let initial = Set(patterns.flatMap(expand)).sorted()
+        fileList.withLock { $0 = initial }
         var fds: [Int32] = [0, 0]
         _ = pipe(&fds)
         for fd in fds {
@@ -88,12 +91,15 @@ public final class LogWatcher: @unchecked Sendable {
 
     private func now() -> Double { Clock.now() }
 
+    /// The paths the patterns name now (a plain path that does not exist yet included: it may appear later).
+    private func expand(_ p: LogPath) -> [String] {
+        let matches = Glob.expand(p.pattern)
+        return matches.isEmpty && !p.pattern.contains(where: { "*?[".contains($0) }) ? [p.pattern] : matches
+    }
+
     private func refreshFollowers() {
         for p in patterns {
-            var matches = Glob.expand(p.pattern)
-            // A plain path that does not exist yet is followed anyway: it may appear later.
-            if matches.isEmpty && !p.pattern.contains(where: { "*?[".contains($0) }) { matches = [p.pattern] }
-            for path in matches where followers[path] == nil {
+            for path in expand(p) where followers[path] == nil {
                 let f = LogFollower(path: path, startAtEnd: p.tail)
                 prepare?(f)
                 followers[path] = f
