@@ -63,20 +63,22 @@ let package = Package(
             dependencies: ["Engine"],
             swiftSettings: swiftSettings
         ),
+        // What the test targets share (a scratch directory); not part of the product.
+        .target(name: "TestSupport", path: "Tests/TestSupport", swiftSettings: swiftSettings),
         .testTarget(
             name: "EngineTests",
-            dependencies: ["Engine"],
+            dependencies: ["Engine", "TestSupport"],
             swiftSettings: swiftSettings
         ),
         .testTarget(
             name: "ServerTests",
-            dependencies: ["Server", "Engine"],
+            dependencies: ["Server", "Engine", "TestSupport"],
             swiftSettings: swiftSettings
         ),
         // Runs the built `portcullis` binary (hence the dependency on the executable target).
         .testTarget(
             name: "IntegrationTests",
-            dependencies: ["Engine", "portcullis"],
+            dependencies: ["Engine", "portcullis", "TestSupport"],
             // Scripts the tests run (namespace scenarios, deployment checks), not sources.
             exclude: ["netns", "deploy"],
             swiftSettings: swiftSettings

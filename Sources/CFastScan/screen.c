@@ -12,7 +12,7 @@ struct pc_screen {
     uint8_t lo1[32], hi1[32], lo2[32], hi2[32];  // nibble tables, the 16 entries twice (one per AVX2 lane)
     pc_probe *probes;
     size_t count;
-    uint8_t bucketOf[64];
+    uint8_t *bucketOf;  // per probe, its bucket's bit (probes share the eight buckets round-robin)
     int avx2;
     // The SSE2 fallback's inputs.
     uint8_t pairs[32];
@@ -21,11 +21,12 @@ struct pc_screen {
 };
 
 pc_screen *pc_screen_create(const pc_probe *probes, size_t count, int vectorised) {
-    if (count == 0 || count > 64) return NULL;
+    if (count == 0) return NULL;
     pc_screen *s = calloc(1, sizeof *s);
     if (!s) return NULL;
     s->probes = malloc(count * sizeof *probes);
-    if (!s->probes) { free(s); return NULL; }
+    s->bucketOf = malloc(count);
+    if (!s->probes || !s->bucketOf) { pc_screen_free(s); return NULL; }
     memcpy(s->probes, probes, count * sizeof *probes);
     s->count = count;
     for (size_t i = 0; i < count; i++) {
@@ -62,6 +63,7 @@ pc_screen *pc_screen_create(const pc_probe *probes, size_t count, int vectorised
 void pc_screen_free(pc_screen *s) {
     if (!s) return;
     free(s->probes);
+    free(s->bucketOf);
     free(s);
 }
 

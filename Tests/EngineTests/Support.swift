@@ -11,31 +11,6 @@ enum TestZone {
     }()
 }
 
-/// A scratch directory removed when the value is released.
-final class TempDir {
-    let path: String
-    init() {
-        path = NSTemporaryDirectory() + "portcullis-\(UUID().uuidString)"
-        try? FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
-    }
-    deinit { try? FileManager.default.removeItem(atPath: path) }
-
-    @discardableResult
-    func write(_ name: String, _ content: String) -> String {
-        let p = path + "/" + name
-        try? FileManager.default.createDirectory(atPath: (p as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
-        FileManager.default.createFile(atPath: p, contents: Data(content.utf8))
-        return p
-    }
-
-    func append(_ name: String, _ content: String) {
-        let h = FileHandle(forWritingAtPath: path + "/" + name)!
-        h.seekToEndOfFile()
-        h.write(Data(content.utf8))
-        try? h.close()
-    }
-}
-
 extension LineFilter {
     /// Processes a Swift string as one log line.
     func process(_ line: String, now: Double) -> [Failure] {

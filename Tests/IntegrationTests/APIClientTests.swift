@@ -1,4 +1,5 @@
 import Foundation
+import TestSupport
 import Testing
 
 /// `portcullis serve` as a process with the API on an ephemeral loopback port and a Unix socket in a scratch
@@ -6,7 +7,7 @@ import Testing
 final class DaemonProcess {
     static let repoRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
         .deletingLastPathComponent().path
-    let dir: TemporaryDirectory
+    let dir: TempDir
     let process = Process()
     let socket: String
     let adminTokenFile: String
@@ -14,17 +15,17 @@ final class DaemonProcess {
     var url = ""
 
     init(tokens: Bool) throws {
-        dir = try TemporaryDirectory()
+        dir = TempDir()
         let conf = dir.url.path + "/conf"
         try FileManager.default.copyItem(atPath: DaemonProcess.repoRoot + "/config", toPath: conf)
         socket = dir.url.path + "/api.sock"
-        adminTokenFile = try dir.file("admin.token", "admin-0123456789abcdef0123456789\n")
-        readTokenFile = try dir.file("read.token", "read-0123456789abcdef0123456789\n")
-        let log = try dir.file("mail.log", "")
+        adminTokenFile = dir.write("admin.token", "admin-0123456789abcdef0123456789\n")
+        readTokenFile = dir.write("read.token", "read-0123456789abcdef0123456789\n")
+        let log = dir.write("mail.log", "")
         var api = "[api]\nlisten = 127.0.0.1:0\nsocket = \(socket)\n"
         if tokens { api += "admin_token_file = \(adminTokenFile)\nread_token_file = \(readTokenFile)\n" }
-        _ = try dir.file("conf/portcullis.local", "[Definition]\ndbfile = \(dir.url.path)/db.sqlite3\n\(api)")
-        _ = try dir.file("conf/jail.d/test.local", "[dovecot]\nenabled = true\nlogpath = \(log)\nmaxretry = 2\nbanaction = dry-run\nignoreip = 192.0.2.250\n")
+        _ = dir.write("conf/portcullis.local", "[Definition]\ndbfile = \(dir.url.path)/db.sqlite3\n\(api)")
+        _ = dir.write("conf/jail.d/test.local", "[dovecot]\nenabled = true\nlogpath = \(log)\nmaxretry = 2\nbanaction = dry-run\nignoreip = 192.0.2.250\n")
         let stderrPath = dir.url.path + "/serve.log"
         FileManager.default.createFile(atPath: stderrPath, contents: nil)
         process.executableURL = Binary.url

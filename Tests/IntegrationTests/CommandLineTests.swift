@@ -1,4 +1,5 @@
 import Foundation
+import TestSupport
 import Testing
 
 /// The `portcullis` executable, run as a user would.
@@ -17,8 +18,8 @@ struct CommandLineTests {
     }
 
     @Test func regexJSONHasOneObjectPerLine() throws {
-        let dir = try TemporaryDirectory()
-        let log = try dir.file("mail.log", """
+        let dir = TempDir()
+        let log = dir.write("mail.log", """
             Nov 28 06:10:51 pop3-login: Info: Disconnected (auth failed, 1 attempts in 2 secs): user=<bob>, method=PLAIN, rip=192.0.2.10, lip=127.0.0.1, session=<a>
             # a comment
 
@@ -65,7 +66,7 @@ struct CommandLineTests {
             }
         }
         add("2026-11-28T06:14:00+00:00 mail dovecot: pop3-login: Disconnected (auth failed): rip=198.51.100.8")
-        let dir = try TemporaryDirectory()
+        let dir = TempDir()
         let path = dir.url.appendingPathComponent("mail.log").path
         try log.write(to: URL(fileURLWithPath: path))
         func withoutTiming(_ s: String) -> String { s.split(separator: "\n").filter { !$0.hasPrefix("[processed in") }.joined(separator: "\n") }
@@ -95,9 +96,9 @@ struct CommandLineTests {
     }
 
     @Test func checkReportsProblemsAndExitCode() throws {
-        let dir = try TemporaryDirectory()
-        _ = try dir.file("filter.d/f.conf", "[Definition]\nfailregex = ^x from <HOST>\n")
-        _ = try dir.file("jail.conf", "[a]\nenabled = true\nfilter = f\nlogpath = /nonexistent.log\nmaxretry = lots\n[b]\nenabled = true\nfilter = f\nlogpath = /nonexistent.log\n")
+        let dir = TempDir()
+        _ = dir.write("filter.d/f.conf", "[Definition]\nfailregex = ^x from <HOST>\n")
+        _ = dir.write("jail.conf", "[a]\nenabled = true\nfilter = f\nlogpath = /nonexistent.log\nmaxretry = lots\n[b]\nenabled = true\nfilter = f\nlogpath = /nonexistent.log\n")
         let r = try Binary.run(["check", "--config", dir.url.path])
         #expect(r.status == 1)
         #expect(r.stdout.contains("jail.conf:5: jail 'a': maxretry must be a whole number, not 'lots'"))
@@ -107,13 +108,13 @@ struct CommandLineTests {
     }
 
     @Test func serveCountsFailuresAndStopsOnSIGTERM() throws {
-        let dir = try TemporaryDirectory()
-        let log = try dir.file("mail.log", "")
+        let dir = TempDir()
+        let log = dir.write("mail.log", "")
         try FileManager.default.removeItem(at: dir.url)
         try FileManager.default.copyItem(atPath: Self.config, toPath: dir.url.path)
-        _ = try dir.file("mail.log", "")
-        _ = try dir.file("portcullis.local", "[Definition]\ndbfile = \(dir.url.path)/portcullis.sqlite3\n[api]\nlisten = 127.0.0.1:0\nsocket = \(dir.url.path)/api.sock\n")
-        _ = try dir.file("jail.d/test.local", """
+        _ = dir.write("mail.log", "")
+        _ = dir.write("portcullis.local", "[Definition]\ndbfile = \(dir.url.path)/portcullis.sqlite3\n[api]\nlisten = 127.0.0.1:0\nsocket = \(dir.url.path)/api.sock\n")
+        _ = dir.write("jail.d/test.local", """
             [dovecot]
             enabled = true
             logpath = \(log)
@@ -145,9 +146,9 @@ struct CommandLineTests {
     }
 
     @Test func serveRefusesAJournalJailClearly() throws {
-        let dir = try TemporaryDirectory()
-        _ = try dir.file("filter.d/f.conf", "[Definition]\nfailregex = ^x from <HOST>\n")
-        _ = try dir.file("jail.conf", "[sshd]\nenabled = true\nfilter = f\nbackend = systemd\nlogpath = /x\n")
+        let dir = TempDir()
+        _ = dir.write("filter.d/f.conf", "[Definition]\nfailregex = ^x from <HOST>\n")
+        _ = dir.write("jail.conf", "[sshd]\nenabled = true\nfilter = f\nbackend = systemd\nlogpath = /x\n")
         let r = try Binary.run(["serve", "--config", dir.url.path])
         #expect(r.status == 1)
         #expect(r.stderr.contains("no systemd journal in a container"))

@@ -1,4 +1,5 @@
 import Foundation
+import TestSupport
 import Testing
 
 /// The container files, checked without a Docker engine (none runs here): compose.yaml against the Compose
@@ -20,15 +21,15 @@ import Testing
     }
 
     @Test func deploymentTreeLoads() throws {
-        let dir = try TemporaryDirectory()
+        let dir = TempDir()
         let conf = dir.url.path + "/etc"
         try FileManager.default.copyItem(atPath: Self.root + "/config", toPath: conf)
         for file in ["jail.d/jail.local", "portcullis.local"] {
             try FileManager.default.copyItem(atPath: Self.root + "/deploy/portcullis/" + file, toPath: conf + "/" + file)
         }
         // The mail log where the container has it is not on this machine: point the path there.
-        let log = try dir.file("mail.log", "")
-        _ = try dir.file("etc/paths.local", "[DEFAULT]\ndovecot_log = \(log)\n")
+        let log = dir.write("mail.log", "")
+        _ = dir.write("etc/paths.local", "[DEFAULT]\ndovecot_log = \(log)\n")
         let r = try Binary.run(["check", "--config", conf])
         #expect(r.status == 0, "\(r.stdout)\n\(r.stderr)")
         #expect(r.stdout.contains("[dovecot]"))

@@ -1,5 +1,6 @@
 import Engine
 import Foundation
+import TestSupport
 import Testing
 
 /// fail2ban's own filter sample suite, run through `portcullis regex --config /etc/fail2ban`.
@@ -58,8 +59,8 @@ enum SampleSuite {
         tzset()
         var checkedMatches = 0
         for (filterSpec, lines) in cases.grouped() {
-            let dir = try TemporaryDirectory()
-            let log = try dir.file("sample.log", lines.map(\.line).joined(separator: "\n") + "\n")
+            let dir = TempDir()
+            let log = dir.write("sample.log", lines.map(\.line).joined(separator: "\n") + "\n")
             let result = try Binary.run(["regex", "--config", config, "--json", "--now", String(now), log, filterSpec],
                                         environment: ["TZ": Fail2banSampleSuiteTests.timeZone])
             #expect(result.status == 0, "portcullis regex \(filterSpec) failed: \(result.stderr)")

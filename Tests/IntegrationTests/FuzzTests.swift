@@ -1,4 +1,5 @@
 import Foundation
+import TestSupport
 import Testing
 
 /// A short, bounded libFuzzer run of the HTTP request parser (fuzz/HTTPParserFuzz.swift): built with
@@ -7,7 +8,7 @@ import Testing
 @Suite struct FuzzTests {
     @Test func httpParserSurvivesABoundedFuzzRun() throws {
         let root = DaemonProcess.repoRoot
-        let dir = try TemporaryDirectory()
+        let dir = TempDir()
         let binary = dir.url.path + "/http-parser-fuzz"
         let build = try Binary.runTool("/usr/bin/env", [
             "swiftc", "-sanitize=fuzzer,address", "-parse-as-library", "-O",

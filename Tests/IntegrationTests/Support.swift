@@ -67,20 +67,3 @@ enum Binary {
 final class DataBox: @unchecked Sendable {
     var data = Data()
 }
-
-/// A scratch directory removed when the value is released.
-final class TemporaryDirectory {
-    let url: URL
-    init() throws {
-        url = FileManager.default.temporaryDirectory.appendingPathComponent("portcullis-test-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
-    }
-    deinit { try? FileManager.default.removeItem(at: url) }
-
-    func file(_ name: String, _ content: String) throws -> String {
-        let path = url.appendingPathComponent(name)
-        try FileManager.default.createDirectory(at: path.deletingLastPathComponent(), withIntermediateDirectories: true)
-        try content.write(to: path, atomically: false, encoding: .utf8)
-        return path.path
-    }
-}

@@ -1,26 +1,9 @@
 import Dispatch
 import Foundation
+import TestSupport
 import Glibc
 @testable import Engine
 @testable import Server
-
-/// A scratch directory removed when the value is released.
-final class TempDir: @unchecked Sendable {
-    let path: String
-    init() {
-        path = NSTemporaryDirectory() + "portcullis-\(UUID().uuidString.prefix(8))"
-        try? FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
-    }
-    deinit { try? FileManager.default.removeItem(atPath: path) }
-
-    @discardableResult
-    func write(_ name: String, _ content: String) -> String {
-        let p = path + "/" + name
-        try? FileManager.default.createDirectory(atPath: (p as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
-        FileManager.default.createFile(atPath: p, contents: Data(content.utf8))
-        return p
-    }
-}
 
 /// A real daemon (the repository's config tree, a dovecot jail in dry-run mode, a SQLite store in a scratch
 /// directory) with the admin API on an ephemeral loopback port and a Unix socket.

@@ -28,7 +28,7 @@ typedef struct {
 int pc_contains_any(const uint8_t *p, size_t n, const uint8_t *pairs, size_t k, const pc_probe *probes, size_t count);
 #endif
 
-/// A compiled set of probes (at most 64) for `pc_screen_scan`: AVX2 nibble lookups where the CPU has them and
+/// A compiled set of probes (nil for none) for `pc_screen_scan`: AVX2 nibble lookups where the CPU has them and
 /// `vectorised` is set, `pc_contains_any` otherwise (the tests compare both).
 typedef struct pc_screen pc_screen;
 pc_screen *pc_screen_create(const pc_probe *probes, size_t count, int vectorised);

@@ -324,9 +324,8 @@ final class LiteralScanner {
     let literals: [[UInt8]]
     /// The longest string's length: text joined where a date is cut out is screened this far on each side.
     let maxLength: Int
+    /// nil without strings: then every line may match.
     private let screen: OpaquePointer?
-    /// Distinct anchor pairs, two bytes each.
-    private var anchors: [UInt8] = []
     /// The strings' bytes, owned here for the C scanner's pointers.
     private let storage: UnsafeMutablePointer<UInt8>
     private let probes: UnsafeMutablePointer<pc_probe>
@@ -374,13 +373,6 @@ final class LiteralScanner {
                 let cb = (min(cost(l[b]), cost(l[b + 1])), max(cost(l[b]), cost(l[b + 1])))
                 return ca < cb
             }!
-            var known = false
-            var j = 0
-            while j < anchors.count {
-                if anchors[j] == l[offset] && anchors[j + 1] == l[offset + 1] { known = true; break }
-                j += 2
-            }
-            if !known { anchors += [l[offset], l[offset + 1]] }
             cursor.initialize(from: l, count: l.count)
             probes[i] = pc_probe(bytes: UnsafePointer(cursor), length: UInt32(l.count), offset: UInt32(offset))
             cursor += l.count
@@ -424,14 +416,7 @@ final class LiteralScanner {
         return (r & 1 != 0, r & PC_SCREEN_NON_ASCII == 0)
     }
 
-    func containsAny(_ p: UnsafePointer<UInt8>, _ n: Int) -> Bool {
-        if screen != nil { return scan(p, n).found }
-        let k = anchors.count / 2
-        guard k <= 16 else { return true }
-        return anchors.withUnsafeBufferPointer { a in
-            pc_contains_any(p, n, a.baseAddress!, k, probes, probeCount) != 0
-        }
-    }
+    func containsAny(_ p: UnsafePointer<UInt8>, _ n: Int) -> Bool { scan(p, n).found }
 }
 
 import Glibc
