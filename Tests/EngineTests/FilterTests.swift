@@ -187,3 +187,39 @@ struct LineFilterTests {
         #expect(second.first?.data.users == ["bob"])
     }
 }
+
+@Suite("long streams")
+struct LongStreamTests {
+    init() { _ = TestZone.ready }
+
+    /// The screen is recalibrated from the log's own bytes after 256 tested lines; every line before, at and after
+    /// that point is still tested (issue 9: the 256th line was scanned with a freed screen and lost).
+    @Test(arguments: [1, 7])
+    func everyLineAcrossRecalibration(noiseEvery: Int) throws {
+        let f = try LineFilterTests.filter([#"^\s*pop3-login: Disconnected \(auth failed\): user=<\S*>, rip=<HOST>, lip=\S+$"#])
+        #expect(f.prefilterLiterals != nil, "the filter is screened (else this test would not reach the screen)")
+        var expected: [String] = [], found: [String] = []
+        for i in 0..<1000 {
+            if noiseEvery > 1 && i % noiseEvery == 0 {
+                #expect(f.process("Aug 14 11:00:00 pop3-login: Login: user=<bob>, rip=192.0.2.200, lip=127.0.0.1", now: testNow).isEmpty)
+            }
+            let ip = "198.51.\(100 + i / 250).\(i % 250 + 1)"
+            expected.append(ip)
+            let r = f.process("Aug 14 11:00:00 pop3-login: Disconnected (auth failed): user=<alice>, rip=\(ip), lip=127.0.0.1", now: testNow)
+            found += r.compactMap(\.id)
+        }
+        // Compared by position, so that a failure names the lines instead of printing two 1,000-line lists.
+        let wrong = zip(expected, found).enumerated().filter { $0.element.0 != $0.element.1 }.map(\.offset)
+        #expect(found.count == expected.count && wrong.isEmpty, "\(found.count) found, first wrong at \(wrong.prefix(3))")
+    }
+
+    @Test func identicalLinesAcrossRecalibration() throws {
+        // 300 copies of one mysqld-auth failure: with the freed screen this crashed 9 runs in 40.
+        let f = try LineFilterTests.filter([#"^\s*\[Warning\] Access denied for user '<F-USER>[^']+</F-USER>'@'<HOST>' (?:to database '[^']*'|\(using password: (?:YES|NO)\))$"#])
+        var count = 0
+        for _ in 0..<300 {
+            count += f.process("Aug 14 11:00:00 [Warning] Access denied for user 'root'@'192.0.2.3' (using password: YES)", now: testNow).count
+        }
+        #expect(count == 300)
+    }
+}

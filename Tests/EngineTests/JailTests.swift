@@ -132,11 +132,11 @@ final class DecisionLog: Sendable {
 struct JailRuntimeTests {
     init() { _ = TestZone.ready }
 
-    static func jail(_ dir: TempDir, backend: Backend = .inotify, ignore: String = "") throws -> JailDefinition {
+    static func jail(_ dir: TempDir, backend: Backend = .inotify, ignore: String = "", maxRetry: Int = 2) throws -> JailDefinition {
         let filter = FilterDefinition(name: "t", failregex: [#"^\s*auth failed from <HOST>$"#])
         return JailDefinition(
             name: "t", filter: filter, filterSpec: "t", logPaths: [LogPath(pattern: dir.path + "/live.log", tail: false)],
-            backend: backend, maxRetry: 2, findTime: 600, banTime: 3600, ports: [], portSpec: "", protocol: "tcp",
+            backend: backend, maxRetry: maxRetry, findTime: 600, banTime: 3600, ports: [], portSpec: "", protocol: "tcp",
             ignoreList: IgnoreList.parse(ignore, ignoreSelf: true).list, banAction: "dry-run", actions: [],
             logEncoding: "auto", logTimeZone: nil, maxMatches: 5, maxTracked: 1000, location: nil)
     }
@@ -152,6 +152,22 @@ struct JailRuntimeTests {
         runtime.start()
         defer { runtime.stop() }
         #expect(runtime.files == [dir.path + "/live.log"])
+    }
+
+    @Test func threeHundredFailuresThreeHundredBans() throws {
+        // Issue 9: with maxretry 1, 300 failures from 300 addresses appended to a watched log gave 299 bans (the
+        // filter's 256th line was screened with freed memory).
+        let dir = TempDir()
+        dir.write("live.log", "")
+        let fw = DecisionLog()
+        let runtime = try JailRuntime(Self.jail(dir, maxRetry: 1), log: Logger(level: .critical)) { fw.append($0) }
+        runtime.start()
+        defer { runtime.stop() }
+        let ips = (0..<300).map { "198.51.\(100 + $0 / 250).\($0 % 250 + 1)" }
+        dir.append("live.log", ips.map { Self.line($0) }.joined())
+        #expect(eventually { fw.decisions.count == 300 })
+        let missing = Set(ips.compactMap(IPAddress.init)).subtracting(fw.decisions.map(\.ip))
+        #expect(missing.isEmpty, "not banned: \(missing.map(\.description).sorted().prefix(5))")
     }
 
     @Test(arguments: [Backend.inotify, .polling])

@@ -94,12 +94,9 @@ public final class LineFilter {
     private let findTime: Double
     /// The first half of the per-line work: the UTF-8 check and the date.
     public let examiner: LineExaminer
-    /// Strings one of which any failregex match needs; nil when the filter gives no such guarantee.
-    private var screen: LiteralScanner? {
-        didSet { screenRef = screen.map { Unmanaged.passUnretained($0) } }
-    }
-    /// `screen`, for the per-line path: used without reference counting (`screen` keeps it alive).
-    private var screenRef: Unmanaged<LiteralScanner>?
+    /// Strings one of which any failregex match needs; nil when the filter gives no such guarantee. Replaced once,
+    /// by `calibrate`, after 256 lines: the per-line path reads it only after calibrating, through a strong reference.
+    private var screen: LiteralScanner?
     /// Per failregex, every set of strings one of which a match needs.
     private let screenCandidates: [[[[UInt8]]]]
     /// Byte counts of the first lines, to choose the rarest anchor bytes for this very log.
@@ -223,7 +220,6 @@ public final class LineFilter {
         screenCandidates = usable ? candidates : []
         if usable {
             screen = LiteralScanner(LiteralScanner.choose(candidates, frequencies: nil))
-            screenRef = screen.map { Unmanaged.passUnretained($0) }
             byteCounts = [UInt32](repeating: 0, count: 256)
         }
     }
@@ -327,20 +323,20 @@ public final class LineFilter {
     /// cutting the date out joins the text on both sides of it (as in "[]"), a string the whole line lacks can
     /// then only appear across that join.
     private func screened(_ line: UnsafeBufferPointer<UInt8>, _ facts: LineFacts, cutDate: Bool) -> Bool {
-        guard let screenRef else { return true }
+        // Calibrating may replace the screen: read it only afterwards (issue 9: an unretained reference taken
+        // before this call outlived the screen it pointed to, and the 256th line was scanned with freed memory).
         if byteCounts != nil { calibrate(line) }
+        guard let scanner = screen else { return true }
         guard let base = line.baseAddress, !line.isEmpty else { return false }
         let cut = cutDate && facts.dateEnd > facts.dateStart
-        return screenRef._withUnsafeGuaranteedRef { scanner in
-            if cut && facts.dateStart == 0 { return scanner.scan(base + facts.dateEnd, line.count - facts.dateEnd).found }
-            if scanner.scan(base, line.count).found { return true }
-            guard cut, facts.dateEnd < line.count else { return false }
-            let reach = scanner.maxLength - 1
-            junction.reset()
-            junction.append(UnsafeBufferPointer(rebasing: line[max(0, facts.dateStart - reach)..<facts.dateStart]))
-            junction.append(UnsafeBufferPointer(rebasing: line[facts.dateEnd..<min(line.count, facts.dateEnd + reach)]))
-            return scanner.containsAny(junction.base, junction.count)
-        }
+        if cut && facts.dateStart == 0 { return scanner.scan(base + facts.dateEnd, line.count - facts.dateEnd).found }
+        if scanner.scan(base, line.count).found { return true }
+        guard cut, facts.dateEnd < line.count else { return false }
+        let reach = scanner.maxLength - 1
+        junction.reset()
+        junction.append(UnsafeBufferPointer(rebasing: line[max(0, facts.dateStart - reach)..<facts.dateStart]))
+        junction.append(UnsafeBufferPointer(rebasing: line[facts.dateEnd..<min(line.count, facts.dateEnd + reach)]))
+        return scanner.containsAny(junction.base, junction.count)
     }
 
     /// After 256 lines, picks the screening anchors from the bytes this log actually holds.
