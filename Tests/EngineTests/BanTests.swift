@@ -134,6 +134,36 @@ struct BanManagerTests {
         #expect(manager.statistics.bansTotal["j"] == 2)
     }
 
+    @Test func liftsByRequestRaceExpiryWithoutDoubleCounting() throws {
+        // Requests to lift bans arrive from API threads while the worker expires the same bans: each ban ends once
+        // (one unban counted, one log line), and the store, the packet filter and the table agree afterwards.
+        let dir = TempDir()
+        let store = try BanStore(path: dir.path + "/db.sqlite3")
+        let fw = DryRunFirewall()
+        let manager = BanManager(store: store, log: Logger(level: .critical))
+        try manager.start([Self.setup(Self.jail("j", banTime: 1), fw)])
+        defer { manager.stop(removeLayout: true) }
+        let ips = (0..<300).map { IPAddress.v4(0xC633_6400 + UInt32($0)) }
+        for ip in ips { manager.submit(BanDecision(jail: "j", ip: ip, time: Clock.now(), failures: 1, matches: [])) }
+        #expect(manager.drain())
+        #expect(manager.activeCount == 300)
+        // Start lifting just before the bans end, so that lifts are in flight when the worker expires the rest.
+        let ends = manager.bans.compactMap(\.expiresAt).min() ?? Clock.now()
+        let wait = ends - 0.04 - Clock.now()
+        if wait > 0 { usleep(UInt32(wait * 1_000_000)) }
+        let lifted = Locked(0)
+        DispatchQueue.concurrentPerform(iterations: 4) { part in
+            for ip in ips[(part * 75)..<(part * 75 + 75)] {
+                if (try? manager.unban(jail: "j", ip: ip)) == true { lifted.withLock { $0 += 1 } }
+                usleep(500)
+            }
+        }
+        #expect(eventually { manager.activeCount == 0 })
+        #expect(manager.statistics.unbansTotal["j"] == 300, "lifted by request: \(lifted.withLock { $0 })")
+        #expect(fw.bans.isEmpty)
+        #expect(try store.activeBans(now: 0).isEmpty)
+    }
+
     @Test func restartRestoresAndManualChanges() throws {
         let dir = TempDir()
         let path = dir.path + "/db.sqlite3"

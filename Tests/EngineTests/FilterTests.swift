@@ -13,8 +13,7 @@ struct DateTests {
         let d = try DateDetector(patterns: patterns)
         let bytes = Array(line.utf8)
         return bytes.withUnsafeBufferPointer { b -> Double? in
-            guard let m = d.match(b.baseAddress!, length: b.count) else { return nil }
-            return d.time(of: m, line: b.baseAddress!, now: now)
+            d.find(b.baseAddress!, length: b.count, now: now)?.time
         }
     }
 
@@ -79,10 +78,10 @@ struct DateTests {
             try bytes.withUnsafeBufferPointer { b in
                 let m = try #require(d.match(b.baseAddress!, length: b.count, ascii: true), "\(line)")
                 let lean = d.time(of: m, line: b.baseAddress!, now: testNow)
-                let entry = m.entry.takeUnretainedValue()
+                let entry = m.entry
                 #expect(entry.regex.search(b.baseAddress!, length: m.searchLength, start: m.searchStart, ascii: true), "\(line)")
                 #expect(entry.regex.range(1) == m.range, "\(line)")
-                #expect(entry.regex.range(0) == entry.searchRegex.takeUnretainedValue().range(0), "\(line)")
+                #expect(entry.regex.range(0) == entry.searchRegex.range(0), "\(line)")
                 let unscreened = try time(line)
                 #expect(lean != nil && lean == unscreened, "\(line)")
             }

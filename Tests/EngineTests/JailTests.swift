@@ -1,6 +1,5 @@
 import Foundation
 import TestSupport
-import Synchronization
 import Testing
 @testable import Engine
 
@@ -123,7 +122,7 @@ struct LogFollowerTests {
 
 /// Ban decisions collected from a jail's thread.
 final class DecisionLog: Sendable {
-    private let list = Mutex<[BanDecision]>([])
+    private let list = Locked<[BanDecision]>([])
     func append(_ d: BanDecision) { list.withLock { $0.append(d) } }
     var decisions: [BanDecision] { list.withLock { $0 } }
 }

@@ -8,8 +8,8 @@ import CFastScan
 /// scanning. One worker thread does all of this, so that a storm of decisions becomes one database transaction and
 /// one netlink transaction.
 public final class BanManager: @unchecked Sendable {
-    // @unchecked: every mutable property is guarded by `lock` (the condition), except `thread`, set once in
-    // `start` before the worker runs.
+    // @unchecked: every mutable property is guarded by `lock` (the condition), except `thread`, set in `start`
+    // before the worker runs and cleared in `stop` after it finished (the worker never reads it).
 
     /// What one jail needs from the ban manager (a class: it is handed around per decision).
     public final class JailSetup: Sendable {
@@ -54,6 +54,11 @@ public final class BanManager: @unchecked Sendable {
     private var active = BanTable()
     private var expiries = ExpiryHeap()
     private var pending: [BanDecision] = []
+    /// Bans lifted by request, waiting for the worker: the worker alone changes bans, so that a lift cannot
+    /// interleave with an expiry or a new ban of the same address.
+    private var pendingLifts: [(id: UInt64, jail: String, ip: IPAddress)] = []
+    private var liftResults: [UInt64: Result<Bool, any Error>] = [:]
+    private var nextLiftID: UInt64 = 0
     private var stopping = false
     private var running = false
     private var thread: Thread?
@@ -117,6 +122,8 @@ public final class BanManager: @unchecked Sendable {
         stopping = true
         lock.broadcast()
         while running && !finished { lock.wait() }
+        // The thread holds this manager through its closure: let go of it, or the two keep each other alive.
+        thread = nil
         let wasRunning = running
         let backends = Dictionary(jails.values.map { (ObjectIdentifier($0.firewall), $0.firewall) }, uniquingKeysWith: { a, _ in a })
         lock.unlock()
@@ -201,19 +208,38 @@ public final class BanManager: @unchecked Sendable {
         }
     }
 
-    /// Lifts a ban: store first, then the packet filter. Returns false when there was none.
+    /// Lifts a ban: store first, then the packet filter. Returns false when there was none. The worker does it
+    /// (this waits for it), between its other changes; without a running worker, the caller does.
     @discardableResult
-    public func unban(jail: String, ip: IPAddress, now: Double = Clock.now()) throws -> Bool {
+    public func unban(jail: String, ip: IPAddress) throws -> Bool {
         lock.lock()
-        guard let key = active.existingKey(jail, ip), active[key] != nil else { lock.unlock(); return false }
-        let firewall = jails[jail]?.firewall
+        guard running && !finished else {
+            lock.unlock()
+            return try lift(jail: jail, ip: ip)
+        }
+        let id = nextLiftID
+        nextLiftID += 1
+        pendingLifts.append((id, jail, ip))
+        lock.broadcast()
+        while liftResults[id] == nil { lock.wait() }
+        let result = liftResults.removeValue(forKey: id)!
         lock.unlock()
+        return try result.get()
+    }
+
+    /// Lifts one ban (on the worker, or with no worker running).
+    private func lift(jail: String, ip: IPAddress) throws -> Bool {
+        let (key, firewall): (Key?, (any Firewall)?) = lock.withLock {
+            guard let key = active.existingKey(jail, ip), active[key] != nil else { return (nil, nil) }
+            return (key, jails[jail]?.firewall)
+        }
+        guard let key else { return false }
         try store?.remove([(jail, ip)])
         try firewall?.remove([(jail, ip)])
-        lock.lock()
-        active[key] = nil
-        stats.unbansTotal[jail, default: 0] += 1
-        lock.unlock()
+        lock.withLock {
+            active[key] = nil
+            stats.unbansTotal[jail, default: 0] += 1
+        }
         log.notice("[\(jail)] Unban \(ip) (by request)")
         return true
     }
@@ -244,7 +270,7 @@ public final class BanManager: @unchecked Sendable {
     private func run() {
         lock.lock()
         while true {
-            if pending.isEmpty && !stopping {
+            if pending.isEmpty && pendingLifts.isEmpty && !stopping {
                 if let next = expiries.earliest {
                     let wait = next - Clock.now()
                     if wait > 0 { _ = lock.wait(until: Date(timeIntervalSinceNow: min(wait, 3600))) }
@@ -254,6 +280,8 @@ public final class BanManager: @unchecked Sendable {
             }
             let batch = pending
             pending = []
+            let lifts = pendingLifts
+            pendingLifts = []
             let now = Clock.now()
             var due: [(Key, String, IPAddress)] = []
             while let (end, key) = expiries.popIfDue(now) {
@@ -264,14 +292,17 @@ public final class BanManager: @unchecked Sendable {
             lock.unlock()
             if !batch.isEmpty { apply(batch, now: now) }
             if !due.isEmpty { expire(due, now: now) }
+            var lifted: [(UInt64, Result<Bool, any Error>)] = []
+            for l in lifts { lifted.append((l.id, Result { try lift(jail: l.jail, ip: l.ip) })) }
             if batch.count >= 1000 && pending.isEmpty {
                 // A storm leaves its decisions' memory (log lines) in malloc's free lists: give it back.
                 pc_malloc_trim()
             }
             lock.lock()
             processedCount += batch.count
+            for (id, result) in lifted { liftResults[id] = result }
             lock.broadcast()
-            if done && pending.isEmpty { break }
+            if done && pending.isEmpty && pendingLifts.isEmpty { break }
         }
         finished = true
         lock.broadcast()

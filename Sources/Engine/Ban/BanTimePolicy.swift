@@ -35,7 +35,7 @@ public struct BanTimePolicy: Sendable {
             t = base * increment.factor * m[min(previousBans, m.count - 1)]
         } else {
             let value = (try? formula?.evaluate(["ban.Time": base, "ban.Count": Double(previousBans), "banFactor": increment.factor])) ?? base
-            t = max(base, value ?? base)
+            t = max(base, value)
         }
         if let cap = increment.maxTime, cap > 0 { t = min(t, cap) }
         if let rnd = increment.randomTime, rnd > 0 { t += (random ?? Double.random(in: 0..<1)) * rnd }
@@ -106,61 +106,62 @@ public struct PythonExpression: Sendable {
             if take("if") {
                 let cond = try or()
                 guard take("else") else { throw ParseError(message: "'if' without 'else'") }
-                return .conditional(cond, value, try expression())
+                let otherwise = try expression()
+                return .conditional(cond, value, otherwise)
             }
             return value
         }
 
         mutating func or() throws(ParseError) -> Node {
             var l = try and()
-            while take("or") { l = .binary("or", l, try and()) }
+            while take("or") { let r = try and(); l = .binary("or", l, r) }
             return l
         }
 
         mutating func and() throws(ParseError) -> Node {
             var l = try not()
-            while take("and") { l = .binary("and", l, try not()) }
+            while take("and") { let r = try not(); l = .binary("and", l, r) }
             return l
         }
 
         mutating func not() throws(ParseError) -> Node {
-            if take("not") { return .unary("not", try not()) }
+            if take("not") { let r = try not(); return .unary("not", r) }
             return try comparison()
         }
 
         mutating func comparison() throws(ParseError) -> Node {
             var l = try shift()
-            while let op = peek, ["<", ">", "<=", ">=", "==", "!="].contains(op) { i += 1; l = .binary(op, l, try shift()) }
+            while let op = peek, ["<", ">", "<=", ">=", "==", "!="].contains(op) { i += 1; let r = try shift(); l = .binary(op, l, r) }
             return l
         }
 
         mutating func shift() throws(ParseError) -> Node {
             var l = try sum()
-            while let op = peek, op == "<<" || op == ">>" { i += 1; l = .binary(op, l, try sum()) }
+            while let op = peek, op == "<<" || op == ">>" { i += 1; let r = try sum(); l = .binary(op, l, r) }
             return l
         }
 
         mutating func sum() throws(ParseError) -> Node {
             var l = try product()
-            while let op = peek, op == "+" || op == "-" { i += 1; l = .binary(op, l, try product()) }
+            while let op = peek, op == "+" || op == "-" { i += 1; let r = try product(); l = .binary(op, l, r) }
             return l
         }
 
         mutating func product() throws(ParseError) -> Node {
             var l = try unary()
-            while let op = peek, ["*", "/", "//", "%"].contains(op) { i += 1; l = .binary(op, l, try unary()) }
+            while let op = peek, ["*", "/", "//", "%"].contains(op) { i += 1; let r = try unary(); l = .binary(op, l, r) }
             return l
         }
 
         mutating func unary() throws(ParseError) -> Node {
-            if take("-") { return .unary("-", try unary()) }
+            if take("-") { let r = try unary(); return .unary("-", r) }
             if take("+") { return try unary() }
             return try power()
         }
 
         mutating func power() throws(ParseError) -> Node {
             let base = try atom()
-            if take("**") { return .binary("**", base, try unary()) }
+            if take("**") { let r = try unary(); return .binary("**", base, r) }
             return base
         }
 
@@ -177,7 +178,7 @@ public struct PythonExpression: Sendable {
                 if take("(") {
                     var args: [Node] = []
                     if !take(")") {
-                        repeat { args.append(try expression()) } while take(",")
+                        repeat { let a = try expression(); args.append(a) } while take(",")
                         guard take(")") else { throw ParseError(message: "')' is missing after the arguments of \(t)") }
                     }
                     return .call(t, args)

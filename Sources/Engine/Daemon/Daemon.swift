@@ -1,21 +1,22 @@
 import CFastScan
 import Foundation
-import Synchronization
 
 /// The long-running part of Portcullis: every enabled jail watching its logs, ban decisions applied by the ban
 /// manager (store first, then the packet filter), log positions kept so that a restart neither re-reads nor
 /// misses lines.
 public final class Daemon: @unchecked Sendable {
-    // @unchecked: `jails`, `store`, `banManager` and `settings` change only in start/reload/stop/periodic, which
-    // the main thread calls one at a time; other threads read through `snapshot` (a Mutex) or the ban manager
-    // (thread-safe).
+    // @unchecked: `jails`, `store`, `nftables` and `settings` change only in start/reload/stop/periodic, which run
+    // one at a time (on the serve command's control queue, which also runs the API's reloads); other threads read
+    // the jails through `snapshot` and the ban manager through `manager`, both locked.
     public let configPath: String
     public let log: Logger
     private var jails: [String: JailRuntime] = [:]
-    private let snapshot = Mutex<[String: JailRuntime]>([:])
+    private let snapshot = Locked<[String: JailRuntime]>([:])
     public private(set) var settings = Settings()
     public private(set) var store: BanStore?
-    public private(set) var banManager: BanManager!
+    /// Set once by `start`; read by the API's event-loop threads, hence locked.
+    private let manager = Locked<BanManager?>(nil)
+    public var banManager: BanManager! { manager.withLock { $0 } }
     private var nftables: NftablesFirewall?
     private let dryRun = DryRunFirewall()
     private let openNftables: () throws -> NftablesFirewall
@@ -84,7 +85,8 @@ public final class Daemon: @unchecked Sendable {
         store = try openStore(settings)
         if let store { try store.purge(now: Clock.now(), age: settings.dbPurgeAge) }
         lastPurge = Clock.now()
-        banManager = BanManager(store: store, log: log)
+        let banManager = BanManager(store: store, log: log)
+        manager.withLock { $0 = banManager }
         let setups = try setups(for: config.jails)
         guard !setups.isEmpty else { throw StartError(message: "no jail could start") }
         try banManager.start(setups)

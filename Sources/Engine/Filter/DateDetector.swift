@@ -26,8 +26,7 @@ public final class DateDetector {
         /// non-capturing (captures cost the JIT about a fifth of its time on a date). The same matches; group 1
         /// (the date) and `%f` keep their meaning. `regex` itself reads the fields when a date is parsed.
         /// Made at the first search (most templates are never searched more than once or twice).
-        /// Unmanaged (`regex` or `leanRegex` keeps it alive): read on the per-line path without reference counting.
-        private(set) var searchRegex: Unmanaged<PCRE2Regex>
+        private(set) var searchRegex: PCRE2Regex
         private var leanRegex: PCRE2Regex?
         var isLean: Bool { leanRegex != nil }
         private(set) var searchFractionGroup: Int?
@@ -48,7 +47,7 @@ public final class DateDetector {
             weightFactor = template.weight
             kind = template.kind
             self.pattern = pattern
-            searchRegex = Unmanaged.passUnretained(regex)
+            searchRegex = regex
             searchFractionGroup = fractionGroup
             if case .pattern = template.kind { leanPending = true } else { leanPending = false }
         }
@@ -60,31 +59,15 @@ public final class DateDetector {
                   let compiled = try? PCRE2Regex(lean), compiled.groupNumbers["f"] != nil || fractionGroup == nil
             else { return }
             leanRegex = compiled
-            searchRegex = Unmanaged.passUnretained(compiled)
+            searchRegex = compiled
             searchFractionGroup = compiled.groupNumbers["f"]
         }
 
         var weight: Double { Double(hits) * weightFactor / Double(max(1, distance)) }
     }
 
-    private(set) var entries: [Entry] = [] {
-        didSet { syncRefs() }
-    }
-    /// `entries` as unmanaged references, in the same order: the per-line path reads them without reference
-    /// counting (entries live as long as the detector; they are only appended and reordered).
-    private var refs = UnsafeMutablePointer<Unmanaged<Entry>>.allocate(capacity: 32)
-    private var refsCapacity = 32
-
-    private func syncRefs() {
-        if entries.count > refsCapacity {
-            refs.deallocate()
-            refsCapacity = entries.count * 2
-            refs = .allocate(capacity: refsCapacity)
-        }
-        for (i, e) in entries.enumerated() { refs[i] = .passUnretained(e) }
-    }
-
-    deinit { refs.deallocate() }
+    /// The templates, in the order they are tried (reordered as they win).
+    private(set) var entries: [Entry] = []
     private var names = Set<String>()
     private let yearRegex: String
     /// The zone (minutes east of UTC) for timestamps that carry none; nil: the local zone (`TZ`).
@@ -179,20 +162,32 @@ public final class DateDetector {
         (b >= 48 && b <= 57) || (b >= 65 && b <= 90) || (b >= 97 && b <= 122) || b >= 128
     }
 
-    /// The found date: the byte range of the date text in the line, and the template that matched.
-    public struct Match {
-        public let range: Range<Int>
-        /// Unmanaged: entries live as long as the detector (no reference counting on the per-line path).
-        let entry: Unmanaged<Entry>
+    /// The found date: the byte range of the date text in the line, and the template that matched. Valid until
+    /// the detector's next search (the template's regex holds the match).
+    struct Match {
+        let range: Range<Int>
+        let entry: Entry
         /// The search that found it (to repeat it with the fields captured).
         let searchStart: Int
         let searchLength: Int
         let ascii: Bool
-        public var templateName: String { entry.takeUnretainedValue().template.name }
+        var templateName: String { entry.template.name }
+    }
+
+    /// A date found in a line: its text's byte range and its epoch seconds (nil when the text is no valid date).
+    public struct Found: Sendable, Equatable {
+        public let range: Range<Int>
+        public let time: Double?
+    }
+
+    /// Searches `line[0..<length]` for a timestamp and reads it; `now` infers a missing year.
+    public func find(_ line: UnsafePointer<UInt8>, length: Int, ascii: Bool = false, now: Double) -> Found? {
+        guard let m = match(line, length: length, ascii: ascii) else { return nil }
+        return Found(range: m.range, time: m.range.isEmpty ? nil : time(of: m, line: line, now: now))
     }
 
     /// Searches `line[0..<length]` for a timestamp. The corresponding fail2ban method is `DateDetector.matchTime`.
-    public func match(_ line: UnsafePointer<UInt8>, length: Int, ascii: Bool = false) -> Match? {
+    func match(_ line: UnsafePointer<UInt8>, length: Int, ascii: Bool = false) -> Match? {
         lineIsASCII = ascii
         if entries.isEmpty && defaultsWhenEmpty {
             // Built-in templates always compile.
@@ -203,11 +198,11 @@ public final class DateDetector {
         var ignoreBySearch = 0x7fffffff
         var matched = false
         var i = lastTemplateIndex
-        var selected: Unmanaged<Entry>? = nil
+        var selected: Entry? = nil
         var distance = 0, endpos = 0
         var bounds = (start: 0, length: length)
         if i < entries.count {
-            let e = refs[i]
+            let e = entries[i]
             var ok = false
             var searchStart = 0
             var searchLength = length
@@ -243,13 +238,13 @@ public final class DateDetector {
             i = 0
             while i < entries.count {
                 if i == ignoreBySearch { i += 1; continue }
-                let e = refs[i]
+                let e = entries[i]
                 if searchEntry(e, line, length), let r = e.matchRange {
                     distance = r.lowerBound; endpos = r.upperBound
                     if i + 1 >= entries.count || e.isAnchored {
                         matched = true; selected = e; break
                     }
-                    if distance == 0 && e.hits > 0 && refs[i + 1].regexHits == 0 {
+                    if distance == 0 && e.hits > 0 && entries[i + 1].regexHits == 0 {
                         matched = true; selected = e; break
                     }
                     if distance > e.distance || distance > lastPos.0 {
@@ -263,9 +258,9 @@ public final class DateDetector {
             }
             if !matched, let f = found {
                 i = f.index; distance = f.distance; endpos = f.end
-                selected = refs[i]
+                selected = entries[i]
                 // Later searches may have overwritten this regex's match data: repeat the search that found it.
-                _ = searchEntry(refs[i], line, f.length, start: f.start, countHit: false)
+                _ = searchEntry(entries[i], line, f.length, start: f.start, countHit: false)
                 bounds = (f.start, f.length)
                 matched = true
             }
@@ -276,7 +271,9 @@ public final class DateDetector {
             clockCountdown = 1024
         }
         clockCountdown -= 1
-        entry.selected(lastUsed: coarseClock, distance: distance)
+        entry.hits += 1
+        entry.lastUsed = coarseClock
+        entry.distance = distance
         if firstUnused == i { firstUnused += 1 }
         lastPos = (distance, DateDetector.byte(line, length, distance - 1), DateDetector.byte(line, length, distance))
         lastEndPos = (endpos, DateDetector.byte(line, length, endpos - 1), DateDetector.byte(line, length, endpos))
@@ -356,15 +353,12 @@ public final class DateDetector {
     }
 
     @inline(__always)
-    private func searchEntry(_ e: Unmanaged<Entry>, _ line: UnsafePointer<UInt8>, _ length: Int, start: Int = 0,
+    private func searchEntry(_ e: Entry, _ line: UnsafePointer<UInt8>, _ length: Int, start: Int = 0,
                              countHit: Bool = true) -> Bool {
-        let ascii = lineIsASCII
-        return e._withUnsafeGuaranteedRef { e in
-            if e.leanPending { e.makeLean() }
-            let ok = e.searchRegex._withUnsafeGuaranteedRef { $0.search(line, length: length, start: max(0, start), ascii: ascii) }
-            if ok && countHit { e.regexHits += 1 }
-            return ok
-        }
+        if e.leanPending { e.makeLean() }
+        let ok = e.searchRegex.search(line, length: length, start: max(0, start), ascii: lineIsASCII)
+        if ok && countHit { e.regexHits += 1 }
+        return ok
     }
 
 
@@ -387,11 +381,8 @@ public final class DateDetector {
     }
 
     /// The epoch seconds of a found date, nil when the text is not a valid date.
-    public func time(of match: Match, line: UnsafePointer<UInt8>, now: Double) -> Double? {
-        match.entry._withUnsafeGuaranteedRef { time(of: match, entry: $0, line: line, now: now) }
-    }
-
-    private func time(of match: Match, entry: Entry, line: UnsafePointer<UInt8>, now: Double) -> Double? {
+    func time(of match: Match, line: UnsafePointer<UInt8>, now: Double) -> Double? {
+        let entry = match.entry
         let regex = entry.regex
         switch entry.kind {
         case .tai64n:
@@ -410,9 +401,9 @@ public final class DateDetector {
             // Consecutive lines mostly carry the same date text (up to the fraction fail2ban ignores): then the
             // last result stands, without parsing the fields again.
             let search = entry.searchRegex
-            guard let whole = search._withUnsafeGuaranteedRef({ $0.range(1) }) else { return nil }
+            guard let whole = search.range(1) else { return nil }
             var skip = whole.upperBound..<whole.upperBound
-            if let g = entry.searchFractionGroup, let f = search._withUnsafeGuaranteedRef({ $0.range(g) }) { skip = f }
+            if let g = entry.searchFractionGroup, let f = search.range(g) { skip = f }
             let head = UnsafeBufferPointer(start: line + whole.lowerBound, count: skip.lowerBound - whole.lowerBound)
             let tail = UnsafeBufferPointer(start: line + skip.upperBound, count: whole.upperBound - skip.upperBound)
             let entryID = ObjectIdentifier(entry)
@@ -507,25 +498,9 @@ public final class DateDetector {
     }
 }
 
-import Foundation
-
-/// The per-line path's view of an entry, through its unmanaged reference.
-extension Unmanaged where Instance == DateDetector.Entry {
-    @inline(__always) var isAnchored: Bool { _withUnsafeGuaranteedRef { $0.isAnchored } }
-    @inline(__always) var hits: Int { _withUnsafeGuaranteedRef { $0.hits } }
-    @inline(__always) var regexHits: Int { _withUnsafeGuaranteedRef { $0.regexHits } }
-    @inline(__always) var distance: Int { _withUnsafeGuaranteedRef { $0.distance } }
+extension DateDetector.Entry {
     /// The whole match of the last search.
-    @inline(__always) var matchRange: Range<Int>? { _withUnsafeGuaranteedRef { $0.searchRegex._withUnsafeGuaranteedRef { $0.range(0) } } }
+    var matchRange: Range<Int>? { searchRegex.range(0) }
     /// The date text of the last search (group 1).
-    @inline(__always) var dateRange: Range<Int>? { _withUnsafeGuaranteedRef { $0.searchRegex._withUnsafeGuaranteedRef { $0.range(1) } } }
-
-    @inline(__always)
-    func selected(lastUsed: Double, distance: Int) {
-        _withUnsafeGuaranteedRef {
-            $0.hits += 1
-            $0.lastUsed = lastUsed
-            $0.distance = distance
-        }
-    }
+    var dateRange: Range<Int>? { searchRegex.range(1) }
 }

@@ -26,24 +26,29 @@ public final class LineExaminer {
     /// it, bad sequences as U+FFFD: `repaired` then holds the bytes to process instead.
     public func examine(_ line: UnsafeBufferPointer<UInt8>, now: Double, repaired: inout [UInt8]?) -> LineFacts {
         guard let base = line.baseAddress, !line.isEmpty else {
-            return examineValid(UnsafeBufferPointer(start: UnsafePointer(bitPattern: 1)!, count: 0), ascii: true, now: now)
+            // An empty line still goes through the detector (it moves fail2ban's "last position"): as one NUL
+            // byte of which none is searched, since PCRE2 (before 10.43) refuses a null subject.
+            return LineExaminer.nul.withUnsafeBufferPointer {
+                examineValid(UnsafeBufferPointer(rebasing: $0[..<0]), base: $0.baseAddress!, ascii: true, now: now)
+            }
         }
-        if pc_is_ascii(base, line.count) != 0 { return examineValid(line, ascii: true, now: now) }
-        if String(validating: line, as: UTF8.self) != nil { return examineValid(line, ascii: false, now: now) }
+        if pc_is_ascii(base, line.count) != 0 { return examineValid(line, base: base, ascii: true, now: now) }
+        if String(validating: line, as: UTF8.self) != nil { return examineValid(line, base: base, ascii: false, now: now) }
         let fixed = UTF8Check.repaired(line)
         repaired = fixed
-        return fixed.withUnsafeBufferPointer { examineValid($0, ascii: false, now: now) }
+        return fixed.withUnsafeBufferPointer { examineValid($0, base: $0.baseAddress!, ascii: false, now: now) }
     }
 
-    private func examineValid(_ line: UnsafeBufferPointer<UInt8>, ascii: Bool, now: Double) -> LineFacts {
-        let base = line.baseAddress!
+    private static let nul: [UInt8] = [0]
+
+    private func examineValid(_ line: UnsafeBufferPointer<UInt8>, base: UnsafePointer<UInt8>, ascii: Bool, now: Double) -> LineFacts {
         var facts = LineFacts()
         facts.ascii = ascii
-        if let m = dateDetector.match(base, length: line.count, ascii: ascii) {
+        if let found = dateDetector.find(base, length: line.count, ascii: ascii, now: now) {
             facts.dateFound = true
-            facts.dateStart = m.range.lowerBound
-            facts.dateEnd = m.range.upperBound
-            if !m.range.isEmpty { facts.time = dateDetector.time(of: m, line: base, now: now) }
+            facts.dateStart = found.range.lowerBound
+            facts.dateEnd = found.range.upperBound
+            facts.time = found.time
         }
         return facts
     }

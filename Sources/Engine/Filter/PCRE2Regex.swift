@@ -150,9 +150,10 @@ public final class PCRE2Regex {
     }
 
     public func search(_ bytes: [UInt8], start: Int = 0) -> Bool {
-        bytes.withUnsafeBufferPointer { buf in
-            search(buf.baseAddress ?? UnsafePointer(bitPattern: 1)!, length: buf.count, start: start,
-                   ascii: !buf.contains { $0 >= 0x80 })
+        // PCRE2 (before 10.43) refuses a null subject even when it is empty: an empty array is searched as one NUL
+        // byte of which none is read.
+        (bytes.isEmpty ? [0] : bytes).withUnsafeBufferPointer { buf in
+            search(buf.baseAddress!, length: bytes.count, start: start, ascii: !bytes.contains { $0 >= 0x80 })
         }
     }
 

@@ -1,5 +1,3 @@
-import Synchronization
-
 /// A packet-filter backend. The ban manager calls it from one thread at a time; implementations are also safe
 /// to call from others.
 public protocol Firewall: AnyObject, Sendable {
@@ -16,7 +14,7 @@ extension NftablesFirewall: Firewall {}
 
 /// `banaction = dry-run`: records what would be banned and touches nothing.
 public final class DryRunFirewall: Firewall {
-    private let state = Mutex<(bans: [BanEntry], removed: [(String, IPAddress)], jails: [JailRules])>(([], [], []))
+    private let state = Locked<(bans: [BanEntry], removed: [(String, IPAddress)], jails: [JailRules])>(([], [], []))
 
     public init() {}
 

@@ -1,5 +1,3 @@
-import Synchronization
-
 /// Counters of one jail, readable from any thread (status, metrics).
 public struct JailCounters: Sendable {
     public var linesRead = 0
@@ -17,15 +15,15 @@ public struct JailCounters: Sendable {
 /// other threads see only `counters`.
 public final class JailRuntime: @unchecked Sendable {
     // @unchecked: `filter`, `tracker` and `warnedIDs` are used only on the watcher's thread (inside its callbacks);
-    // `counters` is a Mutex; the rest is immutable after init.
+    // `counters` is locked; the rest is immutable after init.
     public let definition: JailDefinition
     private let filter: LineFilter
     private var tracker: FailureTracker
     private var watcher: LogWatcher!
     private let log: Logger
     private let onBan: @Sendable (BanDecision) -> Void
-    private let state = Mutex(JailCounters())
-    private let positionSnapshot = Mutex<[LogPosition]>([])
+    private let state = Locked(JailCounters())
+    private let positionSnapshot = Locked<[LogPosition]>([])
     private var warnedIDs = Set<String>()
 
     public var name: String { definition.name }

@@ -1,5 +1,4 @@
 import Foundation
-import Synchronization
 
 /// A ban as kept in the store.
 public struct StoredBan: Sendable, Equatable {

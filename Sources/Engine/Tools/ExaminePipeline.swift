@@ -65,8 +65,6 @@ final class ExaminePipeline: @unchecked Sendable {
     private let condition = NSCondition()
     private var ready: [Batch] = []
     private var free: [Batch]
-    /// Every batch, for the pipeline's lifetime (the reader thread holds its current one unretained).
-    private let batches: [Batch]
 
     /// `skip`: lines the test does not examine (comments, blank lines); they are passed on without facts.
     init(filter: LineFilter, path: String, now: Double, skip: @escaping @Sendable (UnsafeBufferPointer<UInt8>) -> Bool) {
@@ -74,8 +72,7 @@ final class ExaminePipeline: @unchecked Sendable {
         self.path = path
         self.now = now
         self.skip = skip
-        batches = (0..<ExaminePipeline.batchCount).map { _ in Batch() }
-        free = batches
+        free = (0..<ExaminePipeline.batchCount).map { _ in Batch() }
     }
 
     /// Runs the reader thread and calls `body` with each batch, in order, on the calling thread. Returns the
@@ -113,10 +110,8 @@ final class ExaminePipeline: @unchecked Sendable {
 
     /// The reader thread.
     private func read() {
-        // The batches and the examiner outlive this thread (`run` waits for its last batch): the per-line path
-        // uses them without reference counting, which the two threads would otherwise contend on.
-        var batch = Unmanaged.passUnretained(take(from: \.free))
-        let examiner = Unmanaged.passUnretained(filter.examiner)
+        var batch = take(from: \.free)
+        let examiner = filter.examiner
         let now = self.now
         let skip = self.skip
         var repaired: [UInt8]? = nil
@@ -125,33 +120,29 @@ final class ExaminePipeline: @unchecked Sendable {
         do {
             // fail2ban-regex waits for a line's newline, so a last line without one is not passed on.
             let splitter = try FileLines.forEach(path: path, includeUnterminated: false) { line in
-                let full = batch._withUnsafeGuaranteedRef {
-                    $0.isFull || ($0.bytes.count + line.count > ExaminePipeline.batchBytes && $0.count > 0)
-                }
-                if full {
-                    give(batch.takeUnretainedValue(), to: \.ready)
-                    batch = Unmanaged.passUnretained(take(from: \.free))
+                if batch.isFull || (batch.bytes.count + line.count > ExaminePipeline.batchBytes && batch.count > 0) {
+                    give(batch, to: \.ready)
+                    batch = take(from: \.free)
                 }
                 if skip(line) {
-                    batch._withUnsafeGuaranteedRef { $0.append(line, facts: nil) }
+                    batch.append(line, facts: nil)
                     return
                 }
-                let facts = examiner._withUnsafeGuaranteedRef { $0.examine(line, now: now, repaired: &repaired) }
+                let facts = examiner.examine(line, now: now, repaired: &repaired)
                 if let fixed = repaired {
-                    fixed.withUnsafeBufferPointer { r in batch._withUnsafeGuaranteedRef { $0.append(r, facts: facts) } }
+                    fixed.withUnsafeBufferPointer { batch.append($0, facts: facts) }
                     repaired = nil
                 } else {
-                    batch._withUnsafeGuaranteedRef { $0.append(line, facts: facts) }
+                    batch.append(line, facts: facts)
                 }
             }
             unterminated = splitter.pendingCount
         } catch {
             failure = error
         }
-        let last = batch.takeUnretainedValue()
-        last.unterminatedBytes = unterminated
-        last.error = failure
-        last.isLast = true
-        give(last, to: \.ready)
+        batch.unterminatedBytes = unterminated
+        batch.error = failure
+        batch.isLast = true
+        give(batch, to: \.ready)
     }
 }

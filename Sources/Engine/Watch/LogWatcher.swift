@@ -10,7 +10,7 @@ import Foundation
 /// file twice a second. The thread is stopped through a pipe, never by cancellation.
 public final class LogWatcher: @unchecked Sendable {
     // @unchecked: `followers`, `patterns` and the inotify state are touched only by the watcher thread after
-    // `start()`; `stopRequested` is atomic; the thread handle is set once before the thread starts.
+    // `start()`; `stopRequested` is atomic; the thread handle is set before the thread starts and cleared after it finished.
     public typealias LineHandler = (_ line: UnsafeBufferPointer<UInt8>, _ inOperation: Bool, _ follower: LogFollower) -> Void
 
     public let name: String
@@ -23,7 +23,7 @@ public final class LogWatcher: @unchecked Sendable {
     private var wakePipe: (read: Int32, write: Int32) = (-1, -1)
     private var thread: Thread?
     private let stopRequested = Atomic<Bool>(false)
-    private let finished = Mutex<Bool>(false)
+    private let finished = Locked<Bool>(false)
     private let handler: LineHandler
     private let onIdle: (Double) -> Void
     private let log: Logger?
@@ -34,7 +34,7 @@ public final class LogWatcher: @unchecked Sendable {
         set { pollingFlag.store(newValue, ordering: .relaxed) }
     }
     /// The followed files, published for other threads (status requests) whenever the watcher thread changes them.
-    private let fileList = Mutex<[String]>([])
+    private let fileList = Locked<[String]>([])
     /// Called once before the first poll, on the watcher thread, to restore positions.
     public var prepare: ((LogFollower) -> Void)?
 
@@ -87,6 +87,8 @@ public final class LogWatcher: @unchecked Sendable {
         var b: UInt8 = 1
         _ = write(wakePipe.write, &b, 1)
         while !finished.withLock({ $0 }) { usleep(1000) }
+        // The thread holds this watcher through its closure: let go of it, or the two keep each other alive.
+        thread = nil
     }
 
     private func now() -> Double { Clock.now() }

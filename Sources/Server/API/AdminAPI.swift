@@ -1,20 +1,19 @@
 import Dispatch
 import Engine
 import Foundation
-import Synchronization
 
 /// The admin API over a running daemon: routes, authorisation, and the JSON documents of openapi.yaml. Reads
 /// are answered on the event loop (they take short locks); changes and reloads run on the daemon's control queue,
 /// one at a time, after the change is committed to the store.
 public final class AdminAPI: HTTPHandler {
     let daemon: Daemon
-    private let access: Mutex<AccessPolicy>
+    private let access: Locked<AccessPolicy>
     let counters: HTTPCounters
     private let log: Logger
 
     public init(daemon: Daemon, access: AccessPolicy, counters: HTTPCounters, log: Logger) {
         self.daemon = daemon
-        self.access = Mutex(access)
+        self.access = Locked(access)
         self.counters = counters
         self.log = log
     }
@@ -74,7 +73,7 @@ public final class AdminAPI: HTTPHandler {
     private func runtime(_ name: String) -> JailRuntime? { daemon.runningJail(named: name) }
 
     /// A jail's settings document changes only when a reload replaces the jail: made once per jail instance.
-    private let settingsCache = Mutex<[String: (runtime: JailRuntime, json: String)]>([:])
+    private let settingsCache = Locked<[String: (runtime: JailRuntime, json: String)]>([:])
 
     private func settingsJSON(_ j: JailRuntime) -> String {
         if let cached = settingsCache.withLock({ $0[j.name] }), cached.runtime === j { return cached.json }

@@ -40,7 +40,7 @@ public struct HTTPServerOptions: Sendable {
 
 /// Counters for /metrics, updated by the event loop.
 public final class HTTPCounters: Sendable {
-    public let state = Mutex(HTTPStats())
+    public let state = Locked(HTTPStats())
     public init() {}
 }
 
@@ -170,7 +170,7 @@ final class EventLoop: @unchecked Sendable {
     /// Kept open so that, when the process runs out of descriptors, one can be freed to accept and close a
     /// client (otherwise the listening socket stays readable and the loop spins).
     private var reserveFD: Int32 = -1
-    private let completions = Mutex<[(id: UInt64, fd: Int32, response: HTTPResponse)]>([])
+    private let completions = Locked<[(id: UInt64, fd: Int32, response: HTTPResponse)]>([])
     private let stopping = Atomic<Bool>(false)
     private let finished = DispatchSemaphore(value: 0)
     private let counters: HTTPCounters

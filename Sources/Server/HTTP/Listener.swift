@@ -166,12 +166,28 @@ enum Listener {
         }
         let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0 else { throw failure("socket", name) }
-        // Created with 0660 from the start (no window where others could connect).
-        let old = umask(0o117)
-        let rc = withUnsafePointer(to: &sa) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) } }
-        umask(old)
-        if rc != 0 { let e = failure("bind", name); close(fd); throw e }
-        chmod(path, 0o660)
+        // The socket appears at `path` with mode 0660 from the start (no window where others could connect): it is
+        // bound in a private directory (0700), given its mode there, then renamed into place. Not through `umask`,
+        // which is process-wide: the daemon's other threads create files meanwhile.
+        var staging = Array((dir.isEmpty ? "." : dir).utf8CString.dropLast()) + Array("/.portcullis-XXXXXX".utf8CString)
+        guard mkdtemp(&staging) != nil else { let e = failure("mkdtemp in \(dir)", name); close(fd); throw e }
+        let stagingDir = String(cString: staging)
+        let stagingPath = stagingDir + "/s"
+        defer { rmdir(stagingDir) }
+        do {
+            let stagedAddress = try? unixAddress(stagingPath)
+            var staged = stagedAddress ?? sa
+            let direct = stagedAddress == nil  // the staging path is too long: bind in place
+            let rc = withUnsafePointer(to: &staged) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) } }
+            if rc != 0 { let e = failure("bind", name); close(fd); throw e }
+            let bound = direct ? path : stagingPath
+            if chmod(bound, 0o660) != 0 || (!direct && rename(stagingPath, path) != 0) {
+                let e = failure(direct ? "chmod" : "rename into place", name)
+                unlink(bound)
+                close(fd)
+                throw e
+            }
+        }
         if listen(fd, 1024) != 0 { let e = failure("listen", name); close(fd); throw e }
         return fd
     }
