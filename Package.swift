@@ -80,7 +80,7 @@ let package = Package(
             name: "IntegrationTests",
             dependencies: ["Engine", "portcullis", "TestSupport"],
             // Scripts the tests run (namespace scenarios, deployment checks), not sources.
-            exclude: ["netns", "deploy"],
+            exclude: ["netns", "deploy", "differential"],
             swiftSettings: swiftSettings
         ),
     ]

@@ -32,6 +32,12 @@ struct RegexCommand: ParsableCommand {
     @Flag(help: "Do everything on one thread (by default a second thread reads the file and finds the dates; the results are the same).")
     var oneThread = false
 
+    @Flag(name: .customLong("no-check-all"), help: "Stop at the first failregex that matches a line, as the daemon does (fail2ban-regex's --no-check-all).")
+    var noCheckAll = false
+
+    @Option(help: "Lines longer than this are cut there and only their start tested (bytes; K, M suffixes; default 4M). fail2ban-regex reads lines whole.")
+    var maxLineLength: String?
+
     @Flag(help: "Print all matched lines.") var printAllMatched = false
     @Flag(help: "Print all missed lines, however many.") var printAllMissed = false
     @Flag(help: "Print all ignored lines, however many.") var printAllIgnored = false
@@ -47,6 +53,9 @@ struct RegexCommand: ParsableCommand {
             throw ValidationError("--now '\(now)' is not an ISO 8601 time such as 2026-11-28T07:00:00Z")
         }
         if let maxlines, maxlines < 1 { throw ValidationError("--maxlines must be at least 1") }
+        if let maxLineLength, ByteSize.parse(maxLineLength) == nil {
+            throw ValidationError("--max-line-length '\(maxLineLength)' is not a size from 1K to 1G (bytes, or with a K or M suffix)")
+        }
     }
 
     func run() throws {
@@ -58,6 +67,8 @@ struct RegexCommand: ParsableCommand {
         options.maxLines = maxlines
         options.timeZone = timezone
         options.pipelined = !oneThread
+        options.checkAllRegex = !noCheckAll
+        if let maxLineLength { options.maxLineLength = ByteSize.parse(maxLineLength)! }
         options.printAllMatched = printAllMatched
         options.printAllMissed = printAllMissed
         options.printAllIgnored = printAllIgnored

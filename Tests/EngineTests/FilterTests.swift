@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import TestSupport
 @testable import Engine
 
 /// 2005-08-14 12:00 CEST, fail2ban's test "now".
@@ -155,7 +156,7 @@ struct LineFilterTests {
             Array("bad \u{FFFD} utf8 from 192.0.2.2\r".utf8), [0xc3, 0x28, 0x20] + Array("from 192.0.2.3".utf8),
             [UInt8](repeating: 0x41, count: 1 << 20) + Array(" from 192.0.2.4".utf8),
         ]
-        var rng = SystemRandomNumberGenerator()
+        var rng = SeededGenerator("LineFilterTests.garbageNeverCrashes")
         for _ in 0..<200 { inputs.append((0..<Int.random(in: 0..<512, using: &rng)).map { _ in UInt8.random(in: 0...255, using: &rng) }) }
         var found: [String] = []
         for input in inputs {
@@ -220,5 +221,37 @@ struct LongStreamTests {
             count += f.process("Aug 14 11:00:00 [Warning] Access denied for user 'root'@'192.0.2.3' (using password: YES)", now: testNow).count
         }
         #expect(count == 300)
+    }
+}
+
+@Suite("daemon-mode dates")
+struct DaemonDateTests {
+    init() { _ = TestZone.ready }
+
+    /// In operation, fail2ban takes a date far from now as now and makes it the last date; a following line whose
+    /// date text cannot be parsed then gets the last date's text instead of having its own cut out. The screen
+    /// skipped that step for lines no failregex can match, so the next line was matched where fail2ban's daemon
+    /// does not (found by the differential test, apache-auth).
+    @Test(.enabled(if: FileManager.default.fileExists(atPath: "/etc/fail2ban/filter.d/apache-auth.conf"),
+                   "needs Debian's fail2ban package (its apache-auth filter)"))
+    func screenedLinesStillMoveTheLastDate() throws {
+        let found = try #require(try RegexTest.locateFilter("apache-auth", config: ConfigDirectory("/etc/fail2ban")))
+        var options = LineFilter.Options()
+        options.checkAllRegex = false
+        options.checkFindTime = true
+        options.findTime = 600
+        let f = try LineFilter(found.definition, options: options)
+        let now = Clock.now()
+        // A monit line (zone-name date; no apache-auth failregex can match it), then an apache line whose date the
+        // zone-name template, now tried first, reads as zone "Wed" and cannot parse.
+        #expect(f.process("[PDT Apr 16 21:05:29] error    : Warning: Client '192.0.2.9' supplied unknown user 'foo' accessing monit httpd", now: now).isEmpty)
+        #expect(f.process("[Wed Jul 17 23:50:37 2013] [error] [client 192.0.2.10] Digest: user username: password mismatch: /digest/x.html", now: now).isEmpty)
+        // fail2ban-regex (no find-time checks) matches the same line, with no time.
+        var regexOptions = LineFilter.Options()
+        regexOptions.checkFindTime = false
+        let g = try LineFilter(found.definition, options: regexOptions)
+        _ = g.process("[PDT Apr 16 21:05:29] error    : Warning: Client '192.0.2.9' supplied unknown user 'foo' accessing monit httpd", now: now)
+        let r = g.process("[Wed Jul 17 23:50:37 2013] [error] [client 192.0.2.10] Digest: user username: password mismatch: /digest/x.html", now: now)
+        #expect(r.first?.id == "192.0.2.10" && r.first?.time == nil)
     }
 }

@@ -122,14 +122,35 @@ import TestSupport
         #expect(throws: HTTPParseError.headersTooLarge) { try parse(many) }
     }
 
-    @Test func garbageNeverCrashes() {
-        var generator = SystemRandomNumberGenerator()
+    @Test func garbageGetsAnAnswerOrWaits() {
+        // A valid request line, random bytes, and the end of a head: the parser frames the request it was sent
+        // (method and target intact) or refuses with a status the server can answer; it never waits for more,
+        // never makes up another request, and once it has refused, it stays refused.
+        var generator = SeededGenerator("HTTPParserTests.garbageGetsAnAnswerOrWaits")
+        var outcomes = (waiting: 0, framed: 0, refused: 0)
         for _ in 0..<2000 {
             var p = HTTPParser()
             let bytes = (0..<Int.random(in: 0..<300, using: &generator)).map { _ in UInt8.random(in: 0...255, using: &generator) }
-            p.feed(Array("GET / HTTP/1.1\r\n".utf8) + bytes)
-            for _ in 0..<4 { _ = try? p.next() }
+            p.feed(Array("GET / HTTP/1.1\r\n".utf8) + bytes + Array("\r\n\r\n".utf8))
+            do {
+                switch try p.next() {
+                case nil:
+                    outcomes.waiting += 1
+                case .request(let r)?:
+                    outcomes.framed += 1
+                    #expect(r.method == "GET" && r.target == "/", "\(bytes)")
+                case .continueNeeded?:
+                    outcomes.framed += 1
+                }
+            } catch {
+                outcomes.refused += 1
+                #expect([400, 413, 431, 501, 505].contains(error.status), "\(bytes)")
+                #expect(throws: HTTPParseError.self) { try p.next() }
+            }
         }
+        // Random bytes break the header syntax: nearly every input is refused (the empty ones are framed).
+        #expect(outcomes.waiting == 0, "\(outcomes)")
+        #expect(outcomes.refused > 1900, "\(outcomes)")
     }
 }
 

@@ -59,6 +59,8 @@ public struct JailDefinition: Sendable {
     public var maxMatches: Int
     /// Cap on addresses whose failures are tracked (oldest evicted first).
     public var maxTracked: Int
+    /// Log lines longer than this are cut there (and each cut is logged); fail2ban reads lines whole.
+    public var maxLineLength = LineSplitter.defaultMaxLineLength
     public var location: SourceLocation?
 
     public init(name: String, filter: FilterDefinition, filterSpec: String, logPaths: [LogPath], backend: Backend,
@@ -110,7 +112,7 @@ public struct JailsReader {
         "bantime.formula", "bantime.multipliers", "bantime.maxtime", "bantime.rndtime", "bantime.overalljails",
         "ignorecommand", "ignoreself", "ignoreip", "ignorecache", "filter", "logtimezone", "logencoding", "logpath",
         "action", "usedns", "prefregex", "failregex", "ignoreregex", "maxlines", "datepattern", "journalmatch",
-        "port", "protocol", "banaction", "banaction_allports", "maxtracked",
+        "port", "protocol", "banaction", "banaction_allports", "maxtracked", "maxlinelength",
     ]
 
     /// Names of all jail sections, enabled or not, in file order.
@@ -288,13 +290,23 @@ public struct JailsReader {
         let maxMatches = try integer("maxmatches", default: maxRetry)
         let maxTracked = try integer("maxtracked", default: 100_000)
         guard maxTracked >= 1 else { throw ConfigError("maxtracked must be at least 1", at: loc("maxtracked")) }
+        var maxLineLength = LineSplitter.defaultMaxLineLength
+        if let text = opts["maxlinelength"] {
+            guard let n = ByteSize.parse(text) else {
+                throw ConfigError("maxlinelength = \(text): a size from 1K to 1G is needed (bytes, or with a K or M suffix; default 4M)",
+                                  at: loc("maxlinelength"))
+            }
+            maxLineLength = n
+        }
 
-        return JailDefinition(
+        var definition = JailDefinition(
             name: name, filter: filter, filterSpec: filterSpec, logPaths: logPaths, backend: backend,
             maxRetry: maxRetry, findTime: findTime, banTime: banTime, increment: increment, ports: ports,
             portSpec: portSpec, protocol: proto, ignoreList: ignoreList, banAction: banAction, actions: actions,
             logEncoding: encoding, logTimeZone: logZone, maxMatches: maxMatches, maxTracked: maxTracked,
             location: location)
+        definition.maxLineLength = maxLineLength
+        return definition
     }
 
     /// fail2ban's boolean values: 1, on, true, yes (any case).

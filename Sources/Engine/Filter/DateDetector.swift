@@ -20,7 +20,9 @@ public final class DateDetector {
         // The template's facts the per-line path reads, copied out of it (reading them through the struct
         // would copy its strings).
         let isAnchored: Bool
-        let weightFactor: Double
+        /// The template's weight; raised to 100 when the detector takes in fail2ban's default templates (see
+        /// `addDefaults`).
+        var weightFactor: Double
         let kind: DateTemplate.Kind
         /// What every line is searched with: `regex` with the groups only the field parsing reads made
         /// non-capturing (captures cost the JIT about a fifth of its time on a date). The same matches; group 1
@@ -134,9 +136,22 @@ public final class DateDetector {
             return
         }
         try add(try DateTemplate.forPattern(pattern, yearRegex: yearRegex), ignoreDuplicate: false)
+        if defaultAnchoredKeys.contains(key) { sharedWeightNames.insert(entries[entries.count - 1].template.name) }
     }
 
+    /// The keys (fail2ban's template cache keys: the pattern, upper-cased when it has no `%`) of the default
+    /// templates fail2ban gives weight 100: the line-anchored variants.
+    private var defaultAnchoredKeys: Set<String> {
+        Set(DateTemplate.defaults(yearRegex: yearRegex).filter { $0.weight == 100 }.map { t in
+            if case .pattern = t.kind, let p = t.pattern { return p.contains("%") ? p : p.uppercased() }
+            return t.name.uppercased()
+        })
+    }
+    /// Templates appended by a `datepattern` line that names a default anchored template (see `shareDefaultWeights`).
+    private var sharedWeightNames = Set<String>()
+
     private func addDefaults(filter: ((DateTemplate) -> Bool)? = nil, preMatch: String? = nil) throws(ConfigError) {
+        defer { shareDefaultWeights() }
         let ignoreDuplicate = !entries.isEmpty
         if let preMatch {
             for t in DateTemplate.baseDefaults(yearRegex: yearRegex) {
@@ -151,15 +166,23 @@ public final class DateDetector {
         }
     }
 
-    @inline(__always)
-    private static func byte(_ p: UnsafePointer<UInt8>, _ n: Int, _ i: Int) -> Int {
-        i >= 0 && i < n ? Int(p[i]) : -1
+    /// fail2ban keeps one template object per cache key for the whole process, and caching its default templates
+    /// gives the line-anchored ones weight 100 (so that they bubble up): a `datepattern` line written as one of
+    /// them (`{^LN-BEG}TAI64N`, `{^LN-BEG}Epoch` …) is that same object, and has weight 100 as well once the
+    /// defaults are in use. (Templates `{DATE}` derives, such as `^TAI64N`, are other objects: weight 1.)
+    private func shareDefaultWeights() {
+        for e in entries where sharedWeightNames.contains(e.template.name) { e.weightFactor = 100 }
     }
 
+    /// Python's `str.isalnum()` for one character (a code point; -1 for none).
     @inline(__always)
-    private static func isAlnum(_ b: Int) -> Bool {
-        // Non-ASCII bytes are parts of letters more often than not; Python's isalnum() agrees for most of them.
-        (b >= 48 && b <= 57) || (b >= 65 && b <= 90) || (b >= 97 && b <= 122) || b >= 128
+    private static func isAlnum(_ c: Int) -> Bool {
+        if c < 128 { return (c >= 48 && c <= 57) || (c >= 65 && c <= 90) || (c >= 97 && c <= 122) }
+        guard let scalar = Unicode.Scalar(UInt32(c)) else { return false }
+        switch scalar.properties.generalCategory {
+        case .uppercaseLetter, .lowercaseLetter, .titlecaseLetter, .modifierLetter, .otherLetter: return true
+        default: return scalar.properties.numericType != nil
+        }
     }
 
     /// The found date: the byte range of the date text in the line, and the template that matched. Valid until
@@ -199,7 +222,12 @@ public final class DateDetector {
         var matched = false
         var i = lastTemplateIndex
         var selected: Entry? = nil
+        // fail2ban measures positions in characters of the decoded line: `distance` and `endpos` (and `lastPos`,
+        // `lastEndPos`, an entry's `distance`) are character offsets, the same as byte offsets on an ASCII line;
+        // `bytes` is the match in bytes.
+        let text = CharView(line, length, ascii: ascii)
         var distance = 0, endpos = 0
+        var bytes = 0..<0
         var bounds = (start: 0, length: length)
         if i < entries.count {
             let e = entries[i]
@@ -212,13 +240,13 @@ public final class DateDetector {
             } else {
                 let (d, dPrev, dChar) = lastPos
                 let (ep, epPrev, epChar) = lastEndPos
-                let begins = DateDetector.byte(line, length, d - 1) == dPrev
-                    || (DateDetector.byte(line, length, d) == dChar && !DateDetector.isAlnum(dChar))
-                let ends = DateDetector.byte(line, length, ep) == epChar
-                    || (DateDetector.byte(line, length, ep - 1) == epPrev && !DateDetector.isAlnum(epPrev))
+                let begins = text.character(d - 1) == dPrev
+                    || (text.character(d) == dChar && !DateDetector.isAlnum(dChar))
+                let ends = text.character(ep) == epChar
+                    || (text.character(ep - 1) == epPrev && !DateDetector.isAlnum(epPrev))
                 if begins && ends {
-                    searchStart = d
-                    searchLength = min(ep, length)
+                    searchStart = text.byteOffset(ofCharacter: d)
+                    searchLength = min(text.byteOffset(ofCharacter: ep), length)
                     ok = searchEntry(e, line, searchLength, start: searchStart)
                 } else {
                     ok = searchEntry(e, line, length)
@@ -226,7 +254,8 @@ public final class DateDetector {
                 }
             }
             if ok, let r = e.matchRange {
-                distance = r.lowerBound; endpos = r.upperBound
+                bytes = r
+                (distance, endpos) = text.characterOffsets(of: r)
                 if entries.count == 1 || e.isAnchored || (distance == lastPos.0 && endpos == lastEndPos.0) {
                     matched = true; selected = e; bounds = (searchStart, searchLength)
                 } else {
@@ -240,7 +269,8 @@ public final class DateDetector {
                 if i == ignoreBySearch { i += 1; continue }
                 let e = entries[i]
                 if searchEntry(e, line, length), let r = e.matchRange {
-                    distance = r.lowerBound; endpos = r.upperBound
+                    bytes = r
+                    (distance, endpos) = text.characterOffsets(of: r)
                     if i + 1 >= entries.count || e.isAnchored {
                         matched = true; selected = e; break
                     }
@@ -261,6 +291,7 @@ public final class DateDetector {
                 selected = entries[i]
                 // Later searches may have overwritten this regex's match data: repeat the search that found it.
                 _ = searchEntry(entries[i], line, f.length, start: f.start, countHit: false)
+                bytes = entries[i].matchRange ?? bytes
                 bounds = (f.start, f.length)
                 matched = true
             }
@@ -275,12 +306,12 @@ public final class DateDetector {
         entry.lastUsed = coarseClock
         entry.distance = distance
         if firstUnused == i { firstUnused += 1 }
-        lastPos = (distance, DateDetector.byte(line, length, distance - 1), DateDetector.byte(line, length, distance))
-        lastEndPos = (endpos, DateDetector.byte(line, length, endpos - 1), DateDetector.byte(line, length, endpos))
+        lastPos = (distance, text.character(distance - 1), text.character(distance))
+        lastEndPos = (endpos, text.character(endpos - 1), text.character(endpos))
         if i != 0 && i != lastTemplateIndex { i = reorder(i) }
         lastTemplateIndex = i
         // Group 1 holds the date itself.
-        let dateRange = entry.dateRange ?? (distance..<endpos)
+        let dateRange = entry.dateRange ?? bytes
         return Match(range: dateRange, entry: entry, searchStart: bounds.start, searchLength: bounds.length, ascii: lineIsASCII)
     }
 
@@ -495,6 +526,61 @@ public final class DateDetector {
             }
             return converter.epoch(p, now: now, defaultZone: defaultZone)
         }
+    }
+}
+
+/// A line's characters (code points of its UTF-8), addressed the way fail2ban's Python code addresses them. On
+/// an ASCII line (nearly every line) characters are bytes and nothing is decoded.
+private struct CharView {
+    let p: UnsafePointer<UInt8>
+    let n: Int
+    let ascii: Bool
+
+    init(_ p: UnsafePointer<UInt8>, _ n: Int, ascii: Bool) {
+        self.p = p
+        self.n = n
+        self.ascii = ascii
+    }
+
+    @inline(__always)
+    private func isLead(_ i: Int) -> Bool { p[i] & 0xC0 != 0x80 }
+
+    /// The character offsets of a byte range that starts and ends on character boundaries.
+    @inline(__always)
+    func characterOffsets(of r: Range<Int>) -> (Int, Int) {
+        if ascii { return (r.lowerBound, r.upperBound) }
+        var c = 0
+        for i in 0..<r.lowerBound where isLead(i) { c += 1 }
+        let start = c
+        for i in r where isLead(i) { c += 1 }
+        return (start, c)
+    }
+
+    /// The byte offset of character `c` (`n` plus the excess past the end).
+    @inline(__always)
+    func byteOffset(ofCharacter c: Int) -> Int {
+        if ascii || c <= 0 { return c }
+        var seen = 0
+        for i in 0..<n where isLead(i) {
+            if seen == c { return i }
+            seen += 1
+        }
+        return n + (c - seen)
+    }
+
+    /// The code point of character `c`, -1 outside the line (Python's `line[c:c+1]` being empty).
+    @inline(__always)
+    func character(_ c: Int) -> Int {
+        if ascii { return c >= 0 && c < n ? Int(p[c]) : -1 }
+        guard c >= 0 else { return -1 }
+        let b = byteOffset(ofCharacter: c)
+        guard b < n else { return -1 }
+        var end = b + 1
+        while end < n && !isLead(end) { end += 1 }
+        var decoder = UTF8()
+        var bytes = UnsafeBufferPointer(start: p + b, count: end - b).makeIterator()
+        if case .scalarValue(let s) = decoder.decode(&bytes) { return Int(s.value) }
+        return -1
     }
 }
 

@@ -46,9 +46,16 @@ final class FilterRegex {
         hasGroupsBesidesContent = regex.groupNames.contains { $0.name != "content" }
     }
 
+    /// Called when a search cannot complete (PCRE2 reached a limit): with PCRE2's error code and the subject's
+    /// length. The search then counts as no match; whoever set this says so.
+    var onError: ((FilterRegex, Int32, Int) -> Void)?
+    /// What the filter calls this regex in messages ("failregex 2").
+    var label = ""
+
     /// Searches `buffer` (the lines of `origin` as the regex should see them).
     func search(_ buffer: UnsafeBufferPointer<UInt8>, originCount: Int, ascii: Bool = false) -> Bool {
         matched = regex.search(buffer.baseAddress!, length: buffer.count, ascii: ascii)
+        if let code = regex.lastError { onError?(self, code, buffer.count) }
         multiLineOrigin = originCount > 1
         guard matched, multiLineOrigin, let whole = regex.range(0) else { return matched }
         // Which lines of the buffer the match touches.

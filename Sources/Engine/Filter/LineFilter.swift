@@ -118,6 +118,22 @@ public final class LineFilter {
     /// Called with the index of every ignoreregex that matched (for `portcullis regex` statistics).
     public var onIgnoreRegex: ((Int) -> Void)?
 
+    /// A regex that could not be evaluated on a line: PCRE2 reached a limit (a line of several MiB, or a regex that
+    /// backtracks without end) even with the larger limits long lines get. The line counts as not matched by it.
+    public struct RegexFailure: Sendable, CustomStringConvertible {
+        /// "failregex 2", "prefregex", "ignoreregex 1".
+        public let regex: String
+        public let message: String
+        /// The length of the text searched, in bytes.
+        public let length: Int
+        public var description: String {
+            "\(regex) could not be evaluated on a line of \(length) bytes (PCRE2: \(message)); the line counts as not matched by it"
+        }
+    }
+    /// Called, on the filter's thread, for every search that could not complete. Without it such searches would
+    /// pass for "no match" without a word.
+    public var onRegexError: ((RegexFailure) -> Void)?
+
     private var lineBuffer: [TupleLine] = []
     /// Set while the prefregex content stands in for the line buffer of a single-line filter.
     private var contentOverride = false
@@ -222,6 +238,14 @@ public final class LineFilter {
             screen = LiteralScanner(LiteralScanner.choose(candidates, frequencies: nil))
             byteCounts = [UInt32](repeating: 0, count: 256)
         }
+        // The regexes belong to this filter and never outlive it.
+        let report: (FilterRegex, Int32, Int) -> Void = { [unowned self] regex, code, length in
+            onRegexError?(RegexFailure(regex: regex.label, message: PCRE2Regex.message(for: code), length: length))
+        }
+        prefRegex?.label = "prefregex"
+        for (i, r) in failRegexes.enumerated() { r.label = "failregex \(i + 1)" }
+        for (i, r) in ignoreRegexes.enumerated() { r.label = "ignoreregex \(i + 1)" }
+        for r in [prefRegex].compactMap({ $0 }) + failRegexes + ignoreRegexes { r.onError = report }
     }
 
     // MARK: processing
@@ -269,6 +293,19 @@ public final class LineFilter {
                 date = now
             }
         }
+        // Before the screen: a line no failregex can match still moves the last date (issue 9: skipping this
+        // made the next line with an unparsable date keep its text where fail2ban's daemon takes the last one).
+        if checkFindTime, let d = date {
+            if inOperation {
+                if abs(d - now) > 60 {
+                    // fail2ban's "simulate now": a date far from now in operation is taken as now.
+                    date = now
+                    lastDate = now
+                }
+            } else if d < now - findTime {
+                return []
+            }
+        }
         lastLineTime = date
         if !screened(line, facts, cutDate: !useLastText) {
             // No failregex can match this line: only the prefregex statistic needs updating.
@@ -290,16 +327,6 @@ public final class LineFilter {
                 }
             }
             return []
-        }
-        if checkFindTime, let d = date {
-            if inOperation {
-                if abs(d - now) > 60 {
-                    date = now
-                    lastDate = now
-                }
-            } else if d < now - findTime {
-                return []
-            }
         }
         // The buffer must not share `current`'s storage while it is rewritten (that would copy it).
         if maxLines <= 1 { lineBuffer.removeAll(keepingCapacity: true) }

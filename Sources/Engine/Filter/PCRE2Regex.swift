@@ -38,6 +38,10 @@ public final class PCRE2Regex {
     private var jitStack: OpaquePointer?
     private let ovector: UnsafeMutablePointer<Int>
     private var matchedOK = false
+    /// PCRE2's error when the last search could not run to its end (a limit reached even after the retries in
+    /// `searchHarder`); nil after a search that ran to completion, matched or not. Such a search returns false, and
+    /// callers must say so rather than take it for "no match".
+    public private(set) var lastError: Int32?
 
     public struct Options: OptionSet, Sendable {
         public let rawValue: UInt32
@@ -127,26 +131,61 @@ public final class PCRE2Regex {
 
     /// Searches `subject[start..<length]` (lookbehind may see bytes before `start`, as Python's `pos` allows).
     /// `ascii`: the caller knows the subject holds no byte above 0x7F. Returns whether it matched; group ranges
-    /// are then available through `range(_:)`. A match that exceeds the match limit counts as no match.
+    /// are then available through `range(_:)`. A search that cannot complete returns false with `lastError` set.
     @inline(__always)
     public func search(_ subject: UnsafePointer<UInt8>, length: Int, start: Int = 0, ascii: Bool = false) -> Bool {
+        lastError = nil
         guard start <= length else { matchedOK = false; return false }
         let code = ascii ? asciiCode : unicodeCode
         var rc: Int32
         if isJIT {
             rc = pcre2_jit_match_8(code, subject, length, start, 0, matchData, matchContext)
-            if rc == PCRE2_ERROR_JIT_STACKLIMIT && jitStack == nil {
-                // The default 32 KiB JIT stack is too small for deeply nested groups on long lines: give this
-                // regex a larger one the first time it needs it, and try again.
-                jitStack = pcre2_jit_stack_create_8(64 * 1024, 8 * 1024 * 1024, nil)
-                pcre2_jit_stack_assign_8(matchContext, nil, UnsafeMutableRawPointer(jitStack))
-                rc = pcre2_jit_match_8(code, subject, length, start, 0, matchData, matchContext)
-            }
         } else {
             rc = pcre2_match_8(code, subject, length, start, 0, matchData, matchContext)
         }
+        if rc < PCRE2_ERROR_NOMATCH { rc = searchHarder(code, subject, length, start, after: rc) }
         matchedOK = rc > 0
         return matchedOK
+    }
+
+    /// The limits of a search on a long subject: PCRE2's defaults (5,000,000 steps, depth 100,000) bound the work a
+    /// backtracking regex may do on an ordinary line, but a linear scan of a line of several MiB (fail2ban's sshd
+    /// filter on a 1 MB line) needs more. Python's `re`, which fail2ban uses, has no limits at all.
+    static func limits(forLength length: Int) -> (match: UInt32, depth: UInt32, heapKiB: UInt32) {
+        (UInt32(min(max(5_000_000, length * 50), Int(UInt32.max))),
+         UInt32(min(max(100_000, length * 2), Int(UInt32.max))),
+         256 * 1024)
+    }
+
+    /// After an error (a limit reached): the JIT again with a larger stack (the default is 32 KiB of machine stack:
+    /// a persistent 8 MiB one first, then one sized to the subject, freed after the search), then the interpreter
+    /// with limits scaled to the subject's length and 256 MiB of heap at most. What still fails sets `lastError`.
+    @inline(never)
+    private func searchHarder(_ code: OpaquePointer, _ subject: UnsafePointer<UInt8>, _ length: Int, _ start: Int,
+                              after first: Int32) -> Int32 {
+        var rc = first
+        if isJIT && rc == PCRE2_ERROR_JIT_STACKLIMIT && jitStack == nil {
+            jitStack = pcre2_jit_stack_create_8(64 * 1024, 8 << 20, nil)
+            pcre2_jit_stack_assign_8(matchContext, nil, UnsafeMutableRawPointer(jitStack))
+            rc = pcre2_jit_match_8(code, subject, length, start, 0, matchData, matchContext)
+        }
+        if isJIT && rc == PCRE2_ERROR_JIT_STACKLIMIT, let stack = pcre2_jit_stack_create_8(64 * 1024, min(max(16 << 20, length * 32), 1 << 30), nil) {
+            pcre2_jit_stack_assign_8(matchContext, nil, UnsafeMutableRawPointer(stack))
+            rc = pcre2_jit_match_8(code, subject, length, start, 0, matchData, matchContext)
+            pcre2_jit_stack_assign_8(matchContext, nil, UnsafeMutableRawPointer(jitStack))
+            pcre2_jit_stack_free_8(stack)
+        }
+        if rc == PCRE2_ERROR_MATCHLIMIT || rc == PCRE2_ERROR_DEPTHLIMIT || rc == PCRE2_ERROR_JIT_STACKLIMIT || rc == PCRE2_ERROR_HEAPLIMIT,
+           let context = pcre2_match_context_create_8(nil) {
+            let limits = PCRE2Regex.limits(forLength: length)
+            pcre2_set_match_limit_8(context, limits.match)
+            pcre2_set_depth_limit_8(context, limits.depth)
+            pcre2_set_heap_limit_8(context, limits.heapKiB)
+            rc = pcre2_match_8(code, subject, length, start, UInt32(PCRE2_NO_JIT), matchData, context)
+            pcre2_match_context_free_8(context)
+        }
+        lastError = rc < PCRE2_ERROR_NOMATCH ? rc : nil
+        return rc
     }
 
     public func search(_ bytes: [UInt8], start: Int = 0) -> Bool {

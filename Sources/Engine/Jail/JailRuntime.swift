@@ -41,10 +41,19 @@ public final class JailRuntime: @unchecked Sendable {
         options.useDNS = definition.filter.usedns ?? "warn"
         options.returnRawHost = true
         filter = try LineFilter(definition.filter, options: options, logTimeZone: definition.logTimeZone)
+        let name = definition.name
+        var failures = 0
+        filter.onRegexError = { [log] failure in
+            // Said every time at first, then every 1,000th time (a hostile log must not flood the journal).
+            failures += 1
+            if failures <= 20 || failures % 1000 == 0 {
+                log.error("[\(name)] \(failure)\(failures > 20 ? " (\(failures) times so far)" : "")")
+            }
+        }
         tracker = FailureTracker(maxRetry: definition.maxRetry, findTime: definition.findTime,
                                  maxTracked: definition.maxTracked, maxMatches: definition.maxMatches)
         watcher = LogWatcher(name: definition.name, paths: definition.logPaths, polling: definition.backend == .polling,
-                             log: log, onIdle: { [unowned self] now in housekeeping(now) },
+                             log: log, maxLineLength: definition.maxLineLength, onIdle: { [unowned self] now in housekeeping(now) },
                              handler: { [unowned self] line, inOperation, _ in process(line, inOperation: inOperation) })
     }
 

@@ -27,6 +27,9 @@ final class ExaminePipeline: @unchecked Sendable {
         var isLast = false
         /// On the last batch: bytes of a final line without a newline (not passed on).
         var unterminatedBytes = 0
+        /// On the last batch: how many lines were cut at the length cap, and the numbers of the first ones.
+        var cutLines = 0
+        var cutLineNumbers: [Int] = []
 
         deinit {
             storage.deinitialize(count: count)
@@ -61,24 +64,27 @@ final class ExaminePipeline: @unchecked Sendable {
     private let filter: LineFilter
     private let path: String
     private let now: Double
+    private let maxLineLength: Int
     private let skip: @Sendable (UnsafeBufferPointer<UInt8>) -> Bool
     private let condition = NSCondition()
     private var ready: [Batch] = []
     private var free: [Batch]
 
     /// `skip`: lines the test does not examine (comments, blank lines); they are passed on without facts.
-    init(filter: LineFilter, path: String, now: Double, skip: @escaping @Sendable (UnsafeBufferPointer<UInt8>) -> Bool) {
+    init(filter: LineFilter, path: String, now: Double, maxLineLength: Int,
+         skip: @escaping @Sendable (UnsafeBufferPointer<UInt8>) -> Bool) {
         self.filter = filter
         self.path = path
         self.now = now
+        self.maxLineLength = maxLineLength
         self.skip = skip
         free = (0..<ExaminePipeline.batchCount).map { _ in Batch() }
     }
 
     /// Runs the reader thread and calls `body` with each batch, in order, on the calling thread. Returns the
-    /// bytes of an unterminated last line; throws when the file could not be read (after passing on every line
-    /// read before the error).
-    func run(_ body: (Batch) -> Void) throws(FileLines.OpenError) -> Int {
+    /// last batch (its unterminated bytes and cut lines); throws when the file could not be read (after passing
+    /// on every line read before the error).
+    func run(_ body: (Batch) -> Void) throws(FileLines.OpenError) -> Batch {
         let reader = Thread { [self] in read() }
         reader.name = "portcullis-examine"
         reader.start()
@@ -87,7 +93,7 @@ final class ExaminePipeline: @unchecked Sendable {
             body(batch)
             if batch.isLast {
                 if let error = batch.error { throw error }
-                return batch.unterminatedBytes
+                return batch
             }
             batch.reset()
             give(batch, to: \.free)
@@ -116,10 +122,11 @@ final class ExaminePipeline: @unchecked Sendable {
         let skip = self.skip
         var repaired: [UInt8]? = nil
         var unterminated = 0
+        var cut = (count: 0, numbers: [Int]())
         var failure: FileLines.OpenError? = nil
         do {
             // fail2ban-regex waits for a line's newline, so a last line without one is not passed on.
-            let splitter = try FileLines.forEach(path: path, includeUnterminated: false) { line in
+            let splitter = try FileLines.forEach(path: path, maxLineLength: maxLineLength, includeUnterminated: false) { line in
                 if batch.isFull || (batch.bytes.count + line.count > ExaminePipeline.batchBytes && batch.count > 0) {
                     give(batch, to: \.ready)
                     batch = take(from: \.free)
@@ -137,10 +144,12 @@ final class ExaminePipeline: @unchecked Sendable {
                 }
             }
             unterminated = splitter.pendingCount
+            cut = (splitter.truncatedLines, splitter.cutLineNumbers)
         } catch {
             failure = error
         }
         batch.unterminatedBytes = unterminated
+        (batch.cutLines, batch.cutLineNumbers) = cut
         batch.error = failure
         batch.isLast = true
         give(batch, to: \.ready)

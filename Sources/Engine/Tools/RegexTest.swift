@@ -20,6 +20,11 @@ public final class RegexTest {
         /// Read a log file on a second thread, which also finds the dates (see `ExaminePipeline`); off, one
         /// thread does everything (same results).
         public var pipelined = true
+        /// Try every failregex on a line (fail2ban-regex's default); off, stop at the first that matches, as the
+        /// daemon does (fail2ban-regex's `--no-check-all`).
+        public var checkAllRegex = true
+        /// Longer lines are cut there (fail2ban reads them whole); the report names them.
+        public var maxLineLength = LineSplitter.defaultMaxLineLength
         public init() {}
     }
 
@@ -41,6 +46,11 @@ public final class RegexTest {
     private var ignoredLines: [String] = []
     private var lineIgnored = false
     private var unterminatedBytes = 0
+    private var cutLines = (count: 0, numbers: [Int]())
+    /// Searches that could not complete: how many, and the first ones with their line numbers.
+    private var regexErrors = (count: 0, first: [(line: Int, failure: LineFilter.RegexFailure)]())
+    private var lineErrors: [LineFilter.RegexFailure] = []
+    private var currentLine = 0
     private let printLimit = 20
 
     public struct SetupError: Error, CustomStringConvertible {
@@ -66,7 +76,7 @@ public final class RegexTest {
             header.append("Use ignoreregex line : \(RegexTest.shortstr(ignoreRegex))")
         }
         var opts = LineFilter.Options()
-        opts.checkAllRegex = true
+        opts.checkAllRegex = options.checkAllRegex
         opts.checkFindTime = false
         opts.returnRawHost = true
         opts.useDNS = definition.usedns ?? "raw"
@@ -95,6 +105,11 @@ public final class RegexTest {
         filter.onIgnoreRegex = { [unowned self] index in
             self.lineIgnored = true
             self.ignoreHits[index] += 1
+        }
+        filter.onRegexError = { [unowned self] failure in
+            self.regexErrors.count += 1
+            if self.regexErrors.first.count < 10 { self.regexErrors.first.append((self.currentLine, failure)) }
+            self.lineErrors.append(failure)
         }
     }
 
@@ -188,8 +203,9 @@ public final class RegexTest {
             }
             do {
                 if options.pipelined {
-                    let pipeline = ExaminePipeline(filter: filter, path: log, now: now, skip: RegexTest.isSkipped)
-                    unterminatedBytes = try pipeline.run { batch in
+                    let pipeline = ExaminePipeline(filter: filter, path: log, now: now, maxLineLength: options.maxLineLength,
+                                                   skip: RegexTest.isSkipped)
+                    let last = try pipeline.run { batch in
                         for i in 0..<batch.count {
                             lineNumber += 1
                             if let facts = batch[i].facts {
@@ -199,10 +215,19 @@ public final class RegexTest {
                             }
                         }
                     }
+                    unterminatedBytes = last.unterminatedBytes
+                    cutLines = (last.cutLines, last.cutLineNumbers)
                 } else {
                     // fail2ban-regex waits for a line's newline, so a last line without one is not counted.
-                    let splitter = try FileLines.forEach(path: log, includeUnterminated: false, handle)
+                    let splitter = try FileLines.forEach(path: log, maxLineLength: options.maxLineLength,
+                                                         includeUnterminated: false, handle)
                     unterminatedBytes = splitter.pendingCount
+                    cutLines = (splitter.truncatedLines, splitter.cutLineNumbers)
+                }
+                if cutLines.count > 0 {
+                    // Said on stderr too, so that the JSON output's readers hear of it.
+                    let numbers = cutLines.numbers.prefix(10).map(String.init).joined(separator: ", ")
+                    FileHandle.standardError.write(Data("portcullis regex: \(log): \(cutLines.count) line(s) longer than \(options.maxLineLength) bytes were cut there and only their first \(options.maxLineLength) bytes tested (line \(numbers)\(cutLines.count > 10 ? ", …" : "")); --max-line-length raises the cap\n".utf8))
                 }
             } catch {
                 throw SetupError(message: error.description)
@@ -228,13 +253,17 @@ public final class RegexTest {
         }
         if !options.json { printStats(elapsed: Clock.now() - start) }
         out.flush()
+        if regexErrors.count > 0 {
+            FileHandle.standardError.write(Data("portcullis regex: \(regexErrors.count) regex search(es) could not be evaluated (first: line \(regexErrors.first[0].line): \(regexErrors.first[0].failure))\n".utf8))
+        }
         return stats
     }
 
-    /// Lines fail2ban-regex passes over: empty, blank, or comments.
+    /// Lines fail2ban-regex passes over: empty ones and comments. (A line of spaces or tabs is tested, and
+    /// missed, as fail2ban-regex does: it strips only the line end.)
     @Sendable
     static func isSkipped(_ line: UnsafeBufferPointer<UInt8>) -> Bool {
-        line.isEmpty || line[0] == 35 /* '#' */ || line.allSatisfy({ $0 == 32 || $0 == 9 })
+        line.isEmpty || line[0] == 35 /* '#' */
     }
 
     private func skippedLine(number: Int) {
@@ -248,6 +277,8 @@ public final class RegexTest {
         let multiLine = filter.maxLines > 1
         let before = multiLine ? filter.bufferedLines : []
         lineIgnored = false
+        currentLine = number
+        lineErrors.removeAll(keepingCapacity: true)
         let found = facts.map { filter.process(line, facts: $0, now: now) } ?? filter.process(line, now: now)
         if filter.prefRegexMatched { prefHits += 1 }
         var isIgnored = false
@@ -281,13 +312,18 @@ public final class RegexTest {
             if !options.json && !options.printNoMissed && (options.printAllMissed || stats.missed <= printLimit + 1) { missedLines.append(text()) }
         }
         stats.tested += 1
-        if options.json { writeJSON(number: number, real: found.filter { !$0.isNoFail }, ignored: isIgnored) }
+        if options.json {
+            let result = isIgnored ? "ignored" : realCount > 0 ? "matched" : "missed"
+            writeJSON(number: number, real: found.filter { !$0.isNoFail }, ignored: isIgnored, result: result,
+                      errors: lineErrors)
+        }
     }
 
-    private func writeJSON(number: Int, real: [Failure], ignored: Bool) {
+    /// `result`: what the line counts as in the `Lines:` summary (fail2ban-regex's matched, missed, ignored).
+    private func writeJSON(number: Int, real: [Failure], ignored: Bool, result: String, errors: [LineFilter.RegexFailure]) {
         // A match, as fail2ban's sample tests count it: a failure with an ID (not one still waiting for its address).
         let identified = real.filter { $0.id != nil }
-        var s = "{\"line\": \(number), \"match\": \(!identified.isEmpty), \"ignored\": \(ignored)"
+        var s = "{\"line\": \(number), \"result\": \"\(result)\", \"match\": \(!identified.isEmpty), \"ignored\": \(ignored)"
         if let f = identified.first {
             s += ", \"regex\": \(f.regexIndex + 1)"
             s += ", \"host\": " + (f.id.map(JSONText.quote) ?? "null")
@@ -301,6 +337,10 @@ public final class RegexTest {
             if identified.count > 1 { s += ", \"failures\": \(identified.count)" }
         } else {
             s += ", \"host\": null, \"time\": " + (filter.lastLineTime.map(JSONText.number) ?? "null") + ", \"fields\": {}"
+        }
+        if !errors.isEmpty {
+            // Regexes that could not be evaluated on this line: its verdict is not to be trusted.
+            s += ", \"untested\": [" + errors.map { JSONText.quote("\($0.regex): \($0.message)") }.joined(separator: ", ") + "]"
         }
         out.line(s + "}")
     }
@@ -339,6 +379,16 @@ public final class RegexTest {
         out.line("")
         out.line("Lines: \(stats.summary)")
         out.line(String(format: "[processed in %.2f sec]", elapsed))
+        if regexErrors.count > 0 {
+            out.line("(\(regexErrors.count) regex search(es) could not be evaluated; those lines count as not matched by that regex:")
+            for e in regexErrors.first { out.line("   line \(e.line): \(e.failure)") }
+            if regexErrors.count > regexErrors.first.count { out.line("   …") }
+            out.line(")")
+        }
+        if cutLines.count > 0 {
+            let numbers = cutLines.numbers.prefix(10).map(String.init).joined(separator: ", ")
+            out.line("(\(cutLines.count) line(s) longer than \(options.maxLineLength) bytes were cut there, and only their first \(options.maxLineLength) bytes tested: line \(numbers)\(cutLines.count > 10 ? ", …" : ""); fail2ban-regex reads them whole; --max-line-length raises the cap)")
+        }
         if unterminatedBytes > 0 {
             out.line("(the last line, \(unterminatedBytes) bytes without a final newline, was not read, as fail2ban-regex does)")
         }

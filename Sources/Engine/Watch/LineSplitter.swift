@@ -9,8 +9,15 @@ public struct LineSplitter {
     private var discarding = false
     /// Lines that were cut at `maxLineLength`.
     public private(set) var truncatedLines = 0
+    /// Lines emitted so far.
+    public private(set) var emittedLines = 0
+    /// The ordinals (1-based, among emitted lines) of the first lines that were cut, for reports.
+    public private(set) var cutLineNumbers: [Int] = []
 
-    public init(maxLineLength: Int = 4 << 20) {
+    /// 4 MiB: longer lines are cut (fail2ban reads them whole; see the README).
+    public static let defaultMaxLineLength = 4 << 20
+
+    public init(maxLineLength: Int = LineSplitter.defaultMaxLineLength) {
         self.maxLineLength = maxLineLength
     }
 
@@ -62,7 +69,7 @@ public struct LineSplitter {
         if n > room {
             partial.append(contentsOf: UnsafeBufferPointer(start: p, count: max(0, room)))
             discarding = true
-            truncatedLines += 1
+            noteCut(emittedLines + 1)
         } else {
             partial.append(contentsOf: UnsafeBufferPointer(start: p, count: n))
         }
@@ -72,11 +79,17 @@ public struct LineSplitter {
     private mutating func emit(_ line: UnsafeBufferPointer<UInt8>, _ body: (UnsafeBufferPointer<UInt8>) -> Void) {
         var n = line.count
         while n > 0 && line[n - 1] == 13 { n -= 1 }
+        emittedLines += 1
         if n > maxLineLength {
-            truncatedLines += 1
+            noteCut(emittedLines)
             n = maxLineLength
         }
         body(UnsafeBufferPointer(rebasing: line[0..<n]))
+    }
+
+    private mutating func noteCut(_ ordinal: Int) {
+        truncatedLines += 1
+        if cutLineNumbers.count < 100 { cutLineNumbers.append(ordinal) }
     }
 }
 
@@ -91,12 +104,13 @@ public enum FileLines {
     /// Calls `body` for each line of `path`. A last line without a final newline is passed only when
     /// `includeUnterminated` is set; otherwise its length is in the returned splitter's `pendingCount`.
     @discardableResult
-    public static func forEach(path: String, bufferSize: Int = 1 << 20, includeUnterminated: Bool = true,
+    public static func forEach(path: String, bufferSize: Int = 1 << 20, maxLineLength: Int = LineSplitter.defaultMaxLineLength,
+                               includeUnterminated: Bool = true,
                                _ body: (UnsafeBufferPointer<UInt8>) -> Void) throws(OpenError) -> LineSplitter {
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { throw OpenError(path: path, errno: errno) }
         defer { close(fd) }
-        var splitter = LineSplitter()
+        var splitter = LineSplitter(maxLineLength: maxLineLength)
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: bufferSize, alignment: 16)
         defer { buffer.deallocate() }
         while true {
@@ -110,5 +124,21 @@ public enum FileLines {
         }
         if includeUnterminated { splitter.flush(body) }
         return splitter
+    }
+}
+
+/// Sizes as settings and options write them: bytes, or with a K, M or G suffix (powers of 1024).
+public enum ByteSize {
+    /// The size in bytes, nil when malformed or outside 1 KiB ... 1 GiB (a line cap outside that is a mistake).
+    public static func parse(_ text: String) -> Int? {
+        var digits = Substring(text.trimmingCharacters(in: .whitespaces))
+        var unit = 1
+        if let last = digits.last, let shift = ["k": 10, "m": 20, "g": 30][last.lowercased()] {
+            unit = 1 << shift
+            digits = digits.dropLast()
+        }
+        guard let n = Int(digits), n > 0, n <= (1 << 30) / unit else { return nil }
+        let bytes = n * unit
+        return bytes >= 1024 ? bytes : nil
     }
 }

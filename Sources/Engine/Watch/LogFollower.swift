@@ -41,6 +41,9 @@ public final class LogFollower {
         buffer.deallocate()
     }
 
+    /// Lines cut at the length cap so far (in this file and in renamed-away ones still drained).
+    public var truncatedLines: Int { splitter.truncatedLines + retired.reduce(0) { $0 + $1.splitter.truncatedLines } }
+
     /// The byte offset up to which lines were delivered (for persisting the position).
     public var position: Int { offset - splitter.pendingCount }
     public var isOpen: Bool { fd >= 0 }

@@ -25,6 +25,7 @@ public final class LogWatcher: @unchecked Sendable {
     private let stopRequested = Atomic<Bool>(false)
     private let finished = Locked<Bool>(false)
     private let handler: LineHandler
+    private let maxLineLength: Int
     private let onIdle: (Double) -> Void
     private let log: Logger?
     /// Whether the watcher fell back to polling (or was asked to poll); read by other threads (status).
@@ -41,8 +42,10 @@ public final class LogWatcher: @unchecked Sendable {
     /// - Parameters:
     ///   - onIdle: called on the watcher thread after each batch of reading, and at least once a second.
     public init(name: String, paths: [LogPath], polling: Bool, pollInterval: Int32 = 500, log: Logger? = nil,
+                maxLineLength: Int = LineSplitter.defaultMaxLineLength,
                 onIdle: @escaping (Double) -> Void = { _ in }, handler: @escaping LineHandler) {
         self.name = name
+        self.maxLineLength = maxLineLength
         self.patterns = paths
         self.usePolling = polling
         self.pollInterval = pollInterval
@@ -102,7 +105,7 @@ public final class LogWatcher: @unchecked Sendable {
     private func refreshFollowers() {
         for p in patterns {
             for path in expand(p) where followers[path] == nil {
-                let f = LogFollower(path: path, startAtEnd: p.tail)
+                let f = LogFollower(path: path, startAtEnd: p.tail, maxLineLength: maxLineLength)
                 prepare?(f)
                 followers[path] = f
                 let list = followers.keys.sorted()
@@ -205,7 +208,12 @@ public final class LogWatcher: @unchecked Sendable {
     private func pollAll() {
         let t = now()
         for (_, f) in followers {
+            let cutBefore = f.truncatedLines
             f.poll(now: t) { line, inOperation in handler(line, inOperation, f) }
+            if f.truncatedLines > cutBefore {
+                // fail2ban would test these lines whole: say so every time.
+                log?.warning("[\(name)] \(f.truncatedLines - cutBefore) line(s) of \(f.path) longer than \(maxLineLength) bytes were cut there; only their first \(maxLineLength) bytes were tested (maxlinelength raises the cap)")
+            }
             if let e = f.lastError {
                 log?.warning("[\(name)] \(e)")
                 f.lastError = nil
