@@ -12,8 +12,8 @@ Portcullis is run on the same file with `--json` (two threads, then `--one-threa
 line number and both verdicts.
 
 The logs, built with a fixed seed:
-  - for every stock filter with a non-journal sample log: its sample lines, shuffled and interleaved with other
-    filters' lines as noise (thousands of lines);
+  - for every stock filter with a non-journal sample log: the sample log itself, whole; and its sample lines,
+    shuffled and interleaved with other filters' lines as noise (thousands of lines);
   - for a few filters: thousands of noise lines first, then only the filter's own lines;
   - edge logs for dovecot and sshd: the 255th/256th/257th tested line after comments and blank lines, lines of
     spaces and tabs, CRLF and CR CR LF, invalid UTF-8, lines without dates between dated ones, multi-byte text
@@ -514,6 +514,10 @@ def main():
         lines = 0
         for name, log in logs:
             lines += check_log(report, binary, log, name)
+        # fail2ban's sample logs themselves, whole, as fail2ban-regex reads them (multi-line state carried through
+        # the file; attempts and users compared on every matched line).
+        for name in own:
+            lines += check_log(report, binary, os.path.join(SAMPLES, name), name)
         for name in ("dovecot", "sshd", "postfix", "mysqld-auth", "nginx-http-auth"):
             noise = [line for other, line in pool if other != name]
             log = quiet_then_failures_log(directory, name, own[name], noise, rng, 3000, 1000)
