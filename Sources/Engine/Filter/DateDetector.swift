@@ -178,6 +178,11 @@ public final class DateDetector {
     @inline(__always)
     private static func isAlnum(_ c: Int) -> Bool {
         if c < 128 { return (c >= 48 && c <= 57) || (c >= 65 && c <= 90) || (c >= 97 && c <= 122) }
+        return isAlnumBeyondASCII(c)
+    }
+
+    @inline(never)
+    private static func isAlnumBeyondASCII(_ c: Int) -> Bool {
         guard let scalar = Unicode.Scalar(UInt32(c)) else { return false }
         switch scalar.properties.generalCategory {
         case .uppercaseLetter, .lowercaseLetter, .titlecaseLetter, .modifierLetter, .otherLetter: return true
@@ -549,6 +554,11 @@ private struct CharView {
     @inline(__always)
     func characterOffsets(of r: Range<Int>) -> (Int, Int) {
         if ascii { return (r.lowerBound, r.upperBound) }
+        return decodedOffsets(of: r)
+    }
+
+    @inline(never)
+    private func decodedOffsets(of r: Range<Int>) -> (Int, Int) {
         var c = 0
         for i in 0..<r.lowerBound where isLead(i) { c += 1 }
         let start = c
@@ -560,6 +570,11 @@ private struct CharView {
     @inline(__always)
     func byteOffset(ofCharacter c: Int) -> Int {
         if ascii || c <= 0 { return c }
+        return decodedByteOffset(ofCharacter: c)
+    }
+
+    @inline(never)
+    private func decodedByteOffset(ofCharacter c: Int) -> Int {
         var seen = 0
         for i in 0..<n where isLead(i) {
             if seen == c { return i }
@@ -572,6 +587,11 @@ private struct CharView {
     @inline(__always)
     func character(_ c: Int) -> Int {
         if ascii { return c >= 0 && c < n ? Int(p[c]) : -1 }
+        return decodedCharacter(c)
+    }
+
+    @inline(never)
+    private func decodedCharacter(_ c: Int) -> Int {
         guard c >= 0 else { return -1 }
         let b = byteOffset(ofCharacter: c)
         guard b < n else { return -1 }
