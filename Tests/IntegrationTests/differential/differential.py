@@ -23,7 +23,9 @@ The logs, built with a fixed seed:
 
 Then the live path: one daemon with a jail per single-line filter (dry-run, maxretry 1), the same shuffled logs
 appended to the watched files in chunks of random sizes (split mid-line); the failures the daemon reports (Found
-and Ignore lines) must be, jail by jail and in order, the addresses `portcullis regex` reports on the whole file.
+and Ignore lines) must be, jail by jail and in order, those fail2ban's own daemon code finds in the same lines. Where
+that differs from what fail2ban-regex (and `portcullis regex`) report, fail2ban is inconsistent with itself: see
+`live_path`, which counts those failures and says so.
 
 Usage: differential.py PORTCULLIS_BINARY [--quick]   (exit status 0: no unexpected difference)
 """
