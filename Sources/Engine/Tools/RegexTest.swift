@@ -224,10 +224,9 @@ public final class RegexTest {
                     unterminatedBytes = splitter.pendingCount
                     cutLines = (splitter.truncatedLines, splitter.cutLineNumbers)
                 }
-                if cutLines.count > 0 {
+                if let cut = cutLinesSummary {
                     // Said on stderr too, so that the JSON output's readers hear of it.
-                    let numbers = cutLines.numbers.prefix(10).map(String.init).joined(separator: ", ")
-                    FileHandle.standardError.write(Data("portcullis regex: \(log): \(cutLines.count) line(s) longer than \(options.maxLineLength) bytes were cut there and only their first \(options.maxLineLength) bytes tested (line \(numbers)\(cutLines.count > 10 ? ", …" : "")); --max-line-length raises the cap\n".utf8))
+                    FileHandle.standardError.write(Data("portcullis regex: \(log): \(cut)\n".utf8))
                 }
             } catch {
                 throw SetupError(message: error.description)
@@ -278,7 +277,7 @@ public final class RegexTest {
         let before = multiLine ? filter.bufferedLines : []
         lineIgnored = false
         currentLine = number
-        lineErrors.removeAll(keepingCapacity: true)
+        if !lineErrors.isEmpty { lineErrors.removeAll(keepingCapacity: true) }
         let found = facts.map { filter.process(line, facts: $0, now: now) } ?? filter.process(line, now: now)
         if filter.prefRegexMatched { prefHits += 1 }
         var isIgnored = false
@@ -385,10 +384,7 @@ public final class RegexTest {
             if regexErrors.count > regexErrors.first.count { out.line("   …") }
             out.line(")")
         }
-        if cutLines.count > 0 {
-            let numbers = cutLines.numbers.prefix(10).map(String.init).joined(separator: ", ")
-            out.line("(\(cutLines.count) line(s) longer than \(options.maxLineLength) bytes were cut there, and only their first \(options.maxLineLength) bytes tested: line \(numbers)\(cutLines.count > 10 ? ", …" : ""); fail2ban-regex reads them whole; --max-line-length raises the cap)")
-        }
+        if let cut = cutLinesSummary { out.line("(\(cut))") }
         if unterminatedBytes > 0 {
             out.line("(the last line, \(unterminatedBytes) bytes without a final newline, was not read, as fail2ban-regex does)")
         }
@@ -396,6 +392,14 @@ public final class RegexTest {
         if options.printAllMatched { printLines("Matched", stats.matched, matchedLines, all: true) }
         if !options.printNoIgnored { printLines("Ignored", stats.ignored, ignoredLines, all: options.printAllIgnored) }
         if !options.printNoMissed { printLines("Missed", stats.missed, missedLines, all: options.printAllMissed) }
+    }
+
+    /// The lines cut at the length cap, for the report and stderr; nil when none was.
+    private var cutLinesSummary: String? {
+        guard cutLines.count > 0 else { return nil }
+        let numbers = cutLines.numbers.prefix(10).map(String.init).joined(separator: ", ")
+        let cap = options.maxLineLength
+        return "\(cutLines.count) line(s) longer than \(cap) bytes were cut there, and only their first \(cap) bytes tested: line \(numbers)\(cutLines.count > 10 ? ", …" : ""); fail2ban-regex reads them whole; --max-line-length raises the cap"
     }
 
     private func printLines(_ kind: String, _ count: Int, _ lines: [String], all: Bool) {

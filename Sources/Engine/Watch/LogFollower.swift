@@ -41,8 +41,10 @@ public final class LogFollower {
         buffer.deallocate()
     }
 
-    /// Lines cut at the length cap so far (in this file and in renamed-away ones still drained).
-    public var truncatedLines: Int { splitter.truncatedLines + retired.reduce(0) { $0 + $1.splitter.truncatedLines } }
+    /// Lines cut at the length cap so far, in every file followed at this path (it only grows).
+    public var truncatedLines: Int { splitter.truncatedLines + retired.reduce(retiredTruncatedLines) { $0 + $1.splitter.truncatedLines } }
+    /// Cut lines of renamed-away files that were closed.
+    private var retiredTruncatedLines = 0
 
     /// The byte offset up to which lines were delivered (for persisting the position).
     public var position: Int { offset - splitter.pendingCount }
@@ -163,6 +165,7 @@ public final class LogFollower {
             readAvailable(r.fd, &r.splitter, deliver)
             if now >= r.until {
                 r.splitter.flush(deliver)
+                retiredTruncatedLines += r.splitter.truncatedLines
                 close(r.fd)
             } else {
                 keep.append(r)

@@ -340,32 +340,30 @@ def edge_log_sshd(directory, rng):
 # The live path
 
 
+def filter_options(name):
+    """A stock filter's options as fail2ban's reader hands them to a filter: (option, value) pairs, in order."""
+    from fail2ban.client.filterreader import FilterReader
+    reader = FilterReader(name, "jail", {}, basedir=CONFIG)
+    reader.read()
+    reader.getOptions({})
+    for opt in reader.convert():
+        for value in (opt[3] if opt[0] == "multi-set" else [opt[3]]):
+            yield opt[2], value
+
+
 def single_line_filters(names):
     """Filters the daemon and fail2ban-regex read alike: one line at a time, no multi-line connection IDs."""
-    from fail2ban.client.filterreader import FilterReader
-    result = []
-    for name in names:
-        reader = FilterReader(name, "jail", {}, basedir=CONFIG)
-        reader.read()
-        reader.getOptions({})
-        single = True
-        for opt in reader.convert():
-            values = opt[3] if opt[0] == "multi-set" else [opt[3]]
-            for v in values:
-                if opt[2] == "maxlines" and int(v) > 1:
-                    single = False
-                if opt[2] in ("addfailregex", "prefregex") and ("mlfid" in str(v) or "F-MLFID" in str(v) or "F-NOFAIL" in str(v) or "mlfgained" in str(v)):
-                    single = False
-        if single:
-            result.append(name)
-    return result
+    multi_line = ("mlfid", "F-MLFID", "F-NOFAIL", "mlfgained")
+    return [name for name in names if not any(
+        (option == "maxlines" and int(value) > 1)
+        or (option in ("addfailregex", "prefregex") and any(m in str(value) for m in multi_line))
+        for option, value in filter_options(name))]
 
 
 def fail2ban_daemon_failures(log, name):
     """What fail2ban's daemon finds in `log`, read as new lines while in operation: its `Filter` with the daemon's
     settings (first matching failregex only, dates checked against now and findtime), fed the file's lines in
     order as `processLineAndAdd` feeds them. The addresses of the failures, in order."""
-    from fail2ban.client.filterreader import FilterReader
     from fail2ban.server.filter import Filter
     flt = Filter(None)
     flt.checkAllRegex = False
@@ -373,21 +371,11 @@ def fail2ban_daemon_failures(log, name):
     flt.inOperation = True
     flt.setFindTime(10 * 365 * 86400)
     flt.setUseDns("no")
-    reader = FilterReader(name, "jail", {}, basedir=CONFIG)
-    reader.read()
-    reader.getOptions({})
-    for opt in reader.convert():
-        for v in (opt[3] if opt[0] == "multi-set" else [opt[3]]):
-            if opt[2] == "prefregex":
-                flt.prefRegex = v
-            elif opt[2] == "addfailregex":
-                flt.addFailRegex(v)
-            elif opt[2] == "addignoreregex":
-                flt.addIgnoreRegex(v)
-            elif opt[2] == "maxlines":
-                flt.setMaxLines(v)
-            elif opt[2] == "datepattern":
-                flt.setDatePattern(v)
+    setters = {"prefregex": lambda v: setattr(flt, "prefRegex", v), "addfailregex": flt.addFailRegex,
+               "addignoreregex": flt.addIgnoreRegex, "maxlines": flt.setMaxLines, "datepattern": flt.setDatePattern}
+    for option, value in filter_options(name):
+        if option in setters:
+            setters[option](value)
     found = []
     for line in FileContainer(log, "UTF-8", doOpen=True):
         for _, fid, _, fail in flt.processLine(line):
