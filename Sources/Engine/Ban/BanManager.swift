@@ -294,11 +294,14 @@ public final class BanManager: @unchecked Sendable {
             if !due.isEmpty { expire(due, now: now) }
             var lifted: [(UInt64, Result<Bool, any Error>)] = []
             for l in lifts { lifted.append((l.id, Result { try lift(jail: l.jail, ip: l.ip) })) }
+            lock.lock()
             if batch.count >= 1000 && pending.isEmpty {
                 // A storm leaves its decisions' memory (log lines) in malloc's free lists: give it back.
+                // `pending` is read under the lock (TSan caught the unlocked read); the trim runs outside it.
+                lock.unlock()
                 pc_malloc_trim()
+                lock.lock()
             }
-            lock.lock()
             processedCount += batch.count
             for (id, result) in lifted { liftResults[id] = result }
             lock.broadcast()
