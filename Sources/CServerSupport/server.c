@@ -5,6 +5,9 @@
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <stdlib.h>
+#include <fcntl.h>
+
+int pc_open_node(const char *path) { return open(path, O_PATH | O_NOFOLLOW | O_CLOEXEC); }
 
 int pc_epoll_create(void) { return epoll_create1(EPOLL_CLOEXEC); }
 

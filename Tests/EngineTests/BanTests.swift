@@ -38,6 +38,26 @@ struct BanTimePolicyTests {
         #expect(try BanTimePolicy(base: 600, increment: BanTimeIncrement()).banTime(previousBans: 5) == 600)
     }
 
+    /// nftables holds an element for less than 2^64 ns: longer ban times are cut to 584 years, never trap.
+    @Test func banTimesAreCutToWhatThePacketFilterHolds() throws {
+        var inc = BanTimeIncrement()
+        inc.enabled = true
+        let p = try BanTimePolicy(base: 604_800, increment: inc)
+        // The 16th ban of bantime = 1w: 1w * 2^16 = 1,257 years.
+        #expect(p.uncappedBanTime(previousBans: 16) > BanTimePolicy.longest)
+        #expect(p.banTime(previousBans: 16) == BanTimePolicy.longest)
+        #expect(try BanTimePolicy(base: 1e12, increment: BanTimeIncrement()).banTime(previousBans: 0) == BanTimePolicy.longest)
+        #expect(BanTimePolicy.capped(-1, fallback: 1) == -1)
+        #expect(BanTimePolicy.capped(.nan, fallback: 600) == 600)
+        #expect(BanTimePolicy.capped(.infinity, fallback: 600) == BanTimePolicy.longest)
+        // The kernel's limit: U64_MAX / 10^6 ms.
+        #expect(BanTimePolicy.longest * 1000 < Double(UInt64.max / 1_000_000))
+        for end in [Double.nan, .infinity, -.infinity, 1e300, -1e300, 0] {
+            let ms = NftablesFirewall.timeoutMilliseconds(until: end, now: 1_000_000)
+            #expect(ms >= 1000 && Double(ms) <= BanTimePolicy.longest * 1000)
+        }
+    }
+
     @Test func badFormulasAreConfigErrors() {
         var inc = BanTimeIncrement()
         inc.enabled = true
@@ -73,6 +93,8 @@ struct BanStoreTests {
         #expect(try store.activeBans(now: 1700).map(\.jail) == ["sshd"])
         #expect(try store.ban(jail: "dovecot", ip: a)?.matches == ["l1", "l2"])
         #expect(try store.position(jail: "dovecot", path: "/var/log/mail.log")?.offset == 42)
+        // A first line stored whole (by an older version) became its fingerprint when the store was opened again.
+        #expect(try store.position(jail: "dovecot", path: "/var/log/mail.log")?.firstLine == LogFingerprint.of(Array("first\n".utf8)))
         try store.remove([("dovecot", a)])
         #expect(try store.ban(jail: "dovecot", ip: a) == nil)
         // History outlives the ban: the next ban counts it.
@@ -81,6 +103,25 @@ struct BanStoreTests {
         try store.purge(now: 1_000_000, age: 86400)
         #expect(try store.previousBanCount(ip: a, jail: "dovecot", since: 0) == 0)
         #expect(try store.activeBans(now: 1_000_000).count == 1)
+    }
+
+    /// The database holds matched log lines: root's alone, whether created now or by an older version.
+    @Test func databaseFilesArePrivate() throws {
+        func mode(_ p: String) -> mode_t { var st = stat(); return stat(p, &st) == 0 ? st.st_mode & 0o777 : 0 }
+        let dir = TempDir()
+        let path = dir.path + "/new/portcullis.sqlite3"
+        do {
+            let store = try BanStore(path: path)
+            try store.record([StoredBan(jail: "j", ip: IPAddress("192.0.2.1")!, bannedAt: 1, banTime: -1, banCount: 1, failures: 1, matches: ["x"])])
+            #expect(mode(path) == 0o600)
+            #expect(mode(path + "-wal") == 0o600)
+            #expect(mode(dir.path + "/new") == 0o700)
+        }
+        let old = dir.path + "/old.sqlite3"
+        do { _ = try BanStore(path: old) }
+        chmod(old, 0o644)
+        _ = try BanStore(path: old)
+        #expect(mode(old) == 0o600)
     }
 
     @Test func unreadableDatabaseIsAClearError() throws {
@@ -162,6 +203,46 @@ struct BanManagerTests {
         #expect(manager.statistics.unbansTotal["j"] == 300, "lifted by request: \(lifted.withLock { $0 })")
         #expect(fw.bans.isEmpty)
         #expect(try store.activeBans(now: 0).isEmpty)
+    }
+
+    /// A packet filter that refuses some addresses (as the kernel refused a timeout out of its range).
+    final class RefusingFirewall: Firewall, @unchecked Sendable {
+        let inner = DryRunFirewall()
+        let refused: Set<IPAddress>
+        init(refusing: Set<IPAddress>) { refused = refusing }
+        struct Refusal: Error, CustomStringConvertible { var description: String { "Numerical result out of range (errno 34)" } }
+        func install(_ jails: [JailRules], bans: [BanEntry], now: Double) throws { inner.install(jails, bans: bans, now: now) }
+        func add(_ bans: [BanEntry], now: Double) throws {
+            if bans.contains(where: { refused.contains($0.ip) }) { throw Refusal() }
+            inner.add(bans, now: now)
+        }
+        func remove(_ bans: [(jail: String, ip: IPAddress)]) throws { inner.remove(bans) }
+        func uninstall() throws { inner.uninstall() }
+    }
+
+    /// A ban the packet filter refused is not reported, listed, counted or kept; the others of its batch are made.
+    @Test func bansThePacketFilterRefusesAreNotReported() throws {
+        let dir = TempDir()
+        let store = try BanStore(path: dir.path + "/db.sqlite3")
+        let bad = IPAddress("192.0.2.50")!
+        let fw = RefusingFirewall(refusing: [bad])
+        let manager = BanManager(store: store, log: Logger(level: .critical))
+        let j = Self.jail("j", banTime: 3600)
+        try manager.start([BanManager.JailSetup(definition: j, policy: try BanTimePolicy(base: 3600, increment: j.increment),
+                                                firewall: fw, rules: JailRules.forJail(j).rules)])
+        defer { manager.stop(removeLayout: true) }
+        let ips = (1...20).map { IPAddress("192.0.2.\($0 + 40)")! }
+        for ip in ips { manager.submit(BanDecision(jail: "j", ip: ip, time: Clock.now(), failures: 1, matches: [])) }
+        #expect(manager.drain())
+        #expect(Set(manager.bans.map(\.ip)) == Set(ips).subtracting([bad]))
+        #expect(Set(fw.inner.bans.map(\.ip)) == Set(ips).subtracting([bad]))
+        #expect(try store.ban(jail: "j", ip: bad) == nil)
+        #expect(try store.activeBans(now: Clock.now()).count == 19)
+        #expect(manager.statistics.failedBans == 1)
+        #expect(manager.statistics.bansTotal["j"] == 19)
+        #expect {
+            try manager.banManually(jail: "j", ip: bad)
+        } throws: { "\($0)".contains("not applied: Numerical result out of range") }
     }
 
     @Test func restartRestoresAndManualChanges() throws {

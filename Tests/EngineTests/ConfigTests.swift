@@ -135,6 +135,19 @@ struct ValueParsingTests {
         }
     }
 
+    /// Values that trapped the ban path or a reload: refused when read, with the reason.
+    @Test func durationsOutOfRange() {
+        for bad in ["999999999999w", "99999999999999999999", "-99999999999999999999", "1e400", "100001y"] {
+            #expect(throws: Duration.ParseError.self) { try Duration.seconds(bad) }
+        }
+        #expect(throws: Duration.ParseError.self) { try Duration.seconds("99999999999999999999") }
+        #expect((try? Duration.seconds("100000y")) == Duration.longest)
+        // Describing any value never traps.
+        #expect(Duration.describe(.infinity) == "unlimited")
+        #expect(Duration.describe(1e300).hasSuffix("y"))
+        #expect(Duration.describe(BanTimePolicy.longest) == "584y")
+    }
+
     @Test func ports() throws {
         let p = try Ports.parse("pop3,pop3s,imap,imaps,submission,465,sieve,1100,1000:2000")
         #expect(p.map(\.first) == [110, 995, 143, 993, 587, 465, 4190, 1100, 1000])

@@ -114,6 +114,81 @@ struct LogFollowerTests {
         #expect(eventually { ((try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "").contains("1 line(s) of \(dir.path)/a.log longer than 1024 bytes were cut there") })
     }
 
+    /// A log path replaced by a symlink to another file (a secret) is not followed there; a directory or a
+    /// device is not a log.
+    @Test func hostilePathsAreNotFollowed() {
+        let dir = TempDir()
+        dir.write("a.log", "one\n")
+        dir.write("secret", "root:$y$hash:19000:0:99999:7:::\n")
+        let f = LogFollower(path: dir.path + "/a.log")
+        #expect(collect(f) == ["one"])
+        unlink(dir.path + "/a.log")
+        symlink(dir.path + "/secret", dir.path + "/a.log")
+        #expect(collect(f) == [])
+        #expect(f.lastError?.contains("not followed (a symlink put in place of the log?)") == true, "\(f.lastError ?? "nil")")
+        #expect(f.firstLineFingerprint == LogFingerprint.of(Array("one\n".utf8)))
+        // Back to a regular file at the path: followed again, from its start.
+        unlink(dir.path + "/a.log")
+        dir.write("a.log", "two\n")
+        #expect(collect(f) == ["two"])
+        // A directory in its place.
+        unlink(dir.path + "/a.log")
+        mkdir(dir.path + "/a.log", 0o755)
+        f.lastError = nil
+        #expect(collect(f) == [])
+        #expect(f.lastError?.contains("is a directory, not a regular file") == true)
+        let zero = LogFollower(path: "/dev/zero")
+        #expect(collect(zero) == [])
+        #expect(zero.lastError == "/dev/zero is a character device, not a regular file: not followed")
+    }
+
+    /// The store keeps a fingerprint of the first line, never the line.
+    @Test func fingerprints() {
+        let a = LogFingerprint.of(Array("root:$y$secret\n".utf8))
+        #expect(a.count == 17 && LogFingerprint.isFingerprint(a))
+        #expect(!String(decoding: a, as: UTF8.self).contains("root"))
+        #expect(a != LogFingerprint.of(Array("root:$y$secreT\n".utf8)))
+        #expect(!LogFingerprint.isFingerprint(Array("a line of a log\n".utf8)))
+    }
+
+    /// A problem met at every poll is said once, then at most every interval with a count, and its end once.
+    @Test func repeatedWarningsAreThrottled() {
+        var w = RepeatedWarnings(interval: 600)
+        var said: [String] = []
+        for i in 0..<1000 { w.report("cannot open x: Permission denied", key: "x", now: Double(i), say: { said.append($0) }) }
+        #expect(said == ["cannot open x: Permission denied", "cannot open x: Permission denied (again 600 time(s) since 10m ago; said every 10m at most)"])
+        w.report("x is a directory, not a regular file: not followed", key: "x", now: 1000) { said.append($0) }
+        #expect(said.count == 3)
+        w.clear(key: "x", now: 1010) { said.append($0) }
+        #expect(said.last == "resolved after 10s: x is a directory, not a regular file: not followed")
+        w.clear(key: "x", now: 1011) { said.append($0) }
+        #expect(said.count == 4 && w.count == 0)
+    }
+
+    /// A log replaced by a directory while followed: one warning, not one per event (it was 300,000 in 10 s).
+    @Test func aLogReplacedByADirectoryIsSaidOnce() throws {
+        let dir = TempDir()
+        dir.write("a.log", "first\n")
+        let logPath = dir.path + "/portcullis.log"
+        let fd = open(logPath, O_WRONLY | O_CREAT | O_APPEND, 0o600)
+        defer { close(fd) }
+        let lines = Locked<[Int]>([])
+        let watcher = LogWatcher(name: "t", paths: [LogPath(pattern: dir.path + "/a.log", tail: false)], polling: false,
+                                 pollInterval: 20, log: Logger(level: .info, fd: fd)) { line, _, _ in
+            lines.withLock { $0.append(line.count) }
+        }
+        watcher.start()
+        #expect(eventually { lines.withLock { $0 } == [5] })
+        unlink(dir.path + "/a.log")
+        mkdir(dir.path + "/a.log", 0o755)
+        // Events in the directory keep waking the watcher.
+        for i in 0..<200 { dir.write("noise-\(i)", "x"); usleep(5000) }
+        watcher.stop()
+        let text = (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? ""
+        let warnings = text.split(separator: "\n").filter { $0.contains("WARNING") && $0.contains("a.log") }
+        #expect(warnings.count == 1 && warnings[0].contains("is a directory, not a regular file"), "\(text.prefix(2000))")
+    }
+
     @Test func fileAppearingLater() {
         let dir = TempDir()
         let f = LogFollower(path: dir.path + "/later.log")
@@ -129,12 +204,12 @@ struct LogFollowerTests {
         _ = collect(first)
         dir.append("a.log", "three\n")
         let again = LogFollower(path: dir.path + "/a.log")
-        again.resume(at: first.position, firstLine: first.firstLineBytes)
+        again.resume(at: first.position, firstLine: first.firstLineFingerprint)
         #expect(collect(again) == ["three"])
         // A different file at the path: read from its start.
         dir.write("a.log", "other\n")
         let third = LogFollower(path: dir.path + "/a.log")
-        third.resume(at: first.position, firstLine: first.firstLineBytes)
+        third.resume(at: first.position, firstLine: first.firstLineFingerprint)
         #expect(collect(third) == ["other"])
     }
 }
@@ -286,6 +361,29 @@ struct JailsReaderTests {
         let journal = config.diagnostics.first { $0.jail == "journal" }
         #expect(journal?.message.contains("no systemd journal") == true)
         #expect(journal?.location?.line == 16)
+    }
+
+    /// Values no ban can have and names nftables cannot hold: the jail is skipped with file:line; ban times past
+    /// the kernel's limit are a warning (they are cut).
+    @Test func outOfRangeValuesAndNames() throws {
+        let dir = TempDir()
+        dir.write("filter.d/good.conf", Self.filter)
+        let long = String(repeating: "j", count: 253)
+        dir.write("jail.conf", "[a]\nenabled = true\nfilter = good\nlogpath = /var/log/x.log\nbantime = 999999999999w\n"
+                  + "[b]\nenabled = true\nfilter = good\nlogpath = /var/log/x.log\nfindtime = 99999999999999999999\n"
+                  + "[c]\nenabled = true\nfilter = good\nlogpath = /var/log/x.log\nbantime = 1000000000000\n"
+                  + "[\(long)]\nenabled = true\nfilter = good\nlogpath = /var/log/x.log\n"
+                  + "[\(String(repeating: "k", count: 252))]\nenabled = true\nfilter = good\nlogpath = /var/log/x.log\n")
+        let config = LoadedConfig.load(dir.path)
+        #expect(config.jails.map(\.name) == ["c", String(repeating: "k", count: 252)])
+        let a = try #require(config.diagnostics.first { $0.jail == "a" })
+        #expect(a.severity == .error && a.location?.line == 5 && a.message.contains("out of range"))
+        let b = try #require(config.diagnostics.first { $0.jail == "b" })
+        #expect(b.severity == .error && b.location?.line == 10 && b.message.contains("findtime"))
+        let c = try #require(config.diagnostics.first { $0.jail == "c" })
+        #expect(c.severity == .warning && c.location?.line == 15 && c.message.contains("bans last 584y"))
+        let n = try #require(config.diagnostics.first { $0.jail == long })
+        #expect(n.severity == .error && n.message.contains("at most 252"))
     }
 
     @Test func maxLineLength() throws {

@@ -192,3 +192,45 @@ final class EchoServer {
         #expect(ok.readResponses(1).first?.status == 200)
     }
 }
+
+/// The API's Unix socket is created so that no one else on the machine can redirect it or widen its mode.
+@Suite struct UnixSocketTests {
+    private func mode(_ path: String) -> mode_t {
+        var st = stat()
+        return lstat(path, &st) == 0 ? st.st_mode : 0
+    }
+
+    @Test func refusesADirectoryOthersCanWriteUnlessSticky() throws {
+        let dir = TempDir()
+        let open = dir.path + "/open"
+        mkdir(open, 0o777)
+        chmod(open, 0o777)
+        #expect {
+            _ = try Listener.open(ListenAddress(.unix(path: open + "/api.sock")))
+        } throws: { "\($0)".contains("can be written by others") && "\($0)".contains("not sticky") }
+        // Sticky, as /tmp: others cannot replace what is ours there.
+        chmod(open, 0o1777)
+        let (fd, _) = try Listener.open(ListenAddress(.unix(path: open + "/api.sock")))
+        close(fd)
+        #expect(mode(open + "/api.sock") & 0o7777 == 0o660)
+    }
+
+    /// A path too long for the private staging directory is bound in place; its mode is still set on the socket
+    /// itself, never through a symlink.
+    @Test func modeSetWithoutFollowingSymlinksWhenBoundInPlace() throws {
+        let dir = TempDir()
+        // 107 bytes at most in sun_path; leave too little room for "/.portcullis-XXXXXX/s".
+        let sub = dir.path + "/" + String(repeating: "d", count: max(1, 100 - dir.path.count - 10))
+        mkdir(sub, 0o700)
+        let path = sub + "/api.sock"
+        #expect(path.utf8.count < 108 && path.utf8.count + 21 > 107)
+        let victim = dir.path + "/victim"
+        _ = dir.write("victim", "secret")
+        chmod(victim, 0o600)
+        let (fd, _) = try Listener.open(ListenAddress(.unix(path: path)))
+        close(fd)
+        #expect(mode(path) & S_IFMT == S_IFSOCK)
+        #expect(mode(path) & 0o7777 == 0o660)
+        #expect(mode(victim) & 0o7777 == 0o600)
+    }
+}

@@ -32,5 +32,7 @@ int pc_epoll_wait(int epfd, pc_event *events, int max, int timeout_ms);
 int pc_eventfd(void);
 /// accept4 with SOCK_NONBLOCK | SOCK_CLOEXEC.
 int pc_accept(int fd);
+/// open(path, O_PATH | O_NOFOLLOW | O_CLOEXEC): the node itself, a symlink not followed (O_PATH is _GNU_SOURCE).
+int pc_open_node(const char *path);
 
 #endif

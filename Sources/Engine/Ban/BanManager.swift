@@ -39,6 +39,18 @@ public final class BanManager: @unchecked Sendable {
 
     typealias Key = BanTable.Key
 
+    enum StoreChange {
+        case record(StoredBan)
+        case remove(jail: String, ip: IPAddress)
+    }
+
+    /// The store failed and bans are waiting to be written: `/health` says "degraded" meanwhile.
+    public struct StoreProblem: Sendable {
+        public let since: Double
+        public let error: String
+        public let waiting: Int
+    }
+
     public struct Stats: Sendable {
         public var bansTotal: [String: Int] = [:]
         public var unbansTotal: [String: Int] = [:]
@@ -50,6 +62,10 @@ public final class BanManager: @unchecked Sendable {
     private let store: BanStore?
     private let log: Logger
     private let lock = NSCondition()
+    /// Held while the bans change in the packet filter (a batch, an expiry, a lift) and while a layout is installed
+    /// with the bans in force: an install cannot miss a ban added between its snapshot and its transaction.
+    /// Taken before `lock`, never while holding it.
+    private let changing = NSLock()
     private var jails: [String: JailSetup] = [:]
     private var active = BanTable()
     private var expiries = ExpiryHeap()
@@ -64,6 +80,13 @@ public final class BanManager: @unchecked Sendable {
     private var thread: Thread?
     private var finished = false
     private var stats = Stats()
+    /// Store writes that failed (a full disk, an I/O error), latest per ban: the bans are in force anyway (the
+    /// packet filter does not depend on the disk), and the worker writes these when the store works again.
+    private var unstored: [Key: StoreChange] = [:]
+    private var storeProblem: StoreProblem?
+    private var nextStoreRetry = 0.0
+    /// Why the packet filter refused a ban, for the manual ban that waits for it.
+    private var refusals: [Key: String] = [:]
     /// Decisions handed in that are done (committed and applied, or refused): lets callers wait for theirs.
     private var processedCount = 0
     private var submittedCount = 0
@@ -76,18 +99,28 @@ public final class BanManager: @unchecked Sendable {
     // MARK: start, reload, stop
 
     /// Loads the bans in force from the store and installs every backend's layout with them, atomically.
-    public func start(_ setups: [JailSetup], now: Double = Clock.now()) throws {
+    /// `install` puts the layout in place (the daemon's, which leaves out jails the packet filter refuses); by
+    /// default, `install(setups)`.
+    public func start(_ setups: [JailSetup], now: Double = Clock.now(), install: (([JailSetup]) throws -> Void)? = nil) throws {
         let restored = try store?.activeBanSummaries(now: now) ?? []
+        // Rows written by older versions (or by hand) may hold times no ban can have: cut them to what the packet
+        // filter holds, and skip a row whose start is not a time at all, rather than trap on them at every start.
+        var cut = 0, skipped = 0
         lock.lock()
         active.reserveCapacity(restored.count)
         for b in restored {
+            guard b.bannedAt.isFinite, abs(b.bannedAt) <= Duration.longest, !b.banTime.isNaN else { skipped += 1; continue }
+            let banTime = BanTimePolicy.capped(b.banTime, fallback: -1)
+            if banTime != b.banTime && b.banTime >= 0 { cut += 1 }
             let key = active.key(b.jail, b.ip)
-            let v = BanTable.Value(bannedAt: b.bannedAt, banTime: b.banTime, banCount: b.banCount, failures: b.failures)
+            let v = BanTable.Value(bannedAt: b.bannedAt, banTime: banTime, banCount: b.banCount, failures: b.failures)
             active[key] = v
             if let end = v.expiresAt { expiries.push(end, key) }
         }
         lock.unlock()
-        try install(setups, now: now)
+        if cut > 0 { log.warning("\(cut) ban(s) in \(store?.path ?? "the store") were longer than the packet filter holds: they last \(Duration.describe(BanTimePolicy.longest))") }
+        if skipped > 0 { log.error("\(skipped) ban(s) in \(store?.path ?? "the store") have no valid start time and were not restored") }
+        if let install { try install(setups) } else { try self.install(setups, now: now) }
         if !restored.isEmpty { log.notice("Restored \(restored.count) ban(s) from \(store?.path ?? "the store")") }
         let t = Thread { [self] in run() }
         t.name = "bans"
@@ -97,11 +130,11 @@ public final class BanManager: @unchecked Sendable {
     }
 
     /// (Re)installs the packet-filter layout for `setups` with the bans in force. Used at start and on reload.
+    /// When the packet filter refuses the layout, nothing changes (the kernel keeps the previous one, and so does
+    /// this manager).
     public func install(_ setups: [JailSetup], now: Double = Clock.now()) throws {
-        lock.lock()
-        jails = Dictionary(uniqueKeysWithValues: setups.map { ($0.definition.name, $0) })
-        let current = active.all()
-        lock.unlock()
+        changing.lock(); defer { changing.unlock() }
+        let current = lock.withLock { active.all() }
         // One install per backend object (the nftables backend is shared by every nftables jail).
         var backends: [ObjectIdentifier: (any Firewall, [JailRules])] = [:]
         for s in setups {
@@ -113,6 +146,7 @@ public final class BanManager: @unchecked Sendable {
             let entries = current.filter { names.contains($0.jail) }.map { BanEntry(jail: $0.jail, ip: $0.ip, expiresAt: $0.expiresAt) }
             try firewall.install(rules, bans: entries, now: now)
         }
+        lock.withLock { jails = Dictionary(uniqueKeysWithValues: setups.map { ($0.definition.name, $0) }) }
     }
 
     /// Stops the worker (pending decisions are applied first) and, with `removeLayout`, removes the packet
@@ -167,6 +201,10 @@ public final class BanManager: @unchecked Sendable {
         lock.withLock { active.existingKey(jail, ip).map { active[$0] != nil } ?? false }
     }
     public var statistics: Stats { lock.withLock { stats } }
+    /// nil while every ban is in the store.
+    public var storeTrouble: StoreProblem? {
+        lock.withLock { storeProblem.map { StoreProblem(since: $0.since, error: $0.error, waiting: unstored.count) } }
+    }
     public func activeCount(jail: String) -> Int {
         lock.withLock { active.count(jail: jail) }
     }
@@ -229,13 +267,14 @@ public final class BanManager: @unchecked Sendable {
 
     /// Lifts one ban (on the worker, or with no worker running).
     private func lift(jail: String, ip: IPAddress) throws -> Bool {
+        changing.lock(); defer { changing.unlock() }
         let (key, firewall): (Key?, (any Firewall)?) = lock.withLock {
             guard let key = active.existingKey(jail, ip), active[key] != nil else { return (nil, nil) }
             return (key, jails[jail]?.firewall)
         }
         guard let key else { return false }
-        try store?.remove([(jail, ip)])
         try firewall?.remove([(jail, ip)])
+        storeRemove(key, jail: jail, ip: ip, now: Clock.now())
         lock.withLock {
             active[key] = nil
             stats.unbansTotal[jail, default: 0] += 1
@@ -259,10 +298,14 @@ public final class BanManager: @unchecked Sendable {
         let decision = BanDecision(jail: jail, ip: ip, time: now, failures: 0, matches: [], banTimeOverride: banTime, reason: "by request")
         submit(decision)
         _ = drain()
-        guard let b = lock.withLock({ active.existingKey(jail, ip).flatMap { k in active[k].map { active.ban(k, $0) } } }) else {
-            throw ManualError.failed("the ban of \(ip) in \(jail) was not applied (see the log)")
+        let (ban, refusal): (ActiveBan?, String?) = lock.withLock {
+            guard let k = active.existingKey(jail, ip) else { return (nil, nil) }
+            return (active[k].map { active.ban(k, $0) }, refusals.removeValue(forKey: k))
         }
-        return b
+        guard let ban else {
+            throw ManualError.failed("the ban of \(ip) in \(jail) was not applied: \(refusal ?? "see the log")")
+        }
+        return ban
     }
 
     // MARK: the worker
@@ -271,7 +314,9 @@ public final class BanManager: @unchecked Sendable {
         lock.lock()
         while true {
             if pending.isEmpty && pendingLifts.isEmpty && !stopping {
-                if let next = expiries.earliest {
+                var next = expiries.earliest
+                if !unstored.isEmpty { next = min(next ?? nextStoreRetry, nextStoreRetry) }
+                if let next {
                     let wait = next - Clock.now()
                     if wait > 0 { _ = lock.wait(until: Date(timeIntervalSinceNow: min(wait, 3600))) }
                 } else {
@@ -289,7 +334,9 @@ public final class BanManager: @unchecked Sendable {
                 if let a = active[key], let e = a.expiresAt, e <= now, e == end { due.append((key, active.jail(of: key), active.ip(of: key))) }
             }
             let done = stopping && pending.isEmpty
+            let retryStore = !unstored.isEmpty && (now >= nextStoreRetry || done)
             lock.unlock()
+            if retryStore { writeUnstored(now: now) }
             if !batch.isEmpty { apply(batch, now: now) }
             if !due.isEmpty { expire(due, now: now) }
             var lifted: [(UInt64, Result<Bool, any Error>)] = []
@@ -313,6 +360,7 @@ public final class BanManager: @unchecked Sendable {
     }
 
     private func apply(_ decisions: [BanDecision], now: Double) {
+        changing.lock(); defer { changing.unlock() }
         let tStart = Clock.monotonic()
         defer { if BanManager.trace { log.error(String(format: "trace: batch of %d decisions in %.3f s", decisions.count, Clock.monotonic() - tStart)) } }
         var fresh: [(StoredBan, JailSetup, String)] = []
@@ -344,50 +392,70 @@ public final class BanManager: @unchecked Sendable {
             if let store, setup.definition.increment.enabled {
                 previous = (try? store.previousBanCount(ip: d.ip, jail: setup.definition.increment.overallJails ? nil : d.jail, since: 0)) ?? 0
             }
-            let banTime = d.banTimeOverride ?? setup.policy.banTime(previousBans: previous)
+            let wanted = d.banTimeOverride ?? setup.policy.uncappedBanTime(previousBans: previous)
+            let banTime = BanTimePolicy.capped(wanted, fallback: setup.policy.base)
             let ban = StoredBan(jail: d.jail, ip: d.ip, bannedAt: now, banTime: banTime, banCount: 1,
                                 failures: d.failures, matches: d.matches)
             var reason = d.reason ?? "\(d.failures) failure\(d.failures == 1 ? "" : "s") within \(Duration.describe(setup.definition.findTime))"
             if previous > 0 && setup.definition.increment.enabled && d.banTimeOverride == nil {
                 reason += ", banned \(previous) time\(previous == 1 ? "" : "s") before"
             }
+            if banTime >= 0 && wanted > banTime {
+                reason += " (cut from \(Duration.describe(wanted)): the packet filter holds at most \(Duration.describe(BanTimePolicy.longest)))"
+            }
             fresh.append((ban, setup, reason))
         }
         guard !fresh.isEmpty else { return }
         let tPrepared = Clock.monotonic()
-        // 1. The store: a ban exists once it is on disk.
+        // 1. The store. When it fails (a full disk), the bans are made anyway and written when it works again:
+        // the packet filter must not depend on the disk, and the kernel's timeouts end them even if we stop.
         do {
             if let store {
                 let recorded = try store.record(fresh.map(\.0))
                 for i in fresh.indices { fresh[i].0 = recorded[i] }
             }
         } catch {
-            lock.withLock { stats.failedBans += fresh.count }
-            log.error("recording \(fresh.count) ban(s) failed, none applied: \(error)")
-            return
+            storeFailed(error, now: now, what: "recording \(fresh.count) ban(s)")
+            lock.withLock { for (ban, _, _) in fresh { unstored[active.key(ban.jail, ban.ip)] = .record(ban) } }
         }
         let tStored = Clock.monotonic()
-        // 2. The packet filters, one transaction per backend.
+        // 2. The packet filters, one transaction per backend. A ban the kernel refuses is not a ban: it is not
+        // listed, counted or kept in the store.
         var byBackend: [ObjectIdentifier: (any Firewall, [BanEntry])] = [:]
         for (ban, setup, _) in fresh {
             byBackend[ObjectIdentifier(setup.firewall), default: (setup.firewall, [])].1
                 .append(BanEntry(jail: ban.jail, ip: ban.ip, expiresAt: ban.expiresAt))
         }
-        var failedBackends = Set<ObjectIdentifier>()
-        for (id, (firewall, entries)) in byBackend {
+        var refused: [Key: String] = [:]
+        for (_, (firewall, entries)) in byBackend {
             do { try firewall.add(entries, now: now) } catch {
-                failedBackends.insert(id)
-                log.error("applying \(entries.count) ban(s) failed: \(error) (they stay in the store and are applied at the next start)")
+                // One refused element fails its whole transaction: find out which, one at a time.
+                let keys = lock.withLock { entries.map { active.key($0.jail, $0.ip) } }
+                if entries.count == 1 { refused[keys[0]] = "\(error)"; continue }
+                for (e, key) in zip(entries, keys) {
+                    do { try firewall.add([e], now: now) } catch { refused[key] = "\(error)" }
+                }
             }
         }
+        if !refused.isEmpty { forget(refused, fresh.map(\.0), now: now) }
         let tApplied = Clock.monotonic()
         // 3. In force, and reported.
         lock.lock()
-        for (ban, setup, _) in fresh {
+        var made: [(StoredBan, JailSetup, String)] = []
+        made.reserveCapacity(fresh.count)
+        for entry in fresh {
+            let ban = entry.0
             let key = active.key(ban.jail, ban.ip)
+            if let why = refused[key] {
+                // Kept for a manual ban waiting for its answer; bounded, since detected bans never ask.
+                if refusals.count >= 1000 { refusals.removeAll() }
+                refusals[key] = why
+                continue
+            }
             active[key] = BanTable.Value(bannedAt: ban.bannedAt, banTime: ban.banTime, banCount: ban.banCount, failures: ban.failures)
             if let end = ban.expiresAt { expiries.push(end, key) }
-            if !failedBackends.contains(ObjectIdentifier(setup.firewall)) { stats.bansTotal[ban.jail, default: 0] += 1 }
+            stats.bansTotal[ban.jail, default: 0] += 1
+            made.append(entry)
         }
         lock.unlock()
         if BanManager.trace {
@@ -395,15 +463,98 @@ public final class BanManager: @unchecked Sendable {
             log.error(String(format: "trace: %d bans: store %.3f s, packet filter %.3f s, table %.3f s", fresh.count,
                              tStored - tPrepared, tApplied - tStored, end - tApplied))
         }
-        for (ban, setup, reason) in fresh where !failedBackends.contains(ObjectIdentifier(setup.firewall)) {
+        for (ban, setup, reason) in made {
             let dry = setup.firewall is DryRunFirewall ? " (dry-run: packet filter untouched)" : ""
             log.notice("[\(ban.jail)] Ban \(ban.ip) for \(ban.banTime < 0 ? "ever" : Duration.describe(ban.banTime)): \(reason)\(dry)")
         }
     }
 
+    // MARK: the store's troubles
+
+    /// Notes a failed store write (logged once per outage; the caller queues the change).
+    private func storeFailed(_ error: any Error, now: Double, what: String) {
+        let first: Bool = lock.withLock {
+            nextStoreRetry = now + BanManager.storeRetryInterval
+            if storeProblem == nil { storeProblem = StoreProblem(since: now, error: "\(error)", waiting: 0); return true }
+            return false
+        }
+        if first {
+            log.error("\(what) in \(store?.path ?? "the store") failed: \(error). Bans go on in the packet filter and are kept in memory until the store works again (retried every \(Int(BanManager.storeRetryInterval)) s; /health says degraded)")
+        }
+    }
+
+    static let storeRetryInterval = 5.0
+
+    /// A lifted ban leaves the store, or waits for it.
+    private func storeRemove(_ key: Key, jail: String, ip: IPAddress, now: Double) {
+        // A ban never written needs no removal.
+        if lock.withLock({ () -> Bool in
+            if case .record = unstored[key] { unstored[key] = nil; return true }
+            return false
+        }) { return }
+        do { try store?.remove([(jail, ip)]) } catch {
+            storeFailed(error, now: now, what: "removing the ban of \(ip) in \(jail)")
+            lock.withLock { unstored[key] = .remove(jail: jail, ip: ip) }
+        }
+    }
+
+    /// Writes what the store missed: removals first (a key holds only its latest change), then bans still in force.
+    private func writeUnstored(now: Double) {
+        guard let store else { return }
+        let changes = lock.withLock { unstored }
+        var removals: [(jail: String, ip: IPAddress)] = []
+        var records: [StoredBan] = []
+        for (_, change) in changes {
+            switch change {
+            case .remove(let jail, let ip): removals.append((jail, ip))
+            case .record(let ban): if ban.isActive(at: now) { records.append(ban) }
+            }
+        }
+        do {
+            try store.remove(removals)
+            try store.record(records)
+        } catch {
+            lock.withLock { nextStoreRetry = now + BanManager.storeRetryInterval }
+            return
+        }
+        let since: Double? = lock.withLock {
+            for k in changes.keys { unstored[k] = nil }
+            guard unstored.isEmpty else { return nil }
+            defer { storeProblem = nil }
+            return storeProblem?.since
+        }
+        log.notice("The store works again: \(records.count) ban(s) and \(removals.count) removal(s) made meanwhile are written" + (since.map { " (it failed for \(Duration.describe(now - $0)))" } ?? ""))
+    }
+
+    /// Bans the packet filter refused: out of the store again, counted, logged.
+    private func forget(_ refused: [Key: String], _ bans: [StoredBan], now: Double) {
+        var removals: [(jail: String, ip: IPAddress)] = []
+        let keyed: [(Key, StoredBan)] = lock.withLock { bans.map { (active.key($0.jail, $0.ip), $0) } }
+        for (key, ban) in keyed where refused[key] != nil {
+            removals.append((ban.jail, ban.ip))
+            // A backend that refuses everything (its table deleted under it) must not flood the log.
+            if removals.count <= 10 {
+                log.error("[\(ban.jail)] the packet filter refused the ban of \(ban.ip): \(refused[key]!); it is not in force")
+            }
+        }
+        if removals.count > 10 { log.error("the packet filter refused \(removals.count - 10) more ban(s) of this batch") }
+        lock.withLock {
+            stats.failedBans += removals.count
+            for (key, _) in keyed where refused[key] != nil { unstored[key] = nil }
+        }
+        do { try store?.remove(removals) } catch {
+            // The store is down too: nothing of these was written.
+            lock.withLock { for (key, ban) in keyed where refused[key] != nil { unstored[key] = .remove(jail: ban.jail, ip: ban.ip) } }
+        }
+    }
+
     private func expire(_ due: [(Key, String, IPAddress)], now: Double) {
+        changing.lock(); defer { changing.unlock() }
         let list = due.map { (jail: $0.1, ip: $0.2) }
-        do { try store?.remove(list) } catch { log.error("removing \(list.count) expired ban(s) from the store failed: \(error)") }
+        do { try store?.remove(list) } catch {
+            storeFailed(error, now: now, what: "removing \(list.count) expired ban(s)")
+            lock.withLock { for (k, jail, ip) in due { unstored[k] = .remove(jail: jail, ip: ip) } }
+        }
         var byBackend: [ObjectIdentifier: (any Firewall, [(jail: String, ip: IPAddress)])] = [:]
         lock.lock()
         for (_, jail, ip) in due {

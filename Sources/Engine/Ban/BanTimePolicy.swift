@@ -26,8 +26,27 @@ public struct BanTimePolicy: Sendable {
         }
     }
 
-    /// The ban time for an address banned `previousBans` times before (0: first ban).
+    /// The longest ban the packet filter holds: nftables takes an element timeout below 2^64 ns in milliseconds
+    /// (the kernel answers ERANGE past about 584.5 years). Longer ban times are cut to this; `-1` (permanent)
+    /// is an element without a timeout and is not affected.
+    public static let longest: Double = 584 * 365 * 86400
+
+    /// `seconds` cut to what the packet filter holds; permanent stays permanent, NaN (a formula gone wrong)
+    /// becomes `fallback`.
+    public static func capped(_ seconds: Double, fallback: Double) -> Double {
+        if seconds.isNaN { return fallback }
+        if seconds < 0 { return -1 }
+        return min(seconds, longest)
+    }
+
+    /// The ban time for an address banned `previousBans` times before (0: first ban), at most `longest`.
     public func banTime(previousBans: Int, random: Double? = nil) -> Double {
+        let t = uncappedBanTime(previousBans: previousBans, random: random)
+        return BanTimePolicy.capped(t, fallback: base)
+    }
+
+    /// The ban time before the packet filter's limit: the log says when a ban was cut.
+    public func uncappedBanTime(previousBans: Int, random: Double? = nil) -> Double {
         guard increment.enabled, base > 0, previousBans > 0 else { return base }
         var t: Double
         if !increment.multipliers.isEmpty {

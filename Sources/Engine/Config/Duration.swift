@@ -18,10 +18,17 @@ public enum Duration {
         public var description: String { "'\(text)' is not a time: \(reason) (use seconds or forms like 10m, 1h30m, 1d, 12w)" }
     }
 
-    /// Seconds for `text`.
+    /// The longest duration read anywhere (a config value, an API field, a row of the store): 100,000 years.
+    /// Anything longer is a typo or an attack, and past it the arithmetic of times stops being exact.
+    public static let longest: Double = 100_000 * 31_557_600
+
+    /// Seconds for `text`, within ±`longest`.
     public static func seconds(_ text: String) throws(ParseError) -> Double {
         var p = Parser(text: text)
         let v = try p.parse()
+        guard v.isFinite, abs(v) <= longest else {
+            throw ParseError(text: text, reason: "out of range (at most 100000y)")
+        }
         return v
     }
 
@@ -112,6 +119,9 @@ public enum Duration {
     /// fail2ban's `seconds2str`, for messages: `1y 3w 4d`, `2d 7h 15m`, `59m 50s`.
     public static func describe(_ seconds: Double) -> String {
         if seconds < 0 { return "permanent" }
+        guard seconds.isFinite else { return "unlimited" }
+        // Beyond `longest`, whole years (and no conversion to Int that could trap).
+        if seconds > longest { return String(format: "%.0fy", seconds / 31_536_000) }
         var s = Int(seconds.rounded())
         if s >= 31536000 {
             s = Int((Double(s) / 86400).rounded())

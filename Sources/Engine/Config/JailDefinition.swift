@@ -115,6 +115,9 @@ public struct JailsReader {
         "port", "protocol", "banaction", "banaction_allports", "maxtracked", "maxlinelength",
     ]
 
+    /// The longest jail name, in UTF-8 bytes: NFT_NAME_MAXLEN (256, with the NUL) less "-v4".
+    public static let longestName = 252
+
     /// Names of all jail sections, enabled or not, in file order.
     public static func jailNames(_ stack: ConfigStack) -> [String] {
         stack.sections.keys.filter { !$0.hasPrefix("KNOWN/") && $0 != "INCLUDES" }
@@ -148,6 +151,10 @@ public struct JailsReader {
         }
         func loc(_ option: String) -> SourceLocation? { stack.rawEntry(name, option)?.location }
         guard JailsReader.bool(try get("enabled") ?? "false") else { return nil }
+        // The jail's nftables sets are "<name>-v4" and "<name>-v6"; the kernel takes set names of up to 255 bytes.
+        if name.utf8.count > JailsReader.longestName {
+            throw ConfigError("the jail name is \(name.utf8.count) bytes long; nftables holds at most \(JailsReader.longestName) (its sets are named <jail>-v4 and <jail>-v6)", at: location)
+        }
         let backendText = (try get("backend") ?? "auto").trimmingCharacters(in: .whitespaces)
         let backend: Backend
         switch backendText.lowercased() {
@@ -236,6 +243,14 @@ public struct JailsReader {
         if opts["bantime.maxtime"] != nil { increment.maxTime = try duration("bantime.maxtime", default: "0") }
         if opts["bantime.rndtime"] != nil { increment.randomTime = try duration("bantime.rndtime", default: "0") }
         increment.overallJails = JailsReader.bool(opts["bantime.overalljails"] ?? "false")
+        // nftables holds an element for at most ~584 years: say so here, not at the first ban.
+        let longest = Duration.describe(BanTimePolicy.longest)
+        if banTime > BanTimePolicy.longest {
+            diagnostics.append(Diagnostic(.warning, "bantime \(Duration.describe(banTime)) is longer than the packet filter holds: bans last \(longest) (use -1 for permanent)", at: loc("bantime"), jail: name))
+        }
+        if increment.enabled, let m = increment.maxTime, m > BanTimePolicy.longest {
+            diagnostics.append(Diagnostic(.warning, "bantime.maxtime \(Duration.describe(m)) is longer than the packet filter holds: bans last at most \(longest)", at: loc("bantime.maxtime"), jail: name))
+        }
 
         let proto = (opts["protocol"] ?? "tcp").trimmingCharacters(in: .whitespaces).lowercased()
         guard ["tcp", "udp", "all", "sctp"].contains(proto) else {

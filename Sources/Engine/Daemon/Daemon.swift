@@ -34,6 +34,17 @@ public final class Daemon: @unchecked Sendable {
         self.openNftables = openNftables
     }
 
+    /// Why the daemon is not all it should be, for `/health`: jails left out at the last (re)load, a failed
+    /// reload, the store failing.
+    private let configTrouble = Locked<[String]>([])
+    public var problems: [String] {
+        var list = configTrouble.withLock { $0 }
+        if let t = banManager?.storeTrouble {
+            list.append("the database has failed for \(Duration.describe(max(1, Clock.now() - t.since))) (\(t.error)): \(t.waiting) ban change(s) kept in memory until it works again")
+        }
+        return list
+    }
+
     public var runningJails: [JailRuntime] { snapshot.withLock { Array($0.values) }.sorted { $0.name < $1.name } }
     public func runningJail(named name: String) -> JailRuntime? { snapshot.withLock { $0[name] } }
 
@@ -47,13 +58,14 @@ public final class Daemon: @unchecked Sendable {
 
     /// The ban-manager view of the jails: backend, rules, ban-time policy. Jails that cannot be set up are
     /// reported and left out.
-    private func setups(for definitions: [JailDefinition]) throws -> [BanManager.JailSetup] {
+    private func setups(for definitions: [JailDefinition], troubles: inout [String]) throws -> [BanManager.JailSetup] {
         var result: [BanManager.JailSetup] = []
         for d in definitions {
             let (rules, warning) = JailRules.forJail(d)
             let policy: BanTimePolicy
             do { policy = try BanTimePolicy(base: d.banTime, increment: d.increment) } catch {
                 log.error("[\(d.name)] jail not started: \(error.message)")
+                troubles.append("jail '\(d.name)' not started: \(error.message)")
                 continue
             }
             let firewall: any Firewall
@@ -72,6 +84,32 @@ public final class Daemon: @unchecked Sendable {
         return result
     }
 
+    /// Installs the layout for `setups`; when the packet filter refuses it, finds the jails it refuses (one more
+    /// at a time) and leaves them out, so that one bad jail does not stop the others. Returns the installed ones.
+    /// A refusal of everything (no CAP_NET_ADMIN) is thrown as it is.
+    private func install(_ setups: [BanManager.JailSetup], on manager: BanManager, troubles: inout [String]) throws -> [BanManager.JailSetup] {
+        do {
+            try manager.install(setups)
+            return setups
+        } catch let error as NftablesError where error.isPermissionDenied || error.isMissingNfTables {
+            throw error
+        } catch {
+            guard setups.count > 1 else { throw error }
+            var good: [BanManager.JailSetup] = []
+            for s in setups {
+                do {
+                    try manager.install(good + [s])
+                    good.append(s)
+                } catch {
+                    log.error("[\(s.definition.name)] jail not started: the packet filter refused its layout: \(error)")
+                    troubles.append("jail '\(s.definition.name)' not started: the packet filter refused its layout: \(error)")
+                }
+            }
+            guard !good.isEmpty else { throw error }
+            return good
+        }
+    }
+
     /// Reads the configuration, restores the bans in force into the packet filter, and starts every enabled
     /// jail. Throws when the packet filter cannot be set up (no CAP_NET_ADMIN, no nf_tables) or no jail can run.
     public func start() throws {
@@ -79,6 +117,8 @@ public final class Daemon: @unchecked Sendable {
         settings = config.settings
         log.setLevel(config.settings.logLevel)
         for d in config.diagnostics { report(d) }
+        var troubles = config.diagnostics.filter { $0.severity == .error }.map(\.text)
+        defer { configTrouble.withLock { $0 = troubles } }
         guard !config.jails.isEmpty else {
             throw StartError(message: "no jail could start (enable one with \"enabled = true\" in jail.d/*.local; `portcullis check` shows the problems)")
         }
@@ -87,10 +127,10 @@ public final class Daemon: @unchecked Sendable {
         lastPurge = Clock.now()
         let banManager = BanManager(store: store, log: log)
         manager.withLock { $0 = banManager }
-        let setups = try setups(for: config.jails)
+        var setups = try setups(for: config.jails, troubles: &troubles)
         guard !setups.isEmpty else { throw StartError(message: "no jail could start") }
-        try banManager.start(setups)
-        for s in setups { startJail(s.definition) }
+        try banManager.start(setups) { [self] in setups = try install($0, on: banManager, troubles: &troubles) }
+        for s in setups { if let problem = startJail(s.definition) { troubles.append(problem) } }
         guard !jails.isEmpty else { throw StartError(message: "no jail could start") }
         let backend = nftables != nil ? "nftables table inet \(NftablesFirewall.table)" : "dry-run only"
         log.notice("Portcullis \(PortcullisVersion.string) started with \(jails.count) jail(s): \(jails.keys.sorted().joined(separator: ", ")); \(backend); store \(store?.path ?? "none")")
@@ -109,7 +149,9 @@ public final class Daemon: @unchecked Sendable {
         }
     }
 
-    private func startJail(_ definition: JailDefinition) {
+    /// Returns the problem when the jail could not start.
+    @discardableResult
+    private func startJail(_ definition: JailDefinition) -> String? {
         do {
             let manager = banManager!
             let runtime = try JailRuntime(definition, log: log) { decision in manager.submit(decision) }
@@ -131,7 +173,9 @@ public final class Daemon: @unchecked Sendable {
             log.info("[\(definition.name)] Jail started: \(definition.logPaths.map(\.pattern).joined(separator: ", ")), maxretry \(definition.maxRetry), findtime \(Duration.describe(definition.findTime)), bantime \(definition.banTime < 0 ? "permanent" : Duration.describe(definition.banTime)), \(definition.backend.rawValue)")
         } catch {
             log.error("[\(definition.name)] jail not started: \(error)")
+            return "jail '\(definition.name)' not started: \(error)"
         }
+        return nil
     }
 
     private func stopJail(_ name: String) {
@@ -184,21 +228,30 @@ public final class Daemon: @unchecked Sendable {
             report(d)
             if d.severity == .error { errors.append(d.text) }
         }
+        // The new layout first: when nothing of it can be installed, the running jails and the packet filter
+        // stay as they were.
+        var troubles = errors
+        let setups: [BanManager.JailSetup]
+        do {
+            let wanted = try self.setups(for: config.jails, troubles: &troubles)
+            guard !wanted.isEmpty else { throw StartError(message: "no jail of the new configuration can start") }
+            setups = try install(wanted, on: banManager, troubles: &troubles)
+        } catch {
+            log.error("reload failed, the previous configuration keeps running: \(error)")
+            errors.append("reload failed, the previous configuration keeps running: \(error)")
+            configTrouble.withLock { $0 = troubles + ["the last reload failed, the previous configuration keeps running: \(error)"] }
+            return ReloadSummary(jails: jails.keys.sorted(), errors: errors)
+        }
         log.setLevel(config.settings.logLevel)
         settings = config.settings
-        let wanted = Dictionary(uniqueKeysWithValues: config.jails.map { ($0.name, $0) })
+        let wanted = Set(setups.map(\.definition.name))
         for name in Array(jails.keys) {
             stopJail(name)
-            if wanted[name] == nil { log.info("[\(name)] Jail stopped (no longer enabled)") }
+            if !wanted.contains(name) { log.info("[\(name)] Jail stopped (no longer enabled)") }
         }
-        do {
-            let setups = try setups(for: config.jails)
-            try banManager.install(setups)
-            for s in setups { startJail(s.definition) }
-        } catch {
-            log.error("reload failed: \(error)")
-            errors.append("reload failed: \(error)")
-        }
+        for s in setups { if let problem = startJail(s.definition) { troubles.append(problem) } }
+        errors = troubles
+        configTrouble.withLock { $0 = troubles }
         log.notice("Configuration reloaded: \(jails.count) jail(s)")
         return ReloadSummary(jails: jails.keys.sorted(), errors: errors)
     }

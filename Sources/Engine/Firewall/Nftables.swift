@@ -142,8 +142,7 @@ public final class NftablesFirewall: @unchecked Sendable {
                 for e in chunk {
                     addresses += e.ip.bytes
                     // The kernel expires the element itself: the ban ends even if Portcullis is not running.
-                    let ms = e.expiresAt.map { UInt64(max(1000, (($0 - now) * 1000).rounded())) } ?? 0
-                    timeouts.append(ms)
+                    timeouts.append(e.expiresAt.map { NftablesFirewall.timeoutMilliseconds(until: $0, now: now) } ?? 0)
                 }
                 let what = chunk.count == 1 ? "add \(chunk.first!.ip) to set \(set) of jail \(chunk.first!.jail)"
                     : "add \(chunk.count) addresses to set \(set)"
@@ -156,6 +155,14 @@ public final class NftablesFirewall: @unchecked Sendable {
                 start += chunk.count
             }
         }
+    }
+
+    /// An element's timeout: at least a second, at most what the kernel takes (`BanTimePolicy.longest`); no value
+    /// (NaN, infinity) can trap the conversion.
+    static func timeoutMilliseconds(until end: Double, now: Double) -> UInt64 {
+        let ms = ((end - now) * 1000).rounded()
+        guard !ms.isNaN else { return UInt64(BanTimePolicy.longest * 1000) }
+        return UInt64(min(max(1000, ms), BanTimePolicy.longest * 1000))
     }
 
     /// Replaces `table inet portcullis` in one transaction: the layout for `jails`, holding `bans`. Traffic is

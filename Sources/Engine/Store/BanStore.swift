@@ -28,10 +28,11 @@ public struct StoredBan: Sendable, Equatable {
     public func isActive(at now: Double) -> Bool { banTime < 0 || bannedAt + banTime > now }
 }
 
-/// Where a log file was read up to: the file is recognised by its first line.
+/// Where a log file was read up to: the file is recognised by its first line's fingerprint (`LogFingerprint`).
 public struct LogPosition: Sendable, Equatable {
     public var jail: String
     public var path: String
+    /// `LogFingerprint.of(first line)`: never the line itself.
     public var firstLine: [UInt8]
     public var offset: Int
 }
@@ -81,8 +82,11 @@ public final class BanStore: @unchecked Sendable {
         self.path = path
         let dir = (path as NSString).deletingLastPathComponent
         if !dir.isEmpty && !FileManager.default.fileExists(atPath: dir) {
-            try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+            try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
         }
+        // The database holds matched log lines: readable by root alone. SQLite gives its -wal and -shm files the
+        // database file's mode, so the file is made (or narrowed) before SQLite opens it.
+        try BanStore.makePrivate(path)
         let database = try SQLiteDatabase(path: path)
         try database.execute("PRAGMA journal_mode = WAL")
         try database.execute("PRAGMA synchronous = NORMAL")
@@ -99,7 +103,39 @@ public final class BanStore: @unchecked Sendable {
                 try database.execute("PRAGMA user_version = \(i + 1)")
             }
         }
+        try BanStore.fingerprintLegacyPositions(database)
         db = database
+    }
+
+    /// Rows of older versions hold a log's first line itself (which may be a secret, when a log path was made a
+    /// symlink to one): they get its fingerprint instead, in place, so that their positions stay usable.
+    static func fingerprintLegacyPositions(_ db: SQLiteDatabase) throws {
+        let rows = try db.prepare("SELECT jail, path, first_line FROM log_positions").rows()
+        let legacy = rows.filter { !LogFingerprint.isFingerprint($0.blob(2)) }
+        guard !legacy.isEmpty else { return }
+        try db.transaction {
+            let update = try db.prepare("UPDATE log_positions SET first_line = ? WHERE jail = ? AND path = ?")
+            for r in legacy { try update.run([.blob(LogFingerprint.of(r.blob(2))), .text(r.text(0)), .text(r.text(1))]) }
+        }
+        try db.execute("VACUUM")
+    }
+
+    /// Creates `path` with mode 0600, or takes group and other permissions away from an existing database.
+    static func makePrivate(_ path: String) throws(SQLiteError) {
+        let fd = open(path, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0o600)
+        guard fd >= 0 else {
+            throw SQLiteError(resultCode: 0, message: "cannot open \(path): \(String(cString: strerror(errno)))", sql: nil)
+        }
+        defer { Glibc.close(fd) }
+        var st = stat()
+        if fstat(fd, &st) == 0 && st.st_mode & 0o077 != 0 { _ = fchmod(fd, st.st_mode & 0o700) }
+        for suffix in ["-wal", "-shm"] {
+            let side = open(path + suffix, O_RDWR | O_NOFOLLOW | O_CLOEXEC)
+            if side >= 0 {
+                if fstat(side, &st) == 0 && st.st_mode & 0o077 != 0 { _ = fchmod(side, st.st_mode & 0o700) }
+                Glibc.close(side)
+            }
+        }
     }
 
     public var schemaVersion: Int { lock.withLock { db?.userVersion ?? 0 } }

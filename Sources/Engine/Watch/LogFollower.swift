@@ -20,6 +20,8 @@ public final class LogFollower {
     /// Files renamed away that writers may still append to for a moment: drained until the deadline.
     private var retired: [(fd: Int32, splitter: LineSplitter, until: Double)] = []
     private var opened = false
+    /// Where the path led at the first open (the file's real path).
+    private var target0: String?
     private let buffer: UnsafeMutableRawBufferPointer
     /// Set once the backlog has been read: lines after this are "in operation" (fresh).
     public private(set) var caughtUp = false
@@ -50,14 +52,16 @@ public final class LogFollower {
     public var position: Int { offset - splitter.pendingCount }
     public var isOpen: Bool { fd >= 0 }
     public var identity: (device: UInt64, inode: UInt64) { (device, inode) }
-    public var firstLineBytes: [UInt8] { firstLine }
+    /// What the store keeps of the first line (empty while the file has none).
+    public var firstLineFingerprint: [UInt8] { firstLine.isEmpty ? [] : LogFingerprint.of(firstLine) }
 
-    /// Resumes at `position` in the file whose first line is `firstLine` (restored from the store): used only if
-    /// the file still starts with that line and is at least that long; otherwise it is read from the start.
+    /// Resumes at `position` in the file whose first line has the fingerprint `expected` (restored from the
+    /// store): used only if the file still starts with that line and is at least that long; otherwise it is read
+    /// from the start.
     public func resume(at position: Int, firstLine expected: [UInt8]) {
         guard !opened else { return }
         guard openFile(at: 0) else { return }
-        if !expected.isEmpty && firstLine == expected && position <= fileSize() {
+        if !expected.isEmpty && firstLineFingerprint == expected && position <= fileSize() {
             offset = position
             lseek(fd, off_t(position), SEEK_SET)
         }
@@ -77,6 +81,22 @@ public final class LogFollower {
         }
         var st = stat()
         fstat(f, &st)
+        // Only regular files: a directory put in the log's place, or a device (/dev/zero), is not a log.
+        guard st.st_mode & S_IFMT == S_IFREG else {
+            close(f)
+            lastError = "\(path) is \(LogFollower.kind(st.st_mode)), not a regular file: not followed"
+            return false
+        }
+        // The file must be where the path led when the jail first opened it: a log path that becomes a symlink to
+        // another file (/etc/shadow) is not followed there. Checked on the open file (its /proc/self/fd link), so
+        // that a symlink swapped in between cannot slip by.
+        let target = LogFollower.openedPath(f) ?? path
+        if let expected = target0, target != expected {
+            close(f)
+            lastError = "\(path) now leads to \(target), not to \(expected) as when it was first opened: not followed (a symlink put in place of the log?)"
+            return false
+        }
+        target0 = target
         fd = f
         device = UInt64(st.st_dev)
         inode = UInt64(st.st_ino)
@@ -87,6 +107,25 @@ public final class LogFollower {
         lseek(f, off_t(offset), SEEK_SET)
         splitter.reset()
         return true
+    }
+
+    private static func kind(_ mode: mode_t) -> String {
+        switch mode & S_IFMT {
+        case S_IFDIR: "a directory"
+        case S_IFCHR: "a character device"
+        case S_IFBLK: "a block device"
+        case S_IFIFO: "a pipe"
+        case S_IFSOCK: "a socket"
+        default: "not a regular file"
+        }
+    }
+
+    /// The path the kernel opened for `f`.
+    private static func openedPath(_ f: Int32) -> String? {
+        var buf = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
+        let n = readlink("/proc/self/fd/\(f)", &buf, buf.count - 1)
+        guard n > 0 else { return nil }
+        return String(decoding: buf[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 
     private func readFirstLine(_ f: Int32) -> [UInt8] {
@@ -108,8 +147,14 @@ public final class LogFollower {
             delivered += 1
             body(line, inOperation)
         }
+        var more = false
+        defer { hasMore = more }
         // Old files first: their lines were written before the new file's.
-        if !retired.isEmpty { drainRetired(now: now, deliver) }
+        if !retired.isEmpty {
+            drainRetired(now: now, deliver)
+            // One left to read beyond this poll's budget: the new file waits, or its lines would come first.
+            if lastReadStopped { more = true; return delivered }
+        }
 
         var st = stat()
         let exists = stat(path, &st) == 0
@@ -119,13 +164,15 @@ public final class LogFollower {
             openFile(at: (!opened && startAtEnd) ? -1 : 0)
             guard fd >= 0 else { return delivered }
         } else if !exists || UInt64(st.st_dev) != device || UInt64(st.st_ino) != inode {
-            // Renamed or deleted: finish the old file, keep it open briefly for late writers, then switch.
-            readAvailable(fd, &splitter, deliver)
-            splitter.flush(deliver)
-            retired.append((fd, LineSplitter(maxLineLength: splitter.maxLineLength), now + 5))
+            // Renamed or deleted: finish the old file (with its own unfinished line), keep it open briefly for late
+            // writers, then switch.
+            retired.append((fd, splitter, now + 5))
+            splitter = LineSplitter(maxLineLength: splitter.maxLineLength)
             fd = -1
             rotations += 1
-            if exists { openFile(at: 0) } else { return delivered }
+            drainRetired(now: now, deliver)
+            if lastReadStopped { more = true; return delivered }
+            guard exists, openFile(at: 0) else { return delivered }
         } else {
             let size = Int(st.st_size)
             if size < offset || (size > 0 && !firstLine.isEmpty && offset > 0 && readFirstLine(fd) != firstLine) {
@@ -140,12 +187,24 @@ public final class LogFollower {
             }
         }
         readAvailable(fd, &splitter, deliver)
-        caughtUp = true
+        more = lastReadStopped
+        if !more { caughtUp = true }
         return delivered
     }
 
+    /// Bytes read from the file per poll at most: a file that never ends (a writer faster than us, a huge
+    /// backlog) must not keep the watcher from seeing a stop request; the rest is read at the next poll.
+    static let bytesPerPoll = 32 << 20
+    /// Whether the last poll stopped at `bytesPerPoll` with more to read (the watcher polls again at once).
+    public private(set) var hasMore = false
+    /// Whether the last `readAvailable` stopped at its budget (any retired file's, in `drainRetired`).
+    private var lastReadStopped = false
+
     private func readAvailable(_ f: Int32, _ splitter: inout LineSplitter, _ deliver: (UnsafeBufferPointer<UInt8>) -> Void) {
+        var budget = LogFollower.bytesPerPoll
+        lastReadStopped = false
         while true {
+            if budget <= 0 { lastReadStopped = true; return }
             let n = read(f, buffer.baseAddress, buffer.count)
             if n < 0 {
                 if errno == EINTR { continue }
@@ -155,14 +214,19 @@ public final class LogFollower {
             if n == 0 { return }
             if f == fd { offset += n }
             bytesRead += n
+            budget -= n
             splitter.feed(UnsafeRawBufferPointer(rebasing: buffer[0..<n]), deliver)
         }
     }
 
     private func drainRetired(now: Double, _ deliver: (UnsafeBufferPointer<UInt8>) -> Void) {
         var keep: [(fd: Int32, splitter: LineSplitter, until: Double)] = []
+        var stopped = false
         for var r in retired {
+            if stopped { keep.append(r); continue }
             readAvailable(r.fd, &r.splitter, deliver)
+            // Not finished within this poll's budget: read on at the next, before anything newer.
+            if lastReadStopped { stopped = true; keep.append(r); continue }
             if now >= r.until {
                 r.splitter.flush(deliver)
                 retiredTruncatedLines += r.splitter.truncatedLines
@@ -172,6 +236,7 @@ public final class LogFollower {
             }
         }
         retired = keep
+        lastReadStopped = stopped
     }
 
     /// Whether renamed-away files are still being drained (the watcher then polls on a timer).

@@ -36,6 +36,9 @@ public final class LogWatcher: @unchecked Sendable {
     }
     /// The followed files, published for other threads (status requests) whenever the watcher thread changes them.
     private let fileList = Locked<[String]>([])
+    /// A problem with a file (unreadable, not a regular file) is met at every poll: said once, then again at most
+    /// every 10 minutes with how often it was met meanwhile.
+    private var warnings = RepeatedWarnings(interval: 600)
     /// Called once before the first poll, on the watcher thread, to restore positions.
     public var prepare: ((LogFollower) -> Void)?
 
@@ -64,7 +67,7 @@ public final class LogWatcher: @unchecked Sendable {
 
     /// Where each file was read up to. Call on the watcher thread (from `onIdle`) or after `stop()`.
     public func positions() -> [(path: String, firstLine: [UInt8], offset: Int)] {
-        followers.values.filter { $0.isOpen && !$0.firstLineBytes.isEmpty }.map { ($0.path, $0.firstLineBytes, $0.position) }
+        followers.values.filter { $0.isOpen && !$0.firstLineFingerprint.isEmpty }.map { ($0.path, $0.firstLineFingerprint, $0.position) }
     }
 
     public func start() {
@@ -153,7 +156,8 @@ public final class LogWatcher: @unchecked Sendable {
         defer { events.deallocate() }
         while !stopRequested.load(ordering: .relaxed) {
             let needTimer = polling || followers.values.contains { $0.hasRetired || !$0.isOpen }
-            let timeout: Int32 = needTimer ? pollInterval : 1000
+            let more = followers.values.contains { $0.hasMore }
+            let timeout: Int32 = more ? 0 : needTimer ? pollInterval : 1000
             for i in pfds.indices { pfds[i].revents = 0 }
             let r = poll(&pfds, nfds_t(pfds.count), timeout)
             if r < 0 && errno != EINTR {
@@ -165,7 +169,7 @@ public final class LogWatcher: @unchecked Sendable {
             if inotifyFD >= 0 && pfds.count > 1 && pfds[1].revents & Int16(POLLIN) != 0 {
                 changed = drainInotify(events)
             }
-            if changed || needTimer || r == 0 {
+            if changed || needTimer || more || r == 0 {
                 pollAll()
             }
             let t = now()
@@ -215,8 +219,10 @@ public final class LogWatcher: @unchecked Sendable {
                 log?.warning("[\(name)] \(f.truncatedLines - cutBefore) line(s) of \(f.path) longer than \(maxLineLength) bytes were cut there; only their first \(maxLineLength) bytes were tested (maxlinelength raises the cap)")
             }
             if let e = f.lastError {
-                log?.warning("[\(name)] \(e)")
+                warnings.report(e, key: f.path, now: t) { log?.warning("[\(name)] \($0)") }
                 f.lastError = nil
+            } else if f.isOpen {
+                warnings.clear(key: f.path, now: t) { log?.notice("[\(name)] \($0)") }
             }
         }
         onIdle(t)

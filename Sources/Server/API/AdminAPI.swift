@@ -63,10 +63,14 @@ public final class AdminAPI: HTTPHandler {
     // MARK: reads
 
     private func health() -> HTTPResponse {
+        // Still 200 when degraded: the daemon runs and bans; restarting it (what a failed health check leads to)
+        // would not bring the disk or a broken jail back.
+        let problems = daemon.problems
         var o = JSONObject()
-        o.string("status", "ok")
+        o.string("status", problems.isEmpty ? "ok" : "degraded")
         o.string("version", PortcullisVersion.string)
         o.int("uptimeSeconds", Int(Clock.now() - daemon.startedAt))
+        if !problems.isEmpty { o.strings("problems", problems) }
         return .json(200, o.text)
     }
 

@@ -27,8 +27,13 @@ extension AdminAPI {
         for j in jails { m.sample("portcullis_bans_total", [("jail", j.name)], Double(bans.bansTotal[j.name, default: 0])) }
         m.family("portcullis_unbans_total", "counter", "Bans lifted (expired or by request) since the daemon started.")
         for j in jails { m.sample("portcullis_unbans_total", [("jail", j.name)], Double(bans.unbansTotal[j.name, default: 0])) }
-        m.family("portcullis_ban_failures_total", "counter", "Ban decisions that could not be stored or applied.")
+        m.family("portcullis_ban_failures_total", "counter", "Ban decisions the packet filter refused.")
         m.sample("portcullis_ban_failures_total", [], Double(bans.failedBans))
+        let trouble = manager.storeTrouble
+        m.family("portcullis_store_ok", "gauge", "1 while every ban is written to the database, 0 while writes fail.")
+        m.sample("portcullis_store_ok", [], trouble == nil ? 1 : 0)
+        m.family("portcullis_store_unwritten", "gauge", "Ban changes in force but not yet written to the database.")
+        m.sample("portcullis_store_unwritten", [], Double(trouble?.waiting ?? 0))
         // Watcher lag: log bytes written but not yet read, and the age of the last line read.
         m.family("portcullis_watcher_lag_bytes", "gauge", "Bytes of the jail's log files not read yet.")
         for j in jails {

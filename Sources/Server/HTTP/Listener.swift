@@ -1,4 +1,5 @@
 import Foundation
+import CServerSupport
 import Glibc
 
 /// A listening socket: TCP on one address, or a Unix-domain socket path.
@@ -152,6 +153,12 @@ enum Listener {
                 throw OpenError(description: "API socket \(path): cannot create \(dir): \(error.localizedDescription)")
             }
         }
+        // In a directory others can write to, anyone could put a symlink or their own socket where ours goes
+        // (a sticky directory such as /tmp stops them from replacing what is ours).
+        var dst = stat()
+        if stat(dir.isEmpty ? "." : dir, &dst) == 0, dst.st_mode & (S_IWOTH | S_IWGRP) != 0, dst.st_mode & S_ISVTX == 0 {
+            throw OpenError(description: "API socket \(path): the directory \(dir) can be written by others (mode \(String(dst.st_mode & 0o7777, radix: 8))) and is not sticky: choose a directory only root writes to (socket in [api] of portcullis.conf)")
+        }
         // A socket file left by a daemon that died is replaced; one a running daemon answers on is not.
         var st = stat()
         if lstat(path, &st) == 0 {
@@ -181,7 +188,7 @@ enum Listener {
             let rc = withUnsafePointer(to: &staged) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) } }
             if rc != 0 { let e = failure("bind", name); close(fd); throw e }
             let bound = direct ? path : stagingPath
-            if chmod(bound, 0o660) != 0 || (!direct && rename(stagingPath, path) != 0) {
+            if !setSocketMode(bound) || (!direct && rename(stagingPath, path) != 0) {
                 let e = failure(direct ? "chmod" : "rename into place", name)
                 unlink(bound)
                 close(fd)
@@ -190,6 +197,22 @@ enum Listener {
         }
         if listen(fd, 1024) != 0 { let e = failure("listen", name); close(fd); throw e }
         return fd
+    }
+
+    /// Gives the socket file just bound for `fd` mode 0660 without following a symlink put in its place: the
+    /// node is opened with O_PATH|O_NOFOLLOW, checked to be a socket of ours, and changed through /proc/self/fd,
+    /// which names that very node.
+    private static func setSocketMode(_ path: String) -> Bool {
+        let node = pc_open_node(path)
+        guard node >= 0 else { return false }
+        defer { close(node) }
+        var onDisk = stat()
+        guard fstat(node, &onDisk) == 0, onDisk.st_mode & S_IFMT == S_IFSOCK,
+              onDisk.st_uid == geteuid() else {
+            errno = EPERM
+            return false
+        }
+        return chmod("/proc/self/fd/\(node)", 0o660) == 0
     }
 
     /// The connected address of a Unix socket path, for clients.

@@ -179,6 +179,32 @@ def can_connect(source, destination, port=1100):
         s.close()
 
 
+def api(method, path, body=None, tree=None):
+    """The daemon's API: on 127.0.0.1:9191 (reads need no token on loopback) or, with `tree`, on its Unix socket
+    (changes): (status, parsed JSON or text)."""
+    import http.client
+    if tree is None:
+        c = http.client.HTTPConnection("127.0.0.1", 9191, timeout=15)
+    else:
+        c = http.client.HTTPConnection("localhost", timeout=15)
+        c.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        c.sock.settimeout(15)
+        c.sock.connect(os.path.join(tree.dir, "api.sock"))
+    headers = {"Content-Type": "application/json"} if body is not None else {}
+    c.request(method, path, body=json.dumps(body) if body is not None else None, headers=headers)
+    r = c.getresponse()
+    text = r.read().decode()
+    c.close()
+    try:
+        return r.status, json.loads(text)
+    except ValueError:
+        return r.status, text
+
+
+def check(binary, tree):
+    return subprocess.run([binary, "check", "--config", tree.conf], capture_output=True, text=True)
+
+
 # --- scenarios --------------------------------------------------------------------------------------------------
 
 def scenario_block(binary, config):
@@ -350,6 +376,173 @@ def scenario_eperm(binary, config):
     if not line or "cap_add: [NET_ADMIN]" not in line[0]:
         fail("no clear CAP_NET_ADMIN message:\n" + out)
     print("eperm: exit %d: %s" % (code, line[0]))
+    tree.cleanup()
+
+
+def scenario_limits(binary, config):
+    """Ban times past what anything can hold: refused when read (check, start, reload) with file:line; past what
+    nftables holds (~584 years), cut to it, said so, and in the kernel; a store row from an older version with an
+    absurd time does not stop the daemon from starting."""
+    import sqlite3
+    year = 31557600
+    tree = Tree(config, bantime="999999999999w")
+    r = check(binary, tree)
+    if r.returncode == 0 or "test.local:" not in r.stdout or "out of range" not in r.stdout:
+        fail("check accepted bantime = 999999999999w:\n" + r.stdout + r.stderr)
+    tree = Tree(config, bantime="1000000000000")
+    r = check(binary, tree)
+    if r.returncode != 0 or "longer than the packet filter holds" not in r.stdout:
+        fail("check did not warn about bantime = 1000000000000:\n" + r.stdout + r.stderr)
+    d = Daemon(binary, tree)
+    d.wait_started()
+    tree.failure("192.0.2.20", 2)
+    if not wait_until(lambda: banned("192.0.2.20")):
+        fail("no ban with a 31,688-year ban time:\n" + d.output())
+    timeout = elements("dovecot", "v4")["192.0.2.20"]
+    if not timeout or not 583 * year < timeout <= 584 * year:
+        fail("the element's timeout is not ~584 years: %r" % timeout)
+    if "cut from" not in d.output():
+        fail("the log does not say the ban time was cut:\n" + d.output())
+    # bantime.increment at the 16th ban of an address with bantime = 1w: 1w * 2^16 = 1,257 years.
+    with open(os.path.join(tree.conf, "jail.d", "test.local"), "a") as f:
+        f.write("bantime = 1w\nbantime.increment = true\n")
+    status, body = api("POST", "/reload", tree=tree)
+    if status != 200:
+        fail("reload: %d %r" % (status, body))
+    db = sqlite3.connect(tree.db)
+    db.execute("INSERT INTO ban_history (ip, jail, ban_count, last_banned_at, last_ban_time) VALUES "
+               "('192.0.2.21', 'dovecot', 15, ?, 604800)", (time.time() - 10,))
+    db.commit()
+    tree.failure("192.0.2.21", 2)
+    if not wait_until(lambda: banned("192.0.2.21")):
+        fail("the 16th ban of 192.0.2.21 is not in the kernel:\n" + d.output())
+    status, body = api("GET", "/bans/192.0.2.21")
+    if status != 200 or "192.0.2.21" not in json.dumps(body):
+        fail("the 16th ban is not listed: %d %r" % (status, body))
+    # A reload with a value past any range keeps the running configuration.
+    with open(os.path.join(tree.conf, "jail.d", "test.local"), "a") as f:
+        f.write("findtime = 99999999999999999999\n")
+    status, body = api("POST", "/reload", tree=tree)
+    if d.proc.poll() is not None:
+        fail("a reload with findtime = 99999999999999999999 killed the daemon:\n" + d.output())
+    status, health = api("GET", "/health")
+    if health.get("status") != "degraded" or not any("findtime" in p for p in health.get("problems", [])):
+        fail("/health does not name the refused findtime: %r" % health)
+    if not banned("192.0.2.20") or api("GET", "/jails/dovecot")[0] != 200:
+        fail("the previous configuration is not running after the refused reload:\n" + d.output())
+    d.stop()
+    # Rows written by an older version: a ban time no kernel holds and a start time that is no time.
+    db.execute("UPDATE bans SET ban_time = 6.048e17 WHERE ip = '192.0.2.20'")
+    db.execute("INSERT INTO bans (jail, ip, banned_at, ban_time, ban_count, failures, matches) VALUES "
+               "('dovecot', '192.0.2.22', 1e300, 600, 1, 2, '')")
+    db.commit()
+    db.close()
+    with open(os.path.join(tree.conf, "jail.d", "test.local"), "a") as f:
+        f.write("findtime = 10m\n")
+    d = Daemon(binary, tree)
+    d.wait_started()
+    if not banned("192.0.2.20") or "longer than the packet filter holds" not in d.output():
+        fail("the over-long stored ban was not restored and cut:\n" + d.output())
+    if banned("192.0.2.22") or "no valid start time" not in d.output():
+        fail("the stored ban without a valid start was not refused:\n" + d.output())
+    d.stop()
+    tree.cleanup()
+
+
+def scenario_fulldisk(binary, config):
+    """The database's filesystem full: bans go on in the kernel, /health and /metrics say degraded, and when space
+    comes back every ban made meanwhile is written."""
+    import sqlite3
+    tree = Tree(config, maxretry="1")
+    data = os.path.join(tree.dir, "data")
+    os.mkdir(data)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", data], check=True)
+    atexit.register(lambda: subprocess.run(["umount", "-l", data]))
+    tree.db = os.path.join(data, "portcullis.sqlite3")
+    with open(os.path.join(tree.conf, "portcullis.local"), "w") as f:
+        f.write("[Definition]\ndbfile = %s\nloglevel = INFO\n[api]\nlisten = 127.0.0.1:9191\nsocket = %s/api.sock\n"
+                % (tree.db, tree.dir))
+    d = Daemon(binary, tree)
+    d.wait_started()
+    filler = os.path.join(data, "filler")
+    with open(filler, "wb") as f:
+        try:
+            while True:
+                f.write(b"\0" * 65536)
+                f.flush()
+        except OSError:
+            pass
+    addresses = ["198.51.100.%d" % i for i in range(1, 201)]
+    stamp = time.strftime("%b %d %H:%M:%S")
+    with open(tree.log, "a") as f:
+        for i, ip in enumerate(addresses):
+            f.write("%s pop3-login: Info: Disconnected (auth failed, 1 attempts in 2 secs): user=<%s>, method=PLAIN, "
+                    "rip=%s, lip=127.0.0.1, session=<%d>\n" % (stamp, "x" * 200, ip, i))
+    if not wait_until(lambda: all(banned(ip) for ip in addresses), 20):
+        missing = [ip for ip in addresses if not banned(ip)]
+        fail("%d of %d addresses not banned with the disk full:\n%s" % (len(missing), len(addresses), d.output()[-3000:]))
+    status, health = api("GET", "/health")
+    if health.get("status") != "degraded" or "database" not in " ".join(health.get("problems", [])):
+        fail("/health with the disk full: %r\n%s" % (health, d.output()[-3000:]))
+    status, metrics = api("GET", "/metrics")
+    if "portcullis_store_ok 0" not in metrics:
+        fail("/metrics does not say the store fails:\n" + metrics)
+    status, body = api("POST", "/jails/dovecot/bans", {"ip": "203.0.113.9"}, tree=tree)
+    if status != 201 or not banned("203.0.113.9"):
+        fail("a manual ban with the disk full: %d %r" % (status, body))
+    status, body = api("DELETE", "/bans/198.51.100.1", tree=tree)
+    if status != 200 or banned("198.51.100.1"):
+        fail("an unban with the disk full: %d %r" % (status, body))
+    if "kept in memory until the store works again" not in d.output():
+        fail("the log does not say what happens:\n" + d.output()[-3000:])
+    os.unlink(filler)
+    if not wait_until(lambda: api("GET", "/health")[1].get("status") == "ok", 20):
+        fail("/health stays degraded after space came back: %r\n%s" % (api("GET", "/health"), d.output()[-3000:]))
+    db = sqlite3.connect(tree.db)
+    stored = {row[0] for row in db.execute("SELECT ip FROM bans WHERE jail = 'dovecot'")}
+    db.close()
+    expected = set(addresses[1:]) | {"203.0.113.9"}
+    if stored != expected:
+        fail("the store holds %d bans, %d expected; missing %s, extra %s" % (
+            len(stored), len(expected), sorted(expected - stored)[:5], sorted(stored - expected)[:5]))
+    if "The store works again" not in d.output():
+        fail("no log line when the store came back:\n" + d.output()[-3000:])
+    print("fulldisk: %d bans made with the disk full, all written when space came back" % len(expected))
+    d.stop()
+    tree.cleanup()
+
+
+def scenario_badjail(binary, config):
+    """A jail whose name nftables cannot hold: check says so; the daemon starts the others, /health names it; a
+    reload that can start nothing keeps the running jails."""
+    tree = Tree(config)
+    long_name = "j" * 253
+    with open(os.path.join(tree.conf, "jail.d", "test.local"), "a") as f:
+        f.write("\n[%s]\nenabled = true\nfilter = sshd\nlogpath = %s\n" % (long_name, tree.log))
+    r = check(binary, tree)
+    if r.returncode == 0 or "nftables holds at most 252" not in r.stdout:
+        fail("check accepted a 253-byte jail name:\n" + r.stdout + r.stderr)
+    d = Daemon(binary, tree)
+    d.wait_started()
+    status, health = api("GET", "/health")
+    if health.get("status") != "degraded" or not any("252" in p for p in health.get("problems", [])):
+        fail("/health does not name the skipped jail: %r" % health)
+    tree.failure("192.0.2.30", 2)
+    if not wait_until(lambda: banned("192.0.2.30")):
+        fail("the good jail does not ban:\n" + d.output())
+    # Every jail of the new configuration is bad: the reload keeps what runs.
+    with open(os.path.join(tree.conf, "jail.d", "test.local"), "w") as f:
+        f.write("[%s]\nenabled = true\nfilter = sshd\nlogpath = %s\n" % (long_name, tree.log))
+    status, body = api("POST", "/reload", tree=tree)
+    if status not in (200, 500) or (status == 200 and not body.get("errors")):
+        fail("the reload reported success: %r" % (body,))
+    status, jails = api("GET", "/jails")
+    if [j["name"] for j in jails.get("jails", [])] != ["dovecot"] or not banned("192.0.2.30"):
+        fail("the running jail was lost in a failed reload: %r\n%s" % (jails, d.output()))
+    tree.failure("192.0.2.31", 2)
+    if not wait_until(lambda: banned("192.0.2.31")):
+        fail("the jail stopped working after the failed reload:\n" + d.output())
+    d.stop()
     tree.cleanup()
 
 
