@@ -32,6 +32,7 @@ public final class AdminServer: Sendable {
         if !settings.socket.isEmpty { addresses.append(ListenAddress(.unix(path: settings.socket))) }
         var options = HTTPServerOptions()
         options.maxConnections = settings.maxConnections
+        options.maxConnectionsPerClient = settings.maxConnectionsPerClient
         options.idleTimeout = settings.idleTimeout
         options.requestTimeout = settings.requestTimeout
         if settings.threads > 0 { options.threads = settings.threads }

@@ -10,6 +10,10 @@ import TestSupport
 /// answers at once with the path.
 final class EchoHandler: HTTPHandler {
     func handle(_ request: HTTPRequest, context: RequestContext) -> HandlerResult {
+        if request.target == "/big" {
+            // An answer far over the server's output high-water mark (256 KiB), as /jails/x with 100,000 bans.
+            return .response(.json(200, "{\"big\":\"" + String(repeating: "b", count: 1_500_000) + "\"}"))
+        }
         if request.target == "/slow" {
             return .deferred {
                 usleep(300_000)
@@ -24,12 +28,12 @@ final class EchoServer {
     let server: HTTPServer
     let port: UInt16
 
-    init(configure: (inout HTTPServerOptions) -> Void = { _ in }) throws {
+    init(unixSocket: String? = nil, configure: (inout HTTPServerOptions) -> Void = { _ in }) throws {
         var options = HTTPServerOptions()
         configure(&options)
         server = HTTPServer(options: options, handler: EchoHandler(), counters: HTTPCounters(),
                             worker: DispatchQueue(label: "echo", attributes: .concurrent), log: Logger(level: .critical))
-        try server.start([try ListenAddress.tcp("127.0.0.1:0")])
+        try server.start([try ListenAddress.tcp("127.0.0.1:0")] + (unixSocket.map { [ListenAddress(.unix(path: $0))] } ?? []))
         guard case .tcp(_, let p, _) = server.addresses[0].kind else { fatalError() }
         port = p
     }
@@ -141,12 +145,72 @@ final class EchoServer {
         #expect(again.readResponses(1).first?.status == 200)
     }
 
+    /// A complete request is answered whatever the size of the answers before it: one of 1.5 MB then a small
+    /// one in the same write, and 2,000 pipelined requests (the answers pass the 256 KiB high-water mark).
+    @Test func pipelinedRequestsBehindLargeAnswersAreAnswered() throws {
+        let s = try EchoServer { $0.requestTimeout = 3 }
+        let c = try RawConnection(port: s.port)
+        c.send("GET /big HTTP/1.1\r\nHost: x\r\n\r\nGET /after HTTP/1.1\r\nHost: x\r\n\r\n")
+        let t0 = Clock.monotonic()
+        let r = c.readResponses(2)
+        #expect(r.map(\.status) == [200, 200])
+        #expect(r.last?.json["path"] as? String == "/after")
+        #expect(Clock.monotonic() - t0 < 2)
+        let many = try RawConnection(port: s.port)
+        many.send((0..<2000).map { "GET /h\($0) HTTP/1.1\r\nHost: x\r\n\r\n" }.joined())
+        let answers = many.readResponses(2000)
+        #expect(answers.count == 2000)
+        #expect(answers.allSatisfy { $0.status == 200 })
+        #expect(answers.last?.json["path"] as? String == "/h1999")
+    }
+
+    /// Idle TCP connections (anyone can open them) cannot lock the admin out: the Unix socket has its own
+    /// capacity, one client address its own limit, and silent connections go sooner near the cap.
+    @Test func idleConnectionsCannotLockTheAdminOut() throws {
+        let dir = TempDir()
+        let sock = dir.path + "/api.sock"
+        let s = try EchoServer(unixSocket: sock) {
+            $0.maxConnections = 8
+            $0.maxConnectionsPerClient = 6
+            $0.crowdedShare = 0.5
+            $0.crowdedIdleTimeout = 1
+        }
+        var idle: [RawConnection] = []
+        for _ in 0..<7 { idle.append(try RawConnection(port: s.port)) }
+        usleep(300_000)
+        // Seven from one address: one is refused, with the reason (which one depends on the loops' order).
+        let early = idle.map { c -> String in
+            var buf = [UInt8](repeating: 0, count: 4096)
+            let n = buf.withUnsafeMutableBytes { recv(c.fd, $0.baseAddress, $0.count, Int32(MSG_DONTWAIT)) }
+            return n > 0 ? String(decoding: buf[0..<n], as: UTF8.self) : ""
+        }
+        let refused = early.filter { $0.hasPrefix("HTTP/1.1 503 ") }
+        #expect(refused.count == 1 && refused.first?.contains("max_connections_per_client = 6") == true, "\(early)")
+        // Root's CLI on the Unix socket is served meanwhile.
+        let admin = try RawConnection(unixPath: sock)
+        admin.send("GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        #expect(admin.readResponses(1).first?.status == 200)
+        // Past half of max_connections, silent ones are closed after a second or two, not idle_timeout (60 s),
+        // until the server is below that share again.
+        usleep(2_600_000)
+        let closed = idle.filter { c in
+            var byte: UInt8 = 0
+            return recv(c.fd, &byte, 1, Int32(MSG_DONTWAIT)) == 0
+        }
+        #expect(closed.count >= 4, "\(closed.count) of 6 idle connections closed")
+        idle.removeAll()
+        let fresh = try RawConnection(port: s.port)
+        fresh.send("GET /again HTTP/1.1\r\nHost: x\r\n\r\n")
+        #expect(fresh.readResponses(1).first?.status == 200)
+    }
+
     @Test func aThousandConcurrentConnections() throws {
         var rl = rlimit()
         getrlimit(Int32(RLIMIT_NOFILE.rawValue), &rl)
         rl.rlim_cur = rl.rlim_max
         setrlimit(Int32(RLIMIT_NOFILE.rawValue), &rl)
-        let s = try EchoServer()
+        // One client address here: its own limit raised.
+        let s = try EchoServer { $0.maxConnectionsPerClient = 2000 }
         var connections: [RawConnection] = []
         for _ in 0..<1000 { connections.append(try RawConnection(port: s.port)) }
         for (i, c) in connections.enumerated() { c.send("GET /c\(i) HTTP/1.1\r\nHost: x\r\n\r\n") }

@@ -61,6 +61,8 @@ public struct APISettings: Sendable, Equatable {
     public var readTokenFile = ""
     public var adminTokenFile = ""
     public var maxConnections = 16384
+    /// TCP connections from one client address at most (the Unix socket is counted apart).
+    public var maxConnectionsPerClient = 64
     /// Event-loop threads; 0: one per core, at most 4.
     public var threads = 0
     /// Seconds a keep-alive connection may stay silent between requests.
@@ -89,6 +91,10 @@ public struct APISettings: Sendable, Equatable {
         if let (v, loc) = try value("max_connections") {
             guard let n = Int(v), n >= 1 else { throw ConfigError("[api] max_connections must be a positive number, not '\(v)'", at: loc) }
             a.maxConnections = n
+        }
+        if let (v, loc) = try value("max_connections_per_client") {
+            guard let n = Int(v), n >= 1 else { throw ConfigError("[api] max_connections_per_client must be a positive number, not '\(v)'", at: loc) }
+            a.maxConnectionsPerClient = n
         }
         for (key, path) in [("idle_timeout", \APISettings.idleTimeout), ("request_timeout", \APISettings.requestTimeout)] {
             if let (v, loc) = try value(key) {

@@ -24,7 +24,15 @@ public protocol HTTPHandler: Sendable {
 
 public struct HTTPServerOptions: Sendable {
     public var limits = HTTPLimits()
+    /// TCP connections at most (the Unix socket has its own `maxUnixConnections`: no one on the network, or any
+    /// user on the machine, can fill the place root's CLI needs).
     public var maxConnections = 16384
+    public var maxUnixConnections = 1024
+    /// TCP connections from one client address at most.
+    public var maxConnectionsPerClient = 64
+    /// Past this share of `maxConnections`, a silent connection is closed after `crowdedIdleTimeout`.
+    public var crowdedShare = 0.75
+    public var crowdedIdleTimeout: Double = 2
     public var idleTimeout: Double = 60
     public var requestTimeout: Double = 10
     /// How long a stop waits for requests in flight.
@@ -96,10 +104,12 @@ public final class HTTPServer: @unchecked Sendable {
                 throw error
             }
         }
-        let gate = ConnectionGate(limit: options.maxConnections)
+        let gates = ConnectionGates(tcp: ConnectionGate(limit: options.maxConnections),
+                                    unix: ConnectionGate(limit: options.maxUnixConnections),
+                                    perClient: ClientCounts(limit: options.maxConnectionsPerClient))
         for i in 0..<max(1, options.threads) {
             let loop = EventLoop(index: i, options: options, handler: handler, counters: counters, worker: worker, log: log,
-                                 listeners: listeners, gate: gate)
+                                 listeners: listeners, gates: gates)
             loops.append(loop)
             loop.start()
         }
@@ -150,6 +160,68 @@ final class ConnectionGate: Sendable {
     var current: Int { count.load(ordering: .relaxed) }
 }
 
+/// Connections from one client address, across loops, against `max_connections_per_client`.
+final class ClientCounts: Sendable {
+    let limit: Int
+    private let counts = Locked<[PeerAddress: Int]>([:])
+
+    init(limit: Int) { self.limit = limit }
+
+    func tryEnter(_ peer: PeerAddress) -> Bool {
+        counts.withLock { c in
+            let n = c[peer, default: 0]
+            guard n < limit else { return false }
+            c[peer] = n + 1
+            return true
+        }
+    }
+
+    func leave(_ peer: PeerAddress) {
+        counts.withLock { c in
+            let n = c[peer, default: 1] - 1
+            c[peer] = n > 0 ? n : nil
+        }
+    }
+}
+
+/// A TCP client's address (IPv4 as IPv4-mapped IPv6), for counting its connections.
+struct PeerAddress: Hashable, Sendable, CustomStringConvertible {
+    let hi: UInt64, lo: UInt64
+
+    /// The peer of a connected socket; nil when it cannot be read.
+    init?(socket fd: Int32) {
+        var ss = sockaddr_storage()
+        var len = socklen_t(MemoryLayout<sockaddr_storage>.size)
+        guard withUnsafeMutablePointer(to: &ss, { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getpeername(fd, $0, &len) } }) == 0 else { return nil }
+        var bytes = [UInt8](repeating: 0, count: 16)
+        switch Int32(ss.ss_family) {
+        case AF_INET:
+            withUnsafeBytes(of: &ss) { raw in for i in 0..<4 { bytes[12 + i] = raw[4 + i] } }
+            bytes[10] = 0xff; bytes[11] = 0xff
+        case AF_INET6:
+            withUnsafeBytes(of: &ss) { raw in for i in 0..<16 { bytes[i] = raw[8 + i] } }
+        default:
+            return nil
+        }
+        var h: UInt64 = 0, l: UInt64 = 0
+        for i in 0..<8 { h = h << 8 | UInt64(bytes[i]) }
+        for i in 8..<16 { l = l << 8 | UInt64(bytes[i]) }
+        hi = h; lo = l
+    }
+
+    var description: String {
+        if hi == 0 && lo >> 32 == 0xffff { return IPAddress.v4(UInt32(truncatingIfNeeded: lo)).description }
+        return IPAddress.v6(hi, lo).description
+    }
+}
+
+/// The capacities every loop shares.
+struct ConnectionGates: Sendable {
+    let tcp: ConnectionGate
+    let unix: ConnectionGate
+    let perClient: ClientCounts
+}
+
 /// One event-loop thread and its connections.
 final class EventLoop: @unchecked Sendable {
     // @unchecked: everything but `counters`, `completions` and `stopping` is touched only by the loop thread
@@ -162,7 +234,7 @@ final class EventLoop: @unchecked Sendable {
     private let epfd: Int32
     private let wakeFD: Int32
     private var listeners: [(fd: Int32, address: ListenAddress)]
-    private let gate: ConnectionGate
+    private let gates: ConnectionGates
     private var connections: [Connection?] = []
     /// This loop's connections.
     private var connectionCount = 0
@@ -184,7 +256,7 @@ final class EventLoop: @unchecked Sendable {
     private static let wakeTag: UInt64 = 1 << 41
 
     init(index: Int, options: HTTPServerOptions, handler: any HTTPHandler, counters: HTTPCounters, worker: DispatchQueue,
-         log: Logger, listeners: [(fd: Int32, address: ListenAddress)], gate: ConnectionGate) {
+         log: Logger, listeners: [(fd: Int32, address: ListenAddress)], gates: ConnectionGates) {
         self.index = index
         self.options = options
         self.counters = counters
@@ -192,7 +264,7 @@ final class EventLoop: @unchecked Sendable {
         self.worker = worker
         self.log = log
         self.listeners = listeners
-        self.gate = gate
+        self.gates = gates
         epfd = pc_epoll_create()
         wakeFD = pc_eventfd()
     }
@@ -301,33 +373,49 @@ final class EventLoop: @unchecked Sendable {
                 }
                 return
             }
+            let isTCP: Bool
+            if case .tcp = listener.address.kind { isTCP = true } else { isTCP = false }
+            let gate = isTCP ? gates.tcp : gates.unix
             if !gate.tryEnter() {
-                // A best-effort answer so that the client knows why (the socket buffer takes it whole).
-                var out: [UInt8] = []
-                HTTPResponse.problem(503, "too many connections (max_connections = \(options.maxConnections))",
-                                     headers: [("Retry-After", "1")])
-                    .serialize(date: date(), keepAlive: false, http10: false, head: false, into: &out)
-                _ = out.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
-                close(fd)
-                counters.state.withLock { $0.refusedConnections += 1; $0.count(503) }
+                refuse(fd, isTCP ? "too many connections (max_connections = \(options.maxConnections))"
+                                 : "too many connections on the Unix socket (\(options.maxUnixConnections))")
                 continue
             }
-            if case .tcp = listener.address.kind {
+            var peer: PeerAddress? = nil
+            if isTCP {
+                peer = PeerAddress(socket: fd)
+                if let p = peer, !gates.perClient.tryEnter(p) {
+                    _ = gate.leave()
+                    refuse(fd, "too many connections from \(p) (max_connections_per_client = \(options.maxConnectionsPerClient))")
+                    continue
+                }
                 var one: Int32 = 1
                 setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
             }
             let c = Connection(fd: fd, id: nextID, context: RequestContext(listener: listener.address), limits: options.limits, now: now)
+            c.peer = peer
+            c.isTCP = isTCP
             nextID += 1
             if Int(fd) >= connections.count {
                 connections.append(contentsOf: repeatElement(nil, count: max(Int(fd) + 1 - connections.count, connections.count)))
             }
             connections[Int(fd)] = c
             connectionCount += 1
-            let open = gate.current
+            let open = gates.tcp.current + gates.unix.current
             counters.state.withLock { $0.openConnections = open; $0.acceptedConnections += 1 }
             c.interest = UInt32(PC_EPOLLIN | PC_EPOLLRDHUP)
             _ = pc_epoll_ctl(epfd, 1, fd, c.interest, UInt64(fd))
         }
+    }
+
+    /// Closes a connection over a limit, with a best-effort answer that says why (the socket buffer takes it whole).
+    private func refuse(_ fd: Int32, _ detail: String) {
+        var out: [UInt8] = []
+        HTTPResponse.problem(503, detail, headers: [("Retry-After", "1")])
+            .serialize(date: date(), keepAlive: false, http10: false, head: false, into: &out)
+        _ = out.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+        close(fd)
+        counters.state.withLock { $0.refusedConnections += 1; $0.count(503) }
     }
 
     private func event(fd: Int32, _ events: UInt32, _ now: Double) {
@@ -339,7 +427,7 @@ final class EventLoop: @unchecked Sendable {
         if events & UInt32(PC_EPOLLOUT) != 0 {
             flush(c, now)
             if connections[Int(fd)] == nil { return }
-            if c.outPending == 0 { process(c, now) }
+            if c.outPending < EventLoop.outputHighWater { process(c, now) }
         }
         if events & UInt32(PC_EPOLLIN | PC_EPOLLRDHUP) != 0 {
             readable(c, now)
@@ -376,31 +464,40 @@ final class EventLoop: @unchecked Sendable {
         process(c, now)
     }
 
-    /// Answers every complete request that can be answered now, in order.
+    /// Answers every complete request that can be answered now, in order. Requests beyond what the output may
+    /// hold (`outputHighWater`) wait in the parser's buffer; once the socket takes the output, they are answered
+    /// without waiting for more input (the client may have sent everything already).
     private func process(_ c: Connection, _ now: Double) {
-        while !c.busy && !c.closeAfterWrite && c.outPending < EventLoop.outputHighWater {
-            let event: HTTPParser.Event?
-            do {
-                event = try c.parser.next()
-            } catch {
-                // The framing is lost: answer, then close (never guess where the next request starts).
-                respond(c, HTTPResponse.problem(error.status, error.detail), head: false, keepAlive: false, http10: false)
-                break
+        var heldBack: Bool
+        repeat {
+            heldBack = false
+            while !c.busy && !c.closeAfterWrite {
+                if c.outPending >= EventLoop.outputHighWater { heldBack = true; break }
+                let event: HTTPParser.Event?
+                do {
+                    event = try c.parser.next()
+                } catch {
+                    // The framing is lost: answer, then close (never guess where the next request starts).
+                    respond(c, HTTPResponse.problem(error.status, error.detail), head: false, keepAlive: false, http10: false)
+                    break
+                }
+                guard let event else { break }
+                switch event {
+                case .continueNeeded:
+                    c.out.append(contentsOf: "HTTP/1.1 100 Continue\r\n\r\n".utf8)
+                case .request(let request):
+                    dispatch(c, request)
+                }
             }
-            guard let event else { break }
-            switch event {
-            case .continueNeeded:
-                c.out.append(contentsOf: "HTTP/1.1 100 Continue\r\n\r\n".utf8)
-            case .request(let request):
-                dispatch(c, request)
+            // Only a request still arriving runs against request_timeout, not one we hold back.
+            if c.parser.buffered == 0 || heldBack || c.busy {
+                c.requestStarted = nil
+            } else if c.requestStarted == nil {
+                c.requestStarted = now
             }
-        }
-        if c.parser.buffered == 0 {
-            c.requestStarted = nil
-        } else if c.requestStarted == nil {
-            c.requestStarted = now
-        }
-        flush(c, now)
+            flush(c, now)
+            guard Int(c.fd) < connections.count, connections[Int(c.fd)] === c else { return }
+        } while heldBack && c.outPending < EventLoop.outputHighWater
     }
 
     private func dispatch(_ c: Connection, _ request: HTTPRequest) {
@@ -497,6 +594,9 @@ final class EventLoop: @unchecked Sendable {
 
     /// Once a second: slow or silent clients are closed.
     private func sweep(_ now: Double) {
+        // Near the cap, silent connections make room sooner: idle ones cost the server a place a client may need.
+        let crowded = Double(gates.tcp.current) >= options.crowdedShare * Double(options.maxConnections)
+        let idle = crowded ? min(options.idleTimeout, options.crowdedIdleTimeout) : options.idleTimeout
         for case let c? in connections {
             if c.draining {
                 if now > c.drainDeadline { closeConnection(c) }
@@ -510,7 +610,7 @@ final class EventLoop: @unchecked Sendable {
                         head: false, keepAlive: false, http10: false)
                 flush(c, now)
                 if let c = connections[Int(c.fd)] { settle(c) }
-            } else if c.requestStarted == nil && now - c.lastActivity > options.idleTimeout {
+            } else if c.requestStarted == nil && now - c.lastActivity > idle {
                 closeConnection(c)
             }
         }
@@ -522,7 +622,9 @@ final class EventLoop: @unchecked Sendable {
         close(c.fd)
         connections[Int(c.fd)] = nil
         connectionCount -= 1
-        let open = gate.leave()
+        _ = (c.isTCP ? gates.tcp : gates.unix).leave()
+        if let p = c.peer { gates.perClient.leave(p) }
+        let open = gates.tcp.current + gates.unix.current
         counters.state.withLock { $0.openConnections = open }
     }
 
@@ -560,6 +662,9 @@ final class Connection {
     /// When the first byte of the request not yet complete arrived.
     var requestStarted: Double?
     var interest: UInt32 = 0
+    /// TCP: counted against max_connections and, by `peer`, against max_connections_per_client.
+    var isTCP = false
+    var peer: PeerAddress?
 
     init(fd: Int32, id: UInt64, context: RequestContext, limits: HTTPLimits, now: Double) {
         self.fd = fd
