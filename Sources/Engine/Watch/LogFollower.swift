@@ -18,7 +18,29 @@ public final class LogFollower {
     /// The first line (up to 256 bytes) of the open file, to recognise a file replaced by one of the same size.
     private var firstLine: [UInt8] = []
     /// Files renamed away that writers may still append to for a moment: drained until the deadline.
-    private var retired: [(fd: Int32, splitter: LineSplitter, until: Double)] = []
+    private var retired: [Retired] = []
+    /// A file no longer at the path (or a copy of it) that is read to its end before anything newer.
+    private struct Retired {
+        var fd: Int32
+        var splitter: LineSplitter
+        /// Kept open for late writers until then.
+        var until: Double
+        var device: UInt64
+        var inode: UInt64
+    }
+    /// Where files that were at `path` went, as the watcher saw them renamed (inotify): one we never opened
+    /// among them was rotated away before we looked, and is read before the file now at the path.
+    /// Names are kept a minute (the watcher may learn of renames after the files moved on) and looked at each
+    /// poll; a file is never read twice thanks to `seen`.
+    private var formerNames: [(name: String, at: Double)] = []
+    /// The files read from this path (device, inode), most recent last: an adopted name that holds one of them
+    /// is skipped.
+    private var seen: [FileID] = []
+    private struct FileID: Equatable { let device: UInt64, inode: UInt64 }
+    /// The file's size at the last poll: what a truncation may have taken before we read it.
+    private var lastSize = 0
+    /// Bytes known lost to a copytruncate that left no copy to read them from.
+    public private(set) var lostBytes = 0
     private var opened = false
     /// Where the path led at the first open (the file's real path).
     private var target0: String?
@@ -100,6 +122,7 @@ public final class LogFollower {
         fd = f
         device = UInt64(st.st_dev)
         inode = UInt64(st.st_ino)
+        remember(FileID(device: device, inode: inode))
         opened = true
         lastError = nil
         firstLine = readFirstLine(f)
@@ -149,39 +172,40 @@ public final class LogFollower {
         }
         var more = false
         defer { hasMore = more }
-        // Old files first: their lines were written before the new file's.
-        if !retired.isEmpty {
-            drainRetired(now: now, deliver)
-            // One left to read beyond this poll's budget: the new file waits, or its lines would come first.
-            if lastReadStopped { more = true; return delivered }
-        }
-
         var st = stat()
         let exists = stat(path, &st) == 0
-        if fd < 0 {
-            guard exists else { caughtUp = true; return delivered }
-            // A file that appears after we started is new content: read it from its start.
-            openFile(at: (!opened && startAtEnd) ? -1 : 0)
-            guard fd >= 0 else { return delivered }
-        } else if !exists || UInt64(st.st_dev) != device || UInt64(st.st_ino) != inode {
-            // Renamed or deleted: finish the old file (with its own unfinished line), keep it open briefly for late
-            // writers, then switch.
-            retired.append((fd, splitter, now + 5))
+        if fd >= 0 && (!exists || UInt64(st.st_dev) != device || UInt64(st.st_ino) != inode) {
+            // Renamed or deleted: the old file is finished first (with its own unfinished line) and kept open
+            // briefly for late writers.
+            retired.append(Retired(fd: fd, splitter: splitter, until: now + 5, device: device, inode: inode))
             splitter = LineSplitter(maxLineLength: splitter.maxLineLength)
             fd = -1
             rotations += 1
+        }
+        // Then files rotated on before we ever opened them, then the file at the path.
+        if !formerNames.isEmpty { adoptFormerFiles(now: now) }
+        if !retired.isEmpty {
             drainRetired(now: now, deliver)
+            // One left to read beyond this poll's budget: the newer files wait, or their lines would come first.
             if lastReadStopped { more = true; return delivered }
-            guard exists, openFile(at: 0) else { return delivered }
+        }
+        if fd < 0 {
+            guard exists else { caughtUp = true; return delivered }
+            // A file that appears after we started (or after a rotation) is new content: read from its start.
+            guard openFile(at: (!opened && startAtEnd) ? -1 : 0) else { return delivered }
         } else {
             let size = Int(st.st_size)
             if size < offset || (size > 0 && !firstLine.isEmpty && offset > 0 && readFirstLine(fd) != firstLine) {
-                // Truncated in place (copytruncate) or rewritten: read it again from the start.
+                // Truncated in place (copytruncate) or rewritten: what was written since our last read is in the
+                // copy, if there is one; then the file is read again from its start.
                 rotations += 1
-                splitter.reset()
+                recoverFromCopy(now: now)
+                splitter = LineSplitter(maxLineLength: splitter.maxLineLength)
                 offset = 0
                 lseek(fd, 0, SEEK_SET)
                 firstLine = readFirstLine(fd)
+                drainRetired(now: now, deliver)
+                if lastReadStopped { more = true; return delivered }
             } else if firstLine.isEmpty && size > 0 {
                 firstLine = readFirstLine(fd)
             }
@@ -189,7 +213,93 @@ public final class LogFollower {
         readAvailable(fd, &splitter, deliver)
         more = lastReadStopped
         if !more { caughtUp = true }
+        var after = stat()
+        lastSize = fstat(fd, &after) == 0 ? Int(after.st_size) : offset
         return delivered
+    }
+
+    /// The watcher saw `from` renamed to `to` in the log's directory.
+    public func noteRenamed(from: String, to: String, now: Double = Clock.now()) {
+        if from == path {
+            formerNames.append((to, now))
+            if formerNames.count > 32 { formerNames.removeFirst() }
+        } else if let i = formerNames.firstIndex(where: { $0.name == from }) {
+            formerNames[i].name = to
+        }
+    }
+
+    private func remember(_ id: FileID) {
+        guard !seen.contains(id) else { return }
+        seen.append(id)
+        if seen.count > 64 { seen.removeFirst() }
+    }
+
+    /// Files that were at the path and that we never opened (rotated on before we looked): read from their
+    /// start, oldest (by last write) first, before the file at the path now.
+    private func adoptFormerFiles(now: Double) {
+        formerNames.removeAll { now - $0.at > 60 }
+        var found: [(fd: Int32, st: stat)] = []
+        for (name, _) in formerNames {
+            let f = open(name, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOFOLLOW)
+            guard f >= 0 else { continue }
+            var st = stat()
+            guard fstat(f, &st) == 0, st.st_mode & S_IFMT == S_IFREG,
+                  !seen.contains(FileID(device: UInt64(st.st_dev), inode: UInt64(st.st_ino))),
+                  !found.contains(where: { $0.st.st_ino == st.st_ino && $0.st.st_dev == st.st_dev }) else {
+                close(f)
+                continue
+            }
+            found.append((f, st))
+        }
+        found.sort { ($0.st.st_mtim.tv_sec, $0.st.st_mtim.tv_nsec) < ($1.st.st_mtim.tv_sec, $1.st.st_mtim.tv_nsec) }
+        for (f, st) in found {
+            let id = FileID(device: UInt64(st.st_dev), inode: UInt64(st.st_ino))
+            remember(id)
+            retired.append(Retired(fd: f, splitter: LineSplitter(maxLineLength: splitter.maxLineLength), until: now + 5,
+                                   device: id.device, inode: id.inode))
+            rotations += 1
+        }
+    }
+
+    /// After a copytruncate: the copy (a file next to the log, named after it, written in the last minutes, that
+    /// starts with the same line and reaches our position) holds what was written between our last read and the
+    /// copy; it is read from our position, with the line we had begun. Without a copy, what we know was not
+    /// read is counted and said.
+    private func recoverFromCopy(now: Double) {
+        let dir = path.split(separator: "/", omittingEmptySubsequences: false).dropLast().joined(separator: "/")
+        let base = String(path.split(separator: "/").last ?? "")
+        var best: (fd: Int32, st: stat)? = nil
+        if let d = opendir(dir.isEmpty ? "." : dir) {
+            while let e = readdir(d) {
+                let name = withUnsafeBytes(of: e.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+                guard name != base, name.hasPrefix(base) else { continue }
+                let f = open((dir.isEmpty ? "." : dir) + "/" + name, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOFOLLOW)
+                guard f >= 0 else { continue }
+                var st = stat()
+                if fstat(f, &st) == 0, st.st_mode & S_IFMT == S_IFREG, Int(st.st_size) >= offset,
+                   now - Double(st.st_mtim.tv_sec) < 600, readFirstLine(f) == firstLine,
+                   best.map({ st.st_mtim.tv_sec > $0.st.st_mtim.tv_sec }) ?? true {
+                    if let b = best { close(b.fd) }
+                    best = (f, st)
+                } else {
+                    close(f)
+                }
+            }
+            closedir(d)
+        }
+        guard let copy = best else {
+            // What the file held beyond our position when we last looked is known lost; what was written after
+            // that look cannot be known (a copy compressed away at once leaves nothing to read).
+            let unread = max(0, lastSize - offset)
+            if unread > 0 {
+                lostBytes += unread
+                lastError = "\(path) was truncated in place (copytruncate) before \(unread) byte(s) of it were read, and no copy of it was found next to it: those lines were lost"
+            }
+            return
+        }
+        // The line we had begun continues in the copy, from our offset.
+        lseek(copy.fd, off_t(offset), SEEK_SET)
+        retired.append(Retired(fd: copy.fd, splitter: splitter, until: now, device: UInt64(copy.st.st_dev), inode: UInt64(copy.st.st_ino)))
     }
 
     /// Bytes read from the file per poll at most: a file that never ends (a writer faster than us, a huge
@@ -220,7 +330,7 @@ public final class LogFollower {
     }
 
     private func drainRetired(now: Double, _ deliver: (UnsafeBufferPointer<UInt8>) -> Void) {
-        var keep: [(fd: Int32, splitter: LineSplitter, until: Double)] = []
+        var keep: [Retired] = []
         var stopped = false
         for var r in retired {
             if stopped { keep.append(r); continue }

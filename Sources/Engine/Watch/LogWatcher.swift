@@ -20,6 +20,8 @@ public final class LogWatcher: @unchecked Sendable {
     private var followers: [String: LogFollower] = [:]
     private var inotifyFD: Int32 = -1
     private var watchDirs: [Int32: String] = [:]
+    /// The first halves of renames (IN_MOVED_FROM), by cookie, waiting for their IN_MOVED_TO.
+    private var movedFrom: [UInt32: String] = [:]
     private var wakePipe: (read: Int32, write: Int32) = (-1, -1)
     private var thread: Thread?
     private let stopRequested = Atomic<Bool>(false)
@@ -197,6 +199,14 @@ public final class LogWatcher: @unchecked Sendable {
                     let namePtr = UnsafeRawPointer(ev).advanced(by: MemoryLayout<inotify_event>.size)
                         .assumingMemoryBound(to: CChar.self)
                     let name = String(cString: namePtr)
+                    // Renames are followed (a rename's two halves share a cookie), so that a log rotated twice
+                    // before we looked still has its middle file read.
+                    if ev.pointee.mask & UInt32(IN_MOVED_FROM) != 0 {
+                        if movedFrom.count > 64 { movedFrom.removeAll() }
+                        movedFrom[ev.pointee.cookie] = dir + "/" + name
+                    } else if ev.pointee.mask & UInt32(IN_MOVED_TO) != 0, let from = movedFrom.removeValue(forKey: ev.pointee.cookie) {
+                        for f in followers.values { f.noteRenamed(from: from, to: dir + "/" + name) }
+                    }
                     if followers[dir + "/" + name] != nil { relevant = true }
                     else if rescan { relevant = true }
                 } else {
