@@ -23,6 +23,9 @@
 // nft's datatype ids for set keys.
 #define PC_TYPE_IPADDR 7
 #define PC_TYPE_IP6ADDR 8
+#define PC_TYPE_INET_SERVICE 13
+// What nft names an anonymous set; the kernel replaces %d with a free number.
+#define PC_ANONYMOUS_SET "__set%d"
 
 struct pc_nft_socket {
     struct mnl_socket *nl;
@@ -203,7 +206,15 @@ uint32_t pc_nft_add_rule(pc_nft_batch *b, const char *table, const char *chain, 
         // meta l4proto tcp, then th dport (ranges as >= first, <= last; the kernel compares big-endian data)
         add_meta(r, NFT_META_L4PROTO);
         add_cmp(r, NFT_CMP_EQ, &spec->l4proto, 1);
-        if (!spec->all_ports) {
+        if (!spec->all_ports && spec->port_set_id) {
+            // th dport @anonymous-set
+            add_payload(r, NFT_PAYLOAD_TRANSPORT_HEADER, 2, 2);
+            struct nftnl_expr *ports = nftnl_expr_alloc("lookup");
+            nftnl_expr_set_u32(ports, NFTNL_EXPR_LOOKUP_SREG, NFT_REG_1);
+            nftnl_expr_set_str(ports, NFTNL_EXPR_LOOKUP_SET, PC_ANONYMOUS_SET);
+            nftnl_expr_set_u32(ports, NFTNL_EXPR_LOOKUP_SET_ID, spec->port_set_id);
+            nftnl_rule_add_expr(r, ports);
+        } else if (!spec->all_ports) {
             uint16_t first = htons(spec->port_first), last = htons(spec->port_last);
             add_payload(r, NFT_PAYLOAD_TRANSPORT_HEADER, 2, 2);
             if (spec->port_first == spec->port_last) {
@@ -253,6 +264,57 @@ uint32_t pc_nft_add_rule(pc_nft_batch *b, const char *table, const char *chain, 
     struct nlmsghdr *nlh = header(b, 4096, NFT_MSG_NEWRULE, NLM_F_CREATE | NLM_F_APPEND, &seq);
     if (nlh) { nftnl_rule_nlmsg_build_payload(nlh, r); commit_message(b, nlh); }
     nftnl_rule_free(r);
+    return nlh ? seq : 0;
+}
+
+uint32_t pc_nft_add_port_set(pc_nft_batch *b, const char *table, uint32_t set_id) {
+    struct nftnl_set *s = nftnl_set_alloc();
+    if (!s) return 0;
+    nftnl_set_set_str(s, NFTNL_SET_TABLE, table);
+    nftnl_set_set_str(s, NFTNL_SET_NAME, PC_ANONYMOUS_SET);
+    nftnl_set_set_u32(s, NFTNL_SET_FAMILY, NFPROTO_INET);
+    nftnl_set_set_u32(s, NFTNL_SET_KEY_TYPE, PC_TYPE_INET_SERVICE);
+    nftnl_set_set_u32(s, NFTNL_SET_KEY_LEN, 2);
+    nftnl_set_set_u32(s, NFTNL_SET_FLAGS, NFT_SET_ANONYMOUS | NFT_SET_CONSTANT | NFT_SET_INTERVAL);
+    nftnl_set_set_u32(s, NFTNL_SET_ID, set_id);
+    uint32_t seq = 0;
+    struct nlmsghdr *nlh = header(b, 2048, NFT_MSG_NEWSET, NLM_F_CREATE, &seq);
+    if (nlh) { nftnl_set_nlmsg_build_payload(nlh, s); commit_message(b, nlh); }
+    nftnl_set_free(s);
+    return nlh ? seq : 0;
+}
+
+static int add_port_element(struct nftnl_set *s, uint16_t port, int end) {
+    struct nftnl_set_elem *e = nftnl_set_elem_alloc();
+    if (!e) return 0;
+    uint16_t key = htons(port);
+    nftnl_set_elem_set(e, NFTNL_SET_ELEM_KEY, &key, 2);
+    if (end) nftnl_set_elem_set_u32(e, NFTNL_SET_ELEM_FLAGS, NFT_SET_ELEM_INTERVAL_END);
+    nftnl_set_elem_add(s, e);
+    return 1;
+}
+
+uint32_t pc_nft_add_port_ranges(pc_nft_batch *b, const char *table, uint32_t set_id,
+                                const uint16_t *firsts, const uint16_t *lasts, size_t count) {
+    struct nftnl_set *s = nftnl_set_alloc();
+    if (!s) return 0;
+    nftnl_set_set_str(s, NFTNL_SET_TABLE, table);
+    nftnl_set_set_str(s, NFTNL_SET_NAME, PC_ANONYMOUS_SET);
+    nftnl_set_set_u32(s, NFTNL_SET_ID, set_id);
+    nftnl_set_set_u32(s, NFTNL_SET_FAMILY, NFPROTO_INET);
+    int ok = 1;
+    // As nft encodes intervals: an end marker at 0 when the first range starts above it, then each range as its
+    // start and, unless it runs to 65535, an end marker just past it.
+    if (count > 0 && firsts[0] > 0) ok &= add_port_element(s, 0, 1);
+    for (size_t i = 0; i < count && ok; i++) {
+        ok &= add_port_element(s, firsts[i], 0);
+        if (lasts[i] < 65535) ok &= add_port_element(s, (uint16_t)(lasts[i] + 1), 1);
+    }
+    if (!ok) { nftnl_set_free(s); b->oom = 1; return 0; }
+    uint32_t seq = 0;
+    struct nlmsghdr *nlh = header(b, 1024 + count * 2 * 64, NFT_MSG_NEWSETELEM, NLM_F_CREATE, &seq);
+    if (nlh) { nftnl_set_elems_nlmsg_build_payload(nlh, s); commit_message(b, nlh); }
+    nftnl_set_free(s);
     return nlh ? seq : 0;
 }
 

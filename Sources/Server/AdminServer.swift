@@ -29,6 +29,7 @@ public final class AdminServer: Sendable {
         } catch {
             throw SetupError(description: error.description)
         }
+        for w in access.warnings { log.warning(w) }
         if !settings.socket.isEmpty { addresses.append(ListenAddress(.unix(path: settings.socket))) }
         var options = HTTPServerOptions()
         options.maxConnections = settings.maxConnections

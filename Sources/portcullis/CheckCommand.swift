@@ -50,6 +50,14 @@ struct CheckCommand: ParsableCommand {
                     extra.append(Diagnostic(.warning, "action '\(a.name)' is not supported by Portcullis and is ignored", at: jail.location, jail: jail.name))
                 }
             }
+            // Regexes whose backtracking can explode: PCRE2 would give up on some lines (they count as not matched).
+            for (kind, list) in [("failregex", jail.filter.failregex), ("ignoreregex", jail.filter.ignoreregex)] {
+                for (n, regex) in list.enumerated() {
+                    if let part = QuantifierCheck.nestedRepetition(in: regex) {
+                        extra.append(Diagnostic(.warning, "\(kind) \(n + 1) repeats a repetition (\(part)): on some lines its backtracking may exceed PCRE2's limits, and such a line counts as not matched (the log then says so)", at: jail.filter.locations[kind] ?? jail.location, jail: jail.name))
+                    }
+                }
+            }
             if jail.increment.enabled {
                 do { _ = try BanTimePolicy(base: jail.banTime, increment: jail.increment) } catch {
                     extra.append(Diagnostic(.error, error.message, at: jail.location, jail: jail.name))

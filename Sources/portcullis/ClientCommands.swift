@@ -122,13 +122,32 @@ struct StatusCommand: ParsableCommand {
 
     func run() throws {
         let r = options.call("GET", jail.map { "/jails/" + pathSegment($0) } ?? "/jails")
-        let o = options.object(r)
+        var o = options.object(r)
         if options.json { print(r.text); return }
-        if jail != nil {
+        if let jail {
+            // fail2ban-client lists every banned address: past the first 1,000, they come page by page.
+            if var actions = o["actions"] as? [String: Any], actions["bannedIPsComplete"] as? Bool == false {
+                actions["bannedIPs"] = allBanned(jail)
+                o["actions"] = actions
+            }
             print(StatusText.jail(o))
         } else {
             print(StatusText.jails(o))
         }
+    }
+}
+
+extension StatusCommand {
+    /// Every address banned in `jail`, from `/bans` a page at a time.
+    func allBanned(_ jail: String) -> [String] {
+        var ips: [String] = []
+        var after: String? = nil
+        repeat {
+            let page = options.object(options.call("GET", "/bans?jail=\(pathSegment(jail))&limit=1000" + (after.map { "&after=" + $0 } ?? "")))
+            ips += (page["bans"] as? [[String: Any]] ?? []).compactMap { $0["ip"] as? String }
+            after = page["next"] as? String
+        } while after != nil
+        return ips
     }
 }
 
@@ -182,12 +201,17 @@ struct SetCommand: ParsableCommand {
     }
 
     func run() throws {
+        // Any fail2ban time expression here ("1year-6mo", "2*3600"), sent as seconds.
+        var seconds: Double? = nil
+        if let bantime {
+            do { seconds = try Duration.seconds(bantime) } catch { throw ValidationError("--bantime: \(error)") }
+        }
         try options.forEachAddress(addresses) { ip in
             switch action {
             case .banip:
                 var body = JSONObject()
                 body.string("ip", ip)
-                if let bantime { body.string("bantime", bantime) }
+                if let seconds { body.double("bantime", seconds < 0 ? -1 : seconds) }
                 let r = options.call("POST", "/jails/\(pathSegment(jail))/bans", body: body.text)
                 // 200 on banip: it was banned already (fail2ban does not count those).
                 return (r, r.status == 201)

@@ -271,6 +271,16 @@ struct BanManagerTests {
     }
 }
 
+@Suite struct JailRulesTests {
+    /// An interval set refuses overlapping ranges: ports are sorted and joined first.
+    @Test func portRangesAreMerged() {
+        #expect(JailRules.merged([995...995, 110...110, 1000...2000, 1500...2500, 2501...2501, 143...143, 110...110])
+                == [110...110, 143...143, 995...995, 1000...2501])
+        #expect(JailRules.merged([]) == [])
+        #expect(JailRules.merged([65535...65535, 0...0, 1...65534]) == [0...65535])
+    }
+}
+
 @Suite("python expressions")
 struct PythonExpressionTests {
     @Test(arguments: [

@@ -488,6 +488,23 @@ struct JailsReaderTests {
         #expect(n.severity == .error && n.message.contains("at most 252"))
     }
 
+    /// References that repeat each other expand exponentially (1.2 GB from 20 lines): capped with a clear error,
+    /// and each name is expanded once.
+    @Test func exponentialInterpolationIsCapped() throws {
+        let dir = TempDir()
+        dir.write("filter.d/good.conf", Self.filter)
+        var lines = "[DEFAULT]\nl0 = 0123456789\n"
+        for i in 1...9 { lines += "l\(i) = " + String(repeating: "%(l\(i - 1))s", count: 10) + "\n" }
+        lines += "[a]\nenabled = true\nfilter = good\nlogpath = /var/log/x.log\nignoreip = %(l9)s\n"
+        lines += "[b]\nenabled = true\nfilter = good\nlogpath = /var/log/x.log\nignoreip = %(l3)s\n"
+        dir.write("jail.conf", lines)
+        let config = LoadedConfig.load(dir.path)
+        let a = try #require(config.diagnostics.first { $0.jail == "a" })
+        #expect(a.severity == .error && a.message.contains("expands to more than 1 MiB"))
+        // 10,000 bytes is fine (and a warning for a bad ignoreip, not an error).
+        #expect(config.jails.map(\.name) == ["b"])
+    }
+
     @Test func maxLineLength() throws {
         let dir = TempDir()
         dir.write("filter.d/good.conf", Self.filter)

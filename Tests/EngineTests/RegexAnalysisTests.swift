@@ -118,3 +118,17 @@ struct RegexAnalysisTests {
         #expect(r.first?.id == "192.0.2.1")
     }
 }
+
+/// `portcullis check`'s warning for regexes whose backtracking can explode.
+@Suite struct QuantifierCheckTests {
+    @Test(arguments: [#"^(a+)+$"#, #"(\w+\s*)*x"#, #"x(.*)*"#, #"(?:\d+)+"#, #"((ab)*c*)*"#, #"(?P<x>\S+)+"#, #"(a|b+)*"#])
+    func nestedRepetitionsAreFound(_ regex: String) {
+        #expect(QuantifierCheck.nestedRepetition(in: regex) != nil)
+    }
+
+    @Test(arguments: [#"(?:[^|]*\|)*"#, #"(a|b)*"#, #"(?:, arg\d+=\S*)*"#, #"(ab)+"#, #"\(a+\)+"#, #"[(a+)+]"#,
+                      #"(?:\[[^\]]+\] )*"#, #"(?: uname=\S+| error="[^"]+")*"#, #"^(a+)?$"#, #"(a{2,5})+"#, #"(?=a+)+"#])
+    func separatedOrBoundedOnesAreNot(_ regex: String) {
+        #expect(QuantifierCheck.nestedRepetition(in: regex) == nil)
+    }
+}

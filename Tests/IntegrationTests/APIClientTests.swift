@@ -89,6 +89,18 @@ struct CommandFailure: Error, CustomStringConvertible {
         let missing = try d.cli(["status", "nope"])
         #expect(missing.status == 1)
         #expect(missing.stderr.contains("no running jail named 'nope'"))
+        // Past 1,000 bans the jail's document lists the first 1,000; the CLI still prints every one, as
+        // fail2ban-client does, a page at a time.
+        let many = (1...1200).map { "2001:db8:1::\(String($0, radix: 16))" }
+        #expect(try d.cli(["set", "dovecot", "banip"] + many).stdout == "1200\n")
+        let doc = try JSONSerialization.jsonObject(with: Data(try d.cli(["status", "dovecot", "--json"]).stdout.utf8)) as? [String: Any]
+        let actions = doc?["actions"] as? [String: Any]
+        #expect((actions?["bannedIPs"] as? [String])?.count == 1000)
+        #expect(actions?["bannedIPsComplete"] as? Bool == false)
+        let text = try d.cli(["status", "dovecot"]).stdout
+        let listed = text.split(separator: "\n").first { $0.contains("Banned IP list:") }?.split(separator: "\t").last?.split(separator: " ") ?? []
+        #expect(listed.count == 1202)
+        #expect(Set(listed.map(String.init)) == Set(many + ["203.0.113.7", "2001:db8::7"]))
     }
 
     @Test func banUnbanAndListWithExitCodes() throws {

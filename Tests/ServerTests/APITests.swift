@@ -112,6 +112,15 @@ import Testing
         (#"{"ip": "203.0.113.8", "bantime": "soon"}"#, 400), (#"{"ip": "203.0.113.8", "bantime": 0}"#, 400),
         (#"{"ip": "203.0.113.8", "bantime": true}"#, 400), (#"{"ip": "203.0.113.8", "extra": 1}"#, 400),
         (#"{"ip": "203.0.113.0/24"}"#, 400), (#"{"ip": "192.0.2.250"}"#, 409), (#"{"ip": "127.0.0.5"}"#, 409),
+        // Strict JSON: a duplicate member, a trailing comma, a comment, trailing data.
+        (#"{"ip": "203.0.113.8", "ip": "203.0.113.9"}"#, 400), (#"{"ip": "203.0.113.8",}"#, 400),
+        (#"{"ip": "203.0.113.8" /* x */}"#, 400), (#"{"ip": "203.0.113.8"} {}"#, 400),
+        // Addresses no connection comes from.
+        (#"{"ip": "0.0.0.0"}"#, 409), (#"{"ip": "255.255.255.255"}"#, 409), (#"{"ip": "::"}"#, 409),
+        (#"{"ip": "224.0.0.1"}"#, 409), (#"{"ip": "ff02::1"}"#, 409),
+        // Strings outside openapi.yaml's pattern, and a duration past 200 years.
+        (#"{"ip": "203.0.113.8", "bantime": "1year-6mo"}"#, 400), (#"{"ip": "203.0.113.8", "bantime": "2*3600"}"#, 400),
+        (#"{"ip": "203.0.113.8", "bantime": 18417024001}"#, 400), (#"{"ip": "203.0.113.8", "bantime": "0"}"#, 400),
     ])
     func badBansAreRefused(_ body: String, _ status: Int) throws {
         let d = try LiveDaemon()
@@ -119,8 +128,57 @@ import Testing
         let r = try d.unix.request("POST", "/jails/dovecot/bans", body: body)
         #expect(r.status == status, "\(body): \(r.text)")
         #expect(r.header("Content-Type") == "application/problem+json")
-        if status == 409 { #expect((r.json["detail"] as? String)?.contains("ignore") == true) }
+        if status == 409 { #expect((r.json["detail"] as? String).map { $0.contains("ignore") || $0.contains("cannot be banned") } == true) }
         #expect(d.daemon.banManager.activeCount == 0)
+    }
+
+    /// Headers that must be single, a missing Content-Type, this host's own loopback address, and, without
+    /// tokens, a Host that is not a loopback name (DNS rebinding).
+    @Test func strictHeadersOwnAddressAndHost() throws {
+        let d = try LiveDaemon(jail: "ignoreself = false\nignoreip =")
+        defer { d.stop() }
+        func raw(_ request: String, unix: Bool = true) throws -> (status: Int, text: String) {
+            let c = unix ? try RawConnection(unixPath: d.socketPath) : try RawConnection(port: d.port)
+            c.send(request)
+            let text = c.readAll()
+            return (Int(text.split(separator: " ").dropFirst().first ?? "") ?? 0, text)
+        }
+        let body = #"{"ip": "203.0.113.8"}"#
+        let twoTypes = try raw("POST /jails/dovecot/bans HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Type: text/plain\r\nContent-Length: \(body.utf8.count)\r\nConnection: close\r\n\r\n\(body)")
+        #expect(twoTypes.status == 400 && twoTypes.text.contains("more than one content-type"))
+        let noType = try raw("POST /jails/dovecot/bans HTTP/1.1\r\nHost: x\r\nContent-Length: \(body.utf8.count)\r\nConnection: close\r\n\r\n\(body)")
+        #expect(noType.status == 400 && noType.text.contains("Content-Type is missing"))
+        let twoAuth = try raw("GET /jails HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer a\r\nAuthorization: Bearer b\r\nConnection: close\r\n\r\n", unix: false)
+        #expect(twoAuth.status == 400 && twoAuth.text.contains("more than one authorization"))
+        #expect(d.daemon.banManager.activeCount == 0)
+        let own = try d.unix.request("POST", "/jails/dovecot/bans", body: #"{"ip": "127.0.0.1"}"#)
+        #expect(own.status == 409 && own.text.contains("own loopback address"))
+        // Another loopback address (a test's own host on lo) may be banned.
+        #expect(try d.unix.request("POST", "/jails/dovecot/bans", body: #"{"ip": "127.0.0.66"}"#).status == 201)
+        // Token-less TCP: a page on evil.example rebound to 127.0.0.1 gets nothing.
+        for host in ["evil.example", "evil.example:9191", "127.0.0.1.evil.example", "[2001:db8::1]:80", "10.0.0.1"] {
+            let r = try raw("GET /jails HTTP/1.1\r\nHost: \(host)\r\nConnection: close\r\n\r\n", unix: false)
+            #expect(r.status == 421, "\(host): \(r.text)")
+        }
+        for host in ["localhost", "127.0.0.1:\(d.port)", "[::1]:\(d.port)", "LOCALHOST:1", "127.1.2.3"] {
+            let r = try raw("GET /jails HTTP/1.1\r\nHost: \(host)\r\nConnection: close\r\n\r\n", unix: false)
+            #expect(r.status == 200, "\(host): \(r.text)")
+        }
+    }
+
+    /// openapi.yaml's bantime pattern and the server agree on every string.
+    @Test func banTimePatternIsTheServers() throws {
+        let yaml = try String(contentsOfFile: LiveDaemon.repoConfig + "/../openapi.yaml", encoding: .utf8)
+        let line = try #require(yaml.split(separator: "\n").first { $0.contains("pattern: \"^(-1|[1-9]") })
+        let pattern = String(line.split(separator: "\"")[1]).replacingOccurrences(of: "\\\\", with: "\\")
+        let regex = try NSRegularExpression(pattern: pattern)
+        let samples = ["-1", "1", "3600", "1h", "12w", "1h30m", "1d 12h", "1d  12h", "2mo", "1y", "0", "01", "1x", "1h ",
+                       " 1h", "-2", "1.5h", "1hour", "2*3600", "1year-6mo", "", "h", "1h30", "999999999999w", "9999999999999",
+                       "1m1m1m1m1m1m1m1m", "1m1m1m1m1m1m1m1m1m", "1mo2", "1 2", "1 2 3 4 5 6 7 8", "1 2 3 4 5 6 7 8 9", "1h 2", "0s", "00"]
+        for sample in samples {
+            let byRegex = regex.firstMatch(in: sample, range: NSRange(sample.startIndex..., in: sample)) != nil
+            #expect(byRegex == BanRequest.matchesPattern(sample), "'\(sample)': openapi \(byRegex), server \(!byRegex)")
+        }
     }
 
     @Test func unknownJailAndWrongContentType() throws {

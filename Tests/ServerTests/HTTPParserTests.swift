@@ -1,3 +1,4 @@
+import Glibc
 import Testing
 import TestSupport
 @testable import Server
@@ -191,6 +192,21 @@ import TestSupport
         #expect(throws: AccessPolicy.SetupError.self) { try open.check([try ListenAddress.tcp("[::]:9191")]) }
         let guarded = AccessPolicy(readToken: "r-0123456789abcdef", adminToken: nil)
         try guarded.check([try ListenAddress.tcp("0.0.0.0:9191")])
+    }
+
+    /// Token files: one others can read is a warning; a control character in a token is refused.
+    @Test func tokenFilePermissionsAndControlCharacters() throws {
+        let dir = TempDir()
+        let open = dir.write("open.token", "read-token-0123456789abcdef\n")
+        chmod(open, 0o644)
+        let policy = try AccessPolicy.load(readTokenFile: open, adminTokenFile: "")
+        #expect(policy.warnings.count == 1 && policy.warnings[0].contains("can be read by anyone on this machine"))
+        chmod(open, 0o600)
+        #expect(try AccessPolicy.load(readTokenFile: open, adminTokenFile: "").warnings.isEmpty)
+        let escape = dir.write("escape.token", "admin-token-0123\u{1b}[2J456789abcdef\n")
+        #expect {
+            try AccessPolicy.load(readTokenFile: "", adminTokenFile: escape)
+        } throws: { "\($0)".contains("control character (U+001B)") }
     }
 
     @Test func tokenFilesAreChecked() throws {

@@ -34,6 +34,8 @@ typedef struct {
     uint16_t port_first;      // destination port range (host order); ignored when l4proto is 0 or all_ports
     uint16_t port_last;
     int all_ports;
+    uint32_t port_set_id;     // non-zero: the ports are the anonymous set of this id (see pc_nft_add_port_set),
+                              // and port_first/port_last are ignored
     const char *set;          // source address set
     uint32_t set_id;          // its id when created in the same batch (0 otherwise)
     int drop;                 // drop instead of reject (TCP reset for tcp, ICMP port unreachable otherwise)
@@ -41,6 +43,13 @@ typedef struct {
 } pc_nft_rule;
 
 uint32_t pc_nft_add_rule(pc_nft_batch *batch, const char *table, const char *chain, const pc_nft_rule *rule);
+
+/// An anonymous, constant interval set of destination ports (`tcp dport { 110, 995, 1000-2000 }`), bound to
+/// the one rule that looks it up by `set_id`; the kernel names it. Returns the sequence number of its message.
+uint32_t pc_nft_add_port_set(pc_nft_batch *batch, const char *table, uint32_t set_id);
+/// Its elements: `count` ranges, sorted, not overlapping nor touching (host order). Sent in the same batch.
+uint32_t pc_nft_add_port_ranges(pc_nft_batch *batch, const char *table, uint32_t set_id,
+                                const uint16_t *firsts, const uint16_t *lasts, size_t count);
 
 /// Adds `count` addresses (4 or 16 bytes each, back to back) to a set; `timeouts_ms[i]` = 0 means no timeout.
 uint32_t pc_nft_add_elements(pc_nft_batch *batch, const char *table, const char *set, int ipv6,

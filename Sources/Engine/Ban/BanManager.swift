@@ -382,6 +382,10 @@ public final class BanManager: @unchecked Sendable {
             let setup = setups[d.jail]
             let already = already.contains(key)
             guard let setup else { log.warning("[\(d.jail)] ban of \(d.ip) dropped: the jail is not running"); continue }
+            if let why = d.ip.neverASource {
+                log.warning("[\(d.jail)] \(d.ip) is not banned: \(why) (a filter that matched the wrong field?)")
+                continue
+            }
             if already || seen.contains(key) {
                 log.notice("[\(d.jail)] \(d.ip) already banned")
                 continue

@@ -198,9 +198,21 @@ public struct ConfigStack: Sendable {
         return try get(section, option, vars: vars)
     }
 
+    /// The longest value an interpolation may produce: the largest of Debian's filters expands to a few KiB,
+    /// while references doubling at each of 10 levels reach gigabytes (a 20-line jail.local took 1.2 GB).
+    public static let maxExpandedSize = 1 << 20
+
     /// Python's `BasicInterpolation` with fail2ban's `%(section/option)s` extension.
     func interpolate(_ value: String, section: String, option: String, vars: [String: String],
                      location: SourceLocation?, depth: Int = 1) throws(ConfigError) -> String {
+        var expanded: [String: String] = [:]
+        return try interpolate(value, section: section, option: option, vars: vars, location: location, depth: depth, expanded: &expanded)
+    }
+
+    /// `expanded`: each name's expansion, made once per top-level value (a name referred to a thousand times
+    /// is expanded once).
+    private func interpolate(_ value: String, section: String, option: String, vars: [String: String],
+                             location: SourceLocation?, depth: Int, expanded: inout [String: String]) throws(ConfigError) -> String {
         guard value.contains("%") else { return value }
         if depth > ConfigStack.maxInterpolationDepth {
             throw ConfigError("interpolation of '\(option)' in [\(section)] nests deeper than \(ConfigStack.maxInterpolationDepth) levels (a reference loop?)", at: location)
@@ -222,10 +234,19 @@ public struct ConfigStack: Sendable {
                 }
                 let name = String(rest[rest.index(rest.startIndex, offsetBy: 2)..<close])
                 rest = rest[rest.index(close, offsetBy: 2)...]
-                guard let v = lookup(name, section: section, vars: vars) else {
-                    throw ConfigError("'\(option)' in [\(section)] refers to %(\(name))s, which is not defined", at: location)
+                if let done = expanded[name] {
+                    out += done
+                } else {
+                    guard let v = lookup(name, section: section, vars: vars) else {
+                        throw ConfigError("'\(option)' in [\(section)] refers to %(\(name))s, which is not defined", at: location)
+                    }
+                    let done = try interpolate(v, section: section, option: option, vars: vars, location: location, depth: depth + 1, expanded: &expanded)
+                    expanded[name] = done
+                    out += done
                 }
-                out += try interpolate(v, section: section, option: option, vars: vars, location: location, depth: depth + 1)
+                if out.utf8.count > ConfigStack.maxExpandedSize {
+                    throw ConfigError("'\(option)' in [\(section)] expands to more than \(ConfigStack.maxExpandedSize >> 20) MiB (references that repeat each other, %(a)s%(a)s…?)", at: location)
+                }
             } else {
                 throw ConfigError("'%' must be followed by '%' or '(' in '\(option)' of [\(section)], found '\(rest.prefix(20))' (write %% for a literal %)", at: location)
             }

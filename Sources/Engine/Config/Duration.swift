@@ -32,7 +32,15 @@ public enum Duration {
         return v
     }
 
-    struct Parser {
+    public struct Parser {
+        /// The value of `text` without the range check (the API's bantime strings, which it cuts itself).
+        public static func unchecked(_ text: String) throws(ParseError) -> Double {
+            var p = Parser(text: text)
+            let v = try p.parse()
+            guard v.isFinite else { throw ParseError(text: text, reason: "out of range") }
+            return v
+        }
+
         let text: String
         let chars: [Character]
         var i = 0

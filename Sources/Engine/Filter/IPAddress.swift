@@ -50,6 +50,25 @@ public enum IPAddress: Hashable, Sendable, Comparable, CustomStringConvertible {
 
     public var isIPv4: Bool { if case .v4 = self { return true } else { return false } }
 
+    /// Why no connection can come from this address (unspecified, broadcast, multicast): banning it would do
+    /// nothing but hide a parsing mistake. nil for an address that can be a client.
+    public var neverASource: String? {
+        switch self {
+        case .v4(let a):
+            if a >> 24 == 0 { return "it is in 0.0.0.0/8, which means \"this network\" and never sends" }
+            if a == 0xffff_ffff { return "it is the broadcast address" }
+            if a >> 28 == 0xe { return "it is a multicast address (224.0.0.0/4)" }
+            return nil
+        case .v6(let hi, let lo):
+            if hi == 0 && lo == 0 { return "it is the unspecified address ::" }
+            if hi >> 56 == 0xff { return "it is a multicast address (ff00::/8)" }
+            return nil
+        }
+    }
+
+    /// 127.0.0.1 and ::1: the addresses this host's own clients (the CLI over TCP, health checks) come from.
+    public var isPrimaryLoopback: Bool { self == .v4(0x7f00_0001) || self == .v6(0, 1) }
+
     /// Network-order bytes (4 or 16).
     public var bytes: [UInt8] {
         switch self {

@@ -44,6 +44,19 @@ public struct JailRules: Sendable, Equatable {
     public var ports: [ClosedRange<UInt16>]
     public var drop: Bool
 
+    /// Port ranges sorted, with overlapping and touching ones joined (an interval set refuses overlaps).
+    public static func merged(_ ranges: [ClosedRange<UInt16>]) -> [ClosedRange<UInt16>] {
+        var out: [ClosedRange<UInt16>] = []
+        for r in ranges.sorted(by: { $0.lowerBound < $1.lowerBound }) {
+            if let last = out.last, Int(r.lowerBound) <= Int(last.upperBound) + 1 {
+                out[out.count - 1] = last.lowerBound...max(last.upperBound, r.upperBound)
+            } else {
+                out.append(r)
+            }
+        }
+        return out
+    }
+
     public var v4Set: String { "\(jail)-v4" }
     public var v6Set: String { "\(jail)-v6" }
 
@@ -181,21 +194,36 @@ public final class NftablesFirewall: @unchecked Sendable {
                 let id = nextSetID
                 nextSetID &+= 1
                 try t.note(pc_nft_add_set(t.batch, NftablesFirewall.table, set, ipv6 ? 1 : 0, id), "create set \(set) of jail \(jail.jail)")
-                let ranges: [ClosedRange<UInt16>?] = jail.ports.isEmpty || jail.l4proto == 0 ? [nil] : jail.ports
-                for range in ranges {
-                    let comment = "portcullis jail \(jail.jail)"
-                    let seq = set.withCString { setName in
-                        comment.withCString { c in
-                            var rule = pc_nft_rule(ipv6: ipv6 ? 1 : 0, l4proto: jail.l4proto,
-                                                   port_first: range?.lowerBound ?? 0, port_last: range?.upperBound ?? 0,
-                                                   all_ports: range == nil ? 1 : 0, set: setName, set_id: id,
-                                                   drop: jail.drop ? 1 : 0, comment: c)
-                            return pc_nft_add_rule(t.batch, NftablesFirewall.table, NftablesFirewall.chain, &rule)
+                // One rule per family: a single port or range is compared in the rule, several are an anonymous
+                // interval set it looks up (500 ports are one rule, not 500).
+                let ranges = JailRules.merged(jail.ports)
+                let everyPort = ranges.isEmpty || jail.l4proto == 0
+                var portSetID: UInt32 = 0
+                if !everyPort && ranges.count > 1 {
+                    portSetID = nextSetID
+                    nextSetID &+= 1
+                    try t.note(pc_nft_add_port_set(t.batch, NftablesFirewall.table, portSetID), "create the port set of jail \(jail.jail)")
+                    let firsts = ranges.map(\.lowerBound), lasts = ranges.map(\.upperBound)
+                    let seq = firsts.withUnsafeBufferPointer { f in
+                        lasts.withUnsafeBufferPointer { l in
+                            pc_nft_add_port_ranges(t.batch, NftablesFirewall.table, portSetID, f.baseAddress, l.baseAddress, ranges.count)
                         }
                     }
-                    let portText = range.map { $0.lowerBound == $0.upperBound ? "port \($0.lowerBound)" : "ports \($0.lowerBound)-\($0.upperBound)" } ?? "all ports"
-                    try t.note(seq, "add the rule of jail \(jail.jail) (\(ipv6 ? "IPv6" : "IPv4"), \(portText))")
+                    try t.note(seq, "add \(ranges.count) port ranges to the port set of jail \(jail.jail)")
                 }
+                let single = !everyPort && ranges.count == 1 ? ranges[0] : nil
+                let comment = "portcullis jail \(jail.jail)"
+                let seq = set.withCString { setName in
+                    comment.withCString { c in
+                        var rule = pc_nft_rule(ipv6: ipv6 ? 1 : 0, l4proto: jail.l4proto,
+                                               port_first: single?.lowerBound ?? 0, port_last: single?.upperBound ?? 0,
+                                               all_ports: everyPort ? 1 : 0, port_set_id: portSetID, set: setName, set_id: id,
+                                               drop: jail.drop ? 1 : 0, comment: c)
+                        return pc_nft_add_rule(t.batch, NftablesFirewall.table, NftablesFirewall.chain, &rule)
+                    }
+                }
+                let portText = everyPort ? "all ports" : ranges.map { $0.lowerBound == $0.upperBound ? "\($0.lowerBound)" : "\($0.lowerBound)-\($0.upperBound)" }.joined(separator: ",")
+                try t.note(seq, "add the rule of jail \(jail.jail) (\(ipv6 ? "IPv6" : "IPv4"), ports \(portText.prefix(200)))")
             }
         }
         let known = Set(jails.map(\.jail))

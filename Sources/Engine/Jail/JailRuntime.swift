@@ -43,11 +43,15 @@ public final class JailRuntime: @unchecked Sendable {
         filter = try LineFilter(definition.filter, options: options, logTimeZone: definition.logTimeZone)
         let name = definition.name
         var failures = 0
+        let filterName = definition.filter.name
         filter.onRegexError = { [log] failure in
-            // Said every time at first, then every 1,000th time (a hostile log must not flood the journal).
+            // Said once, with the filter, then at the 10th, 100th, 1,000th… time with the count (a hostile log
+            // must not flood the journal, nor hide how often lines went untested).
             failures += 1
-            if failures <= 20 || failures % 1000 == 0 {
-                log.error("[\(name)] \(failure)\(failures > 20 ? " (\(failures) times so far)" : "")")
+            var p = 1
+            while p < failures { p *= 10 }
+            if p == failures {
+                log.error("[\(name)] filter \(filterName): \(failure)" + (failures > 1 ? " (\(failures) lines so far)" : ""))
             }
         }
         tracker = FailureTracker(maxRetry: definition.maxRetry, findTime: definition.findTime,

@@ -18,6 +18,8 @@ public struct AccessPolicy: Sendable {
     }
 
     public var hasTokens: Bool { readToken != nil || adminToken != nil }
+    /// What is wrong but not fatal about the token files (readable by others): logged at start and reload.
+    public private(set) var warnings: [String] = []
 
     public struct SetupError: Error, CustomStringConvertible {
         public let description: String
@@ -26,13 +28,21 @@ public struct AccessPolicy: Sendable {
     /// Reads the token files named in `[api]`. A named file that is missing or empty stops the start: running
     /// without the protection the operator asked for would be worse than not running.
     public static func load(readTokenFile: String, adminTokenFile: String) throws(SetupError) -> AccessPolicy {
-        func token(_ path: String, _ key: String) throws(SetupError) -> String? {
+        func token(_ path: String, _ key: String, _ warnings: inout [String]) throws(SetupError) -> String? {
             guard !path.isEmpty else { return nil }
             guard let data = FileManager.default.contents(atPath: path) else {
                 throw SetupError(description: "[api] \(key) = \(path): the file cannot be read")
             }
             let text = String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
             guard !text.isEmpty else { throw SetupError(description: "[api] \(key) = \(path): the file is empty") }
+            // A control character (an escape sequence, a NUL) would end up in comparisons and in terminals.
+            if let bad = text.unicodeScalars.first(where: { $0.value < 0x20 || $0.value == 0x7f || (0x80..<0xa0).contains($0.value) }) {
+                throw SetupError(description: "[api] \(key) = \(path): the token holds a control character (U+\(String(format: "%04X", bad.value))): write it as one line of printable characters")
+            }
+            var st = stat()
+            if stat(path, &st) == 0 && st.st_mode & 0o044 != 0 {
+                warnings.append("[api] \(key) = \(path) can be read by \(st.st_mode & 0o004 != 0 ? "anyone on this machine" : "its group") (mode \(String(st.st_mode & 0o777, radix: 8))): chmod 600 it")
+            }
             guard text.count >= 16 else {
                 throw SetupError(description: "[api] \(key) = \(path): the token is shorter than 16 characters (make one with: head -c 32 /dev/urandom | base64)")
             }
@@ -41,12 +51,15 @@ public struct AccessPolicy: Sendable {
             }
             return text
         }
-        let read = try token(readTokenFile, "read_token_file")
-        let admin = try token(adminTokenFile, "admin_token_file")
+        var warnings: [String] = []
+        let read = try token(readTokenFile, "read_token_file", &warnings)
+        let admin = try token(adminTokenFile, "admin_token_file", &warnings)
         if let read, read == admin {
             throw SetupError(description: "[api] read_token_file and admin_token_file hold the same token")
         }
-        return AccessPolicy(readToken: read, adminToken: admin)
+        var policy = AccessPolicy(readToken: read, adminToken: admin)
+        policy.warnings = warnings
+        return policy
     }
 
     /// Refuses listeners that would expose the API without a token.

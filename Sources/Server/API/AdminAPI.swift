@@ -18,7 +18,19 @@ public final class AdminAPI: HTTPHandler {
         self.log = log
     }
 
+    /// Headers a request may carry once at most: two would let a proxy and the server read different ones.
+    static let singleHeaders = ["authorization", "content-type", "host", "content-length"]
+
     public func handle(_ request: HTTPRequest, context: RequestContext) -> HandlerResult {
+        for name in AdminAPI.singleHeaders where request.headers.filter({ $0.name.lowercased() == name }).count > 1 {
+            return .response(.problem(400, "the request carries more than one \(name) header"))
+        }
+        let policy = access.withLock { $0 }
+        // Without tokens, anything that reaches the TCP port may read: a page in a browser could too, through a
+        // DNS name rebound to 127.0.0.1, unless the Host it names is a loopback one.
+        if !context.isUnixSocket && !policy.hasTokens, let host = request.header("host"), !AdminAPI.isLoopbackHost(host) {
+            return .response(.problem(421, "Host '\(host)' is not a loopback name or address: without tokens the API answers only requests for localhost, 127.0.0.1 or [::1] (set read_token_file to serve other names)"))
+        }
         let target: RequestTarget
         do { target = try RequestTarget(request.target) } catch {
             return .response(.problem(400, error.detail))
@@ -31,7 +43,6 @@ public final class AdminAPI: HTTPHandler {
                                       headers: [("Allow", route.methods.joined(separator: ", "))]))
         }
         if !route.isPublic {
-            let policy = access.withLock { $0 }
             switch policy.level(authorization: request.header("authorization"), context: context) {
             case .unauthenticated(let why):
                 return .response(.problem(401, why, headers: [("WWW-Authenticate", "Bearer realm=\"portcullis\"")]))
@@ -74,6 +85,24 @@ public final class AdminAPI: HTTPHandler {
         return .json(200, o.text)
     }
 
+    /// localhost, 127.0.0.0/8 or [::1], with or without a port.
+    static func isLoopbackHost(_ value: String) -> Bool {
+        var host = Substring(value.trimmingCharacters(in: .whitespaces).lowercased())
+        if host.hasPrefix("[") {
+            guard let end = host.firstIndex(of: "]") else { return false }
+            let rest = host[host.index(after: end)...]
+            guard rest.isEmpty || (rest.hasPrefix(":") && rest.dropFirst().allSatisfy(\.isNumber)) else { return false }
+            return IPAddress(host[host.index(after: host.startIndex)..<end]) == .v6(0, 1)
+        }
+        if let colon = host.lastIndex(of: ":") {
+            guard host[host.index(after: colon)...].allSatisfy(\.isNumber) else { return false }
+            host = host[..<colon]
+        }
+        if host == "localhost" || host == "localhost." { return true }
+        if case .v4(let a)? = IPAddress(host), a >> 24 == 127, host.split(separator: ".").count == 4 { return true }
+        return false
+    }
+
     private func runtime(_ name: String) -> JailRuntime? { daemon.runningJail(named: name) }
 
     /// A jail's settings document changes only when a reload replaces the jail: made once per jail instance.
@@ -113,6 +142,9 @@ public final class AdminAPI: HTTPHandler {
         return .json(200, o.text)
     }
 
+    /// Addresses listed in a jail's document at most (the oldest bans first); `/bans?jail=` pages through all.
+    static let bannedIPsInJail = 1000
+
     private func jail(_ name: String) -> HTTPResponse {
         guard let j = runtime(name) else { return .problem(404, "no running jail named '\(name)'") }
         let manager = daemon.banManager!
@@ -125,7 +157,9 @@ public final class AdminAPI: HTTPHandler {
         let banned = manager.bannedAddresses(jail: name)
         actions.int("currentlyBanned", banned.count)
         actions.int("totalBanned", manager.statistics.bansTotal[name, default: 0])
-        actions.strings("bannedIPs", banned.map(\.description))
+        // A status poll must stay small and fast with 100,000 bans: the first ones here, all of them in /bans.
+        actions.strings("bannedIPs", banned.prefix(AdminAPI.bannedIPsInJail).map(\.description))
+        actions.bool("bannedIPsComplete", banned.count <= AdminAPI.bannedIPsInJail)
         var o = JSONObject()
         o.string("name", name)
         o.raw("filter", filter.text)
@@ -211,12 +245,19 @@ public final class AdminAPI: HTTPHandler {
 
     private func ban(jail: String, body: [UInt8], contentType: String?) -> HTTPResponse {
         guard let j = runtime(jail) else { return .problem(404, "no running jail named '\(jail)'") }
-        if let type = contentType?.split(separator: ";").first?.trimmingCharacters(in: .whitespaces).lowercased(),
+        guard let contentType else { return .problem(400, "Content-Type is missing: the body must be application/json") }
+        if let type = contentType.split(separator: ";").first?.trimmingCharacters(in: .whitespaces).lowercased(),
            type != "application/json" {
             return .problem(415, "the body must be application/json, not \(type)")
         }
         let request: BanRequest
         do { request = try BanRequest(body) } catch { return .problem(400, error.detail) }
+        if let why = request.ip.neverASource {
+            return .problem(409, "\(request.ip) cannot be banned: \(why)")
+        }
+        if request.ip.isPrimaryLoopback {
+            return .problem(409, "\(request.ip) is not banned: it is this host's own loopback address, from which its local clients (the CLI, health checks) come")
+        }
         if let reason = j.definition.ignoreList.reason(for: request.ip) {
             return .problem(409, "\(request.ip) is not banned in \(jail): it is ignored (\(reason))")
         }
@@ -262,6 +303,7 @@ public final class AdminAPI: HTTPHandler {
                                                adminTokenFile: daemon.settings.api.adminTokenFile)
             if policy.hasTokens || !access.withLock({ $0.hasTokens }) {
                 access.withLock { $0 = policy }
+                for w in policy.warnings { log.warning(w) }
                 return []
             }
             return ["[api] the tokens were removed from the configuration; the old ones stay in force until a restart"]
@@ -298,39 +340,70 @@ struct BanRequest {
 
     init(_ body: [UInt8]) throws(Invalid) {
         guard !body.isEmpty else { throw Invalid(detail: "the body is empty: send {\"ip\": \"203.0.113.7\"}") }
-        let object: Any
-        do { object = try JSONSerialization.jsonObject(with: Data(body)) } catch {
-            throw Invalid(detail: "the body is not valid JSON")
+        let document: StrictJSON.Value
+        do { document = try StrictJSON.parse(body) } catch {
+            throw Invalid(detail: "the body is not valid JSON: \(error)")
         }
-        guard let dict = object as? [String: Any] else { throw Invalid(detail: "the body must be a JSON object") }
-        for key in dict.keys where key != "ip" && key != "bantime" {
-            throw Invalid(detail: "unknown field '\(key)' (allowed: ip, bantime)")
+        guard case .object(let members) = document else { throw Invalid(detail: "the body must be a JSON object") }
+        var fields: [String: StrictJSON.Value] = [:]
+        for (key, value) in members {
+            guard key == "ip" || key == "bantime" else { throw Invalid(detail: "unknown field '\(key)' (allowed: ip, bantime)") }
+            fields[key] = value
         }
-        guard let text = dict["ip"] as? String else { throw Invalid(detail: "ip: a string with an IPv4 or IPv6 address is required") }
+        guard case .string(let text)? = fields["ip"] else { throw Invalid(detail: "ip: a string with an IPv4 or IPv6 address is required") }
         guard let ip = AdminAPI.address(text) else { throw Invalid(detail: "ip: " + AdminAPI.badAddress(text)) }
         self.ip = ip
-        switch dict["bantime"] {
+        switch fields["bantime"] {
         case nil:
             banTime = nil
-        case is NSNull:
+        case .null?:
             throw Invalid(detail: "bantime: null is not a duration (leave bantime out for the jail's own)")
-        case let s as String:
-            do { banTime = try BanRequest.checked(Duration.seconds(s)) } catch let e as Invalid { throw e } catch {
-                throw Invalid(detail: "bantime: '\(s)' is not a duration (seconds, or fail2ban's 1h, 1d, 12w; -1 for permanent)")
+        case .string(let s)?:
+            // A string of openapi.yaml's pattern is always a duration; one longer than the packet filter holds is
+            // cut to that, as in the configuration.
+            guard BanRequest.matchesPattern(s), let seconds = try? Duration.Parser.unchecked(s) else {
+                throw Invalid(detail: "bantime: '\(s)' is not a duration (seconds, or fail2ban's units such as 1h, 1d, 12w, 1h30m; -1 for permanent)")
             }
-        case let n as NSNumber where String(cString: n.objCType) != "c":  // "c": a JSON true/false
-            banTime = try BanRequest.checked(n.doubleValue)
+            banTime = seconds < 0 ? -1 : min(seconds, BanRequest.maxBanTime)
+        case .number(let n)?:
+            banTime = try BanRequest.checked(n)
         default:
             throw Invalid(detail: "bantime: a duration such as \"1h\" or a number of seconds is expected")
         }
     }
 
-    /// 200 years of 365 days (openapi.yaml says the same).
-    static let maxBanTime: Double = 6_307_200_000
+    /// The string form openapi.yaml allows (its `pattern`, kept the same): -1, or numbers each with an optional
+    /// unit (s m h d w mo y), written together or with spaces: "3600", "1h", "1h30m", "1d 12h".
+    static func matchesPattern(_ s: String) -> Bool {
+        if s == "-1" { return true }
+        let units = ["mo", "s", "m", "h", "d", "w", "y"]
+        var rest = Substring(s)
+        var terms = 0
+        var hadUnit = false
+        while !rest.isEmpty {
+            if terms > 0 {
+                // After a bare number, a space must come before the next one ("1 2"; "12" is one number).
+                let spaces = rest.prefix { $0 == " " }.count
+                guard hadUnit || spaces > 0 else { return false }
+                rest = rest.dropFirst(spaces)
+            }
+            let digits = rest.prefix { $0.isASCII && $0.isNumber }
+            guard !digits.isEmpty, digits.count <= 12, digits.first != "0" else { return false }
+            rest = rest.dropFirst(digits.count)
+            hadUnit = false
+            if let u = units.first(where: { rest.hasPrefix($0) }) { rest = rest.dropFirst(u.count); hadUnit = true }
+            terms += 1
+            guard terms <= 8 else { return false }
+        }
+        return terms > 0
+    }
+
+    /// What nftables holds (openapi.yaml says the same).
+    static let maxBanTime: Double = BanTimePolicy.longest
 
     private static func checked(_ seconds: Double) throws(Invalid) -> Double {
         guard seconds.isFinite, seconds < 0 ? seconds == -1 : (seconds >= 1 && seconds <= BanRequest.maxBanTime) else {
-            throw Invalid(detail: "bantime: must be -1 (permanent) or from 1 second to 200 years")
+            throw Invalid(detail: "bantime: must be -1 (permanent) or from 1 second to 584 years (18417024000 s, the most nftables holds)")
         }
         return seconds
     }

@@ -347,7 +347,7 @@ def scenario_reload(binary, config):
     if not banned("192.0.2.50"):
         fail("the ban was lost in the reload")
     rules = subprocess.run(["nft", "list", "chain", "inet", "portcullis", "input"], capture_output=True, text=True).stdout
-    if "dport 1101" not in rules or "sshd-v4" not in rules:
+    if "dport 1100-1101" not in rules or "sshd-v4" not in rules:
         fail("the new layout is not installed:\n" + rules)
     with open(sshd_log, "a") as f:
         f.write(time.strftime("%b %d %H:%M:%S") + " host sshd[1]: Failed password for root from 192.0.2.60 port 22 ssh2\n")
@@ -542,6 +542,32 @@ def scenario_badjail(binary, config):
     tree.failure("192.0.2.31", 2)
     if not wait_until(lambda: banned("192.0.2.31")):
         fail("the jail stopped working after the failed reload:\n" + d.output())
+    d.stop()
+    tree.cleanup()
+
+
+def scenario_manyports(binary, config):
+    """A jail with 500 ports and a range: one rule per family that looks the ports up in a set (not 1,000
+    rules), and a ban blocks exactly those ports."""
+    ports = [1100 + 2 * i for i in range(500)]
+    tree = Tree(config, port=",".join(str(p) for p in ports) + ",3000:3010")
+    d = Daemon(binary, tree)
+    d.wait_started()
+    for p in (1100, 1101, 1998, 3005):
+        Listener(p)
+    tree.failure("127.0.0.66", 2)
+    if not wait_until(lambda: banned("127.0.0.66")):
+        fail("no ban:\n" + d.output())
+    rules = subprocess.run(["nft", "list", "chain", "inet", "portcullis", "input"], capture_output=True, text=True).stdout
+    count = sum(1 for l in rules.splitlines() if "portcullis jail dovecot" in l)
+    if count != 2 or "dport {" not in rules:
+        fail("expected two rules looking the ports up in a set:\n" + rules[:3000])
+    for p, blocked in ((1100, True), (1998, True), (3005, True), (1101, False)):
+        if can_connect("127.0.0.66", "127.0.0.1", p) == blocked:
+            fail("port %d: %s for the banned address" % (p, "open" if blocked else "blocked"))
+    if not can_connect("127.0.0.1", "127.0.0.1", 1100):
+        fail("an address that is not banned is blocked")
+    print("manyports: %d jail rules for 501 port ranges" % count)
     d.stop()
     tree.cleanup()
 
