@@ -291,6 +291,50 @@ struct LogFollowerTests {
         #expect(warnings.count == 1 && warnings[0].contains("is a directory, not a regular file"), "\(text.prefix(2000))")
     }
 
+    /// 300 jails are 300 watchers on one hub: one thread and one inotify instance (the default limit of 128
+    /// instances was reached at jail 127), and every jail still gets its lines.
+    @Test func manyJailsShareOneThread() throws {
+        let dir = TempDir()
+        let hub = WatchHub()
+        func threads() -> Int {
+            let status = (try? String(contentsOfFile: "/proc/self/status", encoding: .utf8)) ?? ""
+            return Int(status.split(separator: "\n").first { $0.hasPrefix("Threads:") }?.split(separator: "\t").last ?? "") ?? 0
+        }
+        let before = threads()
+        let counts = Locked([Int](repeating: 0, count: 300))
+        var watchers: [LogWatcher] = []
+        for i in 0..<300 {
+            mkdir(dir.path + "/j\(i)", 0o755)
+            dir.write("j\(i)/a.log", "")
+            let w = LogWatcher(name: "j\(i)", paths: [LogPath(pattern: dir.path + "/j\(i)/a.log", tail: false)], polling: false, hub: hub) { _, _, _ in
+                counts.withLock { $0[i] += 1 }
+            }
+            w.start()
+            watchers.append(w)
+        }
+        #expect(threads() - before <= 2)
+        for i in 0..<300 { dir.append("j\(i)/a.log", "one\ntwo\n") }
+        #expect(eventually { counts.withLock { $0.allSatisfy { $0 == 2 } } })
+        #expect(hub.threadsStarted == 1)
+        for w in watchers { w.stop() }
+        // Once the last watcher is gone, so is the thread.
+        #expect(eventually { threads() <= before })
+    }
+
+    /// A glob matching 10,000 files: all followed (one read buffer for all of them).
+    @Test func aGlobOfTenThousandFiles() throws {
+        let dir = TempDir()
+        for i in 0..<10_000 { dir.write("f\(i).log", "line of file \(i)\n") }
+        let count = Locked(0)
+        let watcher = LogWatcher(name: "g", paths: [LogPath(pattern: dir.path + "/*.log", tail: false)], polling: false, hub: WatchHub()) { _, _, _ in
+            count.withLock { $0 += 1 }
+        }
+        watcher.start()
+        defer { watcher.stop() }
+        #expect(eventually(timeout: 30) { count.withLock { $0 } == 10_000 })
+        #expect(watcher.files.count == 10_000)
+    }
+
     @Test func fileAppearingLater() {
         let dir = TempDir()
         let f = LogFollower(path: dir.path + "/later.log")

@@ -44,7 +44,8 @@ public final class LogFollower {
     private var opened = false
     /// Where the path led at the first open (the file's real path).
     private var target0: String?
-    private let buffer: UnsafeMutableRawBufferPointer
+    private let readBuffer: ReadBuffer
+    private var buffer: UnsafeMutableRawBufferPointer { readBuffer.bytes }
     /// Set once the backlog has been read: lines after this are "in operation" (fresh).
     public private(set) var caughtUp = false
     /// Times the file was found rotated or truncated.
@@ -52,17 +53,17 @@ public final class LogFollower {
     public private(set) var bytesRead = 0
     public var lastError: String?
 
-    public init(path: String, startAtEnd: Bool = false, maxLineLength: Int = 4 << 20, bufferSize: Int = 256 << 10) {
+    /// `buffer`: shared by the followers of one thread (a fresh one by default).
+    public init(path: String, startAtEnd: Bool = false, maxLineLength: Int = 4 << 20, buffer: ReadBuffer = ReadBuffer()) {
         self.path = path
         self.startAtEnd = startAtEnd
         splitter = LineSplitter(maxLineLength: maxLineLength)
-        buffer = .allocate(byteCount: bufferSize, alignment: 16)
+        readBuffer = buffer
     }
 
     deinit {
         if fd >= 0 { close(fd) }
         for r in retired { close(r.fd) }
-        buffer.deallocate()
     }
 
     /// Lines cut at the length cap so far, in every file followed at this path (it only grows).

@@ -1,0 +1,232 @@
+import Foundation
+import Glibc
+
+/// One thread and one inotify instance for the log watching of every jail. Three hundred jails used to mean three
+/// hundred threads and inotify instances (the default limit, 128, was reached at jail 127); now they are watchers
+/// registered here, and the thread reads whichever log changed, a bounded amount at a time, so that a flood in one
+/// log delays the others by one read of `LogFollower.bytesPerPoll` at most.
+///
+/// The directories of the log files are watched (appends, renames, truncation and files that appear later all
+/// wake the thread); a directory that cannot be watched, or an inotify that cannot be set up, makes that jail's
+/// watcher poll its files on a timer instead. The thread runs while there is a watcher, and is started again for
+/// the next one.
+public final class WatchHub: @unchecked Sendable {
+    // @unchecked: `commands` and `running` are locked; everything else is the hub thread's alone.
+
+    /// The daemon's hub.
+    public static let shared = WatchHub()
+
+    private enum Command {
+        case add(LogWatcher)
+        case remove(LogWatcher, DispatchSemaphore)
+    }
+
+    private let queue = Locked<(commands: [Command], running: Bool, threads: Int)>(([], false, 0))
+    private var wakePipe: (read: Int32, write: Int32) = (-1, -1)
+    private var inotifyFD: Int32 = -1
+    private var inotifyProblem: String?
+    private var watchers: [ObjectIdentifier: LogWatcher] = [:]
+    /// Watched directories: their watch descriptor and the watchers whose logs are there.
+    private var directories: [String: (wd: Int32, users: Set<ObjectIdentifier>)] = [:]
+    private var byDescriptor: [Int32: String] = [:]
+    /// The first halves of renames (IN_MOVED_FROM), by cookie, waiting for their IN_MOVED_TO.
+    private var movedFrom: [UInt32: String] = [:]
+    /// Shared by every follower: the hub thread is the only one reading.
+    let buffer = ReadBuffer()
+
+    static let mask = UInt32(IN_MODIFY | IN_CREATE | IN_MOVED_TO | IN_MOVED_FROM | IN_DELETE | IN_CLOSE_WRITE | IN_ATTRIB
+        | IN_DELETE_SELF | IN_MOVE_SELF)
+
+    public init() {
+        var fds: [Int32] = [0, 0]
+        _ = pipe(&fds)
+        for fd in fds {
+            _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
+            _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
+        }
+        wakePipe = (fds[0], fds[1])
+        let fd = inotify_init1(Int32(IN_NONBLOCK | IN_CLOEXEC))
+        if fd >= 0 { inotifyFD = fd } else { inotifyProblem = String(cString: strerror(errno)) }
+    }
+
+    deinit {
+        close(wakePipe.read)
+        close(wakePipe.write)
+        if inotifyFD >= 0 { close(inotifyFD) }
+    }
+
+    /// Threads started so far (one per busy period, not one per jail).
+    public var threadsStarted: Int { queue.withLock { $0.threads } }
+
+    func add(_ w: LogWatcher) {
+        let start: Bool = queue.withLock { q in
+            q.commands.append(.add(w))
+            if q.running { return false }
+            q.running = true
+            q.threads += 1
+            return true
+        }
+        if start {
+            let t = Thread { [self] in run() }
+            t.name = "watch"
+            t.start()
+        } else {
+            wake()
+        }
+    }
+
+    /// Returns once the hub thread let go of `w`: no callback of it runs after this.
+    func remove(_ w: LogWatcher) {
+        let done = DispatchSemaphore(value: 0)
+        queue.withLock { $0.commands.append(.remove(w, done)) }
+        wake()
+        done.wait()
+    }
+
+    private func wake() {
+        var b: UInt8 = 1
+        _ = write(wakePipe.write, &b, 1)
+    }
+
+    // MARK: the thread
+
+    private func run() {
+        let events = UnsafeMutableRawBufferPointer.allocate(byteCount: 64 * 1024, alignment: 8)
+        defer { events.deallocate() }
+        var pfds = [pollfd(fd: wakePipe.read, events: Int16(POLLIN), revents: 0)]
+        if inotifyFD >= 0 { pfds.append(pollfd(fd: inotifyFD, events: Int16(POLLIN), revents: 0)) }
+        while true {
+            // Commands first: a watcher being stopped must not wait for a long read of another.
+            let commands: [Command]? = queue.withLock { q in
+                let c = q.commands
+                q.commands = []
+                if c.isEmpty && watchers.isEmpty {
+                    q.running = false
+                    return nil
+                }
+                return c
+            }
+            guard let commands else { return }
+            for c in commands {
+                switch c {
+                case .add(let w): attach(w)
+                case .remove(let w, let done):
+                    detach(w)
+                    done.signal()
+                }
+            }
+            if watchers.isEmpty { continue }
+            let now = Clock.now()
+            var timeout: Int32 = 1000
+            for w in watchers.values {
+                if w.hasMore { timeout = 0; break }
+                if w.needsTimer { timeout = min(timeout, max(0, Int32((w.lastPoll + Double(w.pollInterval) / 1000 - now) * 1000))) }
+            }
+            for i in pfds.indices { pfds[i].revents = 0 }
+            let r = poll(&pfds, nfds_t(pfds.count), timeout)
+            if r < 0 && errno != EINTR { usleep(100_000) }
+            if pfds[0].revents & Int16(POLLIN) != 0 {
+                var sink = [UInt8](repeating: 0, count: 64)
+                while read(wakePipe.read, &sink, sink.count) > 0 {}
+            }
+            var changed = Set<ObjectIdentifier>()
+            if pfds.count > 1 && pfds[1].revents & Int16(POLLIN) != 0 { changed = drainInotify(events) }
+            let t = Clock.now()
+            for (id, w) in watchers {
+                let due = w.needsTimer && t - w.lastPoll >= Double(w.pollInterval) / 1000
+                if changed.contains(id) || w.hasMore || due {
+                    w.pollAll(t)
+                } else if t - w.lastHousekeeping >= 1 {
+                    w.housekeeping(t)
+                }
+            }
+        }
+    }
+
+    private func attach(_ w: LogWatcher) {
+        let id = ObjectIdentifier(w)
+        watchers[id] = w
+        var polling = w.usePolling
+        if !polling {
+            if inotifyFD < 0 {
+                w.log?.warning("[\(w.name)] inotify unavailable (\(inotifyProblem ?? "?")); polling the log files")
+                polling = true
+            }
+            for dir in w.directories where inotifyFD >= 0 {
+                if var entry = directories[dir] {
+                    entry.users.insert(id)
+                    directories[dir] = entry
+                    continue
+                }
+                let wd = inotify_add_watch(inotifyFD, dir, WatchHub.mask)
+                if wd < 0 {
+                    w.log?.warning("[\(w.name)] cannot watch \(dir) (\(String(cString: strerror(errno)))); polling it")
+                    polling = true
+                } else {
+                    directories[dir] = (wd, [id])
+                    byDescriptor[wd] = dir
+                }
+            }
+        }
+        w.attached(polling: polling, buffer: buffer)
+    }
+
+    private func detach(_ w: LogWatcher) {
+        let id = ObjectIdentifier(w)
+        guard watchers.removeValue(forKey: id) != nil else { return }
+        for dir in w.directories {
+            guard var entry = directories[dir] else { continue }
+            entry.users.remove(id)
+            if entry.users.isEmpty {
+                inotify_rm_watch(inotifyFD, entry.wd)
+                directories[dir] = nil
+                byDescriptor[entry.wd] = nil
+            } else {
+                directories[dir] = entry
+            }
+        }
+    }
+
+    /// Reads queued inotify events; returns the watchers they concern.
+    private func drainInotify(_ buffer: UnsafeMutableRawBufferPointer) -> Set<ObjectIdentifier> {
+        var changed = Set<ObjectIdentifier>()
+        var rescan = Set<ObjectIdentifier>()
+        while true {
+            let n = read(inotifyFD, buffer.baseAddress, buffer.count)
+            if n <= 0 { break }
+            var off = 0
+            while off < n {
+                let ev = buffer.baseAddress!.advanced(by: off).assumingMemoryBound(to: inotify_event.self)
+                let len = Int(ev.pointee.len)
+                let mask = ev.pointee.mask
+                off += MemoryLayout<inotify_event>.size + len
+                if mask & UInt32(IN_Q_OVERFLOW) != 0 {
+                    // Events were lost: every watcher looks at everything again.
+                    for id in watchers.keys { changed.insert(id); rescan.insert(id) }
+                    continue
+                }
+                guard let dir = byDescriptor[ev.pointee.wd], let users = directories[dir]?.users else { continue }
+                guard len > 0 else { changed.formUnion(users); continue }
+                let name = String(cString: UnsafeRawPointer(ev).advanced(by: MemoryLayout<inotify_event>.size).assumingMemoryBound(to: CChar.self))
+                let path = dir + "/" + name
+                // Renames are followed (a rename's two halves share a cookie), so that a log rotated twice before
+                // we looked still has its middle file read.
+                var renamedFrom: String? = nil
+                if mask & UInt32(IN_MOVED_FROM) != 0 {
+                    if movedFrom.count > 64 { movedFrom.removeAll() }
+                    movedFrom[ev.pointee.cookie] = path
+                } else if mask & UInt32(IN_MOVED_TO) != 0 {
+                    renamedFrom = movedFrom.removeValue(forKey: ev.pointee.cookie)
+                }
+                let appeared = mask & UInt32(IN_CREATE | IN_MOVED_TO) != 0
+                for id in users {
+                    guard let w = watchers[id] else { continue }
+                    if let from = renamedFrom { w.noteRenamed(from: from, to: path) }
+                    if appeared { rescan.insert(id); changed.insert(id) } else if w.follows(path) { changed.insert(id) }
+                }
+            }
+        }
+        for id in rescan { watchers[id]?.refreshFollowers() }
+        return changed
+    }
+}
