@@ -26,6 +26,7 @@ jail_section() {  # N ACTION
 }
 
 start=$(date +%s.%N)
+: > "$work/daemon.log"
 if [ "$which" = portcullis ]; then
   cp -r config "$work/conf"
   for i in $(seq 1 "$jails"); do jail_section "$i" dry-run; done > "$work/conf/jail.d/jails.local"
@@ -38,12 +39,12 @@ else
   cp -r /etc/fail2ban "$work/conf"
   rm -f "$work/conf/jail.d/"*
   for i in $(seq 1 "$jails"); do jail_section "$i" dummy; done > "$work/conf/jail.d/jails.local"
-  printf '[Definition]\nlogtarget = %s/daemon.log\nloglevel = NOTICE\nsocket = %s/f2b.sock\npidfile = %s/f2b.pid\ndbfile = %s/f2b.sqlite3\n' \
+  printf '[Definition]\nlogtarget = %s/daemon.log\nloglevel = INFO\nsocket = %s/f2b.sock\npidfile = %s/f2b.pid\ndbfile = %s/f2b.sqlite3\n' \
     "$work" "$work" "$work" "$work" > "$work/conf/fail2ban.local"
   /usr/bin/python3 /usr/bin/fail2ban-server -f -x -c "$work/conf" > /dev/null 2>&1 &
   pid=$!
-  ready() { [ "$(grep -c "Jail 'j[0-9]*' started" "$work/daemon.log" 2>/dev/null || true)" -ge "$jails" ]; }
-  banned() { grep -c "\] Ban " "$work/daemon.log" 2>/dev/null || true; }
+  ready() { [ "$(grep -c "Jail 'j[0-9]*' started" "$work/daemon.log" || true)" -ge "$jails" ]; }
+  banned() { grep -c "\] Ban " "$work/daemon.log" || true; }
 fi
 for _ in $(seq 1 1200); do ready && break; sleep 0.05; done
 ready || { echo "not ready:"; tail -5 "$work/daemon.log"; exit 1; }
