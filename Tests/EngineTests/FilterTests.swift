@@ -255,3 +255,31 @@ struct DaemonDateTests {
         #expect(r.first?.id == "192.0.2.10" && r.first?.time == nil)
     }
 }
+
+/// Regexes of the same pattern share one compiled pattern (300 jails on the sshd filter compile it once) and keep
+/// their own match data: their results never mix, on one thread or on several.
+@Suite struct SharedPatternTests {
+    @Test func sameMatchesApartAcrossThreads() throws {
+        let a = try PCRE2Regex(#"rip=(?P<host>\d+\.\d+\.\d+\.\d+)"#)
+        let b = try PCRE2Regex(#"rip=(?P<host>\d+\.\d+\.\d+\.\d+)"#)
+        @Sendable func host(_ r: PCRE2Regex, _ text: String) -> String? {
+            let bytes = Array(text.utf8)
+            return bytes.withUnsafeBufferPointer { p -> String? in
+                guard r.search(p.baseAddress!, length: p.count, ascii: true), let g = r.range(r.groupNumbers["host"]!) else { return nil }
+                return String(decoding: bytes[g], as: UTF8.self)
+            }
+        }
+        #expect(host(a, "x rip=192.0.2.1 y") == "192.0.2.1")
+        #expect(host(b, "x rip=198.51.100.2 y") == "198.51.100.2")
+        // a's result is its own, whatever b matched since.
+        #expect(a.range(a.groupNumbers["host"]!).map { $0.count } == 9)
+        let mixed = Locked(0)
+        DispatchQueue.concurrentPerform(iterations: 4) { _ in
+            let own = try! PCRE2Regex(#"rip=(?P<host>\d+\.\d+\.\d+\.\d+)"#)
+            for i in 0..<2000 where host(own, "rip=203.0.113.\(i % 250) end") != "203.0.113.\(i % 250)" {
+                mixed.withLock { $0 += 1 }
+            }
+        }
+        #expect(mixed.withLock { $0 } == 0)
+    }
+}

@@ -31,8 +31,11 @@ public final class PCRE2Regex {
     public let captureCount: Int
     public let isJIT: Bool
 
-    private let unicodeCode: OpaquePointer
-    private let asciiCode: OpaquePointer
+    /// The compiled pattern, shared with every other regex of the same pattern and options (300 jails on the
+    /// sshd filter compile it once); the match data and context below are this regex's own.
+    private let code: PCRE2Code
+    private var unicodeCode: OpaquePointer { code.unicode }
+    private var asciiCode: OpaquePointer { code.ascii }
     private let matchData: OpaquePointer
     private let matchContext: OpaquePointer
     private var jitStack: OpaquePointer?
@@ -52,7 +55,7 @@ public final class PCRE2Regex {
         public static let dotAll = Options(rawValue: UInt32(PCRE2_DOTALL))
     }
 
-    private static func compile(_ pattern: String, _ flags: UInt32) throws(RegexCompileError) -> OpaquePointer {
+    fileprivate static func compile(_ pattern: String, _ flags: UInt32) throws(RegexCompileError) -> OpaquePointer {
         var errorCode: Int32 = 0
         var errorOffset = 0
         let compiled: OpaquePointer? = pattern.utf8CString.withUnsafeBufferPointer { buf in
@@ -70,16 +73,9 @@ public final class PCRE2Regex {
     /// `pcre2_compile` and `pcre2_jit_compile`.
     public init(_ pattern: String, options: Options = []) throws(RegexCompileError) {
         self.pattern = pattern
-        let unicode = UInt32(PCRE2_UTF) | UInt32(PCRE2_UCP) | UInt32(PCRE2_MATCH_INVALID_UTF) | options.rawValue
-        let compiled = try PCRE2Regex.compile(pattern, unicode)
-        // The pattern itself may hold non-ASCII text, which byte mode would read differently: then only the
-        // Unicode variant is used.
-        let asciiPattern = pattern.utf8.allSatisfy { $0 < 0x80 }
-        let ascii = asciiPattern ? ((try? PCRE2Regex.compile(pattern, options.rawValue)) ?? compiled) : compiled
-        unicodeCode = compiled
-        asciiCode = ascii
-        isJIT = pcre2_jit_compile_8(compiled, UInt32(PCRE2_JIT_COMPLETE)) == 0
-            && (ascii == compiled || pcre2_jit_compile_8(ascii, UInt32(PCRE2_JIT_COMPLETE)) == 0)
+        code = try PCRE2Code.shared(pattern, options.rawValue)
+        let compiled = code.unicode
+        isJIT = code.isJIT
 
         var count: UInt32 = 0
         pcre2_pattern_info_8(compiled, UInt32(PCRE2_INFO_CAPTURECOUNT), &count)
@@ -119,8 +115,6 @@ public final class PCRE2Regex {
         pcre2_match_data_free_8(matchData)
         pcre2_match_context_free_8(matchContext)
         if let jitStack { pcre2_jit_stack_free_8(jitStack) }
-        if asciiCode != unicodeCode { pcre2_code_free_8(asciiCode) }
-        pcre2_code_free_8(unicodeCode)
     }
 
     static func message(for code: Int32) -> String {
@@ -208,5 +202,65 @@ public final class PCRE2Regex {
     public func range(named name: String) -> Range<Int>? {
         guard let n = groupNumbers[name] else { return nil }
         return range(n)
+    }
+}
+
+/// A pattern compiled and JIT-compiled in both variants (Unicode, and bytes for ASCII subjects), shared by every
+/// `PCRE2Regex` of the same pattern and options. PCRE2 lets one compiled pattern, JIT code included, serve several
+/// threads at once, each with its own match data (which `PCRE2Regex` keeps).
+///
+/// Owner: this object owns both `pcre2_code` handles and frees them in `deinit`; the regexes hold it strongly; the
+/// cache holds it weakly, so that it goes with its last regex.
+final class PCRE2Code: @unchecked Sendable {
+    // @unchecked: immutable after init; the C objects are only read (matched against) after that.
+    let unicode: OpaquePointer
+    let ascii: OpaquePointer
+    let isJIT: Bool
+
+    private init(_ pattern: String, _ options: UInt32) throws(RegexCompileError) {
+        let flags = UInt32(PCRE2_UTF) | UInt32(PCRE2_UCP) | UInt32(PCRE2_MATCH_INVALID_UTF) | options
+        let compiled = try PCRE2Regex.compile(pattern, flags)
+        // The pattern itself may hold non-ASCII text, which byte mode would read differently: then only the
+        // Unicode variant is used.
+        let asciiPattern = pattern.utf8.allSatisfy { $0 < 0x80 }
+        let bytes = asciiPattern ? ((try? PCRE2Regex.compile(pattern, options)) ?? compiled) : compiled
+        unicode = compiled
+        ascii = bytes
+        isJIT = pcre2_jit_compile_8(compiled, UInt32(PCRE2_JIT_COMPLETE)) == 0
+            && (bytes == compiled || pcre2_jit_compile_8(bytes, UInt32(PCRE2_JIT_COMPLETE)) == 0)
+    }
+
+    deinit {
+        if ascii != unicode { pcre2_code_free_8(ascii) }
+        pcre2_code_free_8(unicode)
+    }
+
+    private struct Key: Hashable {
+        let pattern: String
+        let options: UInt32
+    }
+
+    private final class WeakEntry {
+        weak var code: PCRE2Code?
+        init(_ code: PCRE2Code) { self.code = code }
+    }
+
+    private static let cache = Locked<(entries: [Key: WeakEntry], added: Int)>(([:], 0))
+
+    /// The compiled pattern for `pattern` and `options`, compiled now or shared with a regex that has it already.
+    static func shared(_ pattern: String, _ options: UInt32) throws(RegexCompileError) -> PCRE2Code {
+        let key = Key(pattern: pattern, options: options)
+        if let code = cache.withLock({ $0.entries[key]?.code }) { return code }
+        // Compiled outside the lock (a large filter takes milliseconds); two threads racing here each compile,
+        // and the first one stored is kept.
+        let fresh = try PCRE2Code(pattern, options)
+        return cache.withLock { c in
+            if let existing = c.entries[key]?.code { return existing }
+            c.entries[key] = WeakEntry(fresh)
+            c.added += 1
+            // Entries whose regexes are all gone are dropped from time to time.
+            if c.added % 1024 == 0 { c.entries = c.entries.filter { $0.value.code != nil } }
+            return fresh
+        }
     }
 }
