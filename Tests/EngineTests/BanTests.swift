@@ -122,6 +122,10 @@ struct BanStoreTests {
         chmod(old, 0o644)
         _ = try BanStore(path: old)
         #expect(mode(old) == 0o600)
+        // fail2ban's dbfile = :memory: is a database in memory, not a file named so.
+        let memory = try BanStore(path: ":memory:")
+        #expect(try memory.activeBans(now: 0).isEmpty)
+        #expect(!FileManager.default.fileExists(atPath: ":memory:"))
     }
 
     @Test func unreadableDatabaseIsAClearError() throws {

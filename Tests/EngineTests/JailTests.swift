@@ -357,6 +357,11 @@ struct LogFollowerTests {
         let third = LogFollower(path: dir.path + "/a.log")
         third.resume(at: first.position, firstLine: first.firstLineFingerprint)
         #expect(collect(third) == ["other"])
+        // A position an older version stored, with the first line itself.
+        dir.append("a.log", "more\n")
+        let legacy = LogFollower(path: dir.path + "/a.log")
+        legacy.resume(at: 6, firstLine: Array("other\n".utf8))
+        #expect(collect(legacy) == ["more"])
     }
 }
 

@@ -86,7 +86,7 @@ public final class BanStore: @unchecked Sendable {
         }
         // The database holds matched log lines: readable by root alone. SQLite gives its -wal and -shm files the
         // database file's mode, so the file is made (or narrowed) before SQLite opens it.
-        try BanStore.makePrivate(path)
+        if path != ":memory:" && !path.hasPrefix("file:") { try BanStore.makePrivate(path) }
         let database = try SQLiteDatabase(path: path)
         try database.execute("PRAGMA journal_mode = WAL")
         try database.execute("PRAGMA synchronous = NORMAL")
@@ -103,7 +103,9 @@ public final class BanStore: @unchecked Sendable {
                 try database.execute("PRAGMA user_version = \(i + 1)")
             }
         }
-        try BanStore.fingerprintLegacyPositions(database)
+        // Not fatal: a store that cannot be rewritten now (a full disk) still opens; `LogFollower.resume` also
+        // recognises a line stored whole.
+        try? BanStore.fingerprintLegacyPositions(database)
         db = database
     }
 
@@ -117,12 +119,14 @@ public final class BanStore: @unchecked Sendable {
             let update = try db.prepare("UPDATE log_positions SET first_line = ? WHERE jail = ? AND path = ?")
             for r in legacy { try update.run([.blob(LogFingerprint.of(r.blob(2))), .text(r.text(0)), .text(r.text(1))]) }
         }
-        try db.execute("VACUUM")
+        // The lines are gone from the rows; VACUUM takes them out of the free pages too.
+        try? db.execute("VACUUM")
     }
 
     /// Creates `path` with mode 0600, or takes group and other permissions away from an existing database.
     static func makePrivate(_ path: String) throws(SQLiteError) {
-        let fd = open(path, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0o600)
+        // A dbfile that is a symlink (to a volume) is followed, as SQLite follows it.
+        let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
         guard fd >= 0 else {
             throw SQLiteError(resultCode: 0, message: "cannot open \(path): \(String(cString: strerror(errno)))", sql: nil)
         }

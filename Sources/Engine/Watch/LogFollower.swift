@@ -84,7 +84,9 @@ public final class LogFollower {
     public func resume(at position: Int, firstLine expected: [UInt8]) {
         guard !opened else { return }
         guard openFile(at: 0) else { return }
-        if !expected.isEmpty && firstLineFingerprint == expected && position <= fileSize() {
+        // A position stored by an older version holds the line itself.
+        let known = firstLineFingerprint == expected || (!LogFingerprint.isFingerprint(expected) && firstLine == expected)
+        if !expected.isEmpty && known && position <= fileSize() {
             offset = position
             lseek(fd, off_t(position), SEEK_SET)
         }

@@ -199,7 +199,7 @@ enum Listener {
         return fd
     }
 
-    /// Gives the socket file just bound for `fd` mode 0660 without following a symlink put in its place: the
+    /// Gives the socket file just bound at `path` mode 0660 without following a symlink put in its place: the
     /// node is opened with O_PATH|O_NOFOLLOW, checked to be a socket of ours, and changed through /proc/self/fd,
     /// which names that very node.
     private static func setSocketMode(_ path: String) -> Bool {
