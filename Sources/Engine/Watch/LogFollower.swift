@@ -33,12 +33,16 @@ public final class LogFollower {
     /// Names are kept a minute (the watcher may learn of renames after the files moved on) and looked at each
     /// poll; a file is never read twice thanks to `seen`.
     private var formerNames: [(name: String, at: Double)] = []
+    /// A rename was noted (or the file at the path changed) since the former names were last looked at: they are
+    /// looked at only then, not at every poll of a busy log.
+    private var formerNamesMoved = false
     /// The files read from this path (device, inode), most recent last: an adopted name that holds one of them
     /// is skipped.
     private var seen: [FileID] = []
     private struct FileID: Equatable { let device: UInt64, inode: UInt64 }
     /// The file's size at the last poll: what a truncation may have taken before we read it.
     private var lastSize = 0
+    private var rotationsAtAdoption = 0
     /// Bytes known lost to a copytruncate that left no copy to read them from.
     public private(set) var lostBytes = 0
     private var opened = false
@@ -186,7 +190,11 @@ public final class LogFollower {
             rotations += 1
         }
         // Then files rotated on before we ever opened them, then the file at the path.
-        if !formerNames.isEmpty { adoptFormerFiles(now: now) }
+        if formerNamesMoved || rotations != rotationsAtAdoption {
+            formerNamesMoved = false
+            rotationsAtAdoption = rotations
+            if !formerNames.isEmpty { adoptFormerFiles(now: now) }
+        }
         if !retired.isEmpty {
             drainRetired(now: now, deliver)
             // One left to read beyond this poll's budget: the newer files wait, or their lines would come first.
@@ -223,6 +231,7 @@ public final class LogFollower {
 
     /// The watcher saw `from` renamed to `to` in the log's directory.
     public func noteRenamed(from: String, to: String, now: Double = Clock.now()) {
+        formerNamesMoved = true
         if from == path {
             formerNames.append((to, now))
             if formerNames.count > 32 { formerNames.removeFirst() }
