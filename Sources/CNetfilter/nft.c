@@ -133,21 +133,42 @@ uint32_t pc_nft_del_table(pc_nft_batch *b, const char *name) {
     return table_message(b, name, NFT_MSG_DELTABLE, 0);
 }
 
-uint32_t pc_nft_add_set(pc_nft_batch *b, const char *table, const char *name, int ipv6, uint32_t set_id) {
+/// A set of the table, named (or, for an anonymous one, identified by `set_id`): what every set message starts with.
+static struct nftnl_set *set_of(const char *table, const char *name, uint32_t set_id) {
     struct nftnl_set *s = nftnl_set_alloc();
-    if (!s) return 0;
+    if (!s) return NULL;
     nftnl_set_set_str(s, NFTNL_SET_TABLE, table);
     nftnl_set_set_str(s, NFTNL_SET_NAME, name);
     nftnl_set_set_u32(s, NFTNL_SET_FAMILY, NFPROTO_INET);
-    nftnl_set_set_u32(s, NFTNL_SET_KEY_TYPE, ipv6 ? PC_TYPE_IP6ADDR : PC_TYPE_IPADDR);
-    nftnl_set_set_u32(s, NFTNL_SET_KEY_LEN, ipv6 ? 16 : 4);
-    nftnl_set_set_u32(s, NFTNL_SET_FLAGS, NFT_SET_TIMEOUT);
-    nftnl_set_set_u32(s, NFTNL_SET_ID, set_id);
+    if (set_id) nftnl_set_set_u32(s, NFTNL_SET_ID, set_id);
+    return s;
+}
+
+/// Sends NEWSET for `s` (which it frees).
+static uint32_t new_set(pc_nft_batch *b, struct nftnl_set *s, uint32_t key_type, uint32_t key_len, uint32_t flags) {
+    nftnl_set_set_u32(s, NFTNL_SET_KEY_TYPE, key_type);
+    nftnl_set_set_u32(s, NFTNL_SET_KEY_LEN, key_len);
+    nftnl_set_set_u32(s, NFTNL_SET_FLAGS, flags);
     uint32_t seq = 0;
     struct nlmsghdr *nlh = header(b, 2048, NFT_MSG_NEWSET, NLM_F_CREATE, &seq);
     if (nlh) { nftnl_set_nlmsg_build_payload(nlh, s); commit_message(b, nlh); }
     nftnl_set_free(s);
     return nlh ? seq : 0;
+}
+
+/// Sends a set-element message for the elements added to `s` (which it frees).
+static uint32_t element_message(pc_nft_batch *b, struct nftnl_set *s, uint16_t type, uint16_t flags, size_t room) {
+    uint32_t seq = 0;
+    struct nlmsghdr *nlh = header(b, room, type, flags, &seq);
+    if (nlh) { nftnl_set_elems_nlmsg_build_payload(nlh, s); commit_message(b, nlh); }
+    nftnl_set_free(s);
+    return nlh ? seq : 0;
+}
+
+uint32_t pc_nft_add_set(pc_nft_batch *b, const char *table, const char *name, int ipv6, uint32_t set_id) {
+    struct nftnl_set *s = set_of(table, name, set_id);
+    if (!s) return 0;
+    return new_set(b, s, ipv6 ? PC_TYPE_IP6ADDR : PC_TYPE_IPADDR, ipv6 ? 16 : 4, NFT_SET_TIMEOUT);
 }
 
 uint32_t pc_nft_add_chain(pc_nft_batch *b, const char *table, const char *name, int32_t priority) {
@@ -268,20 +289,9 @@ uint32_t pc_nft_add_rule(pc_nft_batch *b, const char *table, const char *chain, 
 }
 
 uint32_t pc_nft_add_port_set(pc_nft_batch *b, const char *table, uint32_t set_id) {
-    struct nftnl_set *s = nftnl_set_alloc();
+    struct nftnl_set *s = set_of(table, PC_ANONYMOUS_SET, set_id);
     if (!s) return 0;
-    nftnl_set_set_str(s, NFTNL_SET_TABLE, table);
-    nftnl_set_set_str(s, NFTNL_SET_NAME, PC_ANONYMOUS_SET);
-    nftnl_set_set_u32(s, NFTNL_SET_FAMILY, NFPROTO_INET);
-    nftnl_set_set_u32(s, NFTNL_SET_KEY_TYPE, PC_TYPE_INET_SERVICE);
-    nftnl_set_set_u32(s, NFTNL_SET_KEY_LEN, 2);
-    nftnl_set_set_u32(s, NFTNL_SET_FLAGS, NFT_SET_ANONYMOUS | NFT_SET_CONSTANT | NFT_SET_INTERVAL);
-    nftnl_set_set_u32(s, NFTNL_SET_ID, set_id);
-    uint32_t seq = 0;
-    struct nlmsghdr *nlh = header(b, 2048, NFT_MSG_NEWSET, NLM_F_CREATE, &seq);
-    if (nlh) { nftnl_set_nlmsg_build_payload(nlh, s); commit_message(b, nlh); }
-    nftnl_set_free(s);
-    return nlh ? seq : 0;
+    return new_set(b, s, PC_TYPE_INET_SERVICE, 2, NFT_SET_ANONYMOUS | NFT_SET_CONSTANT | NFT_SET_INTERVAL);
 }
 
 static int add_port_element(struct nftnl_set *s, uint16_t port, int end) {
@@ -296,12 +306,8 @@ static int add_port_element(struct nftnl_set *s, uint16_t port, int end) {
 
 uint32_t pc_nft_add_port_ranges(pc_nft_batch *b, const char *table, uint32_t set_id,
                                 const uint16_t *firsts, const uint16_t *lasts, size_t count) {
-    struct nftnl_set *s = nftnl_set_alloc();
+    struct nftnl_set *s = set_of(table, PC_ANONYMOUS_SET, set_id);
     if (!s) return 0;
-    nftnl_set_set_str(s, NFTNL_SET_TABLE, table);
-    nftnl_set_set_str(s, NFTNL_SET_NAME, PC_ANONYMOUS_SET);
-    nftnl_set_set_u32(s, NFTNL_SET_ID, set_id);
-    nftnl_set_set_u32(s, NFTNL_SET_FAMILY, NFPROTO_INET);
     int ok = 1;
     // As nft encodes intervals: an end marker at 0 when the first range starts above it, then each range as its
     // start and, unless it runs to 65535, an end marker just past it.
@@ -311,20 +317,13 @@ uint32_t pc_nft_add_port_ranges(pc_nft_batch *b, const char *table, uint32_t set
         if (lasts[i] < 65535) ok &= add_port_element(s, (uint16_t)(lasts[i] + 1), 1);
     }
     if (!ok) { nftnl_set_free(s); b->oom = 1; return 0; }
-    uint32_t seq = 0;
-    struct nlmsghdr *nlh = header(b, 1024 + count * 2 * 64, NFT_MSG_NEWSETELEM, NLM_F_CREATE, &seq);
-    if (nlh) { nftnl_set_elems_nlmsg_build_payload(nlh, s); commit_message(b, nlh); }
-    nftnl_set_free(s);
-    return nlh ? seq : 0;
+    return element_message(b, s, NFT_MSG_NEWSETELEM, NLM_F_CREATE, 1024 + (count + 1) * 2 * 64);
 }
 
 static uint32_t elements(pc_nft_batch *b, uint16_t type, uint16_t flags, const char *table, const char *name,
                          int ipv6, const uint8_t *addresses, const uint64_t *timeouts, size_t count) {
-    struct nftnl_set *s = nftnl_set_alloc();
+    struct nftnl_set *s = set_of(table, name, 0);
     if (!s) return 0;
-    nftnl_set_set_str(s, NFTNL_SET_TABLE, table);
-    nftnl_set_set_str(s, NFTNL_SET_NAME, name);
-    nftnl_set_set_u32(s, NFTNL_SET_FAMILY, NFPROTO_INET);
     size_t klen = ipv6 ? 16 : 4;
     for (size_t i = 0; i < count; i++) {
         struct nftnl_set_elem *e = nftnl_set_elem_alloc();
@@ -333,12 +332,8 @@ static uint32_t elements(pc_nft_batch *b, uint16_t type, uint16_t flags, const c
         if (timeouts && timeouts[i]) nftnl_set_elem_set_u64(e, NFTNL_SET_ELEM_TIMEOUT, timeouts[i]);
         nftnl_set_elem_add(s, e);
     }
-    uint32_t seq = 0;
     // Per element: key attribute, timeout, nesting — well under 64 bytes.
-    struct nlmsghdr *nlh = header(b, 1024 + count * 64, type, flags, &seq);
-    if (nlh) { nftnl_set_elems_nlmsg_build_payload(nlh, s); commit_message(b, nlh); }
-    nftnl_set_free(s);
-    return nlh ? seq : 0;
+    return element_message(b, s, type, flags, 1024 + count * 64);
 }
 
 uint32_t pc_nft_add_elements(pc_nft_batch *b, const char *table, const char *set, int ipv6,

@@ -24,9 +24,8 @@ public enum Duration {
 
     /// Seconds for `text`, within ±`longest`.
     public static func seconds(_ text: String) throws(ParseError) -> Double {
-        var p = Parser(text: text)
-        let v = try p.parse()
-        guard v.isFinite, abs(v) <= longest else {
+        let v = try Parser.unchecked(text)
+        guard abs(v) <= longest else {
             throw ParseError(text: text, reason: "out of range (at most 100000y)")
         }
         return v

@@ -48,6 +48,19 @@ public enum IPAddress: Hashable, Sendable, Comparable, CustomStringConvertible {
         }
     }
 
+    /// From network-order bytes, as `bytes` gives them: 4 for IPv4, 16 for IPv6 (IPv4-mapped folded to IPv4).
+    public init?(bytes b: [UInt8]) {
+        if b.count == 4 {
+            self = .v4(UInt32(b[0]) << 24 | UInt32(b[1]) << 16 | UInt32(b[2]) << 8 | UInt32(b[3]))
+            return
+        }
+        guard b.count == 16 else { return nil }
+        var hi: UInt64 = 0, lo: UInt64 = 0
+        for i in 0..<8 { hi = hi << 8 | UInt64(b[i]) }
+        for i in 8..<16 { lo = lo << 8 | UInt64(b[i]) }
+        self = hi == 0 && lo >> 32 == 0xffff ? .v4(UInt32(truncatingIfNeeded: lo)) : .v6(hi, lo)
+    }
+
     public var isIPv4: Bool { if case .v4 = self { return true } else { return false } }
 
     /// Why no connection can come from this address (unspecified, broadcast, multicast): banning it would do

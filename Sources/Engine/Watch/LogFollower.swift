@@ -224,8 +224,8 @@ public final class LogFollower {
         readAvailable(fd, &splitter, deliver)
         more = lastReadStopped
         if !more { caughtUp = true }
-        var after = stat()
-        lastSize = fstat(fd, &after) == 0 ? Int(after.st_size) : offset
+        // The size seen at the start of this poll (no second stat): what a truncation may take before the next.
+        lastSize = max(offset, Int(st.st_size))
         return delivered
     }
 

@@ -91,10 +91,12 @@ public final class LogWatcher: @unchecked Sendable {
         pollAll(Clock.now())
     }
 
-    /// Whether the hub must come back on a timer: polling, or files renamed away or not there yet.
-    var needsTimer: Bool { polling || followers.values.contains { $0.hasRetired || !$0.isOpen } }
+    /// Whether the hub must come back on a timer: polling, or files renamed away or not there yet. Both flags
+    /// change only when the files are polled, so they are worked out then, not at each turn of the hub's loop
+    /// (a glob of 10,000 files would be walked for every event of every jail).
+    private(set) var needsTimer = false
     /// Whether a file has more to read than one poll takes.
-    var hasMore: Bool { followers.values.contains { $0.hasMore } }
+    private(set) var hasMore = false
 
     func follows(_ path: String) -> Bool { followers[path] != nil }
 
@@ -141,6 +143,8 @@ public final class LogWatcher: @unchecked Sendable {
                 warnings.clear(key: f.path, now: t) { log?.notice("[\(name)] \($0)") }
             }
         }
+        needsTimer = polling || followers.values.contains { $0.hasRetired || !$0.isOpen }
+        hasMore = followers.values.contains { $0.hasMore }
         housekeeping(t)
     }
 

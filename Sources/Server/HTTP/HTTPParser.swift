@@ -237,6 +237,7 @@ public struct HTTPParser: Sendable {
         var connectionTokens: [String] = []
         var expectsContinue = false
         var host = 0
+        var authorization = 0, contentType = 0
         for line in lines.dropFirst() {
             // obs-fold (§5.2): a server must reject it or unfold; we reject.
             if let f = line.first, f == 32 || f == 9 { throw .badRequest("obsolete line folding in header fields") }
@@ -259,6 +260,8 @@ public struct HTTPParser: Sendable {
             case 4 where HTTPParser.named(nameBytes, "host"): name = "host"
             case 6 where HTTPParser.named(nameBytes, "expect"): name = "expect"
             case 10 where HTTPParser.named(nameBytes, "connection"): name = "connection"
+            case 12 where HTTPParser.named(nameBytes, "content-type"): name = "content-type"
+            case 13 where HTTPParser.named(nameBytes, "authorization"): name = "authorization"
             case 14 where HTTPParser.named(nameBytes, "content-length"): name = "content-length"
             case 17 where HTTPParser.named(nameBytes, "transfer-encoding"): name = "transfer-encoding"
             default: name = ""
@@ -282,6 +285,12 @@ public struct HTTPParser: Sendable {
                 else { throw .notImplemented("Expect: \(value) is not supported") }
             case "host":
                 host += 1
+                if host > 1 { throw .badRequest("the request carries more than one host header") }
+            case "authorization", "content-type":
+                // Two would let a proxy and this server read different ones.
+                let count: Int
+                if name == "authorization" { authorization += 1; count = authorization } else { contentType += 1; count = contentType }
+                if count > 1 { throw .badRequest("the request carries more than one \(name) header") }
             default:
                 break
             }
@@ -295,7 +304,7 @@ public struct HTTPParser: Sendable {
             throw .notImplemented("Transfer-Encoding is not supported: send the body with Content-Length")
         }
         // §3.2: an HTTP/1.1 request must have exactly one Host field.
-        if minor == 1 && host != 1 { throw .badRequest(host == 0 ? "missing Host header" : "more than one Host header") }
+        if minor == 1 && host == 0 { throw .badRequest("missing Host header") }
         let length = contentLength ?? 0
         if length > limits.maxBodyBytes { throw .bodyTooLarge(length) }
         let keepAlive = minor == 1 ? !connectionTokens.contains("close") : connectionTokens.contains("keep-alive")

@@ -163,11 +163,11 @@ final class ConnectionGate: Sendable {
 /// Connections from one client address, across loops, against `max_connections_per_client`.
 final class ClientCounts: Sendable {
     let limit: Int
-    private let counts = Locked<[PeerAddress: Int]>([:])
+    private let counts = Locked<[IPAddress: Int]>([:])
 
     init(limit: Int) { self.limit = limit }
 
-    func tryEnter(_ peer: PeerAddress) -> Bool {
+    func tryEnter(_ peer: IPAddress) -> Bool {
         counts.withLock { c in
             let n = c[peer, default: 0]
             guard n < limit else { return false }
@@ -176,7 +176,7 @@ final class ClientCounts: Sendable {
         }
     }
 
-    func leave(_ peer: PeerAddress) {
+    func leave(_ peer: IPAddress) {
         counts.withLock { c in
             let n = c[peer, default: 1] - 1
             c[peer] = n > 0 ? n : nil
@@ -184,34 +184,18 @@ final class ClientCounts: Sendable {
     }
 }
 
-/// A TCP client's address (IPv4 as IPv4-mapped IPv6), for counting its connections.
-struct PeerAddress: Hashable, Sendable, CustomStringConvertible {
-    let hi: UInt64, lo: UInt64
-
-    /// The peer of a connected socket; nil when it cannot be read.
-    init?(socket fd: Int32) {
-        var ss = sockaddr_storage()
-        var len = socklen_t(MemoryLayout<sockaddr_storage>.size)
-        guard withUnsafeMutablePointer(to: &ss, { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getpeername(fd, $0, &len) } }) == 0 else { return nil }
-        var bytes = [UInt8](repeating: 0, count: 16)
-        switch Int32(ss.ss_family) {
-        case AF_INET:
-            withUnsafeBytes(of: &ss) { raw in for i in 0..<4 { bytes[12 + i] = raw[4 + i] } }
-            bytes[10] = 0xff; bytes[11] = 0xff
-        case AF_INET6:
-            withUnsafeBytes(of: &ss) { raw in for i in 0..<16 { bytes[i] = raw[8 + i] } }
-        default:
-            return nil
+/// The address of a connected TCP socket's peer (IPv4-mapped IPv6 folded to IPv4), for counting its connections.
+func peerAddress(_ fd: Int32) -> IPAddress? {
+    var ss = sockaddr_storage()
+    var len = socklen_t(MemoryLayout<sockaddr_storage>.size)
+    guard withUnsafeMutablePointer(to: &ss, { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getpeername(fd, $0, &len) } }) == 0 else { return nil }
+    let family = Int32(ss.ss_family)
+    return withUnsafeBytes(of: &ss) { raw -> IPAddress? in
+        switch family {
+        case AF_INET: return IPAddress(bytes: Array(raw[4..<8]))
+        case AF_INET6: return IPAddress(bytes: Array(raw[8..<24]))
+        default: return nil
         }
-        var h: UInt64 = 0, l: UInt64 = 0
-        for i in 0..<8 { h = h << 8 | UInt64(bytes[i]) }
-        for i in 8..<16 { l = l << 8 | UInt64(bytes[i]) }
-        hi = h; lo = l
-    }
-
-    var description: String {
-        if hi == 0 && lo >> 32 == 0xffff { return IPAddress.v4(UInt32(truncatingIfNeeded: lo)).description }
-        return IPAddress.v6(hi, lo).description
     }
 }
 
@@ -381,9 +365,9 @@ final class EventLoop: @unchecked Sendable {
                                  : "too many connections on the Unix socket (\(options.maxUnixConnections))")
                 continue
             }
-            var peer: PeerAddress? = nil
+            var peer: IPAddress? = nil
             if isTCP {
-                peer = PeerAddress(socket: fd)
+                peer = peerAddress(fd)
                 if let p = peer, !gates.perClient.tryEnter(p) {
                     _ = gate.leave()
                     refuse(fd, "too many connections from \(p) (max_connections_per_client = \(options.maxConnectionsPerClient))")
@@ -664,7 +648,7 @@ final class Connection {
     var interest: UInt32 = 0
     /// TCP: counted against max_connections and, by `peer`, against max_connections_per_client.
     var isTCP = false
-    var peer: PeerAddress?
+    var peer: IPAddress?
 
     init(fd: Int32, id: UInt64, context: RequestContext, limits: HTTPLimits, now: Double) {
         self.fd = fd

@@ -65,11 +65,19 @@ class Tree:
                     % (self.db, os.path.dirname(self.db)))
 
     def failure(self, ip, n=1):
+        self.failures([ip] * n)
+
+    def failures(self, addresses, user="bob", pause_every=0):
+        """One failed POP3 login per address, as dovecot logs it; with `pause_every`, a short pause after that many
+        lines (a storm arriving in bursts)."""
         stamp = time.strftime("%b %d %H:%M:%S")
         with open(self.log, "a") as f:
-            for i in range(n):
-                f.write("%s pop3-login: Info: Disconnected (auth failed, 1 attempts in 2 secs): user=<bob>, "
-                        "method=PLAIN, rip=%s, lip=127.0.0.1, session=<s%d>\n" % (stamp, ip, i))
+            for i, ip in enumerate(addresses):
+                f.write("%s pop3-login: Info: Disconnected (auth failed, 1 attempts in 2 secs): user=<%s>, "
+                        "method=PLAIN, rip=%s, lip=127.0.0.1, session=<s%d>\n" % (stamp, user, ip, i))
+                if pause_every and i % pause_every == pause_every - 1:
+                    f.flush()
+                    time.sleep(0.01)
 
     def cleanup(self):
         shutil.rmtree(self.dir, ignore_errors=True)
@@ -303,14 +311,7 @@ def scenario_storm(binary, config):
     d.wait_started()
     addresses = ["2001:db8:%x::%x" % (i // 256, i % 256 + 1) for i in range(6000)]
     addresses += ["203.0.113.%d" % i for i in range(1, 255)]
-    stamp = time.strftime("%b %d %H:%M:%S")
-    with open(tree.log, "a") as f:
-        for i, ip in enumerate(addresses):
-            f.write("%s pop3-login: Info: Disconnected (auth failed, 1 attempts in 2 secs): user=<x>, method=PLAIN, "
-                    "rip=%s, lip=127.0.0.1, session=<%d>\n" % (stamp, ip, i))
-            if i % 500 == 499:
-                f.flush()
-                time.sleep(0.01)
+    tree.failures(addresses, user="x", pause_every=500)
     # Kill while bans are still being applied.
     wait_until(lambda: len(d.reported_bans()) > 1000, 20, 0.001)
     d.stop(signal.SIGKILL)
@@ -473,11 +474,7 @@ def scenario_fulldisk(binary, config):
         except OSError:
             pass
     addresses = ["198.51.100.%d" % i for i in range(1, 201)]
-    stamp = time.strftime("%b %d %H:%M:%S")
-    with open(tree.log, "a") as f:
-        for i, ip in enumerate(addresses):
-            f.write("%s pop3-login: Info: Disconnected (auth failed, 1 attempts in 2 secs): user=<%s>, method=PLAIN, "
-                    "rip=%s, lip=127.0.0.1, session=<%d>\n" % (stamp, "x" * 200, ip, i))
+    tree.failures(addresses, user="x" * 200)
     if not wait_until(lambda: all(banned(ip) for ip in addresses), 20):
         missing = [ip for ip in addresses if not banned(ip)]
         fail("%d of %d addresses not banned with the disk full:\n%s" % (len(missing), len(addresses), d.output()[-3000:]))
