@@ -171,13 +171,13 @@ uint32_t pc_nft_add_set(pc_nft_batch *b, const char *table, const char *name, in
     return new_set(b, s, ipv6 ? PC_TYPE_IP6ADDR : PC_TYPE_IPADDR, ipv6 ? 16 : 4, NFT_SET_TIMEOUT);
 }
 
-uint32_t pc_nft_add_chain(pc_nft_batch *b, const char *table, const char *name, int32_t priority) {
+uint32_t pc_nft_add_chain(pc_nft_batch *b, const char *table, const char *name, uint32_t hook, int32_t priority) {
     struct nftnl_chain *c = nftnl_chain_alloc();
     if (!c) return 0;
     nftnl_chain_set_str(c, NFTNL_CHAIN_TABLE, table);
     nftnl_chain_set_str(c, NFTNL_CHAIN_NAME, name);
     nftnl_chain_set_u32(c, NFTNL_CHAIN_FAMILY, NFPROTO_INET);
-    nftnl_chain_set_u32(c, NFTNL_CHAIN_HOOKNUM, NF_INET_LOCAL_IN);
+    nftnl_chain_set_u32(c, NFTNL_CHAIN_HOOKNUM, hook);
     nftnl_chain_set_s32(c, NFTNL_CHAIN_PRIO, priority);
     nftnl_chain_set_str(c, NFTNL_CHAIN_TYPE, "filter");
     nftnl_chain_set_u32(c, NFTNL_CHAIN_POLICY, NF_ACCEPT);
@@ -212,6 +212,21 @@ static void add_payload(struct nftnl_rule *r, uint32_t base, uint32_t offset, ui
     nftnl_rule_add_expr(r, e);
 }
 
+// The destination port into register 1, big-endian: the packet's (`th dport`), or the one the client sent to in
+// the connection's original direction (`ct original proto-dst`), which DNAT does not rewrite. A packet without
+// conntrack makes the ct expression break the rule: it then matches nothing, as nft's own rule would.
+static void add_dport(struct nftnl_rule *r, int original) {
+    if (!original) {
+        add_payload(r, NFT_PAYLOAD_TRANSPORT_HEADER, 2, 2);
+        return;
+    }
+    struct nftnl_expr *e = nftnl_expr_alloc("ct");
+    nftnl_expr_set_u32(e, NFTNL_EXPR_CT_KEY, NFT_CT_PROTO_DST);
+    nftnl_expr_set_u8(e, NFTNL_EXPR_CT_DIR, 0);   // IP_CT_DIR_ORIGINAL
+    nftnl_expr_set_u32(e, NFTNL_EXPR_CT_DREG, NFT_REG_1);
+    nftnl_rule_add_expr(r, e);
+}
+
 uint32_t pc_nft_add_rule(pc_nft_batch *b, const char *table, const char *chain, const pc_nft_rule *spec) {
     struct nftnl_rule *r = nftnl_rule_alloc();
     if (!r) return 0;
@@ -228,8 +243,8 @@ uint32_t pc_nft_add_rule(pc_nft_batch *b, const char *table, const char *chain, 
         add_meta(r, NFT_META_L4PROTO);
         add_cmp(r, NFT_CMP_EQ, &spec->l4proto, 1);
         if (!spec->all_ports && spec->port_set_id) {
-            // th dport @anonymous-set
-            add_payload(r, NFT_PAYLOAD_TRANSPORT_HEADER, 2, 2);
+            // th dport @anonymous-set (or ct original proto-dst @anonymous-set)
+            add_dport(r, spec->original_dport);
             struct nftnl_expr *ports = nftnl_expr_alloc("lookup");
             nftnl_expr_set_u32(ports, NFTNL_EXPR_LOOKUP_SREG, NFT_REG_1);
             nftnl_expr_set_str(ports, NFTNL_EXPR_LOOKUP_SET, PC_ANONYMOUS_SET);
@@ -237,7 +252,7 @@ uint32_t pc_nft_add_rule(pc_nft_batch *b, const char *table, const char *chain, 
             nftnl_rule_add_expr(r, ports);
         } else if (!spec->all_ports) {
             uint16_t first = htons(spec->port_first), last = htons(spec->port_last);
-            add_payload(r, NFT_PAYLOAD_TRANSPORT_HEADER, 2, 2);
+            add_dport(r, spec->original_dport);
             if (spec->port_first == spec->port_last) {
                 add_cmp(r, NFT_CMP_EQ, &first, 2);
             } else {

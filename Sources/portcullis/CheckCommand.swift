@@ -37,6 +37,14 @@ struct CheckCommand: ParsableCommand {
             lines.append("  ports:     \(portText) (\(jail.protocol))")
             let ignore = jail.ignoreList.entries.map(\.description)
             lines.append("  ignoreip:  \(ignore.isEmpty ? "-" : ignore.joined(separator: " "))" + (jail.ignoreList.ignoreSelf ? " + this host (ignoreself)" : ""))
+            let gateways = Gateways.shared.current().sorted().map(\.description)
+            if gateways.isEmpty {
+                lines.append("  gateway:   none here (no default route)")
+            } else {
+                let list = gateways.joined(separator: ", ")
+                lines.append(jail.ignoreGateway ? "  gateway:   \(list): failures from it are not counted (ignoregateway; it is the address of every client behind a proxy)"
+                                                : "  gateway:   \(list): banned like any address (ignoregateway = false)")
+            }
             let dry = ["dry-run", "dryrun"].contains(jail.banAction.lowercased())
             let (rules, warning) = JailRules.forJail(jail)
             if dry {
@@ -45,6 +53,7 @@ struct CheckCommand: ParsableCommand {
                 let what = rules.drop ? "drop" : (rules.l4proto == 6 ? "reject with tcp reset" : "reject")
                 let scope = rules.ports.isEmpty ? "all ports" : "ports \(rules.ports.map { $0.lowerBound == $0.upperBound ? "\($0.lowerBound)" : "\($0.lowerBound)-\($0.upperBound)" }.joined(separator: ","))"
                 lines.append("  banaction: \(jail.banAction) → nftables: \(jail.protocol) \(scope), sets \(rules.v4Set)/\(rules.v6Set), \(what)")
+                lines.append("  filters:   chain \(rules.hook.chainName) of table inet \(NftablesFirewall.table): \(rules.hook.description)")
                 if let warning { extra.append(Diagnostic(.warning, warning, at: jail.location, jail: jail.name)) }
                 for a in jail.actions where !a.name.isEmpty && a.name.lowercased() != jail.banAction.lowercased() {
                     extra.append(Diagnostic(.warning, "action '\(a.name)' is not supported by Portcullis and is ignored", at: jail.location, jail: jail.name))
@@ -64,7 +73,8 @@ struct CheckCommand: ParsableCommand {
                 }
             }
             let everything = jail.ports.count == 1 && jail.ports[0].first == 0 && jail.ports[0].last == 65535
-            if !everything && jail.protocol != "all" {
+            // Only the input hook guards what listens here; forward and prerouting guard other hosts' ports.
+            if !everything && jail.protocol != "all" && jail.hook == .input {
                 let open = jail.protocol == "udp" ? listening.udp : listening.tcp
                 if !open.isEmpty && !open.contains(where: { p in jail.ports.contains { $0.contains(p) } }) {
                     let listeningList = open.sorted().prefix(20).map(String.init).joined(separator: ", ")

@@ -13,7 +13,9 @@ struct ServeCommand: ParsableCommand {
         discussion: """
             Runs in the foreground (no forking; fine as PID 1 in a container) and logs to stderr. \
             SIGTERM/SIGINT stop (removing the nftables table; bans return from the database at the next start), \
-            SIGHUP reloads the configuration.
+            SIGHUP reloads the configuration. Exits with status 75 when its network namespace is orphaned (a \
+            sidecar whose container restarted: see orphanexit in portcullis.conf), for the restart policy to \
+            start it again in the current one.
             """
     )
 
@@ -42,9 +44,22 @@ struct ServeCommand: ParsableCommand {
             daemon.stop()
             throw ExitCode(1)
         }
+        var namespace = daemon.settings.orphanExit.map { NamespaceWatch(grace: $0) }
+        _ = namespace?.check(now: Clock.now())   // what the namespace has at start
+        var lastPeriodic = Clock.now()
         while true {
-            guard let s = Signals.wait(timeout: 5) else {
-                control.sync { daemon.periodic() }
+            guard let s = Signals.wait(timeout: 1) else {
+                let now = Clock.now()
+                if let why = namespace?.check(now: now) {
+                    log.critical("\(why). Exiting with status 75 so that the restart policy starts Portcullis again in the current namespace; the bans come back from the database (orphanexit = no turns this off)")
+                    api.stop()
+                    control.sync { daemon.stop() }
+                    throw ExitCode(75)
+                }
+                if now - lastPeriodic >= 5 {
+                    lastPeriodic = now
+                    control.sync { daemon.periodic() }
+                }
                 continue
             }
             if s == SIGHUP {

@@ -13,7 +13,8 @@ struct KernelTests {
         && FileManager.default.isExecutableFile(atPath: "/usr/sbin/nft") && FileManager.default.isExecutableFile(atPath: "/usr/bin/python3")
 
     @Test("scenario", .enabled(if: usable, "needs root, unshare, nft and python3 (CI runs as root)"),
-          arguments: ["block", "expiry", "restart", "reload", "storm", "eperm", "limits", "fulldisk", "badjail", "manyports"])
+          arguments: ["block", "expiry", "restart", "reload", "storm", "eperm", "limits", "fulldisk", "badjail", "manyports",
+                     "gateway", "orphan", "hooks"])
     func scenario(_ name: String) throws {
         // A private mount namespace too: `fulldisk` mounts a small tmpfs for the database.
         let r = try Binary.runTool("/usr/bin/unshare", ["-n", "-m", "--propagation", "private", "/usr/bin/python3", Self.script, name, Binary.url.path, Self.config])

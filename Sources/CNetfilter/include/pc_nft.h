@@ -24,8 +24,9 @@ uint32_t pc_nft_add_table(pc_nft_batch *batch, const char *table);
 uint32_t pc_nft_del_table(pc_nft_batch *batch, const char *table);
 /// A set of ipv4_addr (`ipv6` = 0) or ipv6_addr with timeouts. `set_id` names it for lookups in the same batch.
 uint32_t pc_nft_add_set(pc_nft_batch *batch, const char *table, const char *set, int ipv6, uint32_t set_id);
-/// A base chain: type filter, hook input, the given priority, policy accept.
-uint32_t pc_nft_add_chain(pc_nft_batch *batch, const char *table, const char *chain, int32_t priority);
+/// A base chain: type filter, the given hook (NF_INET_PRE_ROUTING, NF_INET_LOCAL_IN, NF_INET_FORWARD) and
+/// priority, policy accept.
+uint32_t pc_nft_add_chain(pc_nft_batch *batch, const char *table, const char *chain, uint32_t hook, int32_t priority);
 
 /// What a rule matches and does.
 typedef struct {
@@ -36,6 +37,8 @@ typedef struct {
     int all_ports;
     uint32_t port_set_id;     // non-zero: the ports are the anonymous set of this id (see pc_nft_add_port_set),
                               // and port_first/port_last are ignored
+    int original_dport;       // match the destination port of the connection's original direction (`ct original
+                              // proto-dst`: before DNAT, in the forward hook) instead of the packet's (`th dport`)
     const char *set;          // source address set
     uint32_t set_id;          // its id when created in the same batch (0 otherwise)
     int drop;                 // drop instead of reject (TCP reset for tcp, ICMP port unreachable otherwise)

@@ -61,6 +61,11 @@ public struct JailDefinition: Sendable {
     public var maxTracked: Int
     /// Log lines longer than this are cut there (and each cut is logged); fail2ban reads lines whole.
     public var maxLineLength = LineSplitter.defaultMaxLineLength
+    /// Where the jail filters (fail2ban's `chain`): the input hook by default.
+    public var hook = FilterHook.input
+    /// `ignoregateway`: failures from this network namespace's default gateways are not counted (a proxy's
+    /// address stands for every client behind it).
+    public var ignoreGateway = true
     public var location: SourceLocation?
 
     public init(name: String, filter: FilterDefinition, filterSpec: String, logPaths: [LogPath], backend: Backend,
@@ -112,7 +117,7 @@ public struct JailsReader {
         "bantime.formula", "bantime.multipliers", "bantime.maxtime", "bantime.rndtime", "bantime.overalljails",
         "ignorecommand", "ignoreself", "ignoreip", "ignorecache", "filter", "logtimezone", "logencoding", "logpath",
         "action", "usedns", "prefregex", "failregex", "ignoreregex", "maxlines", "datepattern", "journalmatch",
-        "port", "protocol", "banaction", "banaction_allports", "maxtracked", "maxlinelength",
+        "port", "protocol", "banaction", "banaction_allports", "maxtracked", "maxlinelength", "chain", "ignoregateway",
     ]
 
     /// The longest jail name, in UTF-8 bytes: NFT_NAME_MAXLEN (256, with the NUL) less "-v4".
@@ -260,6 +265,9 @@ public struct JailsReader {
         let ports: [PortRange]
         do { ports = try Ports.parse(portSpec, protocol: proto) } catch { throw ConfigError(error.description, at: loc("port")) }
 
+        let hook: FilterHook
+        do { hook = try FilterHook(chain: opts["chain"] ?? "") } catch { throw ConfigError(error.message, at: loc("chain")) }
+
         let ignoreSelf = JailsReader.bool(opts["ignoreself"] ?? "true")
         let (ignoreList, ignoreProblems) = IgnoreList.parse(opts["ignoreip"] ?? "", ignoreSelf: ignoreSelf)
         for p in ignoreProblems { diagnostics.append(Diagnostic(.warning, p, at: loc("ignoreip"), jail: name)) }
@@ -321,6 +329,8 @@ public struct JailsReader {
             logEncoding: encoding, logTimeZone: logZone, maxMatches: maxMatches, maxTracked: maxTracked,
             location: location)
         definition.maxLineLength = maxLineLength
+        definition.hook = hook
+        definition.ignoreGateway = JailsReader.bool(opts["ignoregateway"] ?? "true")
         return definition
     }
 

@@ -8,6 +8,9 @@ public struct Settings: Sendable {
     public var dbPurgeAge: Double = 86400
     public var dbMaxMatches: Int = 10
     public var api = APISettings()
+    /// `orphanexit`: how long the network namespace may have lost its last interface before the daemon exits (see
+    /// `NamespaceWatch`); nil: never.
+    public var orphanExit: Double? = 3
     /// Which file they came from ("portcullis" or "fail2ban"), nil when neither exists (defaults apply).
     public var source: String?
 
@@ -45,6 +48,14 @@ public struct Settings: Sendable {
         if let (v, loc) = try value("dbmaxmatches") {
             guard let n = Int(v), n >= 0 else { throw ConfigError("dbmaxmatches must be a whole number, not '\(v)'", at: loc) }
             s.dbMaxMatches = n
+        }
+        if let (v, loc) = try value("orphanexit") {
+            if ["no", "off", "never", "false", "0"].contains(v.lowercased()) {
+                s.orphanExit = nil
+            } else {
+                do { s.orphanExit = try Duration.seconds(v) } catch { throw ConfigError("orphanexit: \(error) (or no)", at: loc) }
+                guard s.orphanExit! > 0 && s.orphanExit! <= 3600 else { throw ConfigError("orphanexit must be from 1s to 1h, or no", at: loc) }
+            }
         }
         if stack.hasSection("api") { s.api = try APISettings.read(stack, file: name) }
         return (s, diagnostics)

@@ -21,6 +21,17 @@ public struct NftablesError: Error, CustomStringConvertible, Sendable {
     }
 }
 
+extension FilterHook {
+    /// The netfilter hook number (linux/netfilter.h: NF_INET_PRE_ROUTING 0, LOCAL_IN 1, FORWARD 2).
+    var hookNumber: UInt32 {
+        switch self {
+        case .prerouting: return 0
+        case .input: return 1
+        case .forward: return 2
+        }
+    }
+}
+
 /// A ban as the packet filter holds it.
 public struct BanEntry: Sendable, Equatable {
     public var jail: String
@@ -43,6 +54,7 @@ public struct JailRules: Sendable, Equatable {
     /// Destination port ranges; empty: every port.
     public var ports: [ClosedRange<UInt16>]
     public var drop: Bool
+    public var hook: FilterHook
 
     /// Port ranges sorted, with overlapping and touching ones joined (an interval set refuses overlaps).
     public static func merged(_ ranges: [ClosedRange<UInt16>]) -> [ClosedRange<UInt16>] {
@@ -60,11 +72,12 @@ public struct JailRules: Sendable, Equatable {
     public var v4Set: String { "\(jail)-v4" }
     public var v6Set: String { "\(jail)-v6" }
 
-    public init(jail: String, l4proto: UInt8, ports: [ClosedRange<UInt16>], drop: Bool) {
+    public init(jail: String, l4proto: UInt8, ports: [ClosedRange<UInt16>], drop: Bool, hook: FilterHook = .input) {
         self.jail = jail
         self.l4proto = l4proto
         self.ports = ports
         self.drop = drop
+        self.hook = hook
     }
 
     /// The native backend's reading of a jail's `banaction`, `port`, `protocol` and `blocktype`. Returns the rules
@@ -83,18 +96,20 @@ public struct JailRules: Sendable, Equatable {
         var blocktype = ""
         for a in jail.actions { if let b = a.options["blocktype"] { blocktype = b } }
         let drop = blocktype.lowercased().hasPrefix("drop")
-        return (JailRules(jail: jail.name, l4proto: proto, ports: allPorts ? [] : jail.ports.map { $0.first...$0.last }, drop: drop), warning)
+        return (JailRules(jail: jail.name, l4proto: proto, ports: allPorts ? [] : jail.ports.map { $0.first...$0.last }, drop: drop, hook: jail.hook), warning)
     }
 }
 
 /// Portcullis' packet filter: `table inet portcullis`, per jail two sets (`<jail>-v4`, `<jail>-v6`, with
-/// timeouts) and rules in one base chain (`hook input priority filter - 1; policy accept`) that match the jail's
-/// protocol and ports and a source in its sets, then reject (TCP reset) or drop. Driven through libnftnl/libmnl
+/// timeouts) and rules in the base chain of the jail's hook (`input`: `hook input priority filter - 1; policy
+/// accept`; `forward` and `prerouting` only when a jail filters there, see `FilterHook`) that match the jail's
+/// protocol and ports and a source in its sets, then reject (TCP reset) or drop. A base chain's drop or reject is
+/// final whatever other tables accept, and applies to every packet, so a ban also cuts connections that were
+/// open before it. Driven through libnftnl/libmnl
 /// netlink transactions; never touches another table, never runs `nft`.
 public final class NftablesFirewall: @unchecked Sendable {
     // @unchecked: the netlink socket is only used while `lock` is held.
     public static let table = "portcullis"
-    public static let chain = "input"
     /// Elements per netlink message (a transaction may hold many messages).
     static let elementsPerMessage = 1000
 
@@ -187,8 +202,10 @@ public final class NftablesFirewall: @unchecked Sendable {
         try t.note(pc_nft_add_table(t.batch, NftablesFirewall.table), "create table inet \(NftablesFirewall.table)")
         try t.note(pc_nft_del_table(t.batch, NftablesFirewall.table), "replace table inet \(NftablesFirewall.table)")
         try t.note(pc_nft_add_table(t.batch, NftablesFirewall.table), "create table inet \(NftablesFirewall.table)")
-        try t.note(pc_nft_add_chain(t.batch, NftablesFirewall.table, NftablesFirewall.chain, -1),
-                   "create chain \(NftablesFirewall.chain) (hook input, priority filter - 1)")
+        for hook in FilterHook.allCases where hook == .input || jails.contains(where: { $0.hook == hook }) {
+            try t.note(pc_nft_add_chain(t.batch, NftablesFirewall.table, hook.chainName, hook.hookNumber, hook.priority),
+                       "create chain \(hook.chainName) (\(hook.description))")
+        }
         for jail in jails {
             for (ipv6, set) in [(false, jail.v4Set), (true, jail.v6Set)] {
                 let id = nextSetID
@@ -217,13 +234,14 @@ public final class NftablesFirewall: @unchecked Sendable {
                     comment.withCString { c in
                         var rule = pc_nft_rule(ipv6: ipv6 ? 1 : 0, l4proto: jail.l4proto,
                                                port_first: single?.lowerBound ?? 0, port_last: single?.upperBound ?? 0,
-                                               all_ports: everyPort ? 1 : 0, port_set_id: portSetID, set: setName, set_id: id,
+                                               all_ports: everyPort ? 1 : 0, port_set_id: portSetID,
+                                               original_dport: jail.hook == .forward ? 1 : 0, set: setName, set_id: id,
                                                drop: jail.drop ? 1 : 0, comment: c)
-                        return pc_nft_add_rule(t.batch, NftablesFirewall.table, NftablesFirewall.chain, &rule)
+                        return pc_nft_add_rule(t.batch, NftablesFirewall.table, jail.hook.chainName, &rule)
                     }
                 }
                 let portText = everyPort ? "all ports" : ranges.map { $0.lowerBound == $0.upperBound ? "\($0.lowerBound)" : "\($0.lowerBound)-\($0.upperBound)" }.joined(separator: ",")
-                try t.note(seq, "add the rule of jail \(jail.jail) (\(ipv6 ? "IPv6" : "IPv4"), ports \(portText.prefix(200)))")
+                try t.note(seq, "add the rule of jail \(jail.jail) to chain \(jail.hook.chainName) (\(ipv6 ? "IPv6" : "IPv4"), ports \(portText.prefix(200)))")
             }
         }
         let known = Set(jails.map(\.jail))

@@ -5,6 +5,8 @@ public struct JailCounters: Sendable {
     public var totalFailed = 0
     public var totalBanDecisions = 0
     public var ignored = 0
+    /// Failures not counted because they came from a default gateway (`ignoregateway`); also in `ignored`.
+    public var gatewayIgnored = 0
     public var evicted = 0
     /// Wall-clock time of the last line read.
     public var lastLineAt: Double? = nil
@@ -14,7 +16,7 @@ public struct JailCounters: Sendable {
 /// that reaches `maxretry` within `findtime` is handed to `onBan`. Filter and tracker live on the watcher thread;
 /// other threads see only `counters`.
 public final class JailRuntime: @unchecked Sendable {
-    // @unchecked: `filter`, `tracker` and `warnedIDs` are used only on the watcher's thread (inside its callbacks);
+    // @unchecked: `filter`, `tracker`, `warnedIDs` and `warnedGateway` are used only on the watcher's thread (inside its callbacks);
     // `counters` is locked; the rest is immutable after init.
     public let definition: JailDefinition
     private let filter: LineFilter
@@ -25,13 +27,17 @@ public final class JailRuntime: @unchecked Sendable {
     private let state = Locked(JailCounters())
     private let positionSnapshot = Locked<[LogPosition]>([])
     private var warnedIDs = Set<String>()
+    private let gateways: Gateways
+    private var warnedGateway = false
 
     public var name: String { definition.name }
 
     /// Compiles the jail's filter. Throws `LineFilter.CompileError` (with the regex and PCRE2's message) or
     /// `ConfigError` for a bad date pattern.
-    public init(_ definition: JailDefinition, log: Logger, onBan: @escaping @Sendable (BanDecision) -> Void) throws {
+    public init(_ definition: JailDefinition, log: Logger, gateways: Gateways = .shared,
+                onBan: @escaping @Sendable (BanDecision) -> Void) throws {
         self.definition = definition
+        self.gateways = gateways
         self.log = log
         self.onBan = onBan
         var options = LineFilter.Options()
@@ -81,6 +87,7 @@ public final class JailRuntime: @unchecked Sendable {
         var failed = 0
         var decisions: [BanDecision] = []
         var ignored = 0
+        var gatewayIgnored = 0
         for f in failures where !f.isNoFail {
             guard let id = f.id else { continue }
             guard let ip = IPAddress(id) ?? f.ip.flatMap({ IPAddress($0) }) else {
@@ -92,6 +99,17 @@ public final class JailRuntime: @unchecked Sendable {
             if let reason = definition.ignoreList.reason(for: ip) {
                 ignored += 1
                 log.info("[\(name)] Ignore \(ip) by \(reason)")
+                continue
+            }
+            if definition.ignoreGateway && gateways.contains(ip, now: now) {
+                ignored += 1
+                gatewayIgnored += 1
+                if warnedGateway {
+                    log.info("[\(name)] Ignore \(ip) by ignoregateway (the default gateway of this network namespace)")
+                } else {
+                    warnedGateway = true
+                    log.warning(Gateways.explanation(jail: name, address: ip))
+                }
                 continue
             }
             var time = f.time ?? now
@@ -107,6 +125,7 @@ public final class JailRuntime: @unchecked Sendable {
             $0.linesRead += 1
             $0.totalFailed += failed
             $0.ignored += ignored
+            $0.gatewayIgnored += gatewayIgnored
             $0.currentlyFailed = current
             $0.evicted = evicted
             $0.totalBanDecisions += decisions.count

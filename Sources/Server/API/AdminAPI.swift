@@ -148,6 +148,7 @@ public final class AdminAPI: HTTPHandler {
         var filter = JSONObject()
         filter.int("currentlyFailed", c.currentlyFailed)
         filter.int("totalFailed", c.totalFailed)
+        filter.int("gatewayIgnored", c.gatewayIgnored)
         filter.strings("files", j.files)
         var actions = JSONObject()
         let banned = manager.bannedAddresses(jail: name)
@@ -256,6 +257,9 @@ public final class AdminAPI: HTTPHandler {
         }
         if let reason = j.definition.ignoreList.reason(for: request.ip) {
             return .problem(409, "\(request.ip) is not banned in \(jail): it is ignored (\(reason))")
+        }
+        if j.definition.ignoreGateway && Gateways.shared.contains(request.ip) {
+            return .problem(409, "\(request.ip) is not banned in \(jail): it is the default gateway of this network namespace, the address every client coming through a proxy (Docker's userland proxy) has; set ignoregateway = false in the jail to ban it anyway")
         }
         let manager = daemon.banManager!
         if let existing = manager.bans(of: request.ip).first(where: { $0.jail == jail }) {

@@ -19,6 +19,10 @@ extension AdminAPI {
         for (j, c) in counters { m.sample("portcullis_lines_read_total", [("jail", j.name)], Double(c.linesRead)) }
         m.family("portcullis_failures_total", "counter", "Failures matched by the jail's filter.")
         for (j, c) in counters { m.sample("portcullis_failures_total", [("jail", j.name)], Double(c.totalFailed)) }
+        m.family("portcullis_gateway_failures_ignored_total", "counter", "Failures not counted because they came from a default gateway (ignoregateway): clients behind a proxy whose real addresses are lost.")
+        for (j, c) in counters { m.sample("portcullis_gateway_failures_ignored_total", [("jail", j.name)], Double(c.gatewayIgnored)) }
+        m.family("portcullis_default_gateway_info", "gauge", "The default gateways of the daemon's network namespace, one sample each.")
+        for g in Gateways.shared.current(now: now).sorted() { m.sample("portcullis_default_gateway_info", [("address", g.description)], 1) }
         m.family("portcullis_currently_failed", "gauge", "Addresses with failures counted but not banned.")
         for (j, c) in counters { m.sample("portcullis_currently_failed", [("jail", j.name)], Double(c.currentlyFailed)) }
         m.family("portcullis_bans_active", "gauge", "Bans in force.")

@@ -569,6 +569,162 @@ def scenario_manyports(binary, config):
     tree.cleanup()
 
 
+def ip(*args):
+    subprocess.run(["ip", *args], check=True)
+
+
+def metric(name, labels):
+    status, text = api("GET", "/metrics")
+    for line in text.splitlines():
+        if line.startswith(name + "{" + labels + "}"):
+            return float(line.rsplit(" ", 1)[1])
+    return None
+
+
+def scenario_gateway(binary, config):
+    """Failures from the namespace's default gateway (a proxy's address: every client behind it) are not counted:
+    logged once, loudly; in check, /metrics and the jail's status; a manual ban of it is refused. Others are banned
+    as before. When the default route changes, the new gateway is the one spared; ignoregateway = false bans it."""
+    ip("link", "add", "gw0", "type", "veth", "peer", "name", "gw1")
+    ip("addr", "add", "10.213.9.2/24", "dev", "gw0")
+    ip("-6", "addr", "add", "fd00:213:9::2/64", "dev", "gw0", "nodad")
+    ip("link", "set", "gw0", "up")
+    ip("route", "add", "default", "via", "10.213.9.1")
+    ip("-6", "route", "add", "default", "via", "fd00:213:9::1")
+    tree = Tree(config)
+    r = check(binary, tree)
+    if "10.213.9.1" not in r.stdout or "fd00:213:9::1" not in r.stdout or "not counted" not in r.stdout:
+        fail("check does not show the gateways:\n" + r.stdout)
+    d = Daemon(binary, tree)
+    d.wait_started()
+    tree.failures(["10.213.9.1", "10.213.9.1", "fd00:213:9::1", "fd00:213:9::1", "10.213.9.7", "10.213.9.7"])
+    if not wait_until(lambda: banned("10.213.9.7")):
+        fail("10.213.9.7 (not a gateway) was not banned:\n" + d.output())
+    time.sleep(0.5)
+    if banned("10.213.9.1") or banned("fd00:213:9::1"):
+        fail("a gateway was banned:\n" + d.output())
+    out = d.output()
+    if out.count("it is this network namespace's default gateway") != 1 or "userland-proxy" not in out:
+        fail("the gateway warning is not logged exactly once per jail:\n" + out)
+    if metric("portcullis_gateway_failures_ignored_total", 'jail="dovecot"') != 4:
+        fail("/metrics does not count the 4 gateway failures:\n" + api("GET", "/metrics")[1])
+    if metric("portcullis_default_gateway_info", 'address="10.213.9.1"') != 1:
+        fail("/metrics does not name the gateway")
+    status, body = api("GET", "/jails/dovecot")
+    if body["filter"]["gatewayIgnored"] != 4:
+        fail("the jail's status: %s" % body)
+    status, body = api("POST", "/jails/dovecot/bans", {"ip": "10.213.9.1"}, tree=tree)
+    if status != 409 or "gateway" not in body.get("detail", ""):
+        fail("a manual ban of the gateway: %s %s" % (status, body))
+    # The default route changes: within the refresh time (5 s) the old gateway is an address like any other.
+    ip("route", "replace", "default", "via", "10.213.9.3")
+    time.sleep(5.5)
+    tree.failures(["10.213.9.1", "10.213.9.1", "10.213.9.3", "10.213.9.3"])
+    if not wait_until(lambda: banned("10.213.9.1")):
+        fail("the former gateway is still spared after the route changed:\n" + d.output())
+    time.sleep(0.5)
+    if banned("10.213.9.3"):
+        fail("the new gateway was banned")
+    d.stop()
+    # ignoregateway = false: the gateway is banned like any address.
+    tree2 = Tree(config, ignoregateway="false")
+    d = Daemon(binary, tree2)
+    d.wait_started()
+    tree2.failures(["10.213.9.3", "10.213.9.3"])
+    if not wait_until(lambda: banned("10.213.9.3")):
+        fail("ignoregateway = false did not ban the gateway:\n" + d.output())
+    d.stop()
+    ip("link", "del", "gw0")
+    tree.cleanup()
+    tree2.cleanup()
+
+
+def scenario_orphan(binary, config):
+    """A namespace that loses its last interface besides loopback (the sidecar's container restarted) makes the
+    daemon exit with 75 after `orphanexit`, its table removed; with orphanexit = no it stays. A namespace that
+    never had an interface (this one at first) is not orphaned."""
+    tree = Tree(config)
+    d = Daemon(binary, tree)
+    d.wait_started()
+    time.sleep(2)
+    if d.proc.poll() is not None:
+        fail("the daemon exited in a namespace that never had an interface:\n" + d.output())
+    d.stop()
+    ip("link", "add", "eth0", "type", "veth", "peer", "name", "eth1")
+    ip("link", "set", "eth0", "up")
+    d = Daemon(binary, tree)
+    d.wait_started()
+    tree.failure("127.0.0.66", 2)
+    if not wait_until(lambda: banned("127.0.0.66")):
+        fail("no ban:\n" + d.output())
+    started = time.time()
+    ip("link", "del", "eth0")
+    try:
+        code = d.proc.wait(15)
+    except subprocess.TimeoutExpired:
+        fail("the daemon did not exit after its namespace lost eth0:\n" + d.output())
+    took = time.time() - started
+    if code != 75 or "no interface but loopback" not in d.output() or not 2.5 <= took <= 8:
+        fail("exit %s after %.1f s:\n%s" % (code, took, d.output()))
+    if subprocess.run(["nft", "list", "tables"], capture_output=True, text=True).stdout.strip():
+        fail("the table is still there after the exit")
+    # Started again (as the restart policy would): the ban is back.
+    ip("link", "add", "eth0", "type", "veth", "peer", "name", "eth1")
+    ip("link", "set", "eth0", "up")
+    with open(os.path.join(tree.conf, "portcullis.local"), "a") as f:
+        f.write("[Definition]\norphanexit = no\n")
+    d = Daemon(binary, tree)
+    d.wait_started()
+    if not wait_until(lambda: banned("127.0.0.66")):
+        fail("the ban did not come back after the restart:\n" + d.output())
+    ip("link", "del", "eth0")
+    time.sleep(5)
+    if d.proc.poll() is not None:
+        fail("orphanexit = no, yet the daemon exited:\n" + d.output())
+    print("orphan: exit 75 %.1f s after the last interface went" % took)
+    d.stop()
+    tree.cleanup()
+
+
+def scenario_hooks(binary, config):
+    """fail2ban's `chain`: INPUT, FORWARD/DOCKER-USER and PREROUTING become base chains on those hooks in our
+    table; forward rules match the port the client sent to (ct original proto-dst); check says where each jail
+    filters; an unknown chain is an error naming the line. A ban in prerouting blocks as one in input does."""
+    Listener()
+    tree = Tree(config, chain="PREROUTING")
+    with open(os.path.join(tree.conf, "jail.d", "test.local"), "a") as f:
+        f.write("\n[docker]\nenabled = true\nfilter = dovecot\nlogpath = %s\nport = 1100,2000:2010\nchain = DOCKER-USER\n"
+                "maxretry = 2\n\n[forwarded]\nenabled = true\nfilter = dovecot\nlogpath = %s\nport = 25\nchain = forward\n"
+                % (tree.log, tree.log))
+    r = check(binary, tree)
+    if r.returncode != 0 or r.stdout.count("hook forward") != 2 or "hook prerouting" not in r.stdout:
+        fail("check:\n" + r.stdout + r.stderr)
+    d = Daemon(binary, tree)
+    d.wait_started()
+    tree.failure("127.0.0.66", 2)
+    if not wait_until(lambda: banned("127.0.0.66") and banned("127.0.0.66", "docker")):
+        fail("no ban:\n" + d.output())
+    ruleset = subprocess.run(["nft", "list", "table", "inet", "portcullis"], capture_output=True, text=True).stdout
+    for needle in ("hook prerouting priority dstnat - 10", "hook forward priority filter - 1", "hook input priority filter - 1",
+                   "ct original proto-dst { 1100, 2000-2010 }", "ct original proto-dst 25"):
+        if needle not in ruleset:
+            fail("%r not in the ruleset:\n%s" % (needle, ruleset))
+    forward = subprocess.run(["nft", "list", "chain", "inet", "portcullis", "forward"], capture_output=True, text=True).stdout
+    if "th dport" in forward or "tcp dport" in forward:
+        fail("a forward rule matches the packet's port, not the original one:\n" + forward)
+    if can_connect("127.0.0.66", "127.0.0.1"):
+        fail("the prerouting ban does not block")
+    if not can_connect("127.0.0.1", "127.0.0.1"):
+        fail("an address that is not banned is blocked")
+    d.stop()
+    with open(os.path.join(tree.conf, "jail.d", "test.local"), "a") as f:
+        f.write("\n[bad]\nenabled = true\nfilter = dovecot\nlogpath = %s\nchain = OUTPUT\n" % tree.log)
+    r = check(binary, tree)
+    if r.returncode == 0 or "test.local:" not in r.stdout or "chain = OUTPUT" not in r.stdout:
+        fail("an unknown chain is not an error naming its line:\n" + r.stdout)
+    tree.cleanup()
+
+
 if __name__ == "__main__":
     name, binary, config = sys.argv[1], sys.argv[2], sys.argv[3]
     if os.getuid() != 0:
