@@ -44,12 +44,18 @@ struct ServeCommand: ParsableCommand {
             daemon.stop()
             throw ExitCode(1)
         }
-        var namespace = daemon.settings.orphanExit.map { NamespaceWatch(grace: $0) }
-        _ = namespace?.check(now: Clock.now())   // what the namespace has at start
         var lastPeriodic = Clock.now()
+        // What the namespace has at start (a loss within the first second must count).
+        var namespace = control.sync { daemon.settings.orphanExit }.map { NamespaceWatch(grace: $0) }
+        _ = namespace?.check(now: lastPeriodic)
         while true {
             guard let s = Signals.wait(timeout: 1) else {
                 let now = Clock.now()
+                // orphanexit as the last (re)load set it (SIGHUP or the API's reload, on the control queue).
+                let grace = control.sync { daemon.settings.orphanExit }
+                if grace != namespace?.grace {
+                    namespace = grace.map { NamespaceWatch(grace: $0) }
+                }
                 if let why = namespace?.check(now: now) {
                     log.critical("\(why). Exiting with status 75 so that the restart policy starts Portcullis again in the current namespace; the bans come back from the database (orphanexit = no turns this off)")
                     api.stop()

@@ -265,9 +265,6 @@ public struct JailsReader {
         let ports: [PortRange]
         do { ports = try Ports.parse(portSpec, protocol: proto) } catch { throw ConfigError(error.description, at: loc("port")) }
 
-        let hook: FilterHook
-        do { hook = try FilterHook(chain: opts["chain"] ?? "") } catch { throw ConfigError(error.message, at: loc("chain")) }
-
         let ignoreSelf = JailsReader.bool(opts["ignoreself"] ?? "true")
         let (ignoreList, ignoreProblems) = IgnoreList.parse(opts["ignoreip"] ?? "", ignoreSelf: ignoreSelf)
         for p in ignoreProblems { diagnostics.append(Diagnostic(.warning, p, at: loc("ignoreip"), jail: name)) }
@@ -310,6 +307,12 @@ public struct JailsReader {
             }
         }
         let banAction = (opts["banaction"] ?? "").trimmingCharacters(in: .whitespaces)
+        // The jail's `chain`, or one an action names itself (`iptables-multiport[chain=DOCKER-USER]`).
+        let hook: FilterHook
+        let actionChain = actions.compactMap { $0.options["chain"] }.last
+        do { hook = try FilterHook(chain: actionChain ?? opts["chain"] ?? "") } catch {
+            throw ConfigError(error.message, at: loc(actionChain != nil ? "action" : "chain"))
+        }
         let maxMatches = try integer("maxmatches", default: maxRetry)
         let maxTracked = try integer("maxtracked", default: 100_000)
         guard maxTracked >= 1 else { throw ConfigError("maxtracked must be at least 1", at: loc("maxtracked")) }

@@ -44,7 +44,7 @@ public enum FilterHook: String, Sendable, CaseIterable {
     /// How `portcullis check` and the nft comments describe it.
     public var description: String {
         switch self {
-        case .input: return "hook input (this host's own services)"
+        case .input: return "hook input (connections to services of this network namespace: the host's, or a sidecar's container's)"
         case .forward: return "hook forward (traffic routed to containers; ports as the client sent them, ct original proto-dst)"
         case .prerouting: return "hook prerouting, priority dstnat - 10 (every packet, before Docker's DNAT)"
         }

@@ -22,7 +22,8 @@ public final class Gateways: Sendable {
 
     /// The gateways now (re-read when the last reading is stale).
     public func current(now: Double = Clock.now()) -> Set<IPAddress> {
-        if let fresh = state.withLock({ now - $0.readAt < maxAge ? $0.addresses : nil }) { return fresh }
+        // abs: a clock that went back (or a caller's own clock) must not make a reading fresh for ever.
+        if let fresh = state.withLock({ abs(now - $0.readAt) < maxAge ? $0.addresses : nil }) { return fresh }
         // Read outside the lock: two threads may both read, which is harmless.
         let addresses = read()
         state.withLock { $0 = (addresses, now) }
@@ -80,7 +81,7 @@ public final class Gateways: Sendable {
             + "loopback, or IPv6 clients on an IPv4-only network; rootless Docker's port driver), so their real "
             + "addresses are lost here, and banning the gateway would lock out every client that comes that way. "
             + "To see real addresses: enable IPv6 on the compose network, set \"userland-proxy\": false in the "
-            + "engine's daemon.json, or run Portcullis in host mode (README: Containers). To ban the gateway anyway: "
+            + "engine's daemon.json, or run Portcullis in host mode (README: Host mode). To ban the gateway anyway: "
             + "ignoregateway = false in the jail."
     }
 }

