@@ -80,7 +80,7 @@ let package = Package(
             name: "IntegrationTests",
             dependencies: ["Engine", "portcullis", "TestSupport"],
             // Scripts the tests run (namespace scenarios, deployment checks), not sources.
-            exclude: ["netns", "deploy", "differential"],
+            exclude: ["netns", "deploy", "differential", "docker"],
             swiftSettings: swiftSettings
         ),
     ]

@@ -18,7 +18,7 @@ func live(_ args: [String]) throws {
     try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
     defer { try? FileManager.default.removeItem(atPath: dir) }
     let logPath = dir + "/mail.log"
-    FileManager.default.createFile(atPath: logPath, contents: nil)
+    _ = FileManager.default.createFile(atPath: logPath, contents: nil)
     let jail = JailDefinition(
         name: "bench", filter: filter, filterSpec: filterName, logPaths: [LogPath(pattern: logPath, tail: false)],
         backend: .inotify, maxRetry: 3, findTime: 86400 * 3650, banTime: 3600, ports: [], portSpec: "", protocol: "tcp",

@@ -35,13 +35,6 @@ struct ConfigOptions: ParsableArguments {
     var config: String = "/etc/portcullis"
 }
 
-/// Errors that end a command with a message on stderr and a non-zero exit code.
-struct CommandFailure: Error, CustomStringConvertible {
-    let message: String
-    let code: Int32
-    var description: String { message }
-}
-
 func fail(_ message: String, code: Int32 = 1) -> Never {
     FileHandle.standardError.write(Data(("portcullis: " + message + "\n").utf8))
     exit(code)

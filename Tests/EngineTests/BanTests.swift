@@ -249,6 +249,24 @@ struct BanManagerTests {
         } throws: { "\($0)".contains("not applied: Numerical result out of range") }
     }
 
+    @Test func anUnreadableBanHistoryIsSaidAndCountedNotSilent() throws {
+        let dir = TempDir()
+        let path = dir.path + "/db.sqlite3"
+        let store = try BanStore(path: path)
+        let manager = BanManager(store: store, log: Logger(level: .critical))
+        let j = Self.jail("j", banTime: 3600, increment: true)
+        try manager.start([Self.setup(j, DryRunFirewall())])
+        defer { manager.stop(removeLayout: true) }
+        // Another connection takes the history away: every read of it fails from now on.
+        try SQLiteDatabase(path: path).execute("ALTER TABLE ban_history RENAME TO gone")
+        let ip = IPAddress("192.0.2.77")!
+        manager.submit(BanDecision(jail: "j", ip: ip, time: Clock.now(), failures: 1, matches: []))
+        #expect(manager.drain())
+        // Banned all the same, with the base time, and counted.
+        #expect(manager.bans.first { $0.ip == ip }.map { $0.banTime } == 3600)
+        #expect(manager.statistics.historyUnread == 1)
+    }
+
     @Test func restartRestoresAndManualChanges() throws {
         let dir = TempDir()
         let path = dir.path + "/db.sqlite3"

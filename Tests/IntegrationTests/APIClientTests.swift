@@ -27,7 +27,7 @@ final class DaemonProcess {
         _ = dir.write("conf/portcullis.local", "[Definition]\ndbfile = \(dir.url.path)/db.sqlite3\n\(api)")
         _ = dir.write("conf/jail.d/test.local", "[dovecot]\nenabled = true\nlogpath = \(log)\nmaxretry = 2\nbanaction = dry-run\nignoreip = 192.0.2.250\n")
         let stderrPath = dir.url.path + "/serve.log"
-        FileManager.default.createFile(atPath: stderrPath, contents: nil)
+        _ = FileManager.default.createFile(atPath: stderrPath, contents: nil)
         process.executableURL = Binary.url
         process.arguments = ["serve", "--config", conf]
         process.standardError = FileHandle(forWritingAtPath: stderrPath)

@@ -17,7 +17,7 @@ public final class TempDir: @unchecked Sendable {
     public func write(_ name: String, _ content: String) -> String {
         let p = path + "/" + name
         try? FileManager.default.createDirectory(atPath: (p as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
-        FileManager.default.createFile(atPath: p, contents: Data(content.utf8))
+        _ = FileManager.default.createFile(atPath: p, contents: Data(content.utf8))
         return p
     }
 

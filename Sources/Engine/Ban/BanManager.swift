@@ -1,7 +1,6 @@
 import CFastScan
 import Foundation
 import Glibc
-import CFastScan
 
 /// Applies ban decisions and keeps bans until they end: every ban is committed to the store before it reaches the
 /// packet filter and before it is reported; expiry runs on a timer (the earliest end, from a heap), not by
@@ -55,6 +54,8 @@ public final class BanManager: @unchecked Sendable {
         public var bansTotal: [String: Int] = [:]
         public var unbansTotal: [String: Int] = [:]
         public var failedBans = 0
+        /// Bans made with the base ban time because the ban history (bantime.increment) could not be read.
+        public var historyUnread = 0
     }
 
     /// PORTCULLIS_TRACE_BANS=1 logs how long each batch's steps took.
@@ -80,6 +81,8 @@ public final class BanManager: @unchecked Sendable {
     private var thread: Thread?
     private var finished = false
     private var stats = Stats()
+    /// A failing history read is said once per 10 minutes, not at every ban of a storm (guarded by `lock`).
+    private var historyWarnings = RepeatedWarnings(interval: 600)
     /// Store writes that failed (a full disk, an I/O error), latest per ban: the bans are in force anyway (the
     /// packet filter does not depend on the disk), and the worker writes these when the store works again.
     private var unstored: [Key: StoreChange] = [:]
@@ -362,7 +365,7 @@ public final class BanManager: @unchecked Sendable {
     private func apply(_ decisions: [BanDecision], now: Double) {
         changing.lock(); defer { changing.unlock() }
         let tStart = Clock.monotonic()
-        defer { if BanManager.trace { log.error(String(format: "trace: batch of %d decisions in %.3f s", decisions.count, Clock.monotonic() - tStart)) } }
+        defer { if BanManager.trace { log.notice(String(format: "trace: batch of %d decisions in %.3f s", decisions.count, Clock.monotonic() - tStart)) } }
         var fresh: [(StoredBan, JailSetup, String)] = []
         // One look at the shared state for the whole batch.
         let (setups, keys, already): ([String: JailSetup], [Key], Set<Key>) = lock.withLock {
@@ -394,7 +397,14 @@ public final class BanManager: @unchecked Sendable {
             // Only bantime.increment needs the history before the ban (the store counts bans as it records them).
             var previous = 0
             if let store, setup.definition.increment.enabled {
-                previous = (try? store.previousBanCount(ip: d.ip, jail: setup.definition.increment.overallJails ? nil : d.jail, since: 0)) ?? 0
+                do {
+                    previous = try store.previousBanCount(ip: d.ip, jail: setup.definition.increment.overallJails ? nil : d.jail, since: 0)
+                } catch {
+                    // The ban still happens, with the base time: said and counted, never silently.
+                    stats.historyUnread += 1
+                    historyWarnings.report("bantime.increment: the ban history cannot be read (\(error)); bans get the base ban time until it can",
+                                           key: "history", now: now) { log.error($0) }
+                }
             }
             let wanted = d.banTimeOverride ?? setup.policy.uncappedBanTime(previousBans: previous)
             let banTime = BanTimePolicy.capped(wanted, fallback: setup.policy.base)
@@ -464,7 +474,7 @@ public final class BanManager: @unchecked Sendable {
         lock.unlock()
         if BanManager.trace {
             let end = Clock.monotonic()
-            log.error(String(format: "trace: %d bans: store %.3f s, packet filter %.3f s, table %.3f s", fresh.count,
+            log.notice(String(format: "trace: %d bans: store %.3f s, packet filter %.3f s, table %.3f s", fresh.count,
                              tStored - tPrepared, tApplied - tStored, end - tApplied))
         }
         for (ban, setup, reason) in made {

@@ -151,10 +151,6 @@ public struct ConfigStack: Sendable {
         return sections[section]?[key] ?? defaults[key]
     }
 
-    public enum LookupError: Error {
-        case noSection(String)
-    }
-
     /// The interpolated value of `option` in `section`, looking in `vars`, then the section, then DEFAULT.
     /// nil when the option is not set anywhere. Throws for a missing section or a broken interpolation.
     public func get(_ section: String, _ option: String, vars: [String: String] = [:]) throws(ConfigError) -> String? {

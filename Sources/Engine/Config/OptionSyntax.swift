@@ -1,3 +1,5 @@
+import Foundation
+
 /// fail2ban's `name[key=value, key="quoted, with commas", key='x']` syntax for filters and actions.
 public enum OptionSyntax {
     /// Splits `dovecot[mode=aggressive, logtype=short]` into the name and its options.
@@ -139,5 +141,3 @@ public enum TagSubstitution {
         return nil
     }
 }
-
-import Foundation

@@ -1,4 +1,5 @@
 import Glibc
+import Foundation
 
 /// One entry of a jail's `port` list: a single port or a range, with the name it was written as.
 public struct PortRange: Sendable, Equatable, CustomStringConvertible {
@@ -72,5 +73,3 @@ public enum Ports {
         return result
     }
 }
-
-import Foundation

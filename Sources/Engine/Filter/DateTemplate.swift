@@ -1,4 +1,5 @@
 import Glibc
+import Foundation
 
 /// One way of finding a timestamp in a log line, built the way fail2ban builds its date templates: a `%`-pattern
 /// (`%b %d %H:%M:%S`) turned into a regex with strptime-field groups, an epoch number, or a TAI64N label.
@@ -301,5 +302,3 @@ enum TimeCodes {
         return (name, regex)
     }
 }
-
-import Foundation

@@ -147,7 +147,6 @@ public final class LineFilter {
     private let junction = ByteBuffer(capacity: 256)
     private var lastDate: Double? = nil
     private var mlfidCache = ExpiringCache<FailEntry>(maxCount: 100, maxTime: 5 * 60)
-    private var warnedNoDate = false
 
     final class FailEntry {
         var date: Double?
@@ -462,10 +461,7 @@ public final class LineFilter {
                 if !checkAllRegex { break }
                 continue
             }
-            if noDate {
-                if !warnedNoDate { warnedNoDate = true }
-                if date == nil && checkFindTime { continue }
-            }
+            if noDate && date == nil && checkFindTime { continue }
             if !checkAllRegex || maxLines > 1 {
                 setLineBuffer(failRegex.unmatchedLines(orgBuffer))
                 subjectValid = false

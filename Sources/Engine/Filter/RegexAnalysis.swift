@@ -1,3 +1,7 @@
+import Glibc
+import CFastScan
+import Foundation
+
 /// Static analysis of a regex (PCRE2 syntax, as compiled) for two shortcuts that never change a result:
 ///
 /// - `requiredLiterals`: strings one of which every match must contain. A line holding none of them cannot
@@ -418,7 +422,3 @@ final class LiteralScanner {
 
     func containsAny(_ p: UnsafePointer<UInt8>, _ n: Int) -> Bool { scan(p, n).found }
 }
-
-import Glibc
-import CFastScan
-import Foundation

@@ -53,7 +53,7 @@ public enum FilterHook: String, Sendable, CaseIterable {
 
 /// `banaction = dry-run`: records what would be banned and touches nothing.
 public final class DryRunFirewall: Firewall {
-    private let state = Locked<(bans: [BanEntry], removed: [(String, IPAddress)], jails: [JailRules])>(([], [], []))
+    private let state = Locked<(bans: [BanEntry], jails: [JailRules])>(([], []))
 
     public init() {}
 
@@ -68,7 +68,6 @@ public final class DryRunFirewall: Firewall {
     public func remove(_ bans: [(jail: String, ip: IPAddress)]) {
         state.withLock { s in
             for b in bans {
-                s.removed.append((b.jail, b.ip))
                 s.bans.removeAll { $0.jail == b.jail && $0.ip == b.ip }
             }
         }
@@ -80,5 +79,4 @@ public final class DryRunFirewall: Firewall {
 
     /// What is "banned" now.
     public var bans: [BanEntry] { state.withLock { $0.bans } }
-    public var removals: [(String, IPAddress)] { state.withLock { $0.removed } }
 }

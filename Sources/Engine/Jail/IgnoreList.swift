@@ -1,4 +1,5 @@
 import Glibc
+import Foundation
 
 /// The addresses a jail never bans: `ignoreip` entries (addresses, networks, host names resolved at load time)
 /// and, with `ignoreself`, the machine's own addresses.
@@ -106,5 +107,3 @@ public enum SelfAddresses {
         }
     }
 }
-
-import Foundation

@@ -22,7 +22,6 @@ public struct StoredBan: Sendable, Equatable {
         self.matches = matches
     }
 
-    public var isPermanent: Bool { banTime < 0 }
     /// nil for a permanent ban.
     public var expiresAt: Double? { banTime < 0 ? nil : bannedAt + banTime }
     public func isActive(at now: Double) -> Bool { banTime < 0 || bannedAt + banTime > now }
@@ -173,7 +172,7 @@ public final class BanStore: @unchecked Sendable {
     public func activeBanSummaries(now: Double) throws -> [StoredBan] {
         try withDB { db in
             let s = try db.prepare("SELECT jail, ip, banned_at, ban_time, ban_count, failures FROM bans WHERE ban_time < 0 OR banned_at + ban_time > ?")
-            s.bind([.double(now)])
+            try s.bind([.double(now)])
             var result: [StoredBan] = []
             var jailNames: [String: String] = [:]
             while try s.step() {
@@ -235,13 +234,13 @@ public final class BanStore: @unchecked Sendable {
                 for var b in bans {
                     let ip = b.ip.description
                     history.reset()
-                    history.bind(1, ip); history.bind(2, b.jail); history.bind(3, b.bannedAt); history.bind(4, b.banTime)
+                    try history.bind(1, ip); try history.bind(2, b.jail); try history.bind(3, b.bannedAt); try history.bind(4, b.banTime)
                     b.banCount = try history.step() ? history.int(0) : 1
                     // Finish the RETURNING statement before the next one runs.
                     while try history.step() {}
                     insert.reset()
-                    insert.bind(1, b.jail); insert.bind(2, ip); insert.bind(3, b.bannedAt); insert.bind(4, b.banTime)
-                    insert.bind(5, b.banCount); insert.bind(6, b.failures); insert.bind(7, b.matches.joined(separator: "\n"))
+                    try insert.bind(1, b.jail); try insert.bind(2, ip); try insert.bind(3, b.bannedAt); try insert.bind(4, b.banTime)
+                    try insert.bind(5, b.banCount); try insert.bind(6, b.failures); try insert.bind(7, b.matches.joined(separator: "\n"))
                     while try insert.step() {}
                     result.append(b)
                 }

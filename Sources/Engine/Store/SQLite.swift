@@ -98,33 +98,38 @@ final class Statement {
 
     deinit { sqlite3_finalize(handle) }
 
-    @discardableResult
-    func bind(_ values: [SQLValue]) -> Statement {
+    /// A bind's result: SQLITE_RANGE (a wrong index), SQLITE_TOOBIG, SQLITE_NOMEM must not leave a parameter
+    /// silently NULL.
+    private func checked(_ rc: Int32) throws(SQLiteError) {
+        if rc != SQLITE_OK { throw database.error(rc, sql) }
+    }
+
+    func bind(_ values: [SQLValue]) throws(SQLiteError) {
         sqlite3_reset(handle)
         sqlite3_clear_bindings(handle)
         for (i, v) in values.enumerated() {
             let index = Int32(i + 1)
             switch v {
-            case .null: sqlite3_bind_null(handle, index)
-            case .int(let n): sqlite3_bind_int64(handle, index, Int64(n))
-            case .double(let d): sqlite3_bind_double(handle, index, d)
-            case .text(let s): sqlite3_bind_text(handle, index, s, -1, csqlite_transient())
+            case .null: try checked(sqlite3_bind_null(handle, index))
+            case .int(let n): try checked(sqlite3_bind_int64(handle, index, Int64(n)))
+            case .double(let d): try checked(sqlite3_bind_double(handle, index, d))
+            case .text(let s): try checked(sqlite3_bind_text(handle, index, s, -1, csqlite_transient()))
             case .blob(let b):
-                b.withUnsafeBytes { raw in
-                    _ = sqlite3_bind_blob(handle, index, raw.baseAddress, Int32(raw.count), csqlite_transient())
+                let rc = b.withUnsafeBytes { raw in
+                    sqlite3_bind_blob(handle, index, raw.baseAddress, Int32(raw.count), csqlite_transient())
                 }
+                try checked(rc)
             }
         }
-        return self
     }
 
     // Binding without building arrays (the per-ban path). Indexes start at 1, as in SQLite.
     func reset() {
         sqlite3_reset(handle)
     }
-    func bind(_ i: Int32, _ s: String) { sqlite3_bind_text(handle, i, s, -1, csqlite_transient()) }
-    func bind(_ i: Int32, _ d: Double) { sqlite3_bind_double(handle, i, d) }
-    func bind(_ i: Int32, _ n: Int) { sqlite3_bind_int64(handle, i, Int64(n)) }
+    func bind(_ i: Int32, _ s: String) throws(SQLiteError) { try checked(sqlite3_bind_text(handle, i, s, -1, csqlite_transient())) }
+    func bind(_ i: Int32, _ d: Double) throws(SQLiteError) { try checked(sqlite3_bind_double(handle, i, d)) }
+    func bind(_ i: Int32, _ n: Int) throws(SQLiteError) { try checked(sqlite3_bind_int64(handle, i, Int64(n))) }
 
     /// Steps once; true while there is a row.
     func step() throws(SQLiteError) -> Bool {
@@ -135,19 +140,22 @@ final class Statement {
     }
 
     func run(_ values: [SQLValue] = []) throws(SQLiteError) {
-        bind(values)
+        try bind(values)
         while try step() {}
     }
 
     func rows(_ values: [SQLValue] = []) throws(SQLiteError) -> [Row] {
-        bind(values)
+        try bind(values)
         var result: [Row] = []
         while try step() { result.append(Row(statement: self)) }
         return result
     }
 
+    /// The first column of the first row. The statement is reset before returning: one left on a row would keep
+    /// its read transaction (and the snapshot) open.
     func firstInt(_ values: [SQLValue] = []) throws(SQLiteError) -> Int? {
-        bind(values)
+        defer { sqlite3_reset(handle) }
+        try bind(values)
         guard try step() else { return nil }
         return Int(sqlite3_column_int64(handle, 0))
     }

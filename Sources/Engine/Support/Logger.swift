@@ -1,5 +1,6 @@
 import Glibc
 import Synchronization
+import Foundation
 
 /// Log lines to stderr with levels, one `write` per line so that threads never interleave within a line.
 /// Levels and names follow fail2ban's `loglevel` (CRITICAL, ERROR, WARNING, NOTICE, INFO, DEBUG).
@@ -77,5 +78,3 @@ public final class Logger: Sendable {
     public func info(_ m: @autoclosure () -> String) { log(.info, m()) }
     public func debug(_ m: @autoclosure () -> String) { log(.debug, m()) }
 }
-
-import Foundation

@@ -1,3 +1,5 @@
+import Glibc
+
 /// Minimal JSON writing for hot output paths (one object per log line), without Foundation's encoder.
 public enum JSONText {
     public static func quote(_ s: String) -> String {
@@ -60,5 +62,3 @@ public final class OutputBuffer {
         buffer.removeAll(keepingCapacity: true)
     }
 }
-
-import Glibc

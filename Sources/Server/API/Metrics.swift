@@ -33,6 +33,8 @@ extension AdminAPI {
         for j in jails { m.sample("portcullis_unbans_total", [("jail", j.name)], Double(bans.unbansTotal[j.name, default: 0])) }
         m.family("portcullis_ban_failures_total", "counter", "Ban decisions the packet filter refused.")
         m.sample("portcullis_ban_failures_total", [], Double(bans.failedBans))
+        m.family("portcullis_ban_history_unread_total", "counter", "Bans given the base ban time because the ban history (bantime.increment) could not be read.")
+        m.sample("portcullis_ban_history_unread_total", [], Double(bans.historyUnread))
         let trouble = manager.storeTrouble
         m.family("portcullis_store_ok", "gauge", "1 while every ban is written to the database, 0 while writes fail.")
         m.sample("portcullis_store_ok", [], trouble == nil ? 1 : 0)

@@ -178,7 +178,7 @@ enum Listener {
         // which is process-wide: the daemon's other threads create files meanwhile.
         var staging = Array((dir.isEmpty ? "." : dir).utf8CString.dropLast()) + Array("/.portcullis-XXXXXX".utf8CString)
         guard mkdtemp(&staging) != nil else { let e = failure("mkdtemp in \(dir)", name); close(fd); throw e }
-        let stagingDir = String(cString: staging)
+        let stagingDir = String(decoding: staging.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
         let stagingPath = stagingDir + "/s"
         defer { rmdir(stagingDir) }
         do {
