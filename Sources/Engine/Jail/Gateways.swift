@@ -81,7 +81,7 @@ public final class Gateways: Sendable {
             + "loopback, or IPv6 clients on an IPv4-only network; rootless Docker's port driver), so their real "
             + "addresses are lost here, and banning the gateway would lock out every client that comes that way. "
             + "To see real addresses: enable IPv6 on the compose network, set \"userland-proxy\": false in the "
-            + "engine's daemon.json, or run Portcullis in host mode (README: Host mode). To ban the gateway anyway: "
+            + "engine's daemon.json, or run Portcullis in host mode (docs/deployment.md: Host mode). To ban the gateway anyway: "
             + "ignoregateway = false in the jail."
     }
 }

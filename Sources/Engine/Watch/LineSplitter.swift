@@ -14,7 +14,7 @@ public struct LineSplitter {
     /// The ordinals (1-based, among emitted lines) of the first lines that were cut, for reports.
     public private(set) var cutLineNumbers: [Int] = []
 
-    /// 4 MiB: longer lines are cut (fail2ban reads them whole; see the README).
+    /// 4 MiB: longer lines are cut (fail2ban reads them whole; see docs/running.md).
     public static let defaultMaxLineLength = 4 << 20
 
     public init(maxLineLength: Int = LineSplitter.defaultMaxLineLength) {

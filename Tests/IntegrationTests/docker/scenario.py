@@ -47,7 +47,7 @@ def wait_until(condition, timeout=30.0, step=0.5):
 
 
 def show(title, text):
-    """Real output for the README and the CI log."""
+    """Real output for docs/deployment.md and the CI log."""
     print(f"---- {title}\n{text.rstrip()}\n----", flush=True)
 
 
@@ -210,7 +210,7 @@ class Scenario:
                 self.engine.import_image(self.rootfs, base, ['CMD ["/bin/bash"]'])
         phase(f"engine started, base images {', '.join(sorted(bases))} imported", t)
 
-        # The repository's tracked files, with the two secrets the README has users make.
+        # The repository's tracked files, with the two secrets docs/deployment.md has users make.
         self.project = tempfile.mkdtemp(prefix="portcullis-compose-", dir=self.engine.work)
         files = subprocess.run(["git", "-C", self.repo, "ls-files", "-z"], capture_output=True, check=True).stdout
         subprocess.run(f"tar --null -T - -cf - | tar -C {self.project} -xf -", shell=True, cwd=self.repo,
@@ -222,7 +222,7 @@ class Scenario:
         os.chmod(f"{self.project}/secrets/portcullis_admin_token", 0o600)
         import warnings
         with warnings.catch_warnings():
-            # crypt is deprecated (gone in 3.13); the README makes the same hash with `openssl passwd -6`.
+            # crypt is deprecated (gone in 3.13); docs/deployment.md makes the same hash with `openssl passwd -6`.
             warnings.simplefilter("ignore", DeprecationWarning)
             import crypt
         with open(f"{self.project}/secrets/mail_users", "w") as f:
