@@ -22,8 +22,16 @@ enum {
     PC_EPOLLEXCLUSIVE = 1u << 28,
 };
 
+/// epoll_ctl's operations (EPOLL_CTL_*).
+enum {
+    PC_EPOLL_ADD = 1,
+    PC_EPOLL_DEL = 2,
+    PC_EPOLL_MOD = 3,
+};
+
+/// A close-on-exec epoll set; -1 with errno.
 int pc_epoll_create(void);
-/// op: 1 add, 2 delete, 3 modify (EPOLL_CTL_*).
+/// op: PC_EPOLL_ADD, PC_EPOLL_DEL or PC_EPOLL_MOD; 0, or -1 with errno.
 int pc_epoll_ctl(int epfd, int op, int fd, uint32_t events, uint64_t data);
 /// Fills up to `max` events; returns their number, 0 on timeout, -1 with errno.
 int pc_epoll_wait(int epfd, pc_event *events, int max, int timeout_ms);

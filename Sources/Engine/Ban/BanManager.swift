@@ -7,8 +7,8 @@ import Glibc
 /// scanning. One worker thread does all of this, so that a storm of decisions becomes one database transaction and
 /// one netlink transaction.
 public final class BanManager: @unchecked Sendable {
-    // @unchecked: every mutable property is guarded by `lock` (the condition), except `thread`, set in `start`
-    // before the worker runs and cleared in `stop` after it finished (the worker never reads it).
+    // @unchecked: every mutable property is guarded by `lock` (the condition), `thread` included (the worker never
+    // reads it; `stop` takes it out under the lock and joins it outside).
 
     /// What one jail needs from the ban manager (a class: it is handed around per decision).
     public final class JailSetup: Sendable {
@@ -78,7 +78,7 @@ public final class BanManager: @unchecked Sendable {
     private var nextLiftID: UInt64 = 0
     private var stopping = false
     private var running = false
-    private var thread: Thread?
+    private var thread: JoinableThread?
     private var finished = false
     private var stats = Stats()
     /// A failing history read is said once per 10 minutes, not at every ban of a storm (guarded by `lock`).
@@ -125,11 +125,14 @@ public final class BanManager: @unchecked Sendable {
         if skipped > 0 { log.error("\(skipped) ban(s) in \(store?.path ?? "the store") have no valid start time and were not restored") }
         if let install { try install(setups) } else { try self.install(setups, now: now) }
         if !restored.isEmpty { log.notice("Restored \(restored.count) ban(s) from \(store?.path ?? "the store")") }
-        let t = Thread { [self] in run() }
-        t.name = "bans"
-        thread = t
         lock.lock(); running = true; lock.unlock()
-        t.start()
+        do {
+            let t = try JoinableThread(name: "portcullis-bans") { [self] in run() }
+            lock.withLock { thread = t }
+        } catch {
+            lock.lock(); running = false; lock.unlock()
+            throw error
+        }
     }
 
     /// (Re)installs the packet-filter layout for `setups` with the bans in force. Used at start and on reload.
@@ -159,11 +162,13 @@ public final class BanManager: @unchecked Sendable {
         stopping = true
         lock.broadcast()
         while running && !finished { lock.wait() }
-        // The thread holds this manager through its closure: let go of it, or the two keep each other alive.
+        let worker = thread
         thread = nil
         let wasRunning = running
         let backends = Dictionary(jails.values.map { (ObjectIdentifier($0.firewall), $0.firewall) }, uniquingKeysWith: { a, _ in a })
         lock.unlock()
+        // The worker has said it is done; joined, it has ended (and let go of this manager, which its body holds).
+        worker?.join()
         // Nothing was installed when the start failed.
         guard removeLayout && wasRunning else { return }
         for (_, fw) in backends {

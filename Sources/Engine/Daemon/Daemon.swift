@@ -186,7 +186,8 @@ public final class Daemon: @unchecked Sendable {
         snapshot.withLock { $0[name] = nil }
     }
 
-    /// Work done every few seconds on the main thread: log positions to the store, hourly purge.
+    /// Work done every few seconds (on the serve command's control queue, like every change of this state): log
+    /// positions to the store, memory handed back, the hourly purge.
     public func periodic() {
         let now = Clock.now()
         var positions: [LogPosition] = []

@@ -9,6 +9,9 @@ import Foundation
 /// Memory stays bounded: a fixed number of batches circulate between the threads, each holding up to
 /// `batchLines` lines (a batch grows past `batchBytes` only for a single long line).
 final class ExaminePipeline: @unchecked Sendable {
+    // @unchecked: `ready` and `free` (and the batches while they are in them) are touched only under `condition`; a
+    // batch taken out of them belongs to the one thread that took it until it is handed back; the rest is
+    // immutable after init.
     /// Lines read and examined, ready for `process`.
     final class Batch {
         struct Line {
@@ -82,16 +85,17 @@ final class ExaminePipeline: @unchecked Sendable {
     }
 
     /// Runs the reader thread and calls `body` with each batch, in order, on the calling thread. Returns the
-    /// last batch (its unterminated bytes and cut lines); throws when the file could not be read (after passing
-    /// on every line read before the error).
-    func run(_ body: (Batch) -> Void) throws(FileLines.OpenError) -> Batch {
-        let reader = Thread { [self] in read() }
-        reader.name = "portcullis-examine"
-        reader.start()
+    /// last batch (its unterminated bytes and cut lines), once the reader thread has ended; nil, before any line,
+    /// when no thread could be started (the caller reads on its own). Throws when the file could not be read
+    /// (after passing on every line read before the error).
+    func run(_ body: (Batch) -> Void) throws(FileLines.OpenError) -> Batch? {
+        guard let reader = try? JoinableThread(name: "portcullis-examine", { [self] in read() }) else { return nil }
         while true {
             let batch = take(from: \.ready)
             body(batch)
             if batch.isLast {
+                // The last batch is the reader's last act.
+                reader.join()
                 if let error = batch.error { throw error }
                 return batch
             }

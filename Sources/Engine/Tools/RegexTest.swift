@@ -202,10 +202,12 @@ public final class RegexTest {
                 out.line("")
             }
             do {
+                var pipelined: ExaminePipeline.Batch? = nil
                 if options.pipelined {
                     let pipeline = ExaminePipeline(filter: filter, path: log, now: now, maxLineLength: options.maxLineLength,
                                                    skip: RegexTest.isSkipped)
-                    let last = try pipeline.run { batch in
+                    // nil: no second thread could be started; then this one reads, below.
+                    pipelined = try pipeline.run { batch in
                         for i in 0..<batch.count {
                             lineNumber += 1
                             if let facts = batch[i].facts {
@@ -215,6 +217,8 @@ public final class RegexTest {
                             }
                         }
                     }
+                }
+                if let last = pipelined {
                     unterminatedBytes = last.unterminatedBytes
                     cutLines = (last.cutLines, last.cutLineNumbers)
                 } else {

@@ -11,7 +11,8 @@ import Glibc
 /// watcher poll its files on a timer instead. The thread runs while there is a watcher, and is started again for
 /// the next one.
 public final class WatchHub: @unchecked Sendable {
-    // @unchecked: `commands` and `running` are locked; everything else is the hub thread's alone.
+    // @unchecked: `commands`, `running` and `thread` are locked (in `queue`); everything else is the hub thread's
+    // alone.
 
     /// The daemon's hub.
     public static let shared = WatchHub()
@@ -21,7 +22,8 @@ public final class WatchHub: @unchecked Sendable {
         case remove(LogWatcher, DispatchSemaphore)
     }
 
-    private let queue = Locked<(commands: [Command], running: Bool, threads: Int)>(([], false, 0))
+    /// `thread`: the last thread started; the next start joins it (it has ended, or is returning, by then).
+    private let queue = Locked<(commands: [Command], running: Bool, threads: Int, thread: JoinableThread?)>(([], false, 0, nil))
     private var wakePipe: (read: Int32, write: Int32) = (-1, -1)
     private var inotifyFD: Int32 = -1
     private var inotifyProblem: String?
@@ -59,19 +61,26 @@ public final class WatchHub: @unchecked Sendable {
     public var threadsStarted: Int { queue.withLock { $0.threads } }
 
     func add(_ w: LogWatcher) {
-        let start: Bool = queue.withLock { q in
+        let (start, previous) = queue.withLock { q -> (Bool, JoinableThread?) in
             q.commands.append(.add(w))
-            if q.running { return false }
+            if q.running { return (false, nil) }
             q.running = true
             q.threads += 1
-            return true
+            let previous = q.thread
+            q.thread = nil
+            return (true, previous)
         }
-        if start {
-            let t = Thread { [self] in run() }
-            t.name = "watch"
-            t.start()
-        } else {
-            wake()
+        guard start else { return wake() }
+        // The previous thread said it ends (running = false, under the lock): joining it waits at most for its
+        // return, and no two hub threads ever run at once.
+        previous?.join()
+        do {
+            let t = try JoinableThread(name: "portcullis-watch") { [self] in run() }
+            queue.withLock { $0.thread = t }
+        } catch {
+            // Without this thread no log is read at all: better a crash the restart policy sees than a daemon that
+            // looks alive and bans nothing.
+            fatalError("Portcullis cannot start its log-watching thread: \(error)")
         }
     }
 

@@ -108,10 +108,17 @@ public final class HTTPServer: @unchecked Sendable {
                                     unix: ConnectionGate(limit: options.maxUnixConnections),
                                     perClient: ClientCounts(limit: options.maxConnectionsPerClient))
         for i in 0..<max(1, options.threads) {
-            let loop = EventLoop(index: i, options: options, handler: handler, counters: counters, worker: worker, log: log,
-                                 listeners: listeners, gates: gates)
-            loops.append(loop)
-            loop.start()
+            do {
+                let loop = try EventLoop(index: i, options: options, handler: handler, counters: counters, worker: worker, log: log,
+                                     listeners: listeners, gates: gates)
+                loops.append(loop)
+                try loop.start()
+            } catch {
+                // Loops already running stop; nothing is left half-started.
+                stop()
+                closeListeners()
+                throw error
+            }
         }
     }
 
@@ -208,8 +215,9 @@ struct ConnectionGates: Sendable {
 
 /// One event-loop thread and its connections.
 final class EventLoop: @unchecked Sendable {
-    // @unchecked: everything but `counters`, `completions` and `stopping` is touched only by the loop thread
-    // (after `start`, which runs before the thread exists).
+    // @unchecked: everything but `counters`, `completions`, `stopping` and `thread` is touched only by the loop
+    // thread (after `start`, which sets it up before the thread exists); `thread` is set by `start` and used by
+    // `waitUntilFinished`, on the thread that started the server, never by the loop.
     let options: HTTPServerOptions
     private let index: Int
     private let handler: any HTTPHandler
@@ -228,7 +236,8 @@ final class EventLoop: @unchecked Sendable {
     private var reserveFD: Int32 = -1
     private let completions = Locked<[(id: UInt64, fd: Int32, response: HTTPResponse)]>([])
     private let stopping = Atomic<Bool>(false)
-    private let finished = DispatchSemaphore(value: 0)
+    /// Set by `start`, before any other thread knows the loop; joined by `waitUntilFinished`.
+    private var thread: JoinableThread?
     private let counters: HTTPCounters
     private var dateText = ""
     private var dateSecond = -1.0
@@ -239,8 +248,16 @@ final class EventLoop: @unchecked Sendable {
     private static let listenerTag: UInt64 = 1 << 40
     private static let wakeTag: UInt64 = 1 << 41
 
+    /// Creating the epoll set or the wake-up eventfd can fail (EMFILE, ENFILE, ENOMEM): that is an error, not a
+    /// loop that would spin on an invalid descriptor.
+    struct CreateError: Error, CustomStringConvertible {
+        let what: String
+        let code: Int32
+        var description: String { "the API's event loop: \(what) failed: \(String(cString: strerror(code))) (errno \(code))" }
+    }
+
     init(index: Int, options: HTTPServerOptions, handler: any HTTPHandler, counters: HTTPCounters, worker: DispatchQueue,
-         log: Logger, listeners: [(fd: Int32, address: ListenAddress)], gates: ConnectionGates) {
+         log: Logger, listeners: [(fd: Int32, address: ListenAddress)], gates: ConnectionGates) throws(CreateError) {
         self.index = index
         self.options = options
         self.counters = counters
@@ -249,8 +266,16 @@ final class EventLoop: @unchecked Sendable {
         self.log = log
         self.listeners = listeners
         self.gates = gates
-        epfd = pc_epoll_create()
-        wakeFD = pc_eventfd()
+        let ep = pc_epoll_create()
+        guard ep >= 0 else { throw CreateError(what: "epoll_create1", code: errno) }
+        let wake = pc_eventfd()
+        guard wake >= 0 else {
+            let code = errno
+            close(ep)
+            throw CreateError(what: "eventfd", code: code)
+        }
+        epfd = ep
+        wakeFD = wake
     }
 
     deinit {
@@ -258,15 +283,13 @@ final class EventLoop: @unchecked Sendable {
         close(wakeFD)
     }
 
-    func start() {
+    func start() throws(JoinableThread.StartError) {
         for (i, l) in listeners.enumerated() {
-            _ = pc_epoll_ctl(epfd, 1, l.fd, UInt32(PC_EPOLLIN) | UInt32(PC_EPOLLEXCLUSIVE), EventLoop.listenerTag | UInt64(i))
+            _ = pc_epoll_ctl(epfd, Int32(PC_EPOLL_ADD), l.fd, UInt32(PC_EPOLLIN) | UInt32(PC_EPOLLEXCLUSIVE), EventLoop.listenerTag | UInt64(i))
         }
-        _ = pc_epoll_ctl(epfd, 1, wakeFD, UInt32(PC_EPOLLIN), EventLoop.wakeTag)
+        _ = pc_epoll_ctl(epfd, Int32(PC_EPOLL_ADD), wakeFD, UInt32(PC_EPOLLIN), EventLoop.wakeTag)
         reserveFD = open("/dev/null", O_RDONLY | O_CLOEXEC)
-        let t = Thread { [self] in run() }
-        t.name = "portcullis-http-\(index)"
-        t.start()
+        thread = try JoinableThread(name: "portcullis-http-\(index)") { [self] in run() }
     }
 
     func requestStop() {
@@ -274,7 +297,8 @@ final class EventLoop: @unchecked Sendable {
         wake()
     }
 
-    func waitUntilFinished() { finished.wait() }
+    /// Returns once the loop's thread has ended (every connection closed).
+    func waitUntilFinished() { thread?.join() }
 
     private func wake() {
         var one: UInt64 = 1
@@ -283,7 +307,7 @@ final class EventLoop: @unchecked Sendable {
 
     /// Stops accepting on this loop (the server closes the sockets once every loop has stopped).
     private func closeListeners() {
-        for l in listeners { _ = pc_epoll_ctl(epfd, 2, l.fd, 0, 0) }
+        for l in listeners { _ = pc_epoll_ctl(epfd, Int32(PC_EPOLL_DEL), l.fd, 0, 0) }
         listeners = []
     }
 
@@ -327,7 +351,6 @@ final class EventLoop: @unchecked Sendable {
         }
         for case let c? in connections { closeConnection(c) }
         if reserveFD >= 0 { close(reserveFD) }
-        finished.signal()
     }
 
     private func beginShutdown(_ now: Double) {
@@ -388,7 +411,12 @@ final class EventLoop: @unchecked Sendable {
             let open = gates.tcp.current + gates.unix.current
             counters.state.withLock { $0.openConnections = open; $0.acceptedConnections += 1 }
             c.interest = UInt32(PC_EPOLLIN | PC_EPOLLRDHUP)
-            _ = pc_epoll_ctl(epfd, 1, fd, c.interest, UInt64(fd))
+            if pc_epoll_ctl(epfd, Int32(PC_EPOLL_ADD), fd, c.interest, UInt64(fd)) != 0 {
+                // Not watched, it would never be read nor closed: close it now (ENOMEM, or the user's epoll limit).
+                let code = errno
+                closeConnection(c)
+                log.warning("API: a connection was closed: epoll_ctl ADD failed: \(String(cString: strerror(code)))")
+            }
         }
     }
 
@@ -572,7 +600,7 @@ final class EventLoop: @unchecked Sendable {
         if c.outPending > 0 { want |= UInt32(PC_EPOLLOUT) }
         if want != c.interest {
             c.interest = want
-            _ = pc_epoll_ctl(epfd, 3, c.fd, want, UInt64(c.fd))
+            _ = pc_epoll_ctl(epfd, Int32(PC_EPOLL_MOD), c.fd, want, UInt64(c.fd))
         }
     }
 
@@ -602,7 +630,7 @@ final class EventLoop: @unchecked Sendable {
 
     private func closeConnection(_ c: Connection) {
         guard Int(c.fd) < connections.count, connections[Int(c.fd)] === c else { return }
-        _ = pc_epoll_ctl(epfd, 2, c.fd, 0, 0)
+        _ = pc_epoll_ctl(epfd, Int32(PC_EPOLL_DEL), c.fd, 0, 0)
         close(c.fd)
         connections[Int(c.fd)] = nil
         connectionCount -= 1
