@@ -52,6 +52,17 @@ public final class JoinableThread: @unchecked Sendable {
         if first { pthread_join(handle, nil) }
     }
 
+    /// Lets the thread end on its own, never joined: for a thread that decides itself when it ends (the watch
+    /// hub's, when its last watcher goes), called by that thread. Joining it afterwards returns at once.
+    public func detach() {
+        let first = joined.withLock { done -> Bool in
+            if done { return false }
+            done = true
+            return true
+        }
+        if first { pthread_detach(handle) }
+    }
+
     deinit {
         if !joined.withLock({ $0 }) { pthread_detach(handle) }
     }

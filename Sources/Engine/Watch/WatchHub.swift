@@ -22,8 +22,10 @@ public final class WatchHub: @unchecked Sendable {
         case remove(LogWatcher, DispatchSemaphore)
     }
 
-    /// `thread`: the last thread started; the next start joins it (it has ended, or is returning, by then).
-    private let queue = Locked<(commands: [Command], running: Bool, threads: Int, thread: JoinableThread?)>(([], false, 0, nil))
+    /// `thread`: the running thread's handle; `ended`: the number of the last thread that decided to end. A thread
+    /// ends when it has no watcher left, and detaches itself then (nobody is left to join it, and a stop waits for
+    /// its removal, not for the thread); if it ends before its starter stored its handle, the starter joins it.
+    private let queue = Locked<(commands: [Command], running: Bool, threads: Int, thread: JoinableThread?, ended: Int)>(([], false, 0, nil, 0))
     private var wakePipe: (read: Int32, write: Int32) = (-1, -1)
     private var inotifyFD: Int32 = -1
     private var inotifyProblem: String?
@@ -61,22 +63,22 @@ public final class WatchHub: @unchecked Sendable {
     public var threadsStarted: Int { queue.withLock { $0.threads } }
 
     func add(_ w: LogWatcher) {
-        let (start, previous) = queue.withLock { q -> (Bool, JoinableThread?) in
+        let number: Int? = queue.withLock { q in
             q.commands.append(.add(w))
-            if q.running { return (false, nil) }
+            if q.running { return nil }
             q.running = true
             q.threads += 1
-            let previous = q.thread
-            q.thread = nil
-            return (true, previous)
+            return q.threads
         }
-        guard start else { return wake() }
-        // The previous thread said it ends (running = false, under the lock): joining it waits at most for its
-        // return, and no two hub threads ever run at once.
-        previous?.join()
+        guard let number else { return wake() }
         do {
-            let t = try JoinableThread(name: "portcullis-watch") { [self] in run() }
-            queue.withLock { $0.thread = t }
+            let t = try JoinableThread(name: "portcullis-watch") { [self] in run(number) }
+            let endedAlready = queue.withLock { q -> Bool in
+                if q.ended == number { return true }
+                q.thread = t
+                return false
+            }
+            if endedAlready { t.join() }
         } catch {
             // Without this thread no log is read at all: better a crash the restart policy sees than a daemon that
             // looks alive and bans nothing.
@@ -99,23 +101,30 @@ public final class WatchHub: @unchecked Sendable {
 
     // MARK: the thread
 
-    private func run() {
+    private func run(_ number: Int) {
         let events = UnsafeMutableRawBufferPointer.allocate(byteCount: 64 * 1024, alignment: 8)
         defer { events.deallocate() }
         var pfds = [pollfd(fd: wakePipe.read, events: Int16(POLLIN), revents: 0)]
         if inotifyFD >= 0 { pfds.append(pollfd(fd: inotifyFD, events: Int16(POLLIN), revents: 0)) }
         while true {
             // Commands first: a watcher being stopped must not wait for a long read of another.
+            var mine: JoinableThread? = nil
             let commands: [Command]? = queue.withLock { q in
                 let c = q.commands
                 q.commands = []
                 if c.isEmpty && watchers.isEmpty {
                     q.running = false
+                    q.ended = number
+                    mine = q.thread
+                    q.thread = nil
                     return nil
                 }
                 return c
             }
-            guard let commands else { return }
+            guard let commands else {
+                mine?.detach()
+                return
+            }
             for c in commands {
                 switch c {
                 case .add(let w): attach(w)
