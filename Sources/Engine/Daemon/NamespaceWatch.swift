@@ -39,21 +39,16 @@ public struct NamespaceWatch {
             + "(network_mode: service:…) stopped or restarted, and its new namespace cannot be joined from here"
     }
 
-    /// Interfaces of the calling thread's network namespace, from `getifaddrs` (netlink: the namespace itself,
-    /// not a sysfs mounted for another).
+    /// Interfaces of the calling thread's network namespace other than loopback. A failed reading counts as a
+    /// network (never as orphaned).
     public static func nonLoopbackInterfaces() -> [String] {
-        var list: UnsafeMutablePointer<ifaddrs>? = nil
-        guard getifaddrs(&list) == 0, let first = list else { return ["(getifaddrs failed)"] }
-        defer { freeifaddrs(first) }
         var names: [String] = []
-        var p: UnsafeMutablePointer<ifaddrs>? = first
-        while let ifa = p {
-            if ifa.pointee.ifa_flags & UInt32(IFF_LOOPBACK) == 0, let n = ifa.pointee.ifa_name {
+        let read = SelfAddresses.forEachInterface { ifa in
+            if ifa.ifa_flags & UInt32(IFF_LOOPBACK) == 0, let n = ifa.ifa_name {
                 let name = String(cString: n)
                 if !names.contains(name) { names.append(name) }
             }
-            p = ifa.pointee.ifa_next
         }
-        return names
+        return read ? names : ["(getifaddrs failed)"]
     }
 }

@@ -79,17 +79,25 @@ public struct IgnoreList: Sendable {
 public enum SelfAddresses {
     public static let current: Set<IPAddress> = {
         var set: Set<IPAddress> = [IPAddress("127.0.0.1")!, IPAddress("::1")!]
-        var list: UnsafeMutablePointer<ifaddrs>? = nil
-        if getifaddrs(&list) == 0, let first = list {
-            var p: UnsafeMutablePointer<ifaddrs>? = first
-            while let ifa = p {
-                if let sa = ifa.pointee.ifa_addr, let ip = address(sa) { set.insert(ip) }
-                p = ifa.pointee.ifa_next
-            }
-            freeifaddrs(first)
+        _ = forEachInterface { ifa in
+            if let sa = ifa.ifa_addr, let ip = address(sa) { set.insert(ip) }
         }
         return set
     }()
+
+    /// Calls `body` with every entry `getifaddrs` lists (this thread's network namespace: netlink, not a sysfs
+    /// mounted for another). False when the list could not be read.
+    static func forEachInterface(_ body: (ifaddrs) -> Void) -> Bool {
+        var list: UnsafeMutablePointer<ifaddrs>? = nil
+        guard getifaddrs(&list) == 0, let first = list else { return false }
+        defer { freeifaddrs(first) }
+        var p: UnsafeMutablePointer<ifaddrs>? = first
+        while let ifa = p {
+            body(ifa.pointee)
+            p = ifa.pointee.ifa_next
+        }
+        return true
+    }
 
     static func address(_ sa: UnsafeMutablePointer<sockaddr>) -> IPAddress? {
         switch Int32(sa.pointee.sa_family) {

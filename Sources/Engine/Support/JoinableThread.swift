@@ -44,26 +44,24 @@ public final class JoinableThread: @unchecked Sendable {
 
     /// Waits until the thread has ended. Call from another thread than this one; a second call returns at once.
     public func join() {
-        let first = joined.withLock { done -> Bool in
-            if done { return false }
-            done = true
-            return true
-        }
-        if first { pthread_join(handle, nil) }
+        if claim() { pthread_join(handle, nil) }
     }
 
     /// Lets the thread end on its own, never joined: for a thread that decides itself when it ends (the watch
     /// hub's, when its last watcher goes), called by that thread. Joining it afterwards returns at once.
     public func detach() {
-        let first = joined.withLock { done -> Bool in
-            if done { return false }
-            done = true
-            return true
-        }
-        if first { pthread_detach(handle) }
+        if claim() { pthread_detach(handle) }
     }
 
     deinit {
-        if !joined.withLock({ $0 }) { pthread_detach(handle) }
+        if claim() { pthread_detach(handle) }
+    }
+
+    /// True the first time: a thread is joined or detached exactly once.
+    private func claim() -> Bool {
+        joined.withLock { done in
+            defer { done = true }
+            return !done
+        }
     }
 }
