@@ -25,6 +25,11 @@ let package = Package(
             pkgConfig: "sqlite3",
             providers: [.apt(["libsqlite3-dev"])]
         ),
+        // The Linux calls Swift's Glibc module does not export (epoll, eventfd, accept4, thread names, mallopt).
+        .target(name: "CPlatform"),
+        // The bottom layer every target stands on: file descriptors owned, errno as data, epoll/eventfd/inotify,
+        // threads that stop and join, the lock, the logger, the clock, JSON text, the allocator's tuning.
+        .target(name: "Platform", dependencies: ["CPlatform"], swiftSettings: swiftSettings),
         // Byte scanning the per-line path needs vectorised (SSE2), where Swift's SIMD types compile poorly.
         .target(name: "CFastScan"),
         // nftables transactions over libnftnl + libmnl (Debian: libnftnl-dev, libmnl-dev).
@@ -34,25 +39,39 @@ let package = Package(
         ),
         .target(
             name: "Engine",
-            dependencies: ["CPCRE2", "CFastScan", "CNetfilter", "CSQLite"],
+            dependencies: ["Platform", "CPCRE2", "CFastScan", "CNetfilter", "CSQLite"],
             // The per-line path touches class properties millions of times a second; dynamic exclusivity checks
             // cost ~15% there. Debug builds (and so the tests) keep them on.
             swiftSettings: swiftSettings + [.unsafeFlags(["-enforce-exclusivity=unchecked"], .when(configuration: .release))]
         ),
-        // epoll, eventfd and accept4, which Swift's Glibc module does not export.
-        .target(name: "CServerSupport"),
-        // The admin API: an HTTP/1.1 server on POSIX sockets (no server framework) and the JSON endpoints.
+        // An HTTP/1.1 server on POSIX sockets (no server framework): it knows requests and answers, not the engine.
+        .target(
+            name: "HTTP",
+            dependencies: ["Platform"],
+            path: "Sources/Server/HTTP",
+            swiftSettings: swiftSettings
+        ),
+        // The admin API: the JSON endpoints over the engine, served by HTTP.
         .target(
             name: "Server",
-            dependencies: ["Engine", "CServerSupport"],
+            dependencies: ["Engine", "HTTP", "Platform"],
+            exclude: ["HTTP"],
+            swiftSettings: swiftSettings
+        ),
+        // The CLI's side of the API: a blocking HTTP/1.1 client over the Unix socket or TCP.
+        .target(
+            name: "AdminClient",
+            dependencies: ["HTTP", "Platform"],
             swiftSettings: swiftSettings
         ),
         .executableTarget(
             name: "portcullis",
             dependencies: [
+                "Platform",
                 "Engine",
                 "Server",
-                "CFastScan",
+                "HTTP",
+                "AdminClient",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: swiftSettings
@@ -60,25 +79,26 @@ let package = Package(
         // Benchmarks that need the engine from inside (run by hand; figures go to BENCHMARKS.md).
         .executableTarget(
             name: "portcullis-bench",
-            dependencies: ["Engine"],
+            dependencies: ["Platform", "Engine"],
             swiftSettings: swiftSettings
         ),
         // What the test targets share (a scratch directory); not part of the product.
         .target(name: "TestSupport", path: "Tests/TestSupport", swiftSettings: swiftSettings),
+        .testTarget(name: "PlatformTests", dependencies: ["Platform"], swiftSettings: swiftSettings),
         .testTarget(
             name: "EngineTests",
-            dependencies: ["Engine", "TestSupport"],
+            dependencies: ["Platform", "Engine", "TestSupport"],
             swiftSettings: swiftSettings
         ),
         .testTarget(
             name: "ServerTests",
-            dependencies: ["Server", "Engine", "TestSupport"],
+            dependencies: ["Server", "HTTP", "AdminClient", "Platform", "Engine", "TestSupport"],
             swiftSettings: swiftSettings
         ),
         // Runs the built `portcullis` binary (hence the dependency on the executable target).
         .testTarget(
             name: "IntegrationTests",
-            dependencies: ["Engine", "portcullis", "TestSupport"],
+            dependencies: ["Platform", "Engine", "portcullis", "TestSupport"],
             // Scripts the tests run (namespace scenarios, deployment checks), not sources.
             exclude: ["netns", "deploy", "differential", "docker"],
             swiftSettings: swiftSettings

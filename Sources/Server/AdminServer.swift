@@ -1,6 +1,8 @@
 import Dispatch
 import Engine
 import Foundation
+import HTTP
+import Platform
 
 /// The admin API as the daemon runs it: listeners from `[api]`, the access policy from the token files, the HTTP
 /// server on its event loop, and changes run on the daemon's control queue.

@@ -1,5 +1,6 @@
 import Engine
 import Foundation
+import Platform
 import Synchronization
 
 /// `portcullis-bench live CONFIG FILTER LOG [N]`: the live path. A jail with FILTER (from CONFIG/filter.d) follows

@@ -1,6 +1,9 @@
+import AdminClient
 import ArgumentParser
 import Engine
 import Foundation
+import HTTP
+import Platform
 import Server
 
 /// Where the CLI finds the daemon, and how it proves who it is.

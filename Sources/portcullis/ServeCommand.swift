@@ -1,9 +1,9 @@
 import ArgumentParser
-import CFastScan
 import Dispatch
 import Engine
 import Foundation
 import Glibc
+import Platform
 import Server
 
 struct ServeCommand: ParsableCommand {
@@ -23,7 +23,7 @@ struct ServeCommand: ParsableCommand {
 
     func run() throws {
         Signals.block()
-        pc_tune_malloc()
+        Allocator.tuneForDaemon()
         let log = Logger(level: .info)
         let daemon = Daemon(configPath: configOptions.config, log: log)
         do {

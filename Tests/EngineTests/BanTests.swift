@@ -2,6 +2,7 @@ import Foundation
 import TestSupport
 import Testing
 @testable import Engine
+import Platform
 
 @Suite("ban time policy")
 struct BanTimePolicyTests {

@@ -2,6 +2,7 @@ import Foundation
 import Testing
 import TestSupport
 @testable import Engine
+import Platform
 
 /// 2005-08-14 12:00 CEST, fail2ban's test "now".
 let testNow = 1124013600.0

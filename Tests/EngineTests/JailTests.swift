@@ -2,6 +2,7 @@ import Foundation
 import TestSupport
 import Testing
 @testable import Engine
+import Platform
 
 @Suite("failure tracker")
 struct FailureTrackerTests {

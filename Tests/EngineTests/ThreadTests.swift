@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 @testable import Engine
+import Platform
 
 @Suite("joinable thread")
 struct ThreadTests {

@@ -1,6 +1,8 @@
+@testable import HTTP
 import Foundation
 import Testing
 @testable import Engine
+import Platform
 @testable import Server
 
 /// Every endpoint and every error status, against a live daemon on loopback.
@@ -186,8 +188,8 @@ import Testing
         defer { d.stop() }
         #expect(try d.unix.request("POST", "/jails/nope/bans", body: #"{"ip": "203.0.113.8"}"#).status == 404)
         // A form body is refused with 415 (over the socket, where mutations are allowed).
-        let fd = try Listener.connectUnix(d.socketPath)
-        defer { close(fd) }
+        let socket = try Sockets.connectUnix(d.socketPath)
+        let fd = socket.rawValue
         let req = "POST /jails/dovecot/bans HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 14\r\nConnection: close\r\n\r\nip=203.0.113.8"
         _ = Array(req.utf8).withUnsafeBytes { send(fd, $0.baseAddress, $0.count, 0) }
         var buf = [UInt8](repeating: 0, count: 4096)

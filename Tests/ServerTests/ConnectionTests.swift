@@ -1,9 +1,11 @@
+@testable import HTTP
 import Dispatch
 import Foundation
 import Glibc
 import Testing
 import TestSupport
 @testable import Engine
+import Platform
 @testable import Server
 
 /// A handler for connection-level tests: `/slow` defers and takes 300 ms (a request in flight), anything else
@@ -270,12 +272,11 @@ final class EchoServer {
         mkdir(open, 0o777)
         chmod(open, 0o777)
         #expect {
-            _ = try Listener.open(ListenAddress(.unix(path: open + "/api.sock")))
+            _ = try Sockets.listen(ListenAddress(.unix(path: open + "/api.sock")))
         } throws: { "\($0)".contains("can be written by others") && "\($0)".contains("not sticky") }
         // Sticky, as /tmp: others cannot replace what is ours there.
         chmod(open, 0o1777)
-        let (fd, _) = try Listener.open(ListenAddress(.unix(path: open + "/api.sock")))
-        close(fd)
+        _ = try Sockets.listen(ListenAddress(.unix(path: open + "/api.sock")))
         #expect(mode(open + "/api.sock") & 0o7777 == 0o660)
     }
 
@@ -291,8 +292,7 @@ final class EchoServer {
         let victim = dir.path + "/victim"
         _ = dir.write("victim", "secret")
         chmod(victim, 0o600)
-        let (fd, _) = try Listener.open(ListenAddress(.unix(path: path)))
-        close(fd)
+        _ = try Sockets.listen(ListenAddress(.unix(path: path)))
         #expect(mode(path) & S_IFMT == S_IFSOCK)
         #expect(mode(path) & 0o7777 == 0o660)
         #expect(mode(victim) & 0o7777 == 0o600)

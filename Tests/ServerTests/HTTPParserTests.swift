@@ -1,3 +1,4 @@
+@testable import HTTP
 import Glibc
 import Testing
 import TestSupport

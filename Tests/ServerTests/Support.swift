@@ -1,8 +1,11 @@
+@testable import AdminClient
+@testable import HTTP
 import Dispatch
 import Foundation
 import TestSupport
 import Glibc
 @testable import Engine
+import Platform
 @testable import Server
 
 /// A real daemon (the repository's config tree, a dovecot jail in dry-run mode, a SQLite store in a scratch

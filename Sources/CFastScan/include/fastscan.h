@@ -3,8 +3,6 @@
 
 #include <stddef.h>
 #include <stdint.h>
-#include "pc_memory.h"
-#include "pc_thread.h"
 
 /// Index of the first byte in p[from..<n] that is one of set[0..<k] (k <= 16), or n when there is none.
 /// Sixteen bytes are compared against every byte of the set at once (SSE2 on x86-64).

@@ -1,6 +1,6 @@
-import CFastScan
 import Foundation
 import Glibc
+import Platform
 
 /// Applies ban decisions and keeps bans until they end: every ban is committed to the store before it reaches the
 /// packet filter and before it is reported; expiry runs on a timer (the earliest end, from a heap), not by
@@ -354,7 +354,7 @@ public final class BanManager: @unchecked Sendable {
                 // A storm leaves its decisions' memory (log lines) in malloc's free lists: give it back.
                 // `pending` is read under the lock (TSan caught the unlocked read); the trim runs outside it.
                 lock.unlock()
-                pc_malloc_trim()
+                Allocator.returnFreeMemory()
                 lock.lock()
             }
             processedCount += batch.count

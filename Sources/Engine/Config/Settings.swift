@@ -1,4 +1,5 @@
 import Foundation
+import Platform
 
 /// Daemon-wide settings from `portcullis.conf` (or, in a fail2ban tree, `fail2ban.conf`), with their `.local`
 /// overlays. fail2ban's key names are used where fail2ban has them.

@@ -1,5 +1,5 @@
-import CFastScan
 import Foundation
+import Platform
 
 /// The long-running part of Portcullis: every enabled jail watching its logs, ban decisions applied by the ban
 /// manager (store first, then the packet filter), log positions kept so that a restart neither re-reads nor
@@ -195,7 +195,7 @@ public final class Daemon: @unchecked Sendable {
         do { try store?.savePositions(positions, now: now) } catch { log.error("saving log positions failed: \(error)") }
         // Bursts (a ban storm, a long backlog) leave memory in SQLite's cache and malloc's free lists: hand it back.
         store?.releaseMemory()
-        pc_malloc_trim()
+        Allocator.returnFreeMemory()
         if now - lastPurge > 3600 {
             lastPurge = now
             do { try store?.purge(now: now, age: settings.dbPurgeAge) } catch { log.error("purging the database failed: \(error)") }

@@ -1,4 +1,5 @@
 import Glibc
+import Platform
 
 /// Finds the timestamp of a log line, as fail2ban's `DateDetector` does: the template that matched last is tried
 /// first within the same boundaries, templates that keep matching move to the front, and a match far into the

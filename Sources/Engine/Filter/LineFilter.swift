@@ -1,5 +1,6 @@
 import Glibc
 import CFastScan
+import Platform
 
 /// What a failregex captured about one failure, fail2ban's `fail` dictionary. A class, because fail2ban's
 /// multi-line failures (`<F-MLFID>`) share one such record between the connection cache and the result.

@@ -1,4 +1,5 @@
 import CPCRE2
+import Platform
 
 /// A pattern PCRE2 refused to compile, with PCRE2's own message and the offset it points at.
 public struct RegexCompileError: Error, CustomStringConvertible, Sendable {

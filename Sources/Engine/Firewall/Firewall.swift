@@ -1,3 +1,4 @@
+import Platform
 /// A packet-filter backend. The ban manager calls it from one thread at a time; implementations are also safe
 /// to call from others.
 public protocol Firewall: AnyObject, Sendable {

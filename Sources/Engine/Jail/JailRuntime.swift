@@ -1,3 +1,4 @@
+import Platform
 /// Counters of one jail, readable from any thread (status, metrics).
 public struct JailCounters: Sendable {
     public var linesRead = 0

@@ -1,4 +1,5 @@
 import Foundation
+import Platform
 
 /// `portcullis regex` over a file, on two threads. A reader thread splits the file into lines and runs the half
 /// of the filter's per-line work that depends only on earlier lines' dates (`LineExaminer.examine`: the UTF-8

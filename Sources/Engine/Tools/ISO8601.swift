@@ -40,7 +40,3 @@ public enum ISO8601 {
         return Double(naive - offset * 60) + fraction
     }
 }
-
-public enum PortcullisVersion {
-    public static let string = "0.1.0"
-}

@@ -1,4 +1,5 @@
 import Foundation
+import Platform
 
 /// `portcullis regex`: runs a filter over a log file (or one line) and reports what fail2ban-regex reports,
 /// with the same counting (`Lines: N lines, I ignored, M matched, X missed`), or one JSON object per line.

@@ -1,4 +1,5 @@
 import Glibc
+import Platform
 
 /// Follows one log file across appends and rotation: new lines are read as they arrive; a file renamed away
 /// (logrotate's default) is read to its end before the new file at the same path is read from its start; a file

@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import Platform
 import Synchronization
 
 /// Watches a jail's log files and hands every new line to a callback, on the thread of its `WatchHub` (one

@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import Platform
 
 /// One thread and one inotify instance for the log watching of every jail. Three hundred jails used to mean three
 /// hundred threads and inotify instances (the default limit, 128, was reached at jail 127); now they are watchers
@@ -26,9 +27,13 @@ public final class WatchHub: @unchecked Sendable {
     /// ends when it has no watcher left, and detaches itself then (nobody is left to join it, and a stop waits for
     /// its removal, not for the thread); if it ends before its starter stored its handle, the starter joins it.
     private let queue = Locked<(commands: [Command], running: Bool, threads: Int, thread: JoinableThread?, ended: Int)>(([], false, 0, nil, 0))
-    private var wakePipe: (read: Int32, write: Int32) = (-1, -1)
-    private var inotifyFD: Int32 = -1
-    private var inotifyProblem: String?
+    /// Wakes the hub thread for commands. Without it the hub cannot work at all (see `init`).
+    private let wakeUp: EventFD
+    /// nil when inotify could not be set up (every watcher polls then; `inotifyProblem` says why).
+    private let inotify: Inotify?
+    private let inotifyProblem: Errno?
+    /// `inotify`'s descriptor number, for poll (lent: `inotify` owns it, for the hub's whole life).
+    private let inotifyNumber: Int32?
     private var watchers: [ObjectIdentifier: LogWatcher] = [:]
     /// Watched directories: their watch descriptor and the watchers whose logs are there.
     private var directories: [String: (wd: Int32, users: Set<ObjectIdentifier>)] = [:]
@@ -42,21 +47,23 @@ public final class WatchHub: @unchecked Sendable {
         | IN_DELETE_SELF | IN_MOVE_SELF)
 
     public init() {
-        var fds: [Int32] = [0, 0]
-        _ = pipe(&fds)
-        for fd in fds {
-            _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
-            _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
+        do {
+            wakeUp = try EventFD()
+        } catch {
+            // Only at start (the shared hub is made before any jail): a process that cannot make one eventfd
+            // cannot watch logs either. Better a crash the restart policy sees than a daemon that bans nothing.
+            fatalError("Portcullis cannot create the log watcher's eventfd: \(error)")
         }
-        wakePipe = (fds[0], fds[1])
-        let fd = inotify_init1(Int32(IN_NONBLOCK | IN_CLOEXEC))
-        if fd >= 0 { inotifyFD = fd } else { inotifyProblem = String(cString: strerror(errno)) }
-    }
-
-    deinit {
-        close(wakePipe.read)
-        close(wakePipe.write)
-        if inotifyFD >= 0 { close(inotifyFD) }
+        do {
+            let instance = try Inotify()
+            inotifyNumber = instance.rawValue
+            inotify = consume instance
+            inotifyProblem = nil
+        } catch {
+            inotify = nil
+            inotifyNumber = nil
+            inotifyProblem = error
+        }
     }
 
     /// Threads started so far (one per busy period, not one per jail).
@@ -94,18 +101,15 @@ public final class WatchHub: @unchecked Sendable {
         done.wait()
     }
 
-    private func wake() {
-        var b: UInt8 = 1
-        _ = write(wakePipe.write, &b, 1)
-    }
+    private func wake() { wakeUp.signal() }
 
     // MARK: the thread
 
     private func run(_ number: Int) {
         let events = UnsafeMutableRawBufferPointer.allocate(byteCount: 64 * 1024, alignment: 8)
         defer { events.deallocate() }
-        var pfds = [pollfd(fd: wakePipe.read, events: Int16(POLLIN), revents: 0)]
-        if inotifyFD >= 0 { pfds.append(pollfd(fd: inotifyFD, events: Int16(POLLIN), revents: 0)) }
+        var pfds = [pollfd(fd: wakeUp.rawValue, events: Int16(POLLIN), revents: 0)]
+        if let fd = inotifyNumber { pfds.append(pollfd(fd: fd, events: Int16(POLLIN), revents: 0)) }
         while true {
             // Commands first: a watcher being stopped must not wait for a long read of another.
             var mine: JoinableThread? = nil
@@ -141,12 +145,13 @@ public final class WatchHub: @unchecked Sendable {
                 if w.needsTimer { timeout = min(timeout, max(0, Int32((w.lastPoll + Double(w.pollInterval) / 1000 - now) * 1000))) }
             }
             for i in pfds.indices { pfds[i].revents = 0 }
-            let r = poll(&pfds, nfds_t(pfds.count), timeout)
-            if r < 0 && errno != EINTR { usleep(100_000) }
-            if pfds[0].revents & Int16(POLLIN) != 0 {
-                var sink = [UInt8](repeating: 0, count: 64)
-                while read(wakePipe.read, &sink, sink.count) > 0 {}
+            if case .failure(let error) = valueOrErrno(retryOnInterrupt: false, { poll(&pfds, nfds_t(pfds.count), timeout) }),
+               error != .interrupted {
+                // poll(2) fails only for lack of memory (EINVAL/EFAULT would be our bug): the timers still run.
+                reportPollFailure(error)
+                for i in pfds.indices { pfds[i].revents = 0 }
             }
+            if pfds[0].revents & Int16(POLLIN) != 0 { wakeUp.drain() }
             var changed = Set<ObjectIdentifier>()
             if pfds.count > 1 && pfds[1].revents & Int16(POLLIN) != 0 { changed = drainInotify(events) }
             let t = Clock.now()
@@ -166,23 +171,23 @@ public final class WatchHub: @unchecked Sendable {
         watchers[id] = w
         var polling = w.usePolling
         if !polling {
-            if inotifyFD < 0 {
-                w.log?.warning("[\(w.name)] inotify unavailable (\(inotifyProblem ?? "?")); polling the log files")
+            if inotify == nil {
+                w.log?.warning("[\(w.name)] inotify unavailable (\(inotifyProblem?.message ?? "?")); polling the log files")
                 polling = true
             }
-            for dir in w.directories where inotifyFD >= 0 {
+            for dir in w.directories where inotify != nil {
                 if var entry = directories[dir] {
                     entry.users.insert(id)
                     directories[dir] = entry
                     continue
                 }
-                let wd = inotify_add_watch(inotifyFD, dir, WatchHub.mask)
-                if wd < 0 {
-                    w.log?.warning("[\(w.name)] cannot watch \(dir) (\(String(cString: strerror(errno)))); polling it")
-                    polling = true
-                } else {
+                do {
+                    guard let wd = try inotify?.addWatch(dir, mask: WatchHub.mask) else { continue }
                     directories[dir] = (wd, [id])
                     byDescriptor[wd] = dir
+                } catch {
+                    w.log?.warning("[\(w.name)] cannot watch \(dir) (\(error.message)); polling it")
+                    polling = true
                 }
             }
         }
@@ -196,7 +201,7 @@ public final class WatchHub: @unchecked Sendable {
             guard var entry = directories[dir] else { continue }
             entry.users.remove(id)
             if entry.users.isEmpty {
-                inotify_rm_watch(inotifyFD, entry.wd)
+                inotify?.removeWatch(entry.wd)
                 directories[dir] = nil
                 byDescriptor[entry.wd] = nil
             } else {
@@ -205,12 +210,21 @@ public final class WatchHub: @unchecked Sendable {
         }
     }
 
+    /// A failing poll is said once a minute at most (with how often it failed meanwhile).
+    private var pollWarnings = RepeatedWarnings(interval: 60)
+
+    private func reportPollFailure(_ error: Errno) {
+        let log = watchers.values.first?.log
+        pollWarnings.report("the log watcher's poll failed: \(error)", key: "poll", now: Clock.now()) { log?.error($0) }
+    }
+
     /// Reads queued inotify events; returns the watchers they concern.
     private func drainInotify(_ buffer: UnsafeMutableRawBufferPointer) -> Set<ObjectIdentifier> {
         var changed = Set<ObjectIdentifier>()
         var rescan = Set<ObjectIdentifier>()
-        while true {
-            let n = read(inotifyFD, buffer.baseAddress, buffer.count)
+        while inotify != nil {
+            // EAGAIN (nothing queued) reads as 0; any other error ends this drain (the next poll tries again).
+            let n = (try? inotify?.read(into: buffer)) ?? 0
             if n <= 0 { break }
             var off = 0
             while off < n {

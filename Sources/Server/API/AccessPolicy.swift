@@ -1,4 +1,5 @@
 import Foundation
+import HTTP
 
 /// Who may do what over the API. The Unix socket is guarded by its file permissions, so whoever can connect is an
 /// admin; over TCP, bearer tokens decide. With no tokens configured, TCP serves reads only (and the server refuses

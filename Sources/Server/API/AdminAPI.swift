@@ -1,6 +1,8 @@
 import Dispatch
 import Engine
 import Foundation
+import HTTP
+import Platform
 
 /// The admin API over a running daemon: routes, authorisation, and the JSON documents of openapi.yaml. Reads
 /// are answered on the event loop (they take short locks); changes and reloads run on the daemon's control queue,

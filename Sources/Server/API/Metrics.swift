@@ -1,5 +1,7 @@
 import Engine
 import Foundation
+import HTTP
+import Platform
 
 /// `GET /metrics`: the Prometheus text exposition format (version 0.0.4).
 extension AdminAPI {

@@ -1,5 +1,4 @@
-import Engine
-import Foundation
+import Platform
 
 /// A response before it is framed: the event loop adds the framing fields (Content-Length, Date, Connection).
 public struct HTTPResponse: Sendable {
@@ -74,72 +73,5 @@ public struct HTTPResponse: Sendable {
         }
         out.append(contentsOf: "\r\n\r\n".utf8)
         if !head { out.append(contentsOf: body) }
-    }
-}
-
-/// A JSON object written field by field (the API's documents are small and flat; Foundation's encoder would
-/// cost more than the rest of a request).
-public struct JSONObject {
-    private var out = "{"
-    private var first = true
-
-    public init() {}
-
-    private mutating func key(_ k: String) {
-        if !first { out += "," }
-        first = false
-        out += JSONText.quote(k)
-        out += ":"
-    }
-
-    public mutating func string(_ k: String, _ v: String) { key(k); out += JSONText.quote(v) }
-    public mutating func optionalString(_ k: String, _ v: String?) { key(k); out += v.map(JSONText.quote) ?? "null" }
-    public mutating func int(_ k: String, _ v: Int) { key(k); out += String(v) }
-    public mutating func double(_ k: String, _ v: Double) {
-        key(k)
-        out += v == v.rounded() && abs(v) < 1e15 ? String(Int64(v)) : String(v)
-    }
-    public mutating func bool(_ k: String, _ v: Bool) { key(k); out += v ? "true" : "false" }
-    public mutating func raw(_ k: String, _ json: String) { key(k); out += json }
-    public mutating func strings(_ k: String, _ v: [String]) { key(k); out += JSONObject.array(v.map(JSONText.quote)) }
-
-    public var text: String { out + "}" }
-
-    public static func array(_ elements: [String]) -> String { "[" + elements.joined(separator: ",") + "]" }
-}
-
-/// Times in the API: RFC 3339 in UTC, whole seconds (ban times are not finer than that).
-public enum RFC3339 {
-    public static func format(_ t: Double) -> String {
-        var seconds = time_t(t.rounded(.down))
-        var tm = tm()
-        gmtime_r(&seconds, &tm)
-        // By hand: String(format:) costs more than the rest of a ban's JSON (a page holds 100 bans, two times each).
-        var bytes = [UInt8](repeating: 0, count: 20)
-        func put(_ value: Int32, _ at: Int, _ digits: Int) {
-            var v = value
-            for i in stride(from: at + digits - 1, through: at, by: -1) {
-                bytes[i] = UInt8(48 + v % 10)
-                v /= 10
-            }
-        }
-        put(tm.tm_year + 1900, 0, 4); bytes[4] = 45
-        put(tm.tm_mon + 1, 5, 2); bytes[7] = 45
-        put(tm.tm_mday, 8, 2); bytes[10] = 84
-        put(tm.tm_hour, 11, 2); bytes[13] = 58
-        put(tm.tm_min, 14, 2); bytes[16] = 58
-        put(tm.tm_sec, 17, 2); bytes[19] = 90
-        return String(decoding: bytes, as: UTF8.self)
-    }
-
-    /// The IMF-fixdate of the Date header (RFC 9110 §5.6.7).
-    public static func httpDate(_ t: Double) -> String {
-        var seconds = time_t(t.rounded(.down))
-        var tm = tm()
-        gmtime_r(&seconds, &tm)
-        let days = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"]
-        let months = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
-        return days[Int(tm.tm_wday)] + String(format: ", %02d ", Int(tm.tm_mday)) + months[Int(tm.tm_mon)]
-            + String(format: " %04d %02d:%02d:%02d GMT", Int(tm.tm_year) + 1900, Int(tm.tm_hour), Int(tm.tm_min), Int(tm.tm_sec))
     }
 }

@@ -1,6 +1,7 @@
 import Foundation
 import Glibc
-import Engine
+import HTTP
+import Platform
 
 /// A small blocking HTTP/1.1 client for the CLI: one request per connection, over the daemon's Unix socket or
 /// TCP (`http://host:port`). Answers are framed by Content-Length, as the server always sends.
@@ -46,10 +47,13 @@ public struct APIClient: Sendable {
     public let endpoint: Endpoint
     public let token: String?
     public var timeout: Double = 30
+    /// `portcullis/<version>` from the CLI.
+    public var userAgent: String
 
-    public init(endpoint: Endpoint, token: String?) {
+    public init(endpoint: Endpoint, token: String?, userAgent: String = "portcullis") {
         self.endpoint = endpoint
         self.token = token
+        self.userAgent = userAgent
     }
 
     /// `http://host:port` (https is not served: put a TLS proxy in front and talk to it).
@@ -69,9 +73,9 @@ public struct APIClient: Sendable {
     }
 
     public func request(_ method: String, _ path: String, body: String? = nil) throws(Failure) -> Response {
-        let fd = try connect()
-        defer { close(fd) }
-        var head = "\(method) \(path) HTTP/1.1\r\nHost: \(hostHeader)\r\nUser-Agent: portcullis/\(PortcullisVersion.string)\r\nAccept: application/json\r\nConnection: close\r\n"
+        let socket = try connect()
+        let fd = socket.rawValue
+        var head = "\(method) \(path) HTTP/1.1\r\nHost: \(hostHeader)\r\nUser-Agent: \(userAgent)\r\nAccept: application/json\r\nConnection: close\r\n"
         if let token { head += "Authorization: Bearer \(token)\r\n" }
         let bodyBytes = Array((body ?? "").utf8)
         if body != nil { head += "Content-Type: application/json\r\n" }
@@ -80,22 +84,27 @@ public struct APIClient: Sendable {
         let out = Array(head.utf8) + bodyBytes
         var sent = 0
         while sent < out.count {
-            let n = out[sent...].withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
-            if n <= 0 {
-                if n < 0 && errno == EINTR { continue }
-                throw .unreachable("sending to \(endpoint) failed: \(String(cString: strerror(errno)))")
+            let result = out[sent...].withUnsafeBytes { bytes in valueOrErrno { send(fd, bytes.baseAddress, bytes.count, Int32(MSG_NOSIGNAL)) } }
+            switch result {
+            case .success(let n) where n > 0: sent += n
+            case .success: throw .unreachable("sending to \(endpoint) failed: the connection closed")
+            case .failure(let e): throw .unreachable("sending to \(endpoint) failed: \(e.message)")
             }
-            sent += n
         }
         var data: [UInt8] = []
         var buffer = [UInt8](repeating: 0, count: 65536)
         while true {
-            let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
-            if n > 0 { data += buffer[0..<n]; if data.count > 64 * 1024 * 1024 { break }; continue }
-            if n == 0 { break }
-            if errno == EINTR { continue }
-            if errno == EAGAIN { throw .unreachable("\(endpoint) did not answer within \(Int(timeout)) s") }
-            throw .unreachable("reading from \(endpoint) failed: \(String(cString: strerror(errno)))")
+            let result = buffer.withUnsafeMutableBytes { b in valueOrErrno { recv(fd, b.baseAddress, b.count, 0) } }
+            switch result {
+            case .success(let n) where n > 0:
+                data += buffer[0..<n]
+                if data.count > 64 * 1024 * 1024 { break }
+                continue
+            case .success: break
+            case .failure(let e) where e == .wouldBlock: throw .unreachable("\(endpoint) did not answer within \(Int(timeout)) s")
+            case .failure(let e): throw .unreachable("reading from \(endpoint) failed: \(e.message)")
+            }
+            break
         }
         return try APIClient.parse(data, head: method == "HEAD")
     }
@@ -107,27 +116,22 @@ public struct APIClient: Sendable {
         }
     }
 
-    private func connect() throws(Failure) -> Int32 {
-        let fd: Int32
+    private func connect() throws(Failure) -> FileDescriptor {
+        let socket: FileDescriptor
         switch endpoint {
         case .unix(let path):
-            do { fd = try Listener.connectUnix(path) } catch {
-                throw .unreachable("cannot reach the daemon at \(endpoint): \(error) (is `portcullis serve` running? --socket or --url choose where to look)")
+            do { socket = try Sockets.connectUnix(path) } catch {
+                throw .unreachable("cannot reach the daemon at \(endpoint): \(error.errno?.message ?? error.description) (is `portcullis serve` running? --socket or --url choose where to look)")
             }
         case .tcp(let host, let port):
-            let v6 = host.contains(":")
-            fd = socket(v6 ? AF_INET6 : AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-            let rc = Listener.withSocketAddress(host: host, port: port, v6: v6) { Glibc.connect(fd, $0, $1) }
-            if rc != 0 {
-                let why = String(cString: strerror(errno))
-                close(fd)
-                throw .unreachable("cannot reach the daemon at \(endpoint): \(why) (is `portcullis serve` running with [api] listen there?)")
+            do { socket = try Sockets.connectTCP(host: host, port: port) } catch {
+                throw .unreachable("cannot reach the daemon at \(endpoint): \(error.errno?.message ?? error.description) (is `portcullis serve` running with [api] listen there?)")
             }
         }
         var tv = timeval(tv_sec: Int(timeout), tv_usec: 0)
-        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
-        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
-        return fd
+        setsockopt(socket.rawValue, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        setsockopt(socket.rawValue, SOL_SOCKET, SO_SNDTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        return socket
     }
 
     /// `head`: the answer to HEAD, whose Content-Length describes a body that is not sent.

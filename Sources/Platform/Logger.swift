@@ -1,6 +1,5 @@
 import Glibc
 import Synchronization
-import Foundation
 
 /// Log lines to stderr with levels, one `write` per line so that threads never interleave within a line.
 /// Levels and names follow fail2ban's `loglevel` (CRITICAL, ERROR, WARNING, NOTICE, INFO, DEBUG).
@@ -11,7 +10,8 @@ public final class Logger: Sendable {
         public static func < (a: Level, b: Level) -> Bool { a.rawValue < b.rawValue }
 
         public init?(name: String) {
-            switch name.trimmingCharacters(in: .whitespaces).uppercased() {
+            let trimmed = name.utf8.drop(while: { $0 == 0x20 || $0 == 0x09 }).reversed().drop(while: { $0 == 0x20 || $0 == 0x09 }).reversed()
+            switch String(decoding: trimmed, as: UTF8.self).uppercased() {
             case "CRITICAL": self = .critical
             case "ERROR": self = .error
             case "WARNING", "WARN": self = .warning
@@ -57,18 +57,19 @@ public final class Logger: Sendable {
         var t = ts.tv_sec
         var tmv = tm()
         gmtime_r(&t, &tmv)
-        let stamp = String(format: "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", Int(tmv.tm_year) + 1900, Int(tmv.tm_mon) + 1,
-                           Int(tmv.tm_mday), Int(tmv.tm_hour), Int(tmv.tm_min), Int(tmv.tm_sec), Int(ts.tv_nsec / 1_000_000))
-        let line = "\(stamp) \(level.label.padding(toLength: 8, withPad: " ", startingAt: 0)) \(message())\n"
-        var bytes = Array(line.utf8)
-        bytes.withUnsafeMutableBytes { buf in
-            var off = 0
-            while off < buf.count {
-                let n = write(fd, buf.baseAddress! + off, buf.count - off)
-                if n <= 0 { if n < 0 && errno == EINTR { continue }; return }
-                off += n
-            }
-        }
+        let stamp = "\(digits(Int(tmv.tm_year) + 1900, 4))-\(digits(Int(tmv.tm_mon) + 1, 2))-\(digits(Int(tmv.tm_mday), 2))T"
+            + "\(digits(Int(tmv.tm_hour), 2)):\(digits(Int(tmv.tm_min), 2)):\(digits(Int(tmv.tm_sec), 2)).\(digits(Int(ts.tv_nsec / 1_000_000), 3))Z"
+        let label = level.label + String(repeating: " ", count: max(0, 8 - level.label.utf8.count))
+        var line = "\(stamp) \(label) \(message())\n"
+        // One write per line (threads never interleave within one); a line that cannot be written has nowhere
+        // else to go: dropped.
+        line.withUTF8 { try? FileDescriptor.writeAll(UnsafeRawBufferPointer($0), to: fd) }
+    }
+
+    /// `value` in decimal, zero-padded to `width` digits.
+    private func digits(_ value: Int, _ width: Int) -> String {
+        let text = String(value)
+        return text.utf8.count >= width ? text : String(repeating: "0", count: width - text.utf8.count) + text
     }
 
     public func critical(_ m: @autoclosure () -> String) { log(.critical, m()) }

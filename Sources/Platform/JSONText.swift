@@ -32,33 +32,3 @@ public enum JSONText {
         return String(d)
     }
 }
-
-/// Buffered writing to a file descriptor (stdout), flushed when full and at the end.
-public final class OutputBuffer {
-    private var buffer: [UInt8] = []
-    private let fd: Int32
-
-    public init(fd: Int32 = 1) {
-        self.fd = fd
-        buffer.reserveCapacity(1 << 16)
-    }
-
-    deinit { flush() }
-
-    public func write(_ s: String) {
-        buffer.append(contentsOf: s.utf8)
-        if buffer.count >= 1 << 16 { flush() }
-    }
-
-    public func line(_ s: String) { write(s); write("\n") }
-
-    public func flush() {
-        var off = 0
-        while off < buffer.count {
-            let n = buffer[off...].withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
-            if n <= 0 { if n < 0 && errno == EINTR { continue }; break }
-            off += n
-        }
-        buffer.removeAll(keepingCapacity: true)
-    }
-}

@@ -1,11 +1,13 @@
 #define _GNU_SOURCE
-#include "pc_server.h"
+#include "pc_platform.h"
 
+#include <fcntl.h>
+#include <malloc.h>
+#include <pthread.h>
+#include <stdlib.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
-#include <stdlib.h>
-#include <fcntl.h>
 
 int pc_open_node(const char *path) { return open(path, O_PATH | O_NOFOLLOW | O_CLOEXEC); }
 
@@ -32,3 +34,11 @@ int pc_epoll_wait(int epfd, pc_event *out, int max, int timeout_ms) {
 int pc_eventfd(void) { return eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC); }
 
 int pc_accept(int fd) { return accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC); }
+
+int pc_name_this_thread(const char *name) { return pthread_setname_np(pthread_self(), name); }
+
+int pc_malloc_trim(void) { return malloc_trim(0); }
+
+int pc_tune_malloc(int mmap_threshold, int arenas) {
+    return mallopt(M_MMAP_THRESHOLD, mmap_threshold) == 1 && mallopt(M_ARENA_MAX, arenas) == 1;
+}

@@ -1,4 +1,4 @@
-import CFastScan
+import CPlatform
 import Glibc
 
 /// A thread its owner can join: `join()` returns once the thread has ended (`pthread_join`), so that nothing of it

@@ -1,0 +1,125 @@
+import Glibc
+import Platform
+import Synchronization
+import Testing
+
+@Suite struct FileDescriptorTests {
+    /// Whether `fd` is open in this process.
+    private func isOpen(_ fd: Int32) -> Bool { fcntl(fd, F_GETFD) != -1 }
+
+    @Test func closesWhenItsOwnerGoes() throws {
+        var raw: Int32 = -1
+        do {
+            let fd = try FileDescriptor.open("/dev/null", O_RDONLY)
+            raw = fd.rawValue
+            #expect(isOpen(raw))
+            #expect(fcntl(raw, F_GETFD) & FD_CLOEXEC != 0)
+        }
+        #expect(!isOpen(raw))
+    }
+
+    @Test func relinquishedDescriptorsStayOpen() throws {
+        let fd = try FileDescriptor.open("/dev/null", O_RDONLY)
+        let raw = fd.relinquish()
+        #expect(isOpen(raw))
+        close(raw)
+    }
+
+    @Test func errorsKeepTheirErrno() {
+        #expect(throws: Errno.noSuchFile) { _ = try FileDescriptor.open("/nonexistent/portcullis", O_RDONLY) }
+        let e = Errno(EACCES)
+        #expect(e.description.contains("errno 13"))
+    }
+
+    @Test func readsAndWritesWholeBuffers() throws {
+        var ends: [Int32] = [0, 0]
+        #expect(pipe(&ends) == 0)
+        let reader = FileDescriptor(owning: ends[0])
+        let writer = FileDescriptor(owning: ends[1])
+        let text = Array("portcullis\n".utf8)
+        try text.withUnsafeBytes { try writer.writeAll($0) }
+        var buffer = [UInt8](repeating: 0, count: 64)
+        let n = try buffer.withUnsafeMutableBytes { try reader.read(into: $0) }
+        #expect(Array(buffer[0..<n]) == text)
+    }
+}
+
+@Suite struct EventTests {
+    @Test func epollReportsAnEventfdOnceSignalledAndNotAfterItIsDrained() throws {
+        let epoll = try Epoll()
+        let wake = try EventFD()
+        try epoll.add(wake.rawValue, .input, data: 42)
+        var seen: [UInt64] = []
+        #expect(try epoll.wait(timeout: 0) { _, data in seen.append(data) } == 0)
+        wake.signal()
+        wake.signal()
+        var readable = false
+        let ready = try epoll.wait(timeout: 1000) { events, data in
+            readable = events.contains(.input)
+            seen.append(data)
+        }
+        #expect(ready == 1 && readable)
+        #expect(seen == [42])
+        wake.drain()
+        #expect(try epoll.wait(timeout: 0) { _, _ in } == 0)
+        try epoll.remove(wake.rawValue)
+        #expect(throws: Errno(ENOENT)) { try epoll.remove(wake.rawValue) }
+    }
+
+    @Test func inotifyReportsAFileCreatedInAWatchedDirectory() throws {
+        var template = Array("/tmp/portcullis-platform-XXXXXX".utf8CString)
+        guard let made = mkdtemp(&template) else { Issue.record("mkdtemp"); return }
+        let dir = String(cString: made)
+        defer { unlink(dir + "/log"); rmdir(dir) }
+        let inotify = try Inotify()
+        _ = try inotify.addWatch(dir, mask: UInt32(IN_CREATE))
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 4096, alignment: 8)
+        defer { buffer.deallocate() }
+        #expect(try inotify.read(into: buffer) == 0)
+        let fd = try FileDescriptor.open(dir + "/log", O_WRONLY | O_CREAT, mode: 0o600)
+        _ = fd
+        #expect(try inotify.read(into: buffer) > 0)
+    }
+}
+
+@Suite struct ThreadTests {
+    @Test func stoppableThreadWakesStopsAndJoins() throws {
+        let thread = try StoppableThread(name: "platform-test")
+        let wakes = Atomic<Int>(0)
+        let ended = Atomic<Bool>(false)
+        try thread.start {
+            while !thread.isStopping {
+                thread.waitForWake(timeout: nil)
+                wakes.add(1, ordering: .relaxed)
+            }
+            ended.store(true, ordering: .relaxed)
+        }
+        // A wake-up without a stop returns from the wait (the body would otherwise wait without end).
+        thread.wake()
+        let deadline = Clock.monotonic() + 10
+        while wakes.load(ordering: .relaxed) == 0 && Clock.monotonic() < deadline { usleep(10_000) }
+        let woke = wakes.load(ordering: .relaxed)
+        #expect(woke >= 1)
+        thread.stop()
+        // Joined: the body has returned.
+        let returned = ended.load(ordering: .relaxed)
+        #expect(returned)
+        thread.stop()
+    }
+
+    @Test func waitForWakeReturnsAtItsTimeout() throws {
+        let thread = try StoppableThread(name: "platform-test")
+        let started = Clock.monotonic()
+        thread.waitForWake(timeout: 0.05)
+        #expect(Clock.monotonic() - started >= 0.04)
+    }
+
+    @Test func lockedSerialisesWriters() throws {
+        let counter = Locked(0)
+        let threads = try (0..<4).map { _ in
+            try JoinableThread(name: "platform-lock") { for _ in 0..<10_000 { counter.withLock { $0 += 1 } } }
+        }
+        for t in threads { t.join() }
+        #expect(counter.withLock { $0 } == 40_000)
+    }
+}
