@@ -7,8 +7,9 @@ import Platform
 /// scanning. One worker thread does all of this, so that a storm of decisions becomes one database transaction and
 /// one netlink transaction.
 public final class BanManager: @unchecked Sendable {
-    // @unchecked: every mutable property is guarded by `lock` (the condition), `thread` included (the worker never
-    // reads it; `stop` takes it out under the lock and joins it outside).
+    // @unchecked, the invariant: every mutable property is guarded by `lock`, `worker` included (`stop` takes it
+    // out under the lock and joins it outside); the packet filter and the store are changed only with `changing`
+    // held (taken before `lock`, never while holding it).
 
     /// What one jail needs from the ban manager (a class: it is handed around per decision).
     public final class JailSetup: Sendable {
@@ -62,11 +63,12 @@ public final class BanManager: @unchecked Sendable {
     static let trace = getenv("PORTCULLIS_TRACE_BANS") != nil
     private let store: BanStore?
     private let log: Logger
-    private let lock = NSCondition()
+    /// Guards the state below; waited on by callers for the worker's progress (`drain`, `unban`).
+    private let lock = Condition()
     /// Held while the bans change in the packet filter (a batch, an expiry, a lift) and while a layout is installed
     /// with the bans in force: an install cannot miss a ban added between its snapshot and its transaction.
     /// Taken before `lock`, never while holding it.
-    private let changing = NSLock()
+    private let changing = Lock()
     private var jails: [String: JailSetup] = [:]
     private var active = BanTable()
     private var expiries = ExpiryHeap()
@@ -78,7 +80,8 @@ public final class BanManager: @unchecked Sendable {
     private var nextLiftID: UInt64 = 0
     private var stopping = false
     private var running = false
-    private var thread: JoinableThread?
+    /// The worker: woken (its eventfd) when decisions or lifts are queued and when it is to stop.
+    private var worker: StoppableThread?
     private var finished = false
     private var stats = Stats()
     /// A failing history read is said once per 10 minutes, not at every ban of a storm (guarded by `lock`).
@@ -125,12 +128,18 @@ public final class BanManager: @unchecked Sendable {
         if skipped > 0 { log.error("\(skipped) ban(s) in \(store?.path ?? "the store") have no valid start time and were not restored") }
         if let install { try install(setups) } else { try self.install(setups, now: now) }
         if !restored.isEmpty { log.notice("Restored \(restored.count) ban(s) from \(store?.path ?? "the store")") }
-        lock.lock(); running = true; lock.unlock()
+        let t = try StoppableThread(name: "portcullis-bans")
+        lock.withLock {
+            running = true
+            worker = t
+        }
         do {
-            let t = try JoinableThread(name: "portcullis-bans") { [self] in run() }
-            lock.withLock { thread = t }
+            try t.start { [self] in run(t) }
         } catch {
-            lock.lock(); running = false; lock.unlock()
+            lock.withLock {
+                running = false
+                worker = nil
+            }
             throw error
         }
     }
@@ -160,15 +169,13 @@ public final class BanManager: @unchecked Sendable {
     public func stop(removeLayout: Bool) {
         lock.lock()
         stopping = true
-        lock.broadcast()
-        while running && !finished { lock.wait() }
-        let worker = thread
-        thread = nil
+        let worker = self.worker
+        self.worker = nil
         let wasRunning = running
         let backends = Dictionary(jails.values.map { (ObjectIdentifier($0.firewall), $0.firewall) }, uniquingKeysWith: { a, _ in a })
         lock.unlock()
-        // The worker has said it is done; joined, it has ended (and let go of this manager, which its body holds).
-        worker?.join()
+        // The worker applies what is pending, then ends; joined, it has let go of this manager (its body holds it).
+        worker?.stop()
         // Nothing was installed when the start failed.
         guard removeLayout && wasRunning else { return }
         for (_, fw) in backends {
@@ -183,7 +190,7 @@ public final class BanManager: @unchecked Sendable {
         lock.lock()
         pending.append(decision)
         submittedCount += 1
-        lock.signal()
+        worker?.wake()
         lock.unlock()
     }
 
@@ -191,7 +198,7 @@ public final class BanManager: @unchecked Sendable {
     public func drain(timeout: Double = 10) -> Bool {
         lock.lock(); defer { lock.unlock() }
         let target = submittedCount
-        let deadline = Date().addingTimeInterval(timeout)
+        let deadline = Clock.monotonic() + timeout
         while processedCount < target {
             if !lock.wait(until: deadline) { return false }
         }
@@ -266,7 +273,7 @@ public final class BanManager: @unchecked Sendable {
         let id = nextLiftID
         nextLiftID += 1
         pendingLifts.append((id, jail, ip))
-        lock.broadcast()
+        worker?.wake()
         while liftResults[id] == nil { lock.wait() }
         let result = liftResults.removeValue(forKey: id)!
         lock.unlock()
@@ -318,17 +325,18 @@ public final class BanManager: @unchecked Sendable {
 
     // MARK: the worker
 
-    private func run() {
+    private func run(_ thread: StoppableThread) {
         lock.lock()
         while true {
             if pending.isEmpty && pendingLifts.isEmpty && !stopping {
                 var next = expiries.earliest
                 if !unstored.isEmpty { next = min(next ?? nextStoreRetry, nextStoreRetry) }
-                if let next {
-                    let wait = next - Clock.now()
-                    if wait > 0 { _ = lock.wait(until: Date(timeIntervalSinceNow: min(wait, 3600))) }
-                } else {
-                    lock.wait()
+                let timeout = next.map { min(max(0, $0 - Clock.now()), 3600) }
+                if timeout != 0 {
+                    // Work queued meanwhile has signalled the eventfd: the wait returns at once.
+                    lock.unlock()
+                    thread.waitForWake(timeout: timeout)
+                    lock.lock()
                 }
             }
             let batch = pending

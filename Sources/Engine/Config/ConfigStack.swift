@@ -1,10 +1,11 @@
 import Foundation
+import Platform
 
 /// Parsed files shared by every reader of one configuration tree: `common.conf` is read once for all filters.
 public final class IniCache: @unchecked Sendable {
     // @unchecked: the dictionary is only touched under `lock`.
     private var files: [String: Result<IniFile, ConfigError>] = [:]
-    private let lock = NSLock()
+    private let lock = Lock()
 
     public init() {}
 

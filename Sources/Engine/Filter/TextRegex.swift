@@ -1,10 +1,11 @@
 import Foundation
+import Platform
 
 /// A regex used on configuration text (rewriting date patterns) from any thread, never on the hot path.
 final class SharedRegex: @unchecked Sendable {
     // @unchecked: the PCRE2Regex (and its match data) is only used while `lock` is held.
     private let regex: PCRE2Regex
-    private let lock = NSLock()
+    private let lock = Lock()
 
     init(_ pattern: String) {
         // The patterns passed here are constants of this module; failing to compile one is a programming error.

@@ -1,6 +1,7 @@
 import CNetfilter
 import Foundation
 import Glibc
+import Platform
 
 /// A refused nftables operation, naming what was attempted.
 public struct NftablesError: Error, CustomStringConvertible, Sendable {
@@ -114,7 +115,7 @@ public final class NftablesFirewall: @unchecked Sendable {
     static let elementsPerMessage = 1000
 
     private let socket: OpaquePointer
-    private let lock = NSLock()
+    private let lock = Lock()
     private var nextSetID: UInt32 = 1
 
     public init() throws(NftablesError) {

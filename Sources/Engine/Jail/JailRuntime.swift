@@ -81,8 +81,9 @@ public final class JailRuntime: @unchecked Sendable {
     public var files: [String] { watcher.files }
     public var usesPolling: Bool { watcher.polling || definition.backend == .polling }
 
-    /// Processes one log line (the watcher thread's callback; also used directly by tests and benchmarks).
-    public func process(_ line: UnsafeBufferPointer<UInt8>, inOperation: Bool, now: Double = Clock.now()) {
+    /// Processes one log line: the watcher thread's callback, and only ever called on that thread (the filter and
+    /// the tracker are its alone), hence not public; tests call it the same way, one thread at a time.
+    func process(_ line: UnsafeBufferPointer<UInt8>, inOperation: Bool, now: Double = Clock.now()) {
         filter.inOperation = inOperation
         let failures = filter.process(line, now: now)
         var failed = 0

@@ -1,4 +1,5 @@
 import Foundation
+import Platform
 
 /// A ban as kept in the store.
 public struct StoredBan: Sendable, Equatable {
@@ -42,7 +43,7 @@ public struct LogPosition: Sendable, Equatable {
 public final class BanStore: @unchecked Sendable {
     // @unchecked: the connection is only used while `lock` is held (SQLite is opened NOMUTEX: serialised here).
     private var db: SQLiteDatabase?
-    private let lock = NSLock()
+    private let lock = Lock()
     public let path: String
 
     /// Schema versions, applied in order; `PRAGMA user_version` says how many have run.

@@ -1,4 +1,3 @@
-import Foundation
 import Platform
 
 /// `portcullis regex` over a file, on two threads. A reader thread splits the file into lines and runs the half
@@ -70,7 +69,7 @@ final class ExaminePipeline: @unchecked Sendable {
     private let now: Double
     private let maxLineLength: Int
     private let skip: @Sendable (UnsafeBufferPointer<UInt8>) -> Bool
-    private let condition = NSCondition()
+    private let condition = Condition()
     private var ready: [Batch] = []
     private var free: [Batch]
 
@@ -90,7 +89,8 @@ final class ExaminePipeline: @unchecked Sendable {
     /// when no thread could be started (the caller reads on its own). Throws when the file could not be read
     /// (after passing on every line read before the error).
     func run(_ body: (Batch) -> Void) throws(FileLines.OpenError) -> Batch? {
-        guard let reader = try? JoinableThread(name: "portcullis-examine", { [self] in read() }) else { return nil }
+        // The reader ends by itself, at the end of the file; joined after its last batch.
+        guard let reader = try? StoppableThread(name: "portcullis-examine"), (try? reader.start({ [self] in read() })) != nil else { return nil }
         while true {
             let batch = take(from: \.ready)
             body(batch)

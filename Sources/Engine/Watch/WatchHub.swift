@@ -1,4 +1,3 @@
-import Foundation
 import Glibc
 import Platform
 
@@ -12,20 +11,25 @@ import Platform
 /// watcher poll its files on a timer instead. The thread runs while there is a watcher, and is started again for
 /// the next one.
 public final class WatchHub: @unchecked Sendable {
-    // @unchecked: `commands`, `running` and `thread` are locked (in `queue`); everything else is the hub thread's
-    // alone.
+    // @unchecked, the invariant: the command queue and the thread's bookkeeping are locked (in `queue`), `removed`
+    // is guarded by `removals`; everything else (watchers, directories, the inotify state) is the hub thread's
+    // alone. The hub keeps its own thread type (JoinableThread, not StoppableThread): its thread decides itself
+    // when it ends (when its last watcher goes) and detaches itself then; nobody stops it.
 
     /// The daemon's hub.
     public static let shared = WatchHub()
 
     private enum Command {
         case add(LogWatcher)
-        case remove(LogWatcher, DispatchSemaphore)
+        case remove(LogWatcher)
     }
 
     /// `thread`: the running thread's handle; `ended`: the number of the last thread that decided to end. A thread
     /// ends when it has no watcher left, and detaches itself then (nobody is left to join it, and a stop waits for
     /// its removal, not for the thread); if it ends before its starter stored its handle, the starter joins it.
+    /// Watchers the hub thread let go of, until their `remove` call sees it (guarded by `removals`).
+    private let removals = Condition()
+    private var removed = Set<ObjectIdentifier>()
     private let queue = Locked<(commands: [Command], running: Bool, threads: Int, thread: JoinableThread?, ended: Int)>(([], false, 0, nil, 0))
     /// Wakes the hub thread for commands. Without it the hub cannot work at all (see `init`).
     private let wakeUp: EventFD
@@ -95,10 +99,21 @@ public final class WatchHub: @unchecked Sendable {
 
     /// Returns once the hub thread let go of `w`: no callback of it runs after this.
     func remove(_ w: LogWatcher) {
-        let done = DispatchSemaphore(value: 0)
-        queue.withLock { $0.commands.append(.remove(w, done)) }
+        let id = ObjectIdentifier(w)
+        queue.withLock { $0.commands.append(.remove(w)) }
         wake()
-        done.wait()
+        removals.lock()
+        while !removed.contains(id) { removals.wait() }
+        removed.remove(id)
+        removals.unlock()
+    }
+
+    /// Said by the hub thread once it let go of a watcher.
+    private func removalDone(_ id: ObjectIdentifier) {
+        removals.withLock {
+            removed.insert(id)
+            removals.broadcast()
+        }
     }
 
     private func wake() { wakeUp.signal() }
@@ -132,9 +147,9 @@ public final class WatchHub: @unchecked Sendable {
             for c in commands {
                 switch c {
                 case .add(let w): attach(w)
-                case .remove(let w, let done):
+                case .remove(let w):
                     detach(w)
-                    done.signal()
+                    removalDone(ObjectIdentifier(w))
                 }
             }
             if watchers.isEmpty { continue }

@@ -133,7 +133,7 @@ public enum Sockets {
 
     private static func openUnix(_ path: String) throws(SocketError) -> FileDescriptor {
         let name = "API socket " + path
-        var sa = try unixAddress(path)
+        let sa = try unixAddress(path)
         let dir = directory(of: path)
         try makeDirectory(dir, name)
         // In a directory others can write to, anyone could put a symlink or their own socket where ours goes
