@@ -1,70 +1,11 @@
 import Glibc
-import CFastScan
 import Platform
 
-/// What a failregex captured about one failure, fail2ban's `fail` dictionary. A class, because fail2ban's
-/// multi-line failures (`<F-MLFID>`) share one such record between the connection cache and the result.
-public final class FailData {
-    /// Captured groups by name; a present key with a nil value is a group that did not take part.
-    public var groups = GroupMap()
-    /// The lines that make up the failure (with their dates).
-    public var matches: [TupleLine] = []
-    var nofailMatches: [TupleLine]? = nil
-    /// User names seen over one multi-line failure.
-    public var users: [String] = []
-    var mlfpending = false
-
-    init() {}
-
-    func copy() -> FailData {
-        let c = FailData()
-        c.groups = groups
-        c.matches = matches
-        c.nofailMatches = nofailMatches
-        c.users = users
-        c.mlfpending = mlfpending
-        return c
-    }
-
-    public func value(_ name: String) -> String? { groups[name] ?? nil }
-
-    func truthy(_ name: String) -> Bool { !(value(name) ?? "").isEmpty }
-
-    @discardableResult
-    func pop(_ name: String) -> String? {
-        let v = groups[name] ?? nil
-        groups[name] = nil
-        return v
-    }
-
-    /// Every capture that has a value, for reports (internal bookkeeping groups left out).
-    public var reportedFields: [(String, String)] {
-        groups.compactMap { k, v -> (String, String)? in
-            guard let v, !k.hasPrefix("skiplines"), k != "content", k != "_sep" else { return nil }
-            return (k, v)
-        }.sorted { $0.0 < $1.0 }
-    }
-}
-
-/// One failure found in a line.
-public struct Failure {
-    /// Index of the failregex that matched.
-    public let regexIndex: Int
-    /// The failure ID: normally the address as written in the log (raw, never resolved), or an `<F-ID>` value.
-    /// nil while a multi-line failure still waits for its address.
-    public let id: String?
-    /// The address to ban when it differs from the ID.
-    public let ip: String?
-    /// Log time in epoch seconds, nil when the line has none.
-    public let time: Double?
-    public let data: FailData
-
-    public var isNoFail: Bool { data.truthy("nofail") }
-}
-
-/// The compiled form of a filter and the state fail2ban's `Filter` keeps between lines: the multi-line buffer,
-/// the last seen date, and connections of multi-line failures. `process` is fail2ban's `processLine` and
-/// `findFailure`. One instance serves one stream of lines (one jail) on one thread.
+/// The compiled form of a filter and the state fail2ban's `Filter` keeps between lines. `process` is fail2ban's
+/// `processLine` (the date a line stands for) and `findFailure` (the regexes, and what their groups identify);
+/// beside it, the screen that skips lines no failregex can match (`LineScreen`), the line buffer and the regex
+/// subject (`MultiLineBuffer`), the connections of multi-line failures (`MultiLineFailures`). One instance serves
+/// one stream of lines (one jail) on one thread.
 public final class LineFilter {
     public struct Options: Sendable {
         /// Try every failregex instead of stopping at the first (fail2ban-regex does).
@@ -95,21 +36,14 @@ public final class LineFilter {
     private let findTime: Double
     /// The first half of the per-line work: the UTF-8 check and the date.
     public let examiner: LineExaminer
-    /// Strings one of which any failregex match needs; nil when the filter gives no such guarantee. Replaced once,
-    /// by `calibrate`, after 256 lines: the per-line path reads it only after calibrating, through a strong reference.
-    private var screen: LiteralScanner?
-    /// Per failregex, every set of strings one of which a match needs.
-    private let screenCandidates: [[[[UInt8]]]]
-    /// Byte counts of the first lines, to choose the rarest anchor bytes for this very log.
-    private var byteCounts: [UInt32]? = nil
-    private var linesCounted = 0
+    private let screen: LineScreen
     /// The prefregex provably matches every line with text besides its date.
     private let prefRegexUniversal: Bool
     private let exactStatistics: Bool
     /// The strings lines are screened for (nil: every line goes through the regexes).
-    var prefilterLiterals: [String]? { screen?.literals.map { String(decoding: $0, as: UTF8.self) } }
+    var prefilterLiterals: [String]? { screen.literals }
     var prefRegexIsUniversal: Bool { prefRegexUniversal }
-    public let maxLines: Int
+    public var maxLines: Int { buffer.maxLines }
     public var dateDetector: DateDetector { examiner.dateDetector }
     let prefRegex: FilterRegex?
     let failRegexes: [FilterRegex]
@@ -135,25 +69,13 @@ public final class LineFilter {
     /// pass for "no match" without a word.
     public var onRegexError: ((RegexFailure) -> Void)?
 
-    private var lineBuffer: [TupleLine] = []
-    /// Set while the prefregex content stands in for the line buffer of a single-line filter.
-    private var contentOverride = false
+    private let buffer: MultiLineBuffer
+    private var connections = MultiLineFailures()
+    /// The line being processed, with the date text it stands for.
     private var current = TupleLine(bytes: [])
-    private let subject = ByteBuffer()
-    /// Whether `subject` holds only ASCII (then the faster byte-mode regexes apply).
-    private var subjectASCII = true
-    private let contentScratch = ByteBuffer()
+    /// The last date found, and its text (a line without a date of its own takes them, within 60 s).
     private let lastTimeText = ByteBuffer(capacity: 64)
-    /// The text around a cut-out date, for the screen.
-    private let junction = ByteBuffer(capacity: 256)
     private var lastDate: Double? = nil
-    private var mlfidCache = ExpiringCache<FailEntry>(maxCount: 100, maxTime: 5 * 60)
-
-    final class FailEntry {
-        var date: Double?
-        var fail: FailData
-        init(date: Double?, fail: FailData) { self.date = date; self.fail = fail }
-    }
 
     public var failRegexSources: [String] { failRegexes.map(\.source) }
     public var ignoreRegexSources: [String] { ignoreRegexes.map(\.source) }
@@ -163,7 +85,7 @@ public final class LineFilter {
     /// The timestamp of the last line processed, nil when it had none.
     public private(set) var lastLineTime: Double?
     /// Lines held for multi-line matching (`maxlines`).
-    public var bufferedLines: [TupleLine] { lineBuffer }
+    public var bufferedLines: [TupleLine] { buffer.lines }
 
     /// A regex of the filter that does not compile, with the option it came from.
     public struct CompileError: Error, CustomStringConvertible {
@@ -189,7 +111,7 @@ public final class LineFilter {
         ignorePending = options.ignorePending
         findTime = options.findTime
         let maxLines = maxLinesOverride ?? definition.maxlines ?? 1
-        self.maxLines = maxLines
+        buffer = MultiLineBuffer(maxLines: maxLines)
         let useDNS = options.useDNS
         func compile(_ s: String, option: String, multiline: Bool) throws -> FilterRegex {
             do {
@@ -233,11 +155,7 @@ public final class LineFilter {
             throw ConfigError(error.message, at: definition.locations["datepattern"])
         }
         examiner = LineExaminer(dateDetector: dateDetector)
-        screenCandidates = usable ? candidates : []
-        if usable {
-            screen = LiteralScanner(LiteralScanner.choose(candidates, frequencies: nil))
-            byteCounts = [UInt32](repeating: 0, count: 256)
-        }
+        screen = LineScreen(candidates: usable ? candidates : nil)
         // The regexes belong to this filter and never outlive it.
         let report: (FilterRegex, Int32, Int) -> Void = { [unowned self] regex, code, length in
             onRegexError?(RegexFailure(regex: regex.label, message: PCRE2Regex.message(for: code), length: length))
@@ -263,173 +181,108 @@ public final class LineFilter {
 
     /// The second half of `process`, with what `examiner.examine` found for this line.
     public func process(_ line: UnsafeBufferPointer<UInt8>, facts: LineFacts, now: Double) -> [Failure] {
-        var date: Double? = nil
-        var noDate = false
-        var tuple: (start: Int, end: Int) = (0, 0)
-        var useLastText = false
-        let ascii = facts.ascii
-        if facts.dateFound {
-            tuple = (facts.dateStart, facts.dateEnd)
-            if tuple.end > tuple.start {
-                date = facts.time
-                if let date {
-                    lastTimeText.reset()
-                    lastTimeText.append(UnsafeBufferPointer(rebasing: line[tuple.start..<tuple.end]))
-                    lastDate = date
-                }
-            } else if let last = lastDate, last > now - 60 {
-                useLastText = true
-                date = last
-            } else {
-                date = now
-            }
-        }
-        if date == nil {
-            noDate = true
-            if let last = lastDate, last > now - 60 {
-                useLastText = true
-                date = last
-            } else if checkFindTime && inOperation {
-                date = now
-            }
-        }
-        // Before the screen: a line no failregex can match still moves the last date (issue 9: skipping this
-        // made the next line with an unparsable date keep its text where fail2ban's daemon takes the last one).
-        if checkFindTime, let d = date {
-            if inOperation {
-                if abs(d - now) > 60 {
-                    // fail2ban's "simulate now": a date far from now in operation is taken as now.
-                    date = now
-                    lastDate = now
-                }
-            } else if d < now - findTime {
-                return []
-            }
-        }
-        lastLineTime = date
-        if !screened(line, facts, cutDate: !useLastText) {
-            // No failregex can match this line: only the prefregex statistic needs updating.
-            prefRegexMatched = false
-            if let pref = prefRegex {
-                let remaining = line.count - (useLastText ? 0 : tuple.end - tuple.start)
-                if prefRegexUniversal {
-                    prefRegexMatched = remaining > 0
-                } else if exactStatistics {
-                    subject.reset()
-                    if useLastText {
-                        subject.append(line)
-                    } else {
-                        subject.append(UnsafeBufferPointer(rebasing: line[..<tuple.start]))
-                        subject.append(UnsafeBufferPointer(rebasing: line[tuple.end...]))
-                    }
-                    subject.append(10)
-                    prefRegexMatched = pref.search(subject.buffer, originCount: 1, ascii: ascii)
-                }
-            }
+        guard let dated = date(of: line, facts, now: now) else { return [] }
+        lastLineTime = dated.date
+        if !screen.mayMatch(line, facts, cutDate: !dated.usesLastText) {
+            countPrefRegexOnly(line, facts, dated)
             return []
         }
-        // The buffer must not share `current`'s storage while it is rewritten (that would copy it).
-        if maxLines <= 1 { lineBuffer.removeAll(keepingCapacity: true) }
+        buffer.releaseForNextLine()
         current.bytes.removeAll(keepingCapacity: true)
-        current.isASCII = ascii && (!useLastText || lastTimeText.buffer.allSatisfy { $0 < 0x80 })
-        if useLastText {
+        current.isASCII = facts.ascii && (!dated.usesLastText || lastTimeText.buffer.allSatisfy { $0 < 0x80 })
+        if dated.usesLastText {
             current.bytes.append(contentsOf: lastTimeText.buffer)
             current.bytes.append(contentsOf: line)
             current.dateStart = 0
             current.dateEnd = lastTimeText.count
         } else {
             current.bytes.append(contentsOf: line)
-            current.dateStart = tuple.start
-            current.dateEnd = tuple.end
+            current.dateStart = facts.dateFound ? facts.dateStart : 0
+            current.dateEnd = facts.dateFound ? facts.dateEnd : 0
         }
-        return findFailure(date: date, noDate: noDate)
+        return findFailure(date: dated.date, noDate: dated.noDate)
     }
 
-    /// Whether the line, without its date (`cutDate`), may hold one of the strings some failregex needs (always
-    /// true without a screen). A date at the start is simply skipped; elsewhere the whole line is scanned, and as
-    /// cutting the date out joins the text on both sides of it (as in "[]"), a string the whole line lacks can
-    /// then only appear across that join.
-    private func screened(_ line: UnsafeBufferPointer<UInt8>, _ facts: LineFacts, cutDate: Bool) -> Bool {
-        // Calibrating may replace the screen: read it only afterwards (issue 9: an unretained reference taken
-        // before this call outlived the screen it pointed to, and the 256th line was scanned with freed memory).
-        if byteCounts != nil { calibrate(line) }
-        guard let scanner = screen else { return true }
-        guard let base = line.baseAddress, !line.isEmpty else { return false }
-        let cut = cutDate && facts.dateEnd > facts.dateStart
-        if cut && facts.dateStart == 0 { return scanner.scan(base + facts.dateEnd, line.count - facts.dateEnd).found }
-        if scanner.scan(base, line.count).found { return true }
-        guard cut, facts.dateEnd < line.count else { return false }
-        let reach = scanner.maxLength - 1
-        junction.reset()
-        junction.append(UnsafeBufferPointer(rebasing: line[max(0, facts.dateStart - reach)..<facts.dateStart]))
-        junction.append(UnsafeBufferPointer(rebasing: line[facts.dateEnd..<min(line.count, facts.dateEnd + reach)]))
-        return scanner.containsAny(junction.base, junction.count)
+    /// The date a line stands for (fail2ban's `processLine`).
+    private struct LineDate {
+        var date: Double?
+        /// The line has no date of its own.
+        var noDate: Bool
+        /// The line takes the last date's text (it had none, or one that could not be read, within 60 s of it).
+        var usesLastText: Bool
     }
 
-    /// After 256 lines, picks the screening anchors from the bytes this log actually holds.
-    private func calibrate(_ line: UnsafeBufferPointer<UInt8>) {
-        if let base = line.baseAddress { byteCounts!.withUnsafeMutableBufferPointer { pc_count_bytes(base, line.count, $0.baseAddress!) } }
-        linesCounted += 1
-        if linesCounted == 256, screen != nil {
-            screen = LiteralScanner(LiteralScanner.choose(screenCandidates, frequencies: byteCounts), frequencies: byteCounts)
-            byteCounts = nil
-        }
-    }
-
-    /// Makes `subject` hold fail2ban's `_tupleLinesBuf(lineBuffer)` (or the prefregex content that replaced it).
-    private func buildSubject() {
-        if contentOverride { return }
-        subject.reset()
-        subjectASCII = true
-        if lineBuffer.isEmpty { subject.append(10); return }
-        for l in lineBuffer {
-            subjectASCII = subjectASCII && l.isASCII
-            l.bytes.withUnsafeBufferPointer { b in
-                if l.dateEnd == l.dateStart {
-                    subject.append(b)
-                } else {
-                    subject.append(UnsafeBufferPointer(rebasing: b[..<l.dateStart]))
-                    subject.append(UnsafeBufferPointer(rebasing: b[l.dateEnd...]))
+    /// The date `line` stands for; nil when the line is to be dropped (older than `findtime`, reading a backlog).
+    private func date(of line: UnsafeBufferPointer<UInt8>, _ facts: LineFacts, now: Double) -> LineDate? {
+        var result = LineDate(date: nil, noDate: false, usesLastText: false)
+        if facts.dateFound {
+            if facts.dateEnd > facts.dateStart {
+                result.date = facts.time
+                if let date = facts.time {
+                    lastTimeText.reset()
+                    lastTimeText.append(UnsafeBufferPointer(rebasing: line[facts.dateStart..<facts.dateEnd]))
+                    lastDate = date
                 }
+            } else if let last = lastDate, last > now - 60 {
+                result.usesLastText = true
+                result.date = last
+            } else {
+                result.date = now
+            }
+        }
+        if result.date == nil {
+            result.noDate = true
+            if let last = lastDate, last > now - 60 {
+                result.usesLastText = true
+                result.date = last
+            } else if checkFindTime && inOperation {
+                result.date = now
+            }
+        }
+        // Before the screen: a line no failregex can match still moves the last date (issue 9: skipping this
+        // made the next line with an unparsable date keep its text where fail2ban's daemon takes the last one).
+        if checkFindTime, let d = result.date {
+            if inOperation {
+                if abs(d - now) > 60 {
+                    // fail2ban's "simulate now": a date far from now in operation is taken as now.
+                    result.date = now
+                    lastDate = now
+                }
+            } else if d < now - findTime {
+                return nil
+            }
+        }
+        return result
+    }
+
+    /// A line the screen skipped: only the prefregex statistic needs updating (exactly, for `portcullis regex`).
+    private func countPrefRegexOnly(_ line: UnsafeBufferPointer<UInt8>, _ facts: LineFacts, _ dated: LineDate) {
+        prefRegexMatched = false
+        guard let pref = prefRegex else { return }
+        let dateLength = facts.dateFound && !dated.usesLastText ? facts.dateEnd - facts.dateStart : 0
+        if prefRegexUniversal {
+            prefRegexMatched = line.count - dateLength > 0
+        } else if exactStatistics {
+            let subject = buffer.subject
+            subject.reset()
+            if dateLength == 0 {
+                subject.append(line)
+            } else {
+                subject.append(UnsafeBufferPointer(rebasing: line[..<facts.dateStart]))
+                subject.append(UnsafeBufferPointer(rebasing: line[facts.dateEnd...]))
             }
             subject.append(10)
+            prefRegexMatched = pref.search(subject.buffer, originCount: 1, ascii: facts.ascii)
         }
     }
 
-    /// fail2ban replaces the line buffer with `[('', '', content)]` after a prefregex match.
-    private func replaceWithContent() {
-        if maxLines > 1 {
-            lineBuffer = [TupleLine(bytes: Array(contentScratch.buffer), isASCII: subjectASCII)]
-            contentOverride = false
-            buildSubject()
-        } else {
-            // Single-line filters keep the content in the subject itself instead of allocating a line for it.
-            subject.reset()
-            subject.append(contentScratch.buffer)
-            subject.append(10)
-            lineBuffer.removeAll(keepingCapacity: true)
-            contentOverride = true
-        }
-    }
-
-    private func setLineBuffer(_ lines: [TupleLine]) {
-        lineBuffer = lines
-        contentOverride = false
-    }
-
+    /// fail2ban's `findFailure`: the prefregex, then each failregex (with the ignoreregexes), on the buffer.
     private func findFailure(date: Double?, noDate: Bool) -> [Failure] {
         var failList: [Failure] = []
         prefRegexMatched = false
-        contentOverride = false
-        if maxLines > 1 {
-            lineBuffer.append(current)
-            if lineBuffer.count > maxLines { lineBuffer.removeFirst(lineBuffer.count - maxLines) }
-        } else {
-            lineBuffer.append(current)
-        }
-        let orgBuffer = lineBuffer
-        let subject = self.subject
-        buildSubject()
+        let orgBuffer = buffer.push(current)
+        let subject = buffer.subject
+        buffer.buildSubject()
         var subjectValid = true
 
         if !ignoreRegexes.isEmpty && ignoreRegexes.count < failRegexes.count - 2 {
@@ -437,25 +290,20 @@ public final class LineFilter {
         }
         var preGroups = GroupMap()
         if let pref = prefRegex {
-            if !pref.search(subject.buffer, originCount: orgBuffer.count, ascii: subjectASCII) { return failList }
+            if !pref.search(subject.buffer, originCount: orgBuffer.count, ascii: buffer.subjectASCII) { return failList }
             prefRegexMatched = true
             if pref.hasGroupsBesidesContent {
                 preGroups = pref.groups(subject.buffer)
                 preGroups["content"] = nil
             }
-            if let r = pref.contentRange, !r.isEmpty {
-                // Copy out of `subject` first: the content replaces it.
-                contentScratch.reset()
-                contentScratch.append(UnsafeBufferPointer(rebasing: subject.buffer[r]))
-                replaceWithContent()
-            }
+            if let r = pref.contentRange, !r.isEmpty { buffer.replaceWithContent(r) }
         }
         let failRegexes = self.failRegexes
         for index in failRegexes.indices {
             let failRegex = failRegexes[index]
-            if !subjectValid { buildSubject(); subjectValid = true }
+            if !subjectValid { buffer.buildSubject(); subjectValid = true }
             let buf = subject.buffer
-            if !failRegex.search(buf, originCount: orgBuffer.count, ascii: subjectASCII) { continue }
+            if !failRegex.search(buf, originCount: orgBuffer.count, ascii: buffer.subjectASCII) { continue }
             var groups = failRegex.groups(buf)
             if !ignoreRegexes.isEmpty && ignoreLine(buf, orgBuffer, failRegex: failRegex) != nil {
                 subjectValid = false
@@ -464,7 +312,7 @@ public final class LineFilter {
             }
             if noDate && date == nil && checkFindTime { continue }
             if !checkAllRegex || maxLines > 1 {
-                setLineBuffer(failRegex.unmatchedLines(orgBuffer))
+                buffer.set(failRegex.unmatchedLines(orgBuffer))
                 subjectValid = false
             }
             if !preGroups.isEmpty {
@@ -476,38 +324,46 @@ public final class LineFilter {
             fail.groups = groups
             let mlfid = fail.value("mlfid")
             if let mlfid {
-                fail = mergeFailure(mlfid, fail, failRegex, orgBuffer)
+                fail = connections.merge(mlfid, fail, failRegex, orgBuffer, lastDate: lastDate)
                 if fail.truthy("nofail") && !checkAllRegex { return failList }
             } else if recordMatches {
                 fail.matches += failRegex.matchedLines(orgBuffer)
             }
-            var fid = fail.value("fid")
-            var ip: String? = fail.value("ip4")
-            if ip == nil { ip = fail.value("ip6") }
+            guard let failure = identify(fail, mlfid: mlfid, regexIndex: index, date: date) else { return failList }
+            failList.append(failure)
+            if !checkAllRegex { break }
+        }
+        return failList
+    }
+
+    /// What a match identifies (fail2ban's choice among `ip4`, `ip6`, `dns`, `fid` and the other id groups), as a
+    /// failure; nil when nothing identifies it yet and the search is to end (a multi-line failure still pending).
+    private func identify(_ fail: FailData, mlfid: String?, regexIndex: Int, date: Double?) -> Failure? {
+        var fid = fail.value("fid")
+        var ip: String? = fail.value("ip4") ?? fail.value("ip6")
+        if ip == nil {
+            ip = fail.value("dns")
             if ip == nil {
-                ip = fail.value("dns")
-                if ip == nil {
-                    if fid == nil && mlfid == nil {
-                        fid = FilterRegex.failureIDGroups.lazy.compactMap { fail.value($0) }.first
-                    }
-                    ip = fid
+                if fid == nil && mlfid == nil {
+                    fid = FilterRegex.failureIDGroups.lazy.compactMap { fail.value($0) }.first
                 }
+                ip = fid
             }
-            var reportedIP: String? = nil
-            if ip == nil {
-                fail.mlfpending = true
-                if !checkAllRegex && ignorePending { return failList }
-            } else if fid == nil || fid == ip {
-                fid = LineFilter.withPrefix(ip!, fail.value("cidr"))
+        }
+        var reportedIP: String? = nil
+        if let ip {
+            if fid == nil || fid == ip {
+                fid = LineFilter.withPrefix(ip, fail.value("cidr"))
             } else {
                 reportedIP = ip
                 fail.groups["ip"] = ip
             }
-            let result = checkAllRegex && mlfid != nil ? fail.copy() : fail
-            failList.append(Failure(regexIndex: index, id: ip == nil ? nil : fid, ip: reportedIP, time: date, data: result))
-            if !checkAllRegex { break }
+        } else {
+            fail.mlfpending = true
+            if !checkAllRegex && ignorePending { return nil }
         }
-        return failList
+        let result = checkAllRegex && mlfid != nil ? fail.copy() : fail
+        return Failure(regexIndex: regexIndex, id: ip == nil ? nil : fid, ip: reportedIP, time: date, data: result)
     }
 
     /// `<SUBNET>` / `<ADDR>/<CIDR>` failures are identified by their network, as fail2ban's `IPAddr(ip, cidr)`.
@@ -516,7 +372,7 @@ public final class LineFilter {
         return network.description
     }
 
-    private func ignoreLine(_ buffer: UnsafeBufferPointer<UInt8>, _ origin: [TupleLine], failRegex: FilterRegex?) -> Int? {
+    private func ignoreLine(_ subject: UnsafeBufferPointer<UInt8>, _ origin: [TupleLine], failRegex: FilterRegex?) -> Int? {
         var ownBuffer: [UInt8] = []
         var org = origin
         if let failRegex, maxLines > 1 {
@@ -526,122 +382,17 @@ public final class LineFilter {
         var found: Int? = nil
         for (index, ignore) in ignoreRegexes.enumerated() {
             let ok = ownBuffer.isEmpty
-                ? ignore.search(buffer, originCount: org.count, ascii: subjectASCII)
+                ? ignore.search(subject, originCount: org.count, ascii: buffer.subjectASCII)
                 : ownBuffer.withUnsafeBufferPointer { ignore.search($0, originCount: org.count) }
             if ok {
                 found = index
                 onIgnoreRegex?(index)
                 if !checkAllRegex || maxLines > 1 {
-                    if let failRegex { setLineBuffer(failRegex.unmatchedLines(origin)) }
+                    if let failRegex { buffer.set(failRegex.unmatchedLines(origin)) }
                 }
                 if !checkAllRegex { break }
             }
         }
         return found
-    }
-
-    /// fail2ban's `_mergeFailure`: joins the lines of one connection (`<F-MLFID>`) into one failure.
-    private func mergeFailure(_ mlfid: String, _ failIn: FailData, _ failRegex: FilterRegex,
-                              _ origin: [TupleLine]) -> FailData {
-        var fail = failIn
-        let cached = mlfidCache.get(mlfid)
-        var users: [String]? = nil
-        var flags = 0
-        if fail.truthy("mlfgained") {
-            flags |= 8 | 1
-            if !fail.truthy("nofail") { fail.groups["nofail"] = fail.value("mlfgained") }
-        } else if fail.truthy("nofail") {
-            flags |= 1
-        }
-        if let forget = fail.pop("mlfforget"), !forget.isEmpty { flags |= 2 }
-        var entry: FailEntry? = nil
-        if let cached {
-            let groups = cached.fail
-            users = LineFilter.updateUsers(groups, fail.value("user"))
-            if let v = groups.pop("nofail"), !v.isEmpty { flags |= 4 }
-            if let v = groups.pop("mlfgained"), !v.isEmpty { flags |= 4 }
-            if flags & 4 == 0 && !groups.mlfpending { groups.matches = [] }
-            for (k, v) in fail.groups where v != nil { groups.groups[k] = v }
-            fail = groups
-            entry = cached
-            if flags & 2 != 0 { mlfidCache.unset(mlfid); entry = nil }
-        } else if flags & 2 == 0 {
-            users = LineFilter.updateUsers(fail, fail.value("user"))
-            let e = FailEntry(date: lastDate, fail: fail)
-            mlfidCache.set(mlfid, e)
-            entry = e
-        }
-        let pending = fail.mlfpending
-        fail.mlfpending = false
-        if pending || (users?.count ?? 0) > 1 {
-            fail.pop("nofail")
-            fail.pop("mlfgained")
-            flags &= ~(8 | 1)
-        }
-        if flags & 1 == 0 {
-            var m = fail.nofailMatches ?? []
-            fail.nofailMatches = nil
-            m += fail.matches
-            if flags & 8 == 0 { m += failRegex.matchedLines(origin) }
-            fail.matches = m
-        } else if flags & 3 == 1 {
-            fail.nofailMatches = (fail.nofailMatches ?? []) + failRegex.matchedLines(origin)
-        }
-        _ = entry
-        return fail
-    }
-
-    private static func updateUsers(_ fail: FailData, _ user: String?) -> [String]? {
-        if let user, !user.isEmpty {
-            if !fail.users.contains(user) { fail.users.append(user) }
-            return fail.users
-        }
-        return fail.users.isEmpty ? nil : fail.users
-    }
-}
-
-/// fail2ban's `Utils.Cache`: bounded by count (oldest inserted evicted first) and by age.
-struct ExpiringCache<Value> {
-    let maxCount: Int
-    let maxTime: Double
-    private var order: [String] = []
-    private var items: [String: (value: Value, expires: Double)] = [:]
-
-    init(maxCount: Int, maxTime: Double) {
-        self.maxCount = maxCount
-        self.maxTime = maxTime
-    }
-
-    private static func now() -> Double { Clock.now() }
-
-    mutating func get(_ key: String) -> Value? {
-        guard let item = items[key] else { return nil }
-        if item.expires > ExpiringCache.now() { return item.value }
-        unset(key)
-        return nil
-    }
-
-    mutating func set(_ key: String, _ value: Value) {
-        let t = ExpiringCache.now()
-        if items.count >= maxCount {
-            while let first = order.first {
-                order.removeFirst()
-                let evicted = items.removeValue(forKey: first)
-                if let evicted, evicted.expires > t, items.count < maxCount { break }
-            }
-        }
-        if items[key] == nil { order.append(key) }
-        items[key] = (value, t + maxTime)
-    }
-
-    mutating func unset(_ key: String) {
-        if items.removeValue(forKey: key) != nil { order.removeAll { $0 == key } }
-    }
-}
-
-enum UTF8Check {
-    /// The bytes with every invalid sequence replaced by U+FFFD (Python's `errors='replace'`).
-    static func repaired(_ bytes: UnsafeBufferPointer<UInt8>) -> [UInt8] {
-        Array(String(decoding: bytes, as: UTF8.self).utf8)
     }
 }
