@@ -375,11 +375,41 @@ public final class BanManager: @unchecked Sendable {
         lock.unlock()
     }
 
+    /// A decision ready to be made a ban: the ban as it will be stored, its jail, and the reason the log gives.
+    private struct PreparedBan {
+        var ban: StoredBan
+        let setup: JailSetup
+        let reason: String
+    }
+
+    /// Makes a batch of decisions bans: store first, then the packet filters, then in force and reported.
     private func apply(_ decisions: [BanDecision], now: Double) {
         changing.lock(); defer { changing.unlock() }
         let tStart = Clock.monotonic()
         defer { if BanManager.trace { log.notice(String(format: "trace: batch of %d decisions in %.3f s", decisions.count, Clock.monotonic() - tStart)) } }
-        var fresh: [(StoredBan, JailSetup, String)] = []
+        var fresh = prepare(decisions, now: now)
+        guard !fresh.isEmpty else { return }
+        let tPrepared = Clock.monotonic()
+        record(&fresh, now: now)
+        let tStored = Clock.monotonic()
+        let refused = addToPacketFilters(fresh, now: now)
+        if !refused.isEmpty { forget(refused, fresh.map(\.ban), now: now) }
+        let tApplied = Clock.monotonic()
+        let made = putInForce(fresh, refused: refused)
+        if BanManager.trace {
+            let end = Clock.monotonic()
+            log.notice(String(format: "trace: %d bans: store %.3f s, packet filter %.3f s, table %.3f s", fresh.count,
+                             tStored - tPrepared, tApplied - tStored, end - tApplied))
+        }
+        for p in made {
+            let dry = p.setup.firewall is DryRunFirewall ? " (dry-run: packet filter untouched)" : ""
+            log.notice("[\(p.ban.jail)] Ban \(p.ban.ip) for \(p.ban.banTime < 0 ? "ever" : Duration.describe(p.ban.banTime)): \(p.reason)\(dry)")
+        }
+    }
+
+    /// The decisions that become bans (not for a jail that stopped, an address that is never a source, or one
+    /// banned already), with their ban times and reasons.
+    private func prepare(_ decisions: [BanDecision], now: Double) -> [PreparedBan] {
         // One look at the shared state for the whole batch.
         let (setups, keys, already): ([String: JailSetup], [Key], Set<Key>) = lock.withLock {
             var found = Set<Key>()
@@ -393,65 +423,80 @@ public final class BanManager: @unchecked Sendable {
             active.reserveCapacity(active.count + decisions.count)
             return (jails, keys, found)
         }
+        var fresh: [PreparedBan] = []
         var seen = Set<Key>()
         for (d, key) in zip(decisions, keys) {
-            let setup = setups[d.jail]
-            let already = already.contains(key)
-            guard let setup else { log.warning("[\(d.jail)] ban of \(d.ip) dropped: the jail is not running"); continue }
+            guard let setup = setups[d.jail] else { log.warning("[\(d.jail)] ban of \(d.ip) dropped: the jail is not running"); continue }
             if let why = d.ip.neverASource {
                 log.warning("[\(d.jail)] \(d.ip) is not banned: \(why) (a filter that matched the wrong field?)")
                 continue
             }
-            if already || seen.contains(key) {
+            if already.contains(key) || seen.contains(key) {
                 log.notice("[\(d.jail)] \(d.ip) already banned")
                 continue
             }
             seen.insert(key)
-            // Only bantime.increment needs the history before the ban (the store counts bans as it records them).
-            var previous = 0
-            if let store, setup.definition.increment.enabled {
-                do {
-                    previous = try store.previousBanCount(ip: d.ip, jail: setup.definition.increment.overallJails ? nil : d.jail, since: 0)
-                } catch {
-                    // The ban still happens, with the base time: said and counted, never silently.
-                    stats.historyUnread += 1
-                    historyWarnings.report("bantime.increment: the ban history cannot be read (\(error)); bans get the base ban time until it can",
-                                           key: "history", now: now) { log.error($0) }
-                }
-            }
-            let wanted = d.banTimeOverride ?? setup.policy.uncappedBanTime(previousBans: previous)
-            let banTime = BanTimePolicy.capped(wanted, fallback: setup.policy.base)
-            let ban = StoredBan(jail: d.jail, ip: d.ip, bannedAt: now, banTime: banTime, banCount: 1,
-                                failures: d.failures, matches: d.matches)
-            var reason = d.reason ?? "\(d.failures) failure\(d.failures == 1 ? "" : "s") within \(Duration.describe(setup.definition.findTime))"
-            if previous > 0 && setup.definition.increment.enabled && d.banTimeOverride == nil {
-                reason += ", banned \(previous) time\(previous == 1 ? "" : "s") before"
-            }
-            if banTime >= 0 && wanted > banTime {
-                reason += " (cut from \(Duration.describe(wanted)): the packet filter holds at most \(Duration.describe(BanTimePolicy.longest)))"
-            }
-            fresh.append((ban, setup, reason))
+            fresh.append(prepare(d, setup, now: now))
         }
-        guard !fresh.isEmpty else { return }
-        let tPrepared = Clock.monotonic()
-        // 1. The store. When it fails (a full disk), the bans are made anyway and written when it works again:
-        // the packet filter must not depend on the disk, and the kernel's timeouts end them even if we stop.
+        return fresh
+    }
+
+    private func prepare(_ d: BanDecision, _ setup: JailSetup, now: Double) -> PreparedBan {
+        let increment = setup.definition.increment
+        // Only bantime.increment needs the history before the ban (the store counts bans as it records them).
+        let previous = increment.enabled ? previousBans(d, overallJails: increment.overallJails, now: now) : 0
+        let wanted = d.banTimeOverride ?? setup.policy.uncappedBanTime(previousBans: previous)
+        let banTime = BanTimePolicy.capped(wanted, fallback: setup.policy.base)
+        let ban = StoredBan(jail: d.jail, ip: d.ip, bannedAt: now, banTime: banTime, banCount: 1,
+                            failures: d.failures, matches: d.matches)
+        var reason = d.reason ?? "\(d.failures) failure\(d.failures == 1 ? "" : "s") within \(Duration.describe(setup.definition.findTime))"
+        if previous > 0 && increment.enabled && d.banTimeOverride == nil {
+            reason += ", banned \(previous) time\(previous == 1 ? "" : "s") before"
+        }
+        if banTime >= 0 && wanted > banTime {
+            reason += " (cut from \(Duration.describe(wanted)): the packet filter holds at most \(Duration.describe(BanTimePolicy.longest)))"
+        }
+        return PreparedBan(ban: ban, setup: setup, reason: reason)
+    }
+
+    /// How often the address was banned before (in its jail, or in any with `overalljails`). A history that
+    /// cannot be read counts as none: the ban still happens, with the base time, and that is said and counted,
+    /// never silent.
+    private func previousBans(_ d: BanDecision, overallJails: Bool, now: Double) -> Int {
+        guard let store else { return 0 }
         do {
-            if let store {
-                let recorded = try store.record(fresh.map(\.0))
-                for i in fresh.indices { fresh[i].0 = recorded[i] }
+            return try store.previousBanCount(ip: d.ip, jail: overallJails ? nil : d.jail, since: 0)
+        } catch {
+            let log = self.log
+            lock.withLock {
+                stats.historyUnread += 1
+                historyWarnings.report("bantime.increment: the ban history cannot be read (\(error)); bans get the base ban time until it can",
+                                       key: "history", now: now) { log.error($0) }
             }
+            return 0
+        }
+    }
+
+    /// 1. The store. When it fails (a full disk), the bans are made anyway and written when it works again: the
+    /// packet filter must not depend on the disk, and the kernel's timeouts end them even if we stop.
+    private func record(_ fresh: inout [PreparedBan], now: Double) {
+        guard let store else { return }
+        do {
+            let recorded = try store.record(fresh.map(\.ban))
+            for i in fresh.indices { fresh[i].ban = recorded[i] }
         } catch {
             storeFailed(error, now: now, what: "recording \(fresh.count) ban(s)")
-            lock.withLock { for (ban, _, _) in fresh { unstored[active.key(ban.jail, ban.ip)] = .record(ban) } }
+            lock.withLock { for p in fresh { unstored[active.key(p.ban.jail, p.ban.ip)] = .record(p.ban) } }
         }
-        let tStored = Clock.monotonic()
-        // 2. The packet filters, one transaction per backend. A ban the kernel refuses is not a ban: it is not
-        // listed, counted or kept in the store.
+    }
+
+    /// 2. The packet filters, one transaction per backend. Returns the bans the kernel refused, with its reason: a
+    /// refused ban is not a ban (not listed, counted or kept in the store).
+    private func addToPacketFilters(_ fresh: [PreparedBan], now: Double) -> [Key: String] {
         var byBackend: [ObjectIdentifier: (any Firewall, [BanEntry])] = [:]
-        for (ban, setup, _) in fresh {
-            byBackend[ObjectIdentifier(setup.firewall), default: (setup.firewall, [])].1
-                .append(BanEntry(jail: ban.jail, ip: ban.ip, expiresAt: ban.expiresAt))
+        for p in fresh {
+            byBackend[ObjectIdentifier(p.setup.firewall), default: (p.setup.firewall, [])].1
+                .append(BanEntry(jail: p.ban.jail, ip: p.ban.ip, expiresAt: p.ban.expiresAt))
         }
         var refused: [Key: String] = [:]
         for (_, (firewall, entries)) in byBackend {
@@ -464,35 +509,28 @@ public final class BanManager: @unchecked Sendable {
                 }
             }
         }
-        if !refused.isEmpty { forget(refused, fresh.map(\.0), now: now) }
-        let tApplied = Clock.monotonic()
-        // 3. In force, and reported.
-        lock.lock()
-        var made: [(StoredBan, JailSetup, String)] = []
-        made.reserveCapacity(fresh.count)
-        for entry in fresh {
-            let ban = entry.0
-            let key = active.key(ban.jail, ban.ip)
-            if let why = refused[key] {
-                // Kept for a manual ban waiting for its answer; bounded, since detected bans never ask.
-                if refusals.count >= 1000 { refusals.removeAll() }
-                refusals[key] = why
-                continue
+        return refused
+    }
+
+    /// 3. In force: in the table, on the expiry heap, counted. Returns the bans made.
+    private func putInForce(_ fresh: [PreparedBan], refused: [Key: String]) -> [PreparedBan] {
+        lock.withLock {
+            var made: [PreparedBan] = []
+            made.reserveCapacity(fresh.count)
+            for p in fresh {
+                let key = active.key(p.ban.jail, p.ban.ip)
+                if let why = refused[key] {
+                    // Kept for a manual ban waiting for its answer; bounded, since detected bans never ask.
+                    if refusals.count >= 1000 { refusals.removeAll() }
+                    refusals[key] = why
+                    continue
+                }
+                active[key] = BanTable.Value(bannedAt: p.ban.bannedAt, banTime: p.ban.banTime, banCount: p.ban.banCount, failures: p.ban.failures)
+                if let end = p.ban.expiresAt { expiries.push(end, key) }
+                stats.bansTotal[p.ban.jail, default: 0] += 1
+                made.append(p)
             }
-            active[key] = BanTable.Value(bannedAt: ban.bannedAt, banTime: ban.banTime, banCount: ban.banCount, failures: ban.failures)
-            if let end = ban.expiresAt { expiries.push(end, key) }
-            stats.bansTotal[ban.jail, default: 0] += 1
-            made.append(entry)
-        }
-        lock.unlock()
-        if BanManager.trace {
-            let end = Clock.monotonic()
-            log.notice(String(format: "trace: %d bans: store %.3f s, packet filter %.3f s, table %.3f s", fresh.count,
-                             tStored - tPrepared, tApplied - tStored, end - tApplied))
-        }
-        for (ban, setup, reason) in made {
-            let dry = setup.firewall is DryRunFirewall ? " (dry-run: packet filter untouched)" : ""
-            log.notice("[\(ban.jail)] Ban \(ban.ip) for \(ban.banTime < 0 ? "ever" : Duration.describe(ban.banTime)): \(reason)\(dry)")
+            return made
         }
     }
 

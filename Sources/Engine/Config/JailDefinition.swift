@@ -149,50 +149,111 @@ public struct JailsReader {
 
     private mutating func readJail(_ name: String, stack: inout ConfigStack) throws(ConfigError) -> JailDefinition? {
         let location = stack.sections[name]?.makeIterator().next()?.value.location
+        var locations: [String: SourceLocation] = [:]
+        for o in JailsReader.jailOptions { if let l = stack.rawEntry(name, o)?.location { locations[o] = l } }
         func get(_ option: String) throws(ConfigError) -> String? {
             do { return try stack.get(name, option) } catch {
                 throw ConfigError(error.message, at: error.location ?? stack.rawEntry(name, option)?.location)
             }
         }
-        func loc(_ option: String) -> SourceLocation? { stack.rawEntry(name, option)?.location }
         guard JailsReader.bool(try get("enabled") ?? "false") else { return nil }
         // The jail's nftables sets are "<name>-v4" and "<name>-v6"; the kernel takes set names of up to 255 bytes.
         if name.utf8.count > JailsReader.longestName {
             throw ConfigError("the jail name is \(name.utf8.count) bytes long; nftables holds at most \(JailsReader.longestName) (its sets are named <jail>-v4 and <jail>-v6)", at: location)
         }
         let backendText = (try get("backend") ?? "auto").trimmingCharacters(in: .whitespaces)
-        let backend: Backend
-        switch backendText.lowercased() {
-        case "auto", "inotify", "pyinotify", "gamin": backend = .inotify
-        case "polling": backend = .polling
-        case let b where b.hasPrefix("systemd"):
-            throw ConfigError("backend = \(backendText): there is no systemd journal in a container. Have the service log to a file (dovecot: log_path = /var/log/mail.log; sshd: rsyslog or 'sshd -E /var/log/auth.log'), set logpath to it and backend = auto", at: loc("backend"))
-        default:
-            throw ConfigError("unknown backend '\(backendText)' (auto, inotify or polling)", at: loc("backend"))
-        }
+        let backend = try JailsReader.backend(backendText, at: locations["backend"])
         var firstOpts: [String: String] = [:]
         for o in JailsReader.firstOptions { if let v = try get(o) { firstOpts[o] = v } }
 
         // The filter, read with the jail's first options, then visible to the jail as known/….
         let filterSpec = (try get("filter") ?? "").trimmingCharacters(in: .whitespacesAndNewlines)
-        guard !filterSpec.isEmpty else { throw ConfigError("no filter set", at: loc("filter")) }
+        guard !filterSpec.isEmpty else { throw ConfigError("no filter set", at: locations["filter"]) }
         let (filterName, filterOptions) = try OptionSyntax.extract(filterSpec)
         let reader: FilterReader
         do {
             reader = try FilterReader(name: filterName, jail: name, options: filterOptions, directory: directory)
         } catch {
-            throw ConfigError(error.message, at: error.location ?? loc("filter"))
+            throw ConfigError(error.message, at: error.location ?? locations["filter"])
         }
         reader.applyAutoOptions(backend: backendText)
         try reader.readOptions(firstOpts, all: true)
         stack.mergeSection(name, try reader.combined(), prefix: "known/",
                            location: SourceLocation(file: reader.config.files.first ?? filterName, line: 0))
 
-        var opts: [String: String] = [:]
-        for o in JailsReader.jailOptions { if let v = try get(o) { opts[o] = v } }
-        try reader.readOptions(opts, all: false)
-        var filter = try reader.definition()
-        // Jail-level regexes and settings, as fail2ban adds them after the filter's.
+        var values: [String: String] = [:]
+        for o in JailsReader.jailOptions { if let v = try get(o) { values[o] = v } }
+        let opts = JailOptions(jail: name, values: values, locations: locations)
+        try reader.readOptions(values, all: false)
+        let filter = try jailFilter(reader.definition(), opts, filterName: filterName,
+                                    filterFile: reader.config.files.first ?? filterName, setInSection: { stack.sections[name]?[$0] != nil })
+        let maxRetry = try opts.integer("maxretry", default: 5)
+        guard maxRetry >= 1 else { throw ConfigError("maxretry must be at least 1, not \(maxRetry)", at: opts.location("maxretry")) }
+        let findTime = try opts.duration("findtime", default: "10m")
+        guard findTime > 0 else { throw ConfigError("findtime must be positive", at: opts.location("findtime")) }
+        let (banTime, increment) = try banTimes(opts)
+        let proto = (opts["protocol"] ?? "tcp").trimmingCharacters(in: .whitespaces).lowercased()
+        guard ["tcp", "udp", "all", "sctp"].contains(proto) else {
+            throw ConfigError("protocol must be tcp, udp, sctp or all, not '\(proto)'", at: opts.location("protocol"))
+        }
+        let portSpec = (opts["port"] ?? "0:65535").trimmingCharacters(in: .whitespacesAndNewlines)
+        let ports: [PortRange]
+        do { ports = try Ports.parse(portSpec, protocol: proto) } catch { throw ConfigError(error.description, at: opts.location("port")) }
+        let ignoreList = ignoreList(opts)
+        let logs = try logs(opts)
+        let (actions, hook) = try actions(opts)
+        let maxTracked = try opts.integer("maxtracked", default: 100_000)
+        guard maxTracked >= 1 else { throw ConfigError("maxtracked must be at least 1", at: opts.location("maxtracked")) }
+
+        var definition = JailDefinition(
+            name: name, filter: filter, filterSpec: filterSpec, logPaths: logs.paths, backend: backend,
+            maxRetry: maxRetry, findTime: findTime, banTime: banTime, increment: increment, ports: ports,
+            portSpec: portSpec, protocol: proto, ignoreList: ignoreList,
+            banAction: (opts["banaction"] ?? "").trimmingCharacters(in: .whitespaces), actions: actions,
+            logEncoding: logs.encoding, logTimeZone: logs.zone, maxMatches: try opts.integer("maxmatches", default: maxRetry),
+            maxTracked: maxTracked, location: location)
+        definition.maxLineLength = logs.maxLineLength
+        definition.hook = hook
+        definition.ignoreGateway = JailsReader.bool(opts["ignoregateway"] ?? "true")
+        return definition
+    }
+
+    /// A jail's options as read (interpolated), with the place each was set: what the parts of `readJail` read.
+    private struct JailOptions {
+        let jail: String
+        let values: [String: String]
+        let locations: [String: SourceLocation]
+
+        subscript(_ option: String) -> String? { values[option] }
+        func location(_ option: String) -> SourceLocation? { locations[option] }
+
+        func duration(_ option: String, default def: String) throws(ConfigError) -> Double {
+            let text = values[option] ?? def
+            do { return try Duration.seconds(text) } catch { throw ConfigError("\(option): \(error)", at: locations[option]) }
+        }
+
+        func integer(_ option: String, default def: Int) throws(ConfigError) -> Int {
+            guard let text = values[option]?.trimmingCharacters(in: .whitespaces), !text.isEmpty else { return def }
+            guard let v = Int(text) else { throw ConfigError("\(option) must be a whole number, not '\(text)'", at: locations[option]) }
+            return v
+        }
+    }
+
+    private static func backend(_ text: String, at location: SourceLocation?) throws(ConfigError) -> Backend {
+        switch text.lowercased() {
+        case "auto", "inotify", "pyinotify", "gamin": return .inotify
+        case "polling": return .polling
+        case let b where b.hasPrefix("systemd"):
+            throw ConfigError("backend = \(text): there is no systemd journal in a container. Have the service log to a file (dovecot: log_path = /var/log/mail.log; sshd: rsyslog or 'sshd -E /var/log/auth.log'), set logpath to it and backend = auto", at: location)
+        default:
+            throw ConfigError("unknown backend '\(text)' (auto, inotify or polling)", at: location)
+        }
+    }
+
+    /// The filter with the jail's own regexes and settings added, as fail2ban adds them after the filter's.
+    private mutating func jailFilter(_ base: FilterDefinition, _ opts: JailOptions, filterName: String, filterFile: String,
+                                     setInSection: (String) -> Bool) throws(ConfigError) -> FilterDefinition {
+        var filter = base
         func lines(_ v: String?) -> [String] { (v ?? "").split(separator: "\n").map(String.init).filter { !$0.isEmpty } }
         filter.failregex += lines(opts["failregex"])
         filter.ignoreregex += lines(opts["ignoreregex"])
@@ -200,79 +261,70 @@ public struct JailsReader {
         if let v = opts["datepattern"], !v.isEmpty { filter.datepattern = v }
         if let v = opts["usedns"], !v.isEmpty { filter.usedns = v }
         if let v = opts["maxlines"], !v.isEmpty {
-            guard let n = Int(v), n > 0 else { throw ConfigError("maxlines must be a whole number above zero, not '\(v)'", at: loc("maxlines")) }
+            guard let n = Int(v), n > 0 else { throw ConfigError("maxlines must be a whole number above zero, not '\(v)'", at: opts.location("maxlines")) }
             filter.maxlines = n
         }
-        for key in ["failregex", "ignoreregex", "prefregex", "datepattern", "maxlines", "usedns"] where stack.sections[name]?[key] != nil {
-            filter.locations[key] = loc(key)
+        for key in ["failregex", "ignoreregex", "prefregex", "datepattern", "maxlines", "usedns"] where setInSection(key) {
+            filter.locations[key] = opts.location(key)
         }
         if filter.failregex.isEmpty {
-            throw ConfigError("filter '\(filterName)' has no failregex", at: SourceLocation(file: reader.config.files.first ?? filterName, line: 0))
+            throw ConfigError("filter '\(filterName)' has no failregex", at: SourceLocation(file: filterFile, line: 0))
         }
         if let u = filter.usedns?.lowercased(), !["yes", "warn", "no", "raw"].contains(u) {
-            diagnostics.append(Diagnostic(.warning, "usedns = \(u) is not one of yes, warn, no, raw; using no", at: loc("usedns"), jail: name))
+            diagnostics.append(Diagnostic(.warning, "usedns = \(u) is not one of yes, warn, no, raw; using no", at: opts.location("usedns"), jail: opts.jail))
             filter.usedns = "no"
         }
+        return filter
+    }
 
-        func duration(_ option: String, default def: String) throws(ConfigError) -> Double {
-            let text = opts[option] ?? def
-            do { return try Duration.seconds(text) } catch { throw ConfigError("\(option): \(error)", at: loc(option)) }
-        }
-        func integer(_ option: String, default def: Int) throws(ConfigError) -> Int {
-            guard let text = opts[option]?.trimmingCharacters(in: .whitespaces), !text.isEmpty else { return def }
-            guard let v = Int(text) else { throw ConfigError("\(option) must be a whole number, not '\(text)'", at: loc(option)) }
-            return v
-        }
-        let maxRetry = try integer("maxretry", default: 5)
-        guard maxRetry >= 1 else { throw ConfigError("maxretry must be at least 1, not \(maxRetry)", at: loc("maxretry")) }
-        let findTime = try duration("findtime", default: "10m")
-        guard findTime > 0 else { throw ConfigError("findtime must be positive", at: loc("findtime")) }
-        var banTime = try duration("bantime", default: "10m")
+    /// `bantime` and the `bantime.*` options; warns of times longer than the packet filter holds.
+    private mutating func banTimes(_ opts: JailOptions) throws(ConfigError) -> (Double, BanTimeIncrement) {
+        var banTime = try opts.duration("bantime", default: "10m")
         if banTime < 0 { banTime = -1 }
-
         var increment = BanTimeIncrement()
         increment.enabled = JailsReader.bool(opts["bantime.increment"] ?? "false")
         if let f = opts["bantime.factor"] {
-            guard let v = Double(f.trimmingCharacters(in: .whitespaces)) else { throw ConfigError("bantime.factor must be a number, not '\(f)'", at: loc("bantime.factor")) }
+            guard let v = Double(f.trimmingCharacters(in: .whitespaces)) else { throw ConfigError("bantime.factor must be a number, not '\(f)'", at: opts.location("bantime.factor")) }
             increment.factor = v
         }
         increment.formula = opts["bantime.formula"]
         if let m = opts["bantime.multipliers"] {
             var values: [Double] = []
             for part in m.split(whereSeparator: { $0 == " " || $0 == "," || $0 == "\n" }) {
-                guard let v = Double(part) else { throw ConfigError("bantime.multipliers: '\(part)' is not a number", at: loc("bantime.multipliers")) }
+                guard let v = Double(part) else { throw ConfigError("bantime.multipliers: '\(part)' is not a number", at: opts.location("bantime.multipliers")) }
                 values.append(v)
             }
             increment.multipliers = values
         }
-        if opts["bantime.maxtime"] != nil { increment.maxTime = try duration("bantime.maxtime", default: "0") }
-        if opts["bantime.rndtime"] != nil { increment.randomTime = try duration("bantime.rndtime", default: "0") }
+        if opts["bantime.maxtime"] != nil { increment.maxTime = try opts.duration("bantime.maxtime", default: "0") }
+        if opts["bantime.rndtime"] != nil { increment.randomTime = try opts.duration("bantime.rndtime", default: "0") }
         increment.overallJails = JailsReader.bool(opts["bantime.overalljails"] ?? "false")
         // nftables holds an element for at most ~584 years: say so here, not at the first ban.
         let longest = Duration.describe(BanTimePolicy.longest)
         if banTime > BanTimePolicy.longest {
-            diagnostics.append(Diagnostic(.warning, "bantime \(Duration.describe(banTime)) is longer than the packet filter holds: bans last \(longest) (use -1 for permanent)", at: loc("bantime"), jail: name))
+            diagnostics.append(Diagnostic(.warning, "bantime \(Duration.describe(banTime)) is longer than the packet filter holds: bans last \(longest) (use -1 for permanent)", at: opts.location("bantime"), jail: opts.jail))
         }
         if increment.enabled, let m = increment.maxTime, m > BanTimePolicy.longest {
-            diagnostics.append(Diagnostic(.warning, "bantime.maxtime \(Duration.describe(m)) is longer than the packet filter holds: bans last at most \(longest)", at: loc("bantime.maxtime"), jail: name))
+            diagnostics.append(Diagnostic(.warning, "bantime.maxtime \(Duration.describe(m)) is longer than the packet filter holds: bans last at most \(longest)", at: opts.location("bantime.maxtime"), jail: opts.jail))
         }
+        return (banTime, increment)
+    }
 
-        let proto = (opts["protocol"] ?? "tcp").trimmingCharacters(in: .whitespaces).lowercased()
-        guard ["tcp", "udp", "all", "sctp"].contains(proto) else {
-            throw ConfigError("protocol must be tcp, udp, sctp or all, not '\(proto)'", at: loc("protocol"))
-        }
-        let portSpec = (opts["port"] ?? "0:65535").trimmingCharacters(in: .whitespacesAndNewlines)
-        let ports: [PortRange]
-        do { ports = try Ports.parse(portSpec, protocol: proto) } catch { throw ConfigError(error.description, at: loc("port")) }
-
+    /// `ignoreip` and `ignoreself` (and a word on `ignorecommand`, which Portcullis does not run).
+    private mutating func ignoreList(_ opts: JailOptions) -> IgnoreList {
         let ignoreSelf = JailsReader.bool(opts["ignoreself"] ?? "true")
         let (ignoreList, ignoreProblems) = IgnoreList.parse(opts["ignoreip"] ?? "", ignoreSelf: ignoreSelf)
-        for p in ignoreProblems { diagnostics.append(Diagnostic(.warning, p, at: loc("ignoreip"), jail: name)) }
+        for p in ignoreProblems { diagnostics.append(Diagnostic(.warning, p, at: opts.location("ignoreip"), jail: opts.jail)) }
         if let cmd = opts["ignorecommand"], !cmd.trimmingCharacters(in: .whitespaces).isEmpty {
-            diagnostics.append(Diagnostic(.warning, "ignorecommand is not supported (Portcullis runs no external commands); it is ignored", at: loc("ignorecommand"), jail: name))
+            diagnostics.append(Diagnostic(.warning, "ignorecommand is not supported (Portcullis runs no external commands); it is ignored", at: opts.location("ignorecommand"), jail: opts.jail))
         }
+        return ignoreList
+    }
 
-        var logPaths: [LogPath] = []
+    /// How the jail's logs are read: `logpath` (with fail2ban's `tail`/`head`), `logtimezone`, `logencoding`,
+    /// `maxlinelength`.
+    private mutating func logs(_ opts: JailOptions) throws(ConfigError) -> (paths: [LogPath], zone: Int?, encoding: String, maxLineLength: Int) {
+        var paths: [LogPath] = []
         for line in (opts["logpath"] ?? "").split(separator: "\n") {
             var entry = line.trimmingCharacters(in: .whitespaces)
             if entry.isEmpty { continue }
@@ -281,60 +333,49 @@ public struct JailsReader {
                 tail = suffix == " tail"
                 entry = String(entry.dropLast(suffix.count)).trimmingCharacters(in: .whitespaces)
             }
-            logPaths.append(LogPath(pattern: entry, tail: tail))
+            paths.append(LogPath(pattern: entry, tail: tail))
         }
-        guard !logPaths.isEmpty else { throw ConfigError("no logpath set", at: loc("logpath")) }
-
-        var logZone: Int? = nil
+        guard !paths.isEmpty else { throw ConfigError("no logpath set", at: opts.location("logpath")) }
+        var zone: Int? = nil
         if let tz = opts["logtimezone"], !tz.trimmingCharacters(in: .whitespaces).isEmpty {
             guard let z = ZoneOffsets.offset(tz.trimmingCharacters(in: .whitespaces)) else {
-                throw ConfigError("logtimezone '\(tz)' is not a fixed offset or zone abbreviation (UTC, +0100, CET …)", at: loc("logtimezone"))
+                throw ConfigError("logtimezone '\(tz)' is not a fixed offset or zone abbreviation (UTC, +0100, CET …)", at: opts.location("logtimezone"))
             }
-            logZone = z
+            zone = z
         }
         let encoding = (opts["logencoding"] ?? "auto").trimmingCharacters(in: .whitespaces).lowercased()
         if !["auto", "utf-8", "utf8", "ascii", "us-ascii"].contains(encoding) {
-            diagnostics.append(Diagnostic(.warning, "logencoding = \(encoding): Portcullis reads logs as UTF-8 (invalid bytes are replaced), as fail2ban does with 'auto' on a UTF-8 system", at: loc("logencoding"), jail: name))
+            diagnostics.append(Diagnostic(.warning, "logencoding = \(encoding): Portcullis reads logs as UTF-8 (invalid bytes are replaced), as fail2ban does with 'auto' on a UTF-8 system", at: opts.location("logencoding"), jail: opts.jail))
         }
+        var maxLineLength = LineSplitter.defaultMaxLineLength
+        if let text = opts["maxlinelength"] {
+            guard let n = ByteSize.parse(text) else {
+                throw ConfigError("maxlinelength = \(text): a size from 1K to 1G is needed (bytes, or with a K or M suffix; default 4M)",
+                                  at: opts.location("maxlinelength"))
+            }
+            maxLineLength = n
+        }
+        return (paths, zone, encoding, maxLineLength)
+    }
 
+    /// `action` entries, and the hook the jail's chain (or one an action names, `iptables-multiport[chain=DOCKER-USER]`)
+    /// stands for.
+    private func actions(_ opts: JailOptions) throws(ConfigError) -> ([ActionSpec], FilterHook) {
         var actions: [ActionSpec] = []
         for entry in OptionSyntax.splitEntries(opts["action"] ?? "") {
             do {
                 let (n, o) = try OptionSyntax.extract(entry)
                 actions.append(ActionSpec(name: n, options: o))
             } catch {
-                throw ConfigError("action '\(entry)': \(error.message)", at: loc("action"))
+                throw ConfigError("action '\(entry)': \(error.message)", at: opts.location("action"))
             }
         }
-        let banAction = (opts["banaction"] ?? "").trimmingCharacters(in: .whitespaces)
-        // The jail's `chain`, or one an action names itself (`iptables-multiport[chain=DOCKER-USER]`).
-        let hook: FilterHook
         let actionChain = actions.compactMap { $0.options["chain"] }.last
-        do { hook = try FilterHook(chain: actionChain ?? opts["chain"] ?? "") } catch {
-            throw ConfigError(error.message, at: loc(actionChain != nil ? "action" : "chain"))
+        do {
+            return (actions, try FilterHook(chain: actionChain ?? opts["chain"] ?? ""))
+        } catch {
+            throw ConfigError(error.message, at: opts.location(actionChain != nil ? "action" : "chain"))
         }
-        let maxMatches = try integer("maxmatches", default: maxRetry)
-        let maxTracked = try integer("maxtracked", default: 100_000)
-        guard maxTracked >= 1 else { throw ConfigError("maxtracked must be at least 1", at: loc("maxtracked")) }
-        var maxLineLength = LineSplitter.defaultMaxLineLength
-        if let text = opts["maxlinelength"] {
-            guard let n = ByteSize.parse(text) else {
-                throw ConfigError("maxlinelength = \(text): a size from 1K to 1G is needed (bytes, or with a K or M suffix; default 4M)",
-                                  at: loc("maxlinelength"))
-            }
-            maxLineLength = n
-        }
-
-        var definition = JailDefinition(
-            name: name, filter: filter, filterSpec: filterSpec, logPaths: logPaths, backend: backend,
-            maxRetry: maxRetry, findTime: findTime, banTime: banTime, increment: increment, ports: ports,
-            portSpec: portSpec, protocol: proto, ignoreList: ignoreList, banAction: banAction, actions: actions,
-            logEncoding: encoding, logTimeZone: logZone, maxMatches: maxMatches, maxTracked: maxTracked,
-            location: location)
-        definition.maxLineLength = maxLineLength
-        definition.hook = hook
-        definition.ignoreGateway = JailsReader.bool(opts["ignoregateway"] ?? "true")
-        return definition
     }
 
     /// fail2ban's boolean values: 1, on, true, yes (any case).

@@ -169,8 +169,33 @@ public struct HTTPParser: Sendable {
 
     /// Parses the request line and header fields once they have all arrived.
     private mutating func parseHead() throws(HTTPParseError) -> (HTTPRequest, Int, Bool)? {
-        // RFC 9112 §2.2: ignore at least one empty line (CRLF) before the request line.
-        // One loop over CRLF and bare LF alike, so that where the bytes were cut in transit changes nothing.
+        skipEmptyLines()
+        guard let headEnd = try findHeadEnd() else { return nil }
+        let lines = headLines(to: headEnd)
+        guard let requestLine = lines.first else { throw .badRequest("empty request") }
+        let (method, target, minor) = try HTTPParser.parseRequestLine(requestLine)
+        let fields = try HTTPParser.parseFields(lines.dropFirst(), limits: limits)
+        // §6.3: Transfer-Encoding with Content-Length is a smuggling attempt; without it, the body's end is only
+        // known by decoding chunks, which this server does not do: refuse rather than misread.
+        if fields.transferEncoding && fields.contentLength != nil {
+            throw .badRequest("both Transfer-Encoding and Content-Length")
+        }
+        if fields.transferEncoding {
+            throw .notImplemented("Transfer-Encoding is not supported: send the body with Content-Length")
+        }
+        // §3.2: an HTTP/1.1 request must have exactly one Host field.
+        if minor == 1 && fields.hosts == 0 { throw .badRequest("missing Host header") }
+        let length = fields.contentLength ?? 0
+        if length > limits.maxBodyBytes { throw .bodyTooLarge(length) }
+        let keepAlive = minor == 1 ? !fields.connectionTokens.contains("close") : fields.connectionTokens.contains("keep-alive")
+        start = headEnd
+        let request = HTTPRequest(method: method, target: target, minorVersion: minor, headers: fields.headers, body: [], keepAlive: keepAlive)
+        return (request, length, fields.expectsContinue && minor == 1)
+    }
+
+    /// RFC 9112 §2.2: at least one empty line (CRLF) before the request line is ignored. One loop over CRLF and
+    /// bare LF alike, so that where the bytes were cut in transit changes nothing.
+    private mutating func skipEmptyLines() {
         while buffered >= 1 {
             if buffer[start] == 10 {
                 start += 1
@@ -182,9 +207,12 @@ public struct HTTPParser: Sendable {
                 break
             }
         }
-        // Find the end of the head: an empty line (CRLF CRLF, or bare LF LF, which §2.2 lets a server accept).
-        // The head may take maxHeaderBytes plus its final empty line. Scanning resumes where it stopped, so that
-        // a client sending one byte at a time costs linear, not quadratic, time.
+    }
+
+    /// Where the head ends: after its empty line (CRLF CRLF, or bare LF LF, which §2.2 lets a server accept); nil
+    /// while it has not all arrived. The head may take maxHeaderBytes plus its final empty line. Scanning resumes
+    /// where it stopped, so that a client sending one byte at a time costs linear, not quadratic, time.
+    private mutating func findHeadEnd() throws(HTTPParseError) -> Int? {
         let maxHead = limits.maxHeaderBytes + 4
         var end: Int? = nil
         var i = start + scanned
@@ -204,6 +232,11 @@ public struct HTTPParser: Sendable {
         }
         scanned = 0
         if headEnd - start > maxHead { throw .headersTooLarge }
+        return headEnd
+    }
+
+    /// The head's lines, without their CRLF or LF, trailing empty lines dropped.
+    private func headLines(to headEnd: Int) -> [ArraySlice<UInt8>] {
         var lines: [ArraySlice<UInt8>] = []
         var lineStart = start
         for j in start..<headEnd where buffer[j] == 10 {
@@ -213,9 +246,12 @@ public struct HTTPParser: Sendable {
             lineStart = j + 1
         }
         while let last = lines.last, last.isEmpty { lines.removeLast() }
-        guard let requestLine = lines.first else { throw .badRequest("empty request") }
-        // request-line = method SP request-target SP HTTP-version (§3)
-        let parts = requestLine.split(separator: 32, omittingEmptySubsequences: false)
+        return lines
+    }
+
+    /// request-line = method SP request-target SP HTTP-version (§3); HTTP/1.0 and 1.1 only.
+    private static func parseRequestLine(_ line: ArraySlice<UInt8>) throws(HTTPParseError) -> (method: String, target: String, minor: Int) {
+        let parts = line.split(separator: 32, omittingEmptySubsequences: false)
         guard parts.count == 3 else { throw .badRequest("malformed request line") }
         let methodBytes = parts[0], targetBytes = parts[1], versionBytes = parts[2]
         guard !methodBytes.isEmpty, methodBytes.allSatisfy(HTTPParser.isTokenChar) else { throw .badRequest("malformed method") }
@@ -230,15 +266,24 @@ public struct HTTPParser: Sendable {
         guard version[5] == UInt8(ascii: "1") else { throw .versionNotSupported }
         let minor = Int(version[7] - 48)
         guard minor <= 1 else { throw .versionNotSupported }
+        return (String(decoding: methodBytes, as: UTF8.self), String(decoding: targetBytes, as: UTF8.self), minor)
+    }
 
+    /// The header fields, and what of them frames the request.
+    private struct Fields {
         var headers: [(name: String, value: String)] = []
         var contentLength: Int? = nil
         var transferEncoding = false
         var connectionTokens: [String] = []
         var expectsContinue = false
-        var host = 0
-        var authorization = 0, contentType = 0
-        for line in lines.dropFirst() {
+        var hosts = 0
+        var authorizations = 0
+        var contentTypes = 0
+    }
+
+    private static func parseFields(_ lines: ArraySlice<ArraySlice<UInt8>>, limits: HTTPLimits) throws(HTTPParseError) -> Fields {
+        var fields = Fields()
+        for line in lines {
             // obs-fold (§5.2): a server must reject it or unfold; we reject.
             if let f = line.first, f == 32 || f == 9 { throw .badRequest("obsolete line folding in header fields") }
             guard let colon = line.firstIndex(of: UInt8(ascii: ":")) else { throw .badRequest("header field without a colon") }
@@ -252,66 +297,58 @@ public struct HTTPParser: Sendable {
                 throw .badRequest("control character in a header field value")
             }
             let value = String(decoding: valueBytes, as: UTF8.self)
-            headers.append((String(decoding: nameBytes, as: UTF8.self), value))
-            guard headers.count <= limits.maxHeaderCount else { throw .headersTooLarge }
-            // The fields that frame the request, recognised without building lowercased strings.
-            let name: String
-            switch nameBytes.count {
-            case 4 where HTTPParser.named(nameBytes, "host"): name = "host"
-            case 6 where HTTPParser.named(nameBytes, "expect"): name = "expect"
-            case 10 where HTTPParser.named(nameBytes, "connection"): name = "connection"
-            case 12 where HTTPParser.named(nameBytes, "content-type"): name = "content-type"
-            case 13 where HTTPParser.named(nameBytes, "authorization"): name = "authorization"
-            case 14 where HTTPParser.named(nameBytes, "content-length"): name = "content-length"
-            case 17 where HTTPParser.named(nameBytes, "transfer-encoding"): name = "transfer-encoding"
-            default: name = ""
+            fields.headers.append((String(decoding: nameBytes, as: UTF8.self), value))
+            guard fields.headers.count <= limits.maxHeaderCount else { throw .headersTooLarge }
+            try note(framingField(nameBytes), value, in: &fields)
+        }
+        return fields
+    }
+
+    /// The lowercased name of a field that frames the request, recognised without building lowercased strings;
+    /// "" for any other.
+    private static func framingField(_ nameBytes: ArraySlice<UInt8>) -> String {
+        switch nameBytes.count {
+        case 4 where HTTPParser.named(nameBytes, "host"): "host"
+        case 6 where HTTPParser.named(nameBytes, "expect"): "expect"
+        case 10 where HTTPParser.named(nameBytes, "connection"): "connection"
+        case 12 where HTTPParser.named(nameBytes, "content-type"): "content-type"
+        case 13 where HTTPParser.named(nameBytes, "authorization"): "authorization"
+        case 14 where HTTPParser.named(nameBytes, "content-length"): "content-length"
+        case 17 where HTTPParser.named(nameBytes, "transfer-encoding"): "transfer-encoding"
+        default: ""
+        }
+    }
+
+    private static func note(_ name: String, _ value: String, in fields: inout Fields) throws(HTTPParseError) {
+        switch name {
+        case "content-length":
+            // A list of identical values is allowed (§6.3); anything else is invalid.
+            let values = value.split(separator: ",").map(HTTPParser.trimmed)
+            guard let first = values.first, values.allSatisfy({ $0 == first }), !first.isEmpty,
+                  first.allSatisfy({ $0.isASCII && $0.isNumber }), first.count <= 12, let n = Int(first) else {
+                throw .badRequest("invalid Content-Length")
             }
-            switch name {
-            case "content-length":
-                // A list of identical values is allowed (§6.3); anything else is invalid.
-                let values = value.split(separator: ",").map(HTTPParser.trimmed)
-                guard let first = values.first, values.allSatisfy({ $0 == first }), !first.isEmpty,
-                      first.allSatisfy({ $0.isASCII && $0.isNumber }), first.count <= 12, let n = Int(first) else {
-                    throw .badRequest("invalid Content-Length")
-                }
-                if let previous = contentLength, previous != n { throw .badRequest("conflicting Content-Length fields") }
-                contentLength = n
-            case "transfer-encoding":
-                transferEncoding = true
-            case "connection":
-                connectionTokens += value.lowercased().split(separator: ",").map(HTTPParser.trimmed)
-            case "expect":
-                if value.lowercased() == "100-continue" { expectsContinue = true }
-                else { throw .notImplemented("Expect: \(value) is not supported") }
-            case "host":
-                host += 1
-                if host > 1 { throw .badRequest("the request carries more than one host header") }
-            case "authorization", "content-type":
-                // Two would let a proxy and this server read different ones.
-                let count: Int
-                if name == "authorization" { authorization += 1; count = authorization } else { contentType += 1; count = contentType }
-                if count > 1 { throw .badRequest("the request carries more than one \(name) header") }
-            default:
-                break
-            }
+            if let previous = fields.contentLength, previous != n { throw .badRequest("conflicting Content-Length fields") }
+            fields.contentLength = n
+        case "transfer-encoding":
+            fields.transferEncoding = true
+        case "connection":
+            fields.connectionTokens += value.lowercased().split(separator: ",").map(HTTPParser.trimmed)
+        case "expect":
+            if value.lowercased() == "100-continue" { fields.expectsContinue = true }
+            else { throw .notImplemented("Expect: \(value) is not supported") }
+        case "host":
+            fields.hosts += 1
+            if fields.hosts > 1 { throw .badRequest("the request carries more than one host header") }
+        case "authorization":
+            // Two would let a proxy and this server read different ones.
+            fields.authorizations += 1
+            if fields.authorizations > 1 { throw .badRequest("the request carries more than one authorization header") }
+        case "content-type":
+            fields.contentTypes += 1
+            if fields.contentTypes > 1 { throw .badRequest("the request carries more than one content-type header") }
+        default:
+            break
         }
-        // §6.3: Transfer-Encoding with Content-Length is a smuggling attempt; without it, the body's end is only
-        // known by decoding chunks, which this server does not do: refuse rather than misread.
-        if transferEncoding && contentLength != nil {
-            throw .badRequest("both Transfer-Encoding and Content-Length")
-        }
-        if transferEncoding {
-            throw .notImplemented("Transfer-Encoding is not supported: send the body with Content-Length")
-        }
-        // §3.2: an HTTP/1.1 request must have exactly one Host field.
-        if minor == 1 && host == 0 { throw .badRequest("missing Host header") }
-        let length = contentLength ?? 0
-        if length > limits.maxBodyBytes { throw .bodyTooLarge(length) }
-        let keepAlive = minor == 1 ? !connectionTokens.contains("close") : connectionTokens.contains("keep-alive")
-        start = headEnd
-        let request = HTTPRequest(method: String(decoding: methodBytes, as: UTF8.self),
-                                  target: String(decoding: targetBytes, as: UTF8.self),
-                                  minorVersion: minor, headers: headers, body: [], keepAlive: keepAlive)
-        return (request, length, expectsContinue && minor == 1)
     }
 }
