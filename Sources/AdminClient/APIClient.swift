@@ -1,4 +1,4 @@
-import Foundation
+import FoundationEssentials
 import Glibc
 import HTTP
 import Platform
@@ -26,7 +26,8 @@ public struct APIClient: Sendable {
 
         /// The detail of a problem document, else the body.
         public var problemDetail: String {
-            if let o = try? JSONSerialization.jsonObject(with: Data(body)) as? [String: Any], let d = o["detail"] as? String { return d }
+            struct Problem: Decodable { let detail: String? }
+            if let problem = try? JSONDecoder().decode(Problem.self, from: Data(body)), let d = problem.detail { return d }
             return text
         }
     }
@@ -149,7 +150,7 @@ public struct APIClient: Sendable {
         var length: Int? = nil
         for line in lines {
             guard let colon = line.firstIndex(of: ":") else { continue }
-            let name = String(line[..<colon]), value = line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces)
+            let name = String(line[..<colon]), value = String(line[line.index(after: colon)...]).trimmingWhitespace()
             headers.append((name, value))
             if name.lowercased() == "content-length" { length = Int(value) }
         }

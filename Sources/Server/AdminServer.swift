@@ -1,6 +1,7 @@
 import Dispatch
 import Engine
-import Foundation
+import FoundationEssentials
+import Glibc
 import HTTP
 import Platform
 

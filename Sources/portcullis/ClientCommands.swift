@@ -1,7 +1,8 @@
 import AdminClient
 import ArgumentParser
 import Engine
-import Foundation
+import FoundationEssentials
+import Glibc
 import HTTP
 import Platform
 import Server
@@ -29,7 +30,7 @@ struct ClientOptions: ParsableArguments {
             guard let data = FileManager.default.contents(atPath: tokenFile) else {
                 fail("--token-file \(tokenFile): the file cannot be read", code: ClientExit.usage)
             }
-            token = String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+            token = String(decoding: data, as: UTF8.self).trimmingWhitespaceAndNewlines()
         }
         if let url {
             do { return APIClient(endpoint: try APIClient.endpoint(url: url), token: token) } catch {
@@ -77,9 +78,9 @@ extension ClientOptions {
     }
 
     /// Ends the command when the daemon refused (printing its reason); returns the JSON object otherwise.
-    func object(_ r: APIClient.Response) -> [String: Any] {
+    func object(_ r: APIClient.Response) -> JSONValue {
         guard (200..<300).contains(r.status) else { fail(r.problemDetail, code: ClientExit.code(for: r.status)) }
-        guard let o = (try? JSONSerialization.jsonObject(with: Data(r.body))) as? [String: Any] else {
+        guard let o = try? JSONDecoder().decode(JSONValue.self, from: Data(r.body)), case .object = o else {
             fail("the daemon's answer is not JSON: \(r.text.prefix(200))", code: ClientExit.notDone)
         }
         return o
@@ -100,7 +101,7 @@ extension ClientOptions {
                 if counts { done += 1 }
                 results.append(r.text)
             } else {
-                FileHandle.standardError.write(Data("portcullis: \(ip): \(r.problemDetail)\n".utf8))
+                StandardError.write("portcullis: \(ip): \(r.problemDetail)\n")
                 worst = max(worst, ClientExit.code(for: r.status))
             }
         }
@@ -111,7 +112,20 @@ extension ClientOptions {
 
 /// Path segments as the API expects them (an address or jail name may hold characters a path may not).
 func pathSegment(_ s: String) -> String {
-    s.addingPercentEncoding(withAllowedCharacters: .urlPathAllowed.subtracting(CharacterSet(charactersIn: "/?#"))) ?? s
+    percentEncoded(s) { b in
+        // RFC 3986 pchar without "/" (Foundation's urlPathAllowed less "/", "?", "#").
+        (b >= 0x61 && b <= 0x7A) || (b >= 0x41 && b <= 0x5A) || (b >= 0x30 && b <= 0x39)
+            || "-._~!$&'()*+,;=:@".utf8.contains(b)
+    }
+}
+
+/// `s` with every UTF-8 byte that `allowed` refuses written as %XX.
+func percentEncoded(_ s: String, allowed: (UInt8) -> Bool) -> String {
+    var out = ""
+    for b in s.utf8 {
+        if allowed(b) { out.unicodeScalars.append(Unicode.Scalar(b)) } else { out += "%" + TextFormat.hex(UInt32(b), width: 2) }
+    }
+    return out
 }
 
 struct StatusCommand: ParsableCommand {
@@ -129,9 +143,8 @@ struct StatusCommand: ParsableCommand {
         if options.json { print(r.text); return }
         if let jail {
             // fail2ban-client lists every banned address: past the first 1,000, they come page by page.
-            if var actions = o["actions"] as? [String: Any], actions["bannedIPsComplete"] as? Bool == false {
-                actions["bannedIPs"] = allBanned(jail)
-                o["actions"] = actions
+            if o["actions"]?["bannedIPsComplete"]?.bool == false {
+                o["actions"]?["bannedIPs"] = .array(allBanned(jail).map(JSONValue.string))
             }
             print(StatusText.jail(o))
         } else {
@@ -147,8 +160,8 @@ extension StatusCommand {
         var after: String? = nil
         repeat {
             let page = options.object(options.call("GET", "/bans?jail=\(pathSegment(jail))&limit=1000" + (after.map { "&after=" + $0 } ?? "")))
-            ips += (page["bans"] as? [[String: Any]] ?? []).compactMap { $0["ip"] as? String }
-            after = page["next"] as? String
+            ips += (page["bans"]?.array ?? []).compactMap { $0["ip"]?.string }
+            after = page["next"]?.string
         } while after != nil
         return ips
     }
@@ -156,19 +169,19 @@ extension StatusCommand {
 
 /// fail2ban-client's status trees, from the API's documents.
 enum StatusText {
-    static func jails(_ o: [String: Any]) -> String {
-        let names = (o["jails"] as? [[String: Any]] ?? []).compactMap { $0["name"] as? String }
+    static func jails(_ o: JSONValue) -> String {
+        let names = (o["jails"]?.array ?? []).compactMap { $0["name"]?.string }
         return "Status\n|- Number of jail:\t\(names.count)\n`- Jail list:\t\(names.joined(separator: ", "))"
     }
 
-    static func jail(_ o: [String: Any]) -> String {
-        let f = o["filter"] as? [String: Any] ?? [:]
-        let a = o["actions"] as? [String: Any] ?? [:]
-        func n(_ d: [String: Any], _ k: String) -> String { (d[k] as? NSNumber)?.stringValue ?? "0" }
-        let files = (f["files"] as? [String] ?? []).joined(separator: " ")
-        let ips = (a["bannedIPs"] as? [String] ?? []).joined(separator: " ")
+    static func jail(_ o: JSONValue) -> String {
+        let f = o["filter"] ?? .object([:])
+        let a = o["actions"] ?? .object([:])
+        func n(_ d: JSONValue, _ k: String) -> String { d[k]?.numberText ?? "0" }
+        let files = (f["files"]?.strings ?? []).joined(separator: " ")
+        let ips = (a["bannedIPs"]?.strings ?? []).joined(separator: " ")
         return """
-            Status for the jail: \(o["name"] as? String ?? "")
+            Status for the jail: \(o["name"]?.string ?? "")
             |- Filter
             |  |- Currently failed:\t\(n(f, "currentlyFailed"))
             |  |- Total failed:\t\(n(f, "totalFailed"))
@@ -255,34 +268,36 @@ struct BansCommand: ParsableCommand {
     @Option(help: "Only this jail's bans.") var jail: String?
 
     func run() throws {
-        var all: [[String: Any]] = []
+        var all: [JSONValue] = []
         var raw: [String] = []
         var cursor: String? = nil
         repeat {
             var path = "/bans?limit=1000"
-            if let jail { path += "&jail=" + (jail.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? jail) }
+            if let jail { path += "&jail=" + percentEncoded(jail) { ($0 >= 0x61 && $0 <= 0x7A) || ($0 >= 0x41 && $0 <= 0x5A) || ($0 >= 0x30 && $0 <= 0x39) } }
             if let cursor { path += "&after=" + cursor }
             let o = options.object(options.call("GET", path))
-            let page = o["bans"] as? [[String: Any]] ?? []
+            let page = o["bans"]?.array ?? []
             all += page
             if options.json {
-                for b in page { raw.append(String(decoding: (try? JSONSerialization.data(withJSONObject: b, options: [.sortedKeys])) ?? Data(), as: UTF8.self)) }
+                let encoder = JSONEncoder()
+                encoder.outputFormatting = [.sortedKeys]
+                for b in page { raw.append(String(decoding: (try? encoder.encode(b)) ?? Data(), as: UTF8.self)) }
             }
-            cursor = o["next"] as? String
+            cursor = o["next"]?.string
         } while cursor != nil
         if options.json {
             print("{\"bans\":" + JSONObject.array(raw) + "}")
             return
         }
         let rows = all.map { b -> [String] in
-            [b["ip"] as? String ?? "", b["jail"] as? String ?? "", b["bannedAt"] as? String ?? "",
-             b["expiresAt"] as? String ?? "permanent", (b["banCount"] as? NSNumber)?.stringValue ?? "",
-             (b["failures"] as? NSNumber)?.stringValue ?? ""]
+            [b["ip"]?.string ?? "", b["jail"]?.string ?? "", b["bannedAt"]?.string ?? "",
+             b["expiresAt"]?.string ?? "permanent", b["banCount"]?.numberText ?? "",
+             b["failures"]?.numberText ?? ""]
         }
         let header = ["IP", "JAIL", "BANNED AT", "EXPIRES AT", "BANS", "FAILURES"]
         let widths = header.indices.map { i in ([header] + rows).map { $0[i].count }.max() ?? 0 }
         for row in [header] + rows {
-            print(row.enumerated().map { i, c in i == row.count - 1 ? c : c.padding(toLength: widths[i], withPad: " ", startingAt: 0) }.joined(separator: "  "))
+            print(row.enumerated().map { i, c in i == row.count - 1 ? c : TextFormat.padded(c, to: widths[i]) }.joined(separator: "  "))
         }
     }
 }
@@ -299,13 +314,13 @@ struct ReloadCommand: ParsableCommand {
     func run() throws {
         let r = options.call("POST", "/reload")
         let o = options.object(r)
-        let errors = o["errors"] as? [String] ?? []
+        let errors = o["errors"]?.strings ?? []
         if options.json {
             print(r.text)
         } else if errors.isEmpty {
             print("OK")
         } else {
-            for e in errors { FileHandle.standardError.write(Data("portcullis: \(e)\n".utf8)) }
+            for e in errors { StandardError.write("portcullis: \(e)\n") }
         }
         if !errors.isEmpty { throw ExitCode(ClientExit.notDone) }
     }
@@ -323,7 +338,7 @@ struct HealthCommand: ParsableCommand {
     func run() throws {
         let r = options.call("GET", "/health")
         let o = options.object(r)
-        guard o["status"] as? String == "ok" else { fail("the daemon is not healthy: \(r.text)", code: ClientExit.notDone) }
-        print(options.json ? r.text : "ok: Portcullis \(o["version"] as? String ?? "?"), up \(o["uptimeSeconds"] as? Int ?? 0) s")
+        guard o["status"]?.string == "ok" else { fail("the daemon is not healthy: \(r.text)", code: ClientExit.notDone) }
+        print(options.json ? r.text : "ok: Portcullis \(o["version"] as? String ?? "?"), up \(o["uptimeSeconds"]?.integer ?? 0) s")
     }
 }

@@ -1,6 +1,8 @@
 import ArgumentParser
 import Engine
-import Foundation
+import FoundationEssentials
+import Glibc
+import Platform
 
 @main
 struct Portcullis: ParsableCommand {
@@ -21,8 +23,8 @@ struct Portcullis: ParsableCommand {
         } catch {
             let code = exitCode(for: error)
             if code == .validationFailure {
-                FileHandle.standardError.write(Data((fullMessage(for: error) + "\n").utf8))
-                Foundation.exit(2)
+                StandardError.write((fullMessage(for: error) + "\n"))
+                Glibc.exit(2)
             }
             exit(withError: error)
         }
@@ -36,6 +38,6 @@ struct ConfigOptions: ParsableArguments {
 }
 
 func fail(_ message: String, code: Int32 = 1) -> Never {
-    FileHandle.standardError.write(Data(("portcullis: " + message + "\n").utf8))
+    StandardError.write(("portcullis: " + message + "\n"))
     exit(code)
 }

@@ -1,7 +1,7 @@
 import ArgumentParser
 import Dispatch
 import Engine
-import Foundation
+import FoundationEssentials
 import Glibc
 import Platform
 import Server

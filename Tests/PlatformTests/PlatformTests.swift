@@ -1,3 +1,4 @@
+import FoundationEssentials
 import Glibc
 import Platform
 import Synchronization
@@ -121,5 +122,52 @@ import Testing
         }
         for t in threads { t.join() }
         #expect(counter.withLock { $0 } == 40_000)
+    }
+}
+
+@Suite struct TextTests {
+    @Test func pathsFollowNSStringsRules() {
+        #expect(Path.directory(of: "/etc/fail2ban/jail.conf") == "/etc/fail2ban")
+        #expect(Path.directory(of: "/etc/") == "/")
+        #expect(Path.directory(of: "/etc") == "/")
+        #expect(Path.directory(of: "jail.conf") == "")
+        #expect(Path.directory(of: "a/b//") == "a")
+        #expect(Path.lastComponent("/etc/fail2ban/") == "fail2ban")
+        #expect(Path.lastComponent("/") == "/")
+        #expect(Path.deletingExtension("/etc/filter.d/sshd.conf") == "/etc/filter.d/sshd")
+        #expect(Path.deletingExtension("/etc/.hidden") == "/etc/.hidden")
+        #expect(Path.deletingExtension("a.b/c") == "a.b/c")
+        #expect(Path.appending("/etc/", "jail.conf") == "/etc/jail.conf")
+        #expect(Path.appending("/", "etc") == "/etc")
+        #expect(Path.appending("", "etc") == "etc")
+        #expect(Path.isDirectory("/tmp") && !Path.isDirectory("/etc/hostname") && Path.exists("/etc/hostname"))
+    }
+
+    @Test func trimmingMatchesFoundationsSets() {
+        #expect(" \tdovecot \u{00A0}".trimmingWhitespace() == "dovecot")
+        #expect("\n x \n".trimmingWhitespace() == "\n x \n")
+        #expect("\n x \r\n".trimmingWhitespaceAndNewlines() == "x")
+        #expect("   ".trimmingWhitespace() == "")
+    }
+
+    @Test func formatsAsPrintfWould() {
+        #expect(TextFormat.fixed(0.0005, digits: 3) == "0.001")
+        #expect(TextFormat.fixed(2.5, digits: 0) == "3")
+        #expect(TextFormat.fixed(-1.25, digits: 1) == "-1.3")
+        #expect(TextFormat.fixed(12, digits: 2) == "12.00")
+        #expect(TextFormat.hex(0x1F, width: 4) == "001F")
+        #expect(TextFormat.padded("ab", to: 4) == "ab  " && TextFormat.padded("abcdef", to: 4) == "abcdef")
+    }
+
+    @Test func jsonValuesKeepIntegersAndNesting() throws {
+        let text = #"{"a": 1, "b": 1.5, "c": [true, null, "x"], "d": {"e": "f"}}"#
+        let value = try JSONDecoder().decode(JSONValue.self, from: Data(text.utf8))
+        #expect(value["a"]?.numberText == "1")
+        #expect(value["b"]?.numberText == "1.5")
+        #expect(value["c"]?.array.count == 3 && value["c"]?.strings == ["x"])
+        #expect(value["d"]?["e"]?.string == "f")
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        #expect(String(decoding: try encoder.encode(value["d"]!), as: UTF8.self) == #"{"e":"f"}"#)
     }
 }

@@ -1,4 +1,4 @@
-import Foundation
+import FoundationEssentials
 import Glibc
 import Platform
 
@@ -386,7 +386,7 @@ public final class BanManager: @unchecked Sendable {
     private func apply(_ decisions: [BanDecision], now: Double) {
         changing.lock(); defer { changing.unlock() }
         let tStart = Clock.monotonic()
-        defer { if BanManager.trace { log.notice(String(format: "trace: batch of %d decisions in %.3f s", decisions.count, Clock.monotonic() - tStart)) } }
+        defer { if BanManager.trace { log.notice("trace: batch of \(decisions.count) decisions in \(TextFormat.fixed(Clock.monotonic() - tStart, digits: 3)) s") } }
         var fresh = prepare(decisions, now: now)
         guard !fresh.isEmpty else { return }
         let tPrepared = Clock.monotonic()
@@ -398,8 +398,8 @@ public final class BanManager: @unchecked Sendable {
         let made = putInForce(fresh, refused: refused)
         if BanManager.trace {
             let end = Clock.monotonic()
-            log.notice(String(format: "trace: %d bans: store %.3f s, packet filter %.3f s, table %.3f s", fresh.count,
-                             tStored - tPrepared, tApplied - tStored, end - tApplied))
+            log.notice("trace: \(fresh.count) bans: store \(TextFormat.fixed(tStored - tPrepared, digits: 3)) s, "
+                + "packet filter \(TextFormat.fixed(tApplied - tStored, digits: 3)) s, table \(TextFormat.fixed(end - tApplied, digits: 3)) s")
         }
         for p in made {
             let dry = p.setup.firewall is DryRunFirewall ? " (dry-run: packet filter untouched)" : ""

@@ -1,4 +1,5 @@
-import Foundation
+import FoundationEssentials
+import Glibc
 
 /// How long a ban lasts, with fail2ban's `bantime.increment`: a repeat offender's ban time grows with the number
 /// of its previous bans, by `bantime.multipliers` or by `bantime.formula` (default

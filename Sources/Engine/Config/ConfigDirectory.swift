@@ -1,4 +1,6 @@
-import Foundation
+import FoundationEssentials
+import Glibc
+import Platform
 
 /// A configuration tree in fail2ban's layout (`jail.conf`, `jail.d/`, `filter.d/`, `*.local` overlays).
 public struct ConfigDirectory: Sendable {
@@ -13,14 +15,13 @@ public struct ConfigDirectory: Sendable {
     }
 
     public var exists: Bool {
-        var isDir: ObjCBool = false
-        return FileManager.default.fileExists(atPath: path, isDirectory: &isDir) && isDir.boolValue
+        Path.isDirectory(path)
     }
 
     /// The files fail2ban reads for `name` ("jail", "filter.d/sshd"), in order:
     /// `name.conf`, `name.d/*.conf`, `name.local`, `name.d/*.local`.
     public func files(for name: String) -> [String] {
-        let base = (path as NSString).appendingPathComponent(name)
+        let base = Path.appending(path, name)
         let d = base + ".d"
         let listing = ((try? FileManager.default.contentsOfDirectory(atPath: d)) ?? []).sorted()
         var result = [base + ".conf"]

@@ -1,4 +1,5 @@
-import Foundation
+import FoundationEssentials
+import Glibc
 import Platform
 
 /// Parsed files shared by every reader of one configuration tree: `common.conf` is read once for all filters.
@@ -14,8 +15,7 @@ public final class IniCache: @unchecked Sendable {
         lock.lock()
         defer { lock.unlock() }
         if let cached = files[path] { return try cached.get() }
-        var isDir: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDir), !isDir.boolValue else { return nil }
+        guard Path.exists(path), !Path.isDirectory(path) else { return nil }
         do {
             let parsed = try IniFile.load(path)
             files[path] = .success(parsed)
@@ -61,7 +61,7 @@ public struct ConfigStack: Sendable {
         var result: [String] = []
         for path in paths {
             result.append(path)
-            let local = (path as NSString).deletingPathExtension + ".local"
+            let local = Path.deletingExtension(path) + ".local"
             if !paths.contains(local) && local != path && FileManager.default.fileExists(atPath: local) {
                 result.append(local)
             }
@@ -71,7 +71,7 @@ public struct ConfigStack: Sendable {
 
     private static func includes(of path: String, seen: [String], cache: IniCache) throws(ConfigError) -> [String] {
         guard let file = try cache.file(path) else { return [] }
-        let dir = (path as NSString).deletingLastPathComponent
+        let dir = Path.directory(of: path)
         var before: [String] = []
         var after: [String] = []
         if let inc = file.sections["INCLUDES"] {
@@ -82,9 +82,9 @@ public struct ConfigStack: Sendable {
                 single.merge(file)
                 let value = try single.get("INCLUDES", option) ?? entry.value
                 for item in value.split(separator: "\n") {
-                    let name = item.trimmingCharacters(in: .whitespaces)
+                    let name = item.trimmingWhitespace()
                     if name.isEmpty { continue }
-                    let resolved = name.hasPrefix("/") ? name : (dir as NSString).appendingPathComponent(name)
+                    let resolved = name.hasPrefix("/") ? name : Path.appending(dir, name)
                     if seen.contains(resolved) || resolved == path { continue }
                     var found: [String] = []
                     for expanded in expandWithLocal([resolved]) {

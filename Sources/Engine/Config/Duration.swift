@@ -1,3 +1,4 @@
+import Platform
 /// fail2ban's time expressions (`MyTime.str2seconds`): plain seconds (`600`), abbreviations (`10m`, `1h30m`,
 /// `12w`, `1d`), words (`1hour 30min`, `6 months`), and arithmetic (`1year-6mo`, `2*3600`). A month is a twelfth of
 /// a 365.25-day year, as in fail2ban. `-1` means "forever" where a ban time is meant.
@@ -128,7 +129,7 @@ public enum Duration {
         if seconds < 0 { return "permanent" }
         guard seconds.isFinite else { return "unlimited" }
         // Beyond `longest`, whole years (and no conversion to Int that could trap).
-        if seconds > longest { return String(format: "%.0fy", seconds / 31_536_000) }
+        if seconds > longest { return TextFormat.fixed(seconds / 31_536_000, digits: 0) + "y" }
         var s = Int(seconds.rounded())
         if s >= 31536000 {
             s = Int((Double(s) / 86400).rounded())

@@ -1,4 +1,6 @@
-import Foundation
+import FoundationEssentials
+import Glibc
+import Platform
 
 /// A filter with every `%(x)s` and `<tag>` resolved: what the regex layer compiles.
 public struct FilterDefinition: Sendable {
@@ -64,7 +66,7 @@ public final class FilterReader {
 
     /// A filter given as a file path (read with its includes and `.local` overlay).
     public init(file: String, jail: String, options: OrderedMap<String>, cache: IniCache) throws(ConfigError) {
-        self.name = ((file as NSString).lastPathComponent as NSString).deletingPathExtension
+        self.name = Path.deletingExtension(Path.lastComponent(file))
         self.jail = jail
         self.initOptions = options
         guard FileManager.default.fileExists(atPath: file) else { throw ConfigError("filter file \(file) does not exist") }
@@ -145,7 +147,7 @@ public final class FilterReader {
         def.ignoreregex = lines(opts["ignoreregex"])
         if let p = opts["prefregex"], !p.isEmpty { def.prefregex = p }
         if let m = opts["maxlines"], !m.isEmpty {
-            guard let n = Int(m.trimmingCharacters(in: .whitespaces)), n > 0 else {
+            guard let n = Int(m.trimmingWhitespace()), n > 0 else {
                 throw ConfigError("filter '\(name)': maxlines must be a whole number greater than zero, not '\(m)'",
                                   at: def.locations["maxlines"])
             }

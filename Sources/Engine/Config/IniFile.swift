@@ -1,4 +1,6 @@
-import Foundation
+import FoundationEssentials
+import Glibc
+import Platform
 
 /// One `key = value` with the place it was written.
 public struct IniValue: Sendable {
@@ -62,7 +64,7 @@ public struct IniFile: Sendable {
 
         var lineNumber = 0
         // "\r\n" is a single Character in Swift: normalise line ends before splitting.
-        let normalized = text.contains("\r\n") ? text.replacingOccurrences(of: "\r\n", with: "\n") : text
+        let normalized = text.contains("\r\n") ? text.replacing("\r\n", with: "\n") : text
         for rawLine in normalized.split(separator: "\n", omittingEmptySubsequences: false) {
             lineNumber += 1
             var line = Substring(rawLine)
@@ -75,10 +77,10 @@ public struct IniFile: Sendable {
                 if ch == ";" && (previous == nil || previous!.isWhitespace) { commentStart = idx; break }
                 previous = ch
             }
-            let stripped = line.trimmingCharacters(in: .whitespaces)
+            let stripped = line.trimmingWhitespace()
             var fullComment = false
             if stripped.hasPrefix("#") || stripped.hasPrefix(";") { commentStart = line.startIndex; fullComment = true }
-            let content = (commentStart.map { line[..<$0] } ?? line).trimmingCharacters(in: .whitespaces)
+            let content = (commentStart.map { line[..<$0] } ?? line).trimmingWhitespace()
             if content.isEmpty {
                 // An empty line inside a value is kept (configparser's empty_lines_in_values); a comment is not.
                 if commentStart == nil && !fullComment && option != nil { optionLines.append("") }
@@ -114,7 +116,7 @@ public struct IniFile: Sendable {
                 throw ConfigError("expected 'key = value' or a continuation line indented under a key, found '\(content)'",
                                   at: SourceLocation(file: path, line: lineNumber))
             }
-            let key = content[..<delimiter].trimmingCharacters(in: .whitespaces).lowercased()
+            let key = content[..<delimiter].trimmingWhitespace().lowercased()
             if key.isEmpty {
                 throw ConfigError("a value without a key: '\(content)'", at: SourceLocation(file: path, line: lineNumber))
             }
@@ -126,7 +128,7 @@ public struct IniFile: Sendable {
             seen.insert(section + "\u{0}" + key)
             option = key
             optionLine = lineNumber
-            optionLines = [content[content.index(after: delimiter)...].trimmingCharacters(in: .whitespaces)]
+            optionLines = [content[content.index(after: delimiter)...].trimmingWhitespace()]
         }
         flush()
         return file

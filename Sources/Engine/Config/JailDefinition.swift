@@ -1,4 +1,6 @@
-import Foundation
+import FoundationEssentials
+import Glibc
+import Platform
 
 /// One log path entry of a jail: a glob, and whether to start at its end (`tail`) or beginning (`head`).
 public struct LogPath: Sendable, Equatable {
@@ -161,13 +163,13 @@ public struct JailsReader {
         if name.utf8.count > JailsReader.longestName {
             throw ConfigError("the jail name is \(name.utf8.count) bytes long; nftables holds at most \(JailsReader.longestName) (its sets are named <jail>-v4 and <jail>-v6)", at: location)
         }
-        let backendText = (try get("backend") ?? "auto").trimmingCharacters(in: .whitespaces)
+        let backendText = (try get("backend") ?? "auto").trimmingWhitespace()
         let backend = try JailsReader.backend(backendText, at: locations["backend"])
         var firstOpts: [String: String] = [:]
         for o in JailsReader.firstOptions { if let v = try get(o) { firstOpts[o] = v } }
 
         // The filter, read with the jail's first options, then visible to the jail as known/….
-        let filterSpec = (try get("filter") ?? "").trimmingCharacters(in: .whitespacesAndNewlines)
+        let filterSpec = (try get("filter") ?? "").trimmingWhitespaceAndNewlines()
         guard !filterSpec.isEmpty else { throw ConfigError("no filter set", at: locations["filter"]) }
         let (filterName, filterOptions) = try OptionSyntax.extract(filterSpec)
         let reader: FilterReader
@@ -192,11 +194,11 @@ public struct JailsReader {
         let findTime = try opts.duration("findtime", default: "10m")
         guard findTime > 0 else { throw ConfigError("findtime must be positive", at: opts.location("findtime")) }
         let (banTime, increment) = try banTimes(opts)
-        let proto = (opts["protocol"] ?? "tcp").trimmingCharacters(in: .whitespaces).lowercased()
+        let proto = (opts["protocol"] ?? "tcp").trimmingWhitespace().lowercased()
         guard ["tcp", "udp", "all", "sctp"].contains(proto) else {
             throw ConfigError("protocol must be tcp, udp, sctp or all, not '\(proto)'", at: opts.location("protocol"))
         }
-        let portSpec = (opts["port"] ?? "0:65535").trimmingCharacters(in: .whitespacesAndNewlines)
+        let portSpec = (opts["port"] ?? "0:65535").trimmingWhitespaceAndNewlines()
         let ports: [PortRange]
         do { ports = try Ports.parse(portSpec, protocol: proto) } catch { throw ConfigError(error.description, at: opts.location("port")) }
         let ignoreList = ignoreList(opts)
@@ -209,7 +211,7 @@ public struct JailsReader {
             name: name, filter: filter, filterSpec: filterSpec, logPaths: logs.paths, backend: backend,
             maxRetry: maxRetry, findTime: findTime, banTime: banTime, increment: increment, ports: ports,
             portSpec: portSpec, protocol: proto, ignoreList: ignoreList,
-            banAction: (opts["banaction"] ?? "").trimmingCharacters(in: .whitespaces), actions: actions,
+            banAction: (opts["banaction"] ?? "").trimmingWhitespace(), actions: actions,
             logEncoding: logs.encoding, logTimeZone: logs.zone, maxMatches: try opts.integer("maxmatches", default: maxRetry),
             maxTracked: maxTracked, location: location)
         definition.maxLineLength = logs.maxLineLength
@@ -233,7 +235,7 @@ public struct JailsReader {
         }
 
         func integer(_ option: String, default def: Int) throws(ConfigError) -> Int {
-            guard let text = values[option]?.trimmingCharacters(in: .whitespaces), !text.isEmpty else { return def }
+            guard let text = values[option]?.trimmingWhitespace(), !text.isEmpty else { return def }
             guard let v = Int(text) else { throw ConfigError("\(option) must be a whole number, not '\(text)'", at: locations[option]) }
             return v
         }
@@ -284,7 +286,7 @@ public struct JailsReader {
         var increment = BanTimeIncrement()
         increment.enabled = JailsReader.bool(opts["bantime.increment"] ?? "false")
         if let f = opts["bantime.factor"] {
-            guard let v = Double(f.trimmingCharacters(in: .whitespaces)) else { throw ConfigError("bantime.factor must be a number, not '\(f)'", at: opts.location("bantime.factor")) }
+            guard let v = Double(f.trimmingWhitespace()) else { throw ConfigError("bantime.factor must be a number, not '\(f)'", at: opts.location("bantime.factor")) }
             increment.factor = v
         }
         increment.formula = opts["bantime.formula"]
@@ -315,7 +317,7 @@ public struct JailsReader {
         let ignoreSelf = JailsReader.bool(opts["ignoreself"] ?? "true")
         let (ignoreList, ignoreProblems) = IgnoreList.parse(opts["ignoreip"] ?? "", ignoreSelf: ignoreSelf)
         for p in ignoreProblems { diagnostics.append(Diagnostic(.warning, p, at: opts.location("ignoreip"), jail: opts.jail)) }
-        if let cmd = opts["ignorecommand"], !cmd.trimmingCharacters(in: .whitespaces).isEmpty {
+        if let cmd = opts["ignorecommand"], !cmd.trimmingWhitespace().isEmpty {
             diagnostics.append(Diagnostic(.warning, "ignorecommand is not supported (Portcullis runs no external commands); it is ignored", at: opts.location("ignorecommand"), jail: opts.jail))
         }
         return ignoreList
@@ -326,24 +328,24 @@ public struct JailsReader {
     private mutating func logs(_ opts: JailOptions) throws(ConfigError) -> (paths: [LogPath], zone: Int?, encoding: String, maxLineLength: Int) {
         var paths: [LogPath] = []
         for line in (opts["logpath"] ?? "").split(separator: "\n") {
-            var entry = line.trimmingCharacters(in: .whitespaces)
+            var entry = line.trimmingWhitespace()
             if entry.isEmpty { continue }
             var tail = false
             for suffix in [" tail", " head"] where entry.hasSuffix(suffix) {
                 tail = suffix == " tail"
-                entry = String(entry.dropLast(suffix.count)).trimmingCharacters(in: .whitespaces)
+                entry = String(entry.dropLast(suffix.count)).trimmingWhitespace()
             }
             paths.append(LogPath(pattern: entry, tail: tail))
         }
         guard !paths.isEmpty else { throw ConfigError("no logpath set", at: opts.location("logpath")) }
         var zone: Int? = nil
-        if let tz = opts["logtimezone"], !tz.trimmingCharacters(in: .whitespaces).isEmpty {
-            guard let z = ZoneOffsets.offset(tz.trimmingCharacters(in: .whitespaces)) else {
+        if let tz = opts["logtimezone"], !tz.trimmingWhitespace().isEmpty {
+            guard let z = ZoneOffsets.offset(tz.trimmingWhitespace()) else {
                 throw ConfigError("logtimezone '\(tz)' is not a fixed offset or zone abbreviation (UTC, +0100, CET …)", at: opts.location("logtimezone"))
             }
             zone = z
         }
-        let encoding = (opts["logencoding"] ?? "auto").trimmingCharacters(in: .whitespaces).lowercased()
+        let encoding = (opts["logencoding"] ?? "auto").trimmingWhitespace().lowercased()
         if !["auto", "utf-8", "utf8", "ascii", "us-ascii"].contains(encoding) {
             diagnostics.append(Diagnostic(.warning, "logencoding = \(encoding): Portcullis reads logs as UTF-8 (invalid bytes are replaced), as fail2ban does with 'auto' on a UTF-8 system", at: opts.location("logencoding"), jail: opts.jail))
         }
@@ -380,7 +382,7 @@ public struct JailsReader {
 
     /// fail2ban's boolean values: 1, on, true, yes (any case).
     public static func bool(_ text: String) -> Bool {
-        ["1", "on", "true", "yes"].contains(text.trimmingCharacters(in: .whitespaces).lowercased())
+        ["1", "on", "true", "yes"].contains(text.trimmingWhitespace().lowercased())
     }
 }
 

@@ -1,16 +1,18 @@
-import Foundation
+import FoundationEssentials
+import Glibc
+import Platform
 
 /// fail2ban's `name[key=value, key="quoted, with commas", key='x']` syntax for filters and actions.
 public enum OptionSyntax {
     /// Splits `dovecot[mode=aggressive, logtype=short]` into the name and its options.
     /// The corresponding fail2ban function is `extractOptions`.
     public static func extract(_ text: String) throws(ConfigError) -> (name: String, options: OrderedMap<String>) {
-        let trimmed = text.trimmingCharacters(in: .whitespacesAndNewlines)
+        let trimmed = text.trimmingWhitespaceAndNewlines()
         guard let open = trimmed.firstIndex(of: "[") else {
             if trimmed.isEmpty { throw ConfigError("empty name") }
             return (trimmed, OrderedMap())
         }
-        let name = String(trimmed[..<open]).trimmingCharacters(in: .whitespaces)
+        let name = String(trimmed[..<open]).trimmingWhitespace()
         guard !name.isEmpty else { throw ConfigError("missing name before '[' in '\(text)'") }
         guard trimmed.hasSuffix("]") else { throw ConfigError("options of '\(name)' do not end with ']': '\(text)'") }
         var options = OrderedMap<String>()
@@ -36,7 +38,7 @@ public enum OptionSyntax {
             } else {
                 while i < body.count && body[i] != "," && body[i] != "]" { value.append(body[i]); i += 1 }
             }
-            options[key] = value.trimmingCharacters(in: .whitespacesAndNewlines)
+            options[key] = value.trimmingWhitespaceAndNewlines()
             skipSpace()
             if i >= body.count { break }
             if body[i] == "," { i += 1; continue }
@@ -109,7 +111,7 @@ public enum TagSubstitution {
                     if replacement == nil { replacement = try lookup(name) }
                     guard let replacement else { searchFrom = m.range.upperBound; continue }
                     let start = value.distance(from: value.startIndex, to: m.range.lowerBound)
-                    value = value.replacingOccurrences(of: "<\(name)>", with: replacement)
+                    value = value.replacing("<\(name)>", with: replacement)
                     counts[name, default: 0] += 1
                     searchFrom = value.index(value.startIndex, offsetBy: min(start, value.count))
                 }

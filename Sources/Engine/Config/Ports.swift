@@ -1,5 +1,6 @@
 import Glibc
-import Foundation
+import FoundationEssentials
+import Platform
 
 /// One entry of a jail's `port` list: a single port or a range, with the name it was written as.
 public struct PortRange: Sendable, Equatable, CustomStringConvertible {
@@ -43,7 +44,7 @@ public enum Ports {
 
     /// One port: a number or a service name.
     public static func port(_ text: String, protocol proto: String = "tcp") throws(ResolveError) -> UInt16 {
-        let t = text.trimmingCharacters(in: .whitespaces)
+        let t = text.trimmingWhitespace()
         if let n = Int(t) {
             guard n >= 0 && n <= 65535 else { throw ResolveError(entry: t, reason: "out of range 0-65535") }
             return UInt16(n)

@@ -1,4 +1,5 @@
-import Foundation
+import FoundationEssentials
+import Glibc
 import Platform
 
 /// Daemon-wide settings from `portcullis.conf` (or, in a fail2ban tree, `fail2ban.conf`), with their `.local`
@@ -31,7 +32,7 @@ public struct Settings: Sendable {
         let section = stack.hasSection("Definition") ? "Definition" : IniFile.defaultSectionName
         func value(_ key: String) throws(ConfigError) -> (String, SourceLocation?)? {
             guard let v = try stack.get(section, key) else { return nil }
-            return (v.trimmingCharacters(in: .whitespaces), stack.rawEntry(section, key)?.location)
+            return (v.trimmingWhitespace(), stack.rawEntry(section, key)?.location)
         }
         if let (v, loc) = try value("loglevel") {
             guard let level = Logger.Level(name: v) else {
@@ -88,7 +89,7 @@ public struct APISettings: Sendable, Equatable {
         var a = APISettings()
         func value(_ key: String) throws(ConfigError) -> (String, SourceLocation?)? {
             guard let v = try stack.get("api", key) else { return nil }
-            return (v.trimmingCharacters(in: .whitespacesAndNewlines), stack.rawEntry("api", key)?.location)
+            return (v.trimmingWhitespaceAndNewlines(), stack.rawEntry("api", key)?.location)
         }
         if let (v, _) = try value("listen") {
             a.listen = v.split(whereSeparator: { $0 == "," || $0.isWhitespace }).map(String.init)

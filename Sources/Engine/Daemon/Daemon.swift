@@ -1,4 +1,5 @@
-import Foundation
+import FoundationEssentials
+import Glibc
 import Platform
 
 /// The long-running part of Portcullis: every enabled jail watching its logs, ban decisions applied by the ban
@@ -137,7 +138,7 @@ public final class Daemon: @unchecked Sendable {
     }
 
     private func openStore(_ s: Settings) throws -> BanStore? {
-        let file = s.dbFile.trimmingCharacters(in: .whitespaces)
+        let file = s.dbFile.trimmingWhitespace()
         if file.isEmpty || file.lowercased() == "none" {
             log.warning("dbfile = \(file.isEmpty ? "(empty)" : file): bans are not persisted across restarts")
             return nil

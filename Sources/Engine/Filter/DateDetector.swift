@@ -156,7 +156,7 @@ public final class DateDetector {
         let ignoreDuplicate = !entries.isEmpty
         if let preMatch {
             for t in DateTemplate.baseDefaults(yearRegex: yearRegex) {
-                let wrapped = t.anchored(wrap: { preMatch.replacingOccurrences(of: "{DATE}", with: DateTemplate.unbound($0), options: .caseInsensitive) },
+                let wrapped = t.anchored(wrap: { DateDetector.replacingDatePlaceholder(in: preMatch, with: DateTemplate.unbound($0)) },
                                          yearRegex: yearRegex)
                 try add(wrapped, ignoreDuplicate: ignoreDuplicate)
             }
@@ -610,4 +610,23 @@ extension DateDetector.Entry {
     var matchRange: Range<Int>? { searchRegex.range(0) }
     /// The date text of the last search (group 1).
     var dateRange: Range<Int>? { searchRegex.range(1) }
+}
+
+extension DateDetector {
+    /// `pattern` with every `{DATE}` (in any letter case, as fail2ban reads it) replaced by `date`.
+    static func replacingDatePlaceholder(in pattern: String, with date: String) -> String {
+        var out = ""
+        var rest = Substring(pattern)
+        while let open = rest.firstIndex(of: "{") {
+            let candidate = rest[open...].prefix(6)
+            if candidate.count == 6 && candidate.uppercased() == "{DATE}" {
+                out += rest[..<open] + date
+                rest = rest[candidate.endIndex...]
+            } else {
+                out += rest[...open]
+                rest = rest[rest.index(after: open)...]
+            }
+        }
+        return out + rest
+    }
 }

@@ -1,5 +1,6 @@
 import Glibc
-import Foundation
+import FoundationEssentials
+import Platform
 
 /// One way of finding a timestamp in a log line, built the way fail2ban builds its date templates: a `%`-pattern
 /// (`%b %d %H:%M:%S`) turned into a regex with strptime-field groups, an epoch number, or a TAI64N label.
@@ -49,7 +50,7 @@ public struct DateTemplate: Sendable {
 
     /// fail2ban's `DateTemplate.setRegex`: word or line boundaries around the regex, the date in group 1.
     mutating func setRegex(_ input: String, wordBegin: WordBegin = .yes, wordEnd: Bool = true) {
-        var regex = input.trimmingCharacters(in: .whitespaces)
+        var regex = input.trimmingWhitespace()
         var globalFlags: String? = nil
         if DateTemplate.reGlobalFlags.search(regex) {
             regex = DateTemplate.reGlobalFlags.sub(regex, count: 1) { g in globalFlags = g(1); return "" }
@@ -76,7 +77,7 @@ public struct DateTemplate: Sendable {
         }
         if !flags.contains(.lineBegin) && DateTemplate.reLineBoundBegin.search(regex) { flags.insert(.lineBegin) }
         if !flags.contains(.lineEnd) && DateTemplate.reLineBoundEnd.search(regex) { flags.insert(.lineEnd) }
-        regex = DateTemplate.reDelWordBounds.sub(regex) { g in (g(0) ?? "").replacingOccurrences(of: "**", with: "") }
+        regex = DateTemplate.reDelWordBounds.sub(regex) { g in (g(0) ?? "").replacing("**", with: "") }
         if let globalFlags { regex = globalFlags + regex }
         self.regex = regex
     }

@@ -1,3 +1,4 @@
+import Platform
 /// A compiled fail2ban regex (`failregex`, `ignoreregex` or `prefregex`) and what its last search found,
 /// including which lines of a multi-line buffer it covered (fail2ban's `Regex.search`).
 final class FilterRegex {
@@ -26,7 +27,7 @@ final class FilterRegex {
     init(_ source: String, useDNS: String, multiline: Bool) throws(RegexCompileError) {
         self.source = source
         var expanded = FilterTags.expand(source, useDNS: useDNS)
-        if expanded.trimmingCharacters(in: .whitespaces).isEmpty {
+        if expanded.trimmingWhitespace().isEmpty {
             throw RegexCompileError(pattern: source, message: "cannot add an empty regex", offset: 0)
         }
         expanded = FilterTags.localizeFlags(expanded)

@@ -146,7 +146,7 @@ public final class LineFilter {
         }
         var patterns = datePatterns ?? []
         if datePatterns == nil, let dp = definition.datepattern {
-            patterns = dp.split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+            patterns = dp.split(separator: "\n").map { $0.trimmingWhitespace() }.filter { !$0.isEmpty }
         }
         let dateDetector: DateDetector
         do {

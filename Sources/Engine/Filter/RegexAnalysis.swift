@@ -1,6 +1,7 @@
 import Glibc
 import CFastScan
-import Foundation
+import FoundationEssentials
+import Platform
 
 /// Static analysis of a regex (PCRE2 syntax, as compiled) for two shortcuts that never change a result:
 ///
@@ -384,7 +385,7 @@ final class LiteralScanner {
         screen = pc_screen_create(probes, probeCount, vectorised ? 1 : 0)
         if getenv("PORTCULLIS_DEBUG_SCREEN") != nil {
             let text = unique.enumerated().map { i, l in "\(String(decoding: l, as: UTF8.self))@\(String(decoding: l[Int(probes[i].offset)...].prefix(2), as: UTF8.self))" }
-            FileHandle.standardError.write(Data("screen: \(text.joined(separator: " | "))\n".utf8))
+            StandardError.write("screen: \(text.joined(separator: " | "))\n")
         }
     }
 

@@ -1,4 +1,5 @@
-import Foundation
+import FoundationEssentials
+import Glibc
 import Platform
 
 /// A regex used on configuration text (rewriting date patterns) from any thread, never on the hot path.

@@ -25,7 +25,7 @@ public enum FilterHook: String, Sendable, CaseIterable {
 
     /// fail2ban's `chain` value. Empty and fail2ban's unresolved default (`<known/chain>`) mean INPUT.
     public init(chain: String) throws(Unknown) {
-        let value = chain.trimmingCharacters(in: .whitespaces)
+        let value = chain.trimmingWhitespace()
         switch value.uppercased() {
         case "", "INPUT", "<KNOWN/CHAIN>": self = .input
         case "FORWARD", "DOCKER-USER": self = .forward

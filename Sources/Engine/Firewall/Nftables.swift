@@ -1,5 +1,5 @@
 import CNetfilter
-import Foundation
+import FoundationEssentials
 import Glibc
 import Platform
 

@@ -1,4 +1,5 @@
-import Foundation
+import FoundationEssentials
+import Glibc
 import Platform
 
 /// The default gateways of this network namespace (IPv4 and IPv6 default routes).

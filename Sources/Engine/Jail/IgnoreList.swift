@@ -1,5 +1,5 @@
 import Glibc
-import Foundation
+import FoundationEssentials
 
 /// The addresses a jail never bans: `ignoreip` entries (addresses, networks, host names resolved at load time)
 /// and, with `ignoreself`, the machine's own addresses.

@@ -1,5 +1,6 @@
 import CSQLite
-import Foundation
+import FoundationEssentials
+import Glibc
 
 /// A failed SQLite call, with the statement that failed.
 public struct SQLiteError: Error, CustomStringConvertible, Sendable {

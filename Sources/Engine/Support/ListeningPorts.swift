@@ -1,4 +1,5 @@
-import Foundation
+import FoundationEssentials
+import Glibc
 
 /// The ports something listens on in this network namespace, from /proc/net/{tcp,tcp6,udp,udp6}.
 public enum ListeningPorts {

@@ -1,4 +1,5 @@
-import Foundation
+import FoundationEssentials
+import Glibc
 import Platform
 
 /// `portcullis regex`: runs a filter over a log file (or one line) and reports what fail2ban-regex reports,
@@ -122,7 +123,7 @@ public final class RegexTest {
     /// Finds the filter the way fail2ban-regex does: a file path, or a name in `DIR/filter.d`, with options in
     /// brackets; nil when the argument is neither (it is then a literal failregex).
     static func locateFilter(_ argument: String, config: ConfigDirectory) throws -> Located? {
-        let looksLikeName = argument.range(of: #"^/{0,3}[\w/_\-.]+(?:\[.*\])?$"#, options: .regularExpression) != nil
+        let looksLikeName = argument.wholeMatch(of: #/\/{0,3}[\w\/_\-.]+(?:\[.*\])?/#) != nil
         guard looksLikeName else { return nil }
         let (name, filterOptions): (String, OrderedMap<String>)
         do {
@@ -137,13 +138,12 @@ public final class RegexTest {
         for candidate in candidates {
             var path = candidate
             if !candidate.contains("/") {
-                path = (config.path as NSString).lastPathComponent == "filter.d"
+                path = Path.lastComponent(config.path) == "filter.d"
                     ? config.path + "/" + candidate : config.path + "/filter.d/" + candidate
             } else {
-                baseDir = (candidate as NSString).deletingLastPathComponent
+                baseDir = Path.directory(of: candidate)
             }
-            var isDir: ObjCBool = false
-            if FileManager.default.fileExists(atPath: path, isDirectory: &isDir), !isDir.boolValue {
+            if Path.exists(path), !Path.isDirectory(path) {
                 found = path
                 break
             }
@@ -151,9 +151,9 @@ public final class RegexTest {
         guard found != nil else { return nil }
         var header: [String] = []
         let reader: FilterReader
-        if baseDir == config.path || (baseDir as NSString).lastPathComponent == "filter.d" || (!hasExtension && !name.contains("/")) {
-            if (baseDir as NSString).lastPathComponent == "filter.d" { baseDir = (baseDir as NSString).deletingLastPathComponent }
-            let short = ((name as NSString).lastPathComponent as NSString).deletingPathExtension
+        if baseDir == config.path || Path.lastComponent(baseDir) == "filter.d" || (!hasExtension && !name.contains("/")) {
+            if Path.lastComponent(baseDir) == "filter.d" { baseDir = Path.directory(of: baseDir) }
+            let short = Path.deletingExtension(Path.lastComponent(name))
             header.append("Use   failregex filter file : \(short), basedir: \(baseDir)")
             reader = try FilterReader(name: short, jail: "portcullis-regex", options: filterOptions,
                                       directory: ConfigDirectory(baseDir, cache: config.cache))
@@ -179,7 +179,6 @@ public final class RegexTest {
     public func run(log: String) throws -> Stats {
         let start = Clock.now()
         let now = options.now ?? start
-        var isDir: ObjCBool = false
         if !options.json {
             out.line("")
             out.line("Running tests")
@@ -196,7 +195,7 @@ public final class RegexTest {
                 processLine(line, number: lineNumber, facts: nil, now: now)
             }
         }
-        if FileManager.default.fileExists(atPath: log, isDirectory: &isDir), !isDir.boolValue {
+        if Path.exists(log), !Path.isDirectory(log) {
             if !options.json {
                 out.line("Use         log file : \(log)")
                 out.line("Use         encoding : UTF-8")
@@ -231,7 +230,7 @@ public final class RegexTest {
                 }
                 if let cut = cutLinesSummary {
                     // Said on stderr too, so that the JSON output's readers hear of it.
-                    FileHandle.standardError.write(Data("portcullis regex: \(log): \(cut)\n".utf8))
+                    StandardError.write("portcullis regex: \(log): \(cut)\n")
                 }
             } catch {
                 throw SetupError(message: error.description)
@@ -240,10 +239,10 @@ public final class RegexTest {
             let lines = filter.maxLines <= 1 && !log.contains("\n") ? [log] : log.components(separatedBy: "\n")
             if !options.json {
                 if lines.count == 1 {
-                    out.line("Use      single line : \(RegexTest.shortstr(log.replacingOccurrences(of: "\n", with: "\\n")))")
+                    out.line("Use      single line : \(RegexTest.shortstr(log.replacing("\n", with: "\\n")))")
                 } else {
                     out.line("Use      multi line : \(lines.count) line(s)")
-                    for (i, l) in lines.prefix(5).enumerated() { out.line("| \(String(i + 1).padding(toLength: 2, withPad: " ", startingAt: 0)): \(RegexTest.shortstr(l))") }
+                    for (i, l) in lines.prefix(5).enumerated() { out.line("| \(TextFormat.padded(String(i + 1), to: 2)): \(RegexTest.shortstr(l))") }
                     if lines.count > 5 { out.line("| ...") }
                     out.line("`-")
                 }
@@ -258,7 +257,7 @@ public final class RegexTest {
         if !options.json { printStats(elapsed: Clock.now() - start) }
         out.flush()
         if regexErrors.count > 0 {
-            FileHandle.standardError.write(Data("portcullis regex: \(regexErrors.count) regex search(es) could not be evaluated (first: line \(regexErrors.first[0].line): \(regexErrors.first[0].failure))\n".utf8))
+            StandardError.write("portcullis regex: \(regexErrors.count) regex search(es) could not be evaluated (first: line \(regexErrors.first[0].line): \(regexErrors.first[0].failure))\n")
         }
         return stats
     }
@@ -382,7 +381,7 @@ public final class RegexTest {
              header: "[# of hits] date format")
         out.line("")
         out.line("Lines: \(stats.summary)")
-        out.line(String(format: "[processed in %.2f sec]", elapsed))
+        out.line("[processed in \(TextFormat.fixed(elapsed, digits: 2)) sec]")
         if regexErrors.count > 0 {
             out.line("(\(regexErrors.count) regex search(es) could not be evaluated; those lines count as not matched by that regex:")
             for e in regexErrors.first { out.line("   line \(e.line): \(e.failure)") }

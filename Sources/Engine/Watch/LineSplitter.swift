@@ -1,4 +1,5 @@
 import Glibc
+import Platform
 
 /// Splits a byte stream into lines with `memchr`, keeping an unfinished last line until its newline arrives.
 /// Lines longer than `maxLineLength` are cut there (the rest of that line is dropped and counted), so a hostile
@@ -131,7 +132,7 @@ public enum FileLines {
 public enum ByteSize {
     /// The size in bytes, nil when malformed or outside 1 KiB ... 1 GiB (a line cap outside that is a mistake).
     public static func parse(_ text: String) -> Int? {
-        var digits = Substring(text.trimmingCharacters(in: .whitespaces))
+        var digits = Substring(text.trimmingWhitespace())
         var unit = 1
         if let last = digits.last, let shift = ["k": 10, "m": 20, "g": 30][last.lowercased()] {
             unit = 1 << shift

@@ -1,4 +1,4 @@
-import Foundation
+import FoundationEssentials
 import Glibc
 import Platform
 import Synchronization
@@ -82,7 +82,7 @@ public final class LogWatcher: @unchecked Sendable {
     // MARK: on the hub thread
 
     /// The directories to watch.
-    var directories: Set<String> { Set(patterns.map { ($0.pattern as NSString).deletingLastPathComponent }) }
+    var directories: Set<String> { Set(patterns.map { Path.directory(of: $0.pattern) }) }
 
     /// Registered: follow the files and read the backlog (everything already in them).
     func attached(polling: Bool, buffer: ReadBuffer) {

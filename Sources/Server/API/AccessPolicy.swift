@@ -1,5 +1,7 @@
-import Foundation
+import FoundationEssentials
+import Glibc
 import HTTP
+import Platform
 
 /// Who may do what over the API. The Unix socket is guarded by its file permissions, so whoever can connect is an
 /// admin; over TCP, bearer tokens decide. With no tokens configured, TCP serves reads only (and the server refuses
@@ -34,11 +36,11 @@ public struct AccessPolicy: Sendable {
             guard let data = FileManager.default.contents(atPath: path) else {
                 throw SetupError(description: "[api] \(key) = \(path): the file cannot be read")
             }
-            let text = String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+            let text = String(decoding: data, as: UTF8.self).trimmingWhitespaceAndNewlines()
             guard !text.isEmpty else { throw SetupError(description: "[api] \(key) = \(path): the file is empty") }
             // A control character (an escape sequence, a NUL) would end up in comparisons and in terminals.
             if let bad = text.unicodeScalars.first(where: { $0.value < 0x20 || $0.value == 0x7f || (0x80..<0xa0).contains($0.value) }) {
-                throw SetupError(description: "[api] \(key) = \(path): the token holds a control character (U+\(String(format: "%04X", bad.value))): write it as one line of printable characters")
+                throw SetupError(description: "[api] \(key) = \(path): the token holds a control character (U+\(TextFormat.hex(bad.value, width: 4))): write it as one line of printable characters")
             }
             var st = stat()
             if stat(path, &st) == 0 && st.st_mode & 0o044 != 0 {

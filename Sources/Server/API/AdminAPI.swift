@@ -1,6 +1,7 @@
 import Dispatch
 import Engine
-import Foundation
+import FoundationEssentials
+import Glibc
 import HTTP
 import Platform
 
@@ -85,7 +86,7 @@ public final class AdminAPI: HTTPHandler {
 
     /// localhost, 127.0.0.0/8 or [::1], with or without a port.
     static func isLoopbackHost(_ value: String) -> Bool {
-        var host = Substring(value.trimmingCharacters(in: .whitespaces).lowercased())
+        var host = Substring(value.trimmingWhitespace().lowercased())
         if host.hasPrefix("[") {
             guard let end = host.firstIndex(of: "]") else { return false }
             let rest = host[host.index(after: end)...]
@@ -245,7 +246,7 @@ public final class AdminAPI: HTTPHandler {
     private func ban(jail: String, body: [UInt8], contentType: String?) -> HTTPResponse {
         guard let j = runtime(jail) else { return .problem(404, "no running jail named '\(jail)'") }
         guard let contentType else { return .problem(400, "Content-Type is missing: the body must be application/json") }
-        if let type = contentType.split(separator: ";").first?.trimmingCharacters(in: .whitespaces).lowercased(),
+        if let type = contentType.split(separator: ";").first?.trimmingWhitespace().lowercased(),
            type != "application/json" {
             return .problem(415, "the body must be application/json, not \(type)")
         }
