@@ -22,7 +22,7 @@ func live(_ args: [String]) throws {
     _ = FileManager.default.createFile(atPath: logPath, contents: nil)
     let jail = JailDefinition(
         name: "bench", filter: filter, filterSpec: filterName, logPaths: [LogPath(pattern: logPath, tail: false)],
-        backend: .inotify, maxRetry: 3, findTime: 86400 * 3650, banTime: 3600, ports: [], portSpec: "", protocol: "tcp",
+        backend: .inotify, maxRetry: 3, findTime: 86400 * 3650, banTime: .seconds(3600), ports: [], portSpec: "", protocol: "tcp",
         ignoreList: IgnoreList(ignoreSelf: false), banAction: "dry-run", actions: [], logEncoding: "auto", logTimeZone: nil,
         maxMatches: 3, maxTracked: 100_000, location: nil)
     let decisions = Atomic<Int>(0)
@@ -90,13 +90,13 @@ final class BanRig {
         try reader.readOptions([:], all: false)
         jail = JailDefinition(
             name: "dovecot", filter: try reader.definition(), filterSpec: "dovecot", logPaths: [LogPath(pattern: logPath)],
-            backend: .inotify, maxRetry: 1, findTime: 600, banTime: 3600, ports: [PortRange(first: 1100, last: 1100, name: "1100")],
+            backend: .inotify, maxRetry: 1, findTime: 600, banTime: .seconds(3600), ports: [PortRange(first: 1100, last: 1100, name: "1100")],
             portSpec: "1100", protocol: "tcp", ignoreList: IgnoreList(ignoreSelf: false), banAction: "nftables-multiport",
             actions: [], logEncoding: "auto", logTimeZone: nil, maxMatches: 1, maxTracked: 200_000, location: nil)
         store = try BanStore(path: dir + "/bans.sqlite3")
         firewall = try NftablesFirewall()
         manager = BanManager(store: store, log: Logger(level: .error))
-        setup = BanManager.JailSetup(definition: jail, policy: try BanTimePolicy(base: 3600, increment: BanTimeIncrement()),
+        setup = BanManager.JailSetup(definition: jail, policy: try BanTimePolicy(base: .seconds(3600), increment: BanTimeIncrement()),
                                      firewall: firewall, rules: JailRules.forJail(jail).rules)
     }
 

@@ -33,7 +33,7 @@ struct CheckCommand: ParsableCommand {
                 extra.append(Diagnostic(.warning, "no log file exists yet for \(jail.logPaths.map(\.pattern).joined(separator: ", "))", at: jail.location, jail: jail.name))
             }
             lines.append("  backend:   \(jail.backend.rawValue)")
-            lines.append("  ban:       after \(jail.maxRetry) failure\(jail.maxRetry == 1 ? "" : "s") within \(Duration.describe(jail.findTime)), for \(jail.banTime < 0 ? "ever" : Duration.describe(jail.banTime))" + (jail.increment.enabled ? " (bantime.increment on)" : ""))
+            lines.append("  ban:       after \(jail.maxRetry) failure\(jail.maxRetry == 1 ? "" : "s") within \(TimeExpression.describe(jail.findTime)), for \(jail.banTime.isPermanent ? "ever" : jail.banTime.description)" + (jail.increment.enabled ? " (bantime.increment on)" : ""))
             let portText = jail.ports.map { $0.name == $0.description ? $0.name : "\($0.name)=\($0.description)" }.joined(separator: ", ")
             lines.append("  ports:     \(portText) (\(jail.protocol))")
             let ignore = jail.ignoreList.entries.map(\.description)

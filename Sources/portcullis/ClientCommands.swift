@@ -220,7 +220,7 @@ struct SetCommand: ParsableCommand {
         // Any fail2ban time expression here ("1year-6mo", "2*3600"), sent as seconds.
         var seconds: Double? = nil
         if let bantime {
-            do { seconds = try Duration.seconds(bantime) } catch { throw ValidationError("--bantime: \(error)") }
+            do { seconds = try TimeExpression.seconds(bantime) } catch { throw ValidationError("--bantime: \(error)") }
         }
         try options.forEachAddress(addresses) { ip in
             switch action {

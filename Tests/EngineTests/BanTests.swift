@@ -6,15 +6,25 @@ import Platform
 
 @Suite("ban time policy")
 struct BanTimePolicyTests {
+    @Test func banTimeSaysPermanentInItsType() {
+        #expect(BanTime(fail2banSeconds: -1) == .permanent && BanTime(fail2banSeconds: -5) == .permanent)
+        #expect(BanTime(fail2banSeconds: 600) == .seconds(600))
+        #expect(BanTime.permanent.fail2banSeconds == -1 && BanTime.permanent.end(from: 1000) == nil)
+        #expect(BanTime.seconds(600).end(from: 1000) == 1600)
+        #expect(BanTime.seconds(12 * 604_800).description == "12w" && BanTime.permanent.description == "permanent")
+        let ban = StoredBan(jail: "j", ip: IPAddress("192.0.2.1")!, bannedAt: 1000, banTime: .seconds(60), banCount: 1, failures: 1, matches: [])
+        #expect(ban.expiresAt == 1060 && ban.isActive(at: 1059) && !ban.isActive(at: 1060))
+    }
+
     @Test func defaultFormulaDoublesPerPreviousBan() throws {
         var inc = BanTimeIncrement()
         inc.enabled = true
         let p = try BanTimePolicy(base: 600, increment: inc)
-        #expect(p.banTime(previousBans: 0) == 600)
-        #expect(p.banTime(previousBans: 1) == 1200)
-        #expect(p.banTime(previousBans: 3) == 4800)
+        #expect(p.banTime(previousBans: 0).fail2banSeconds == 600)
+        #expect(p.banTime(previousBans: 1).fail2banSeconds == 1200)
+        #expect(p.banTime(previousBans: 3).fail2banSeconds == 4800)
         // 1 << 20 at most.
-        #expect(p.banTime(previousBans: 40) == 600 * 1_048_576)
+        #expect(p.banTime(previousBans: 40).fail2banSeconds == 600 * 1_048_576)
     }
 
     @Test func multipliersFactorAndCap() throws {
@@ -24,19 +34,19 @@ struct BanTimePolicyTests {
         inc.factor = 2
         inc.maxTime = 3600
         let p = try BanTimePolicy(base: 600, increment: inc)
-        #expect(p.banTime(previousBans: 1) == 600 * 2 * 2)
-        #expect(p.banTime(previousBans: 6) == 3600)
+        #expect(p.banTime(previousBans: 1).fail2banSeconds == 600 * 2 * 2)
+        #expect(p.banTime(previousBans: 6).fail2banSeconds == 3600)
         inc.multipliers = []
         inc.formula = "ban.Time * math.exp(float(ban.Count+1)*banFactor)/math.exp(1*banFactor)"
         inc.factor = 1
         inc.maxTime = nil
         let e = try BanTimePolicy(base: 100, increment: inc)
-        #expect(abs(e.banTime(previousBans: 1) - 100 * M_E) < 1e-9)
+        #expect(abs(e.banTime(previousBans: 1).fail2banSeconds - 100 * M_E) < 1e-9)
         inc.randomTime = 10
         let r = try BanTimePolicy(base: 100, increment: inc)
-        #expect(abs(r.banTime(previousBans: 1, random: 0.5) - (100 * M_E + 5)) < 1e-9)
+        #expect(abs(r.banTime(previousBans: 1, random: 0.5).fail2banSeconds - (100 * M_E + 5)) < 1e-9)
         // Disabled: the base time, whatever happened before.
-        #expect(try BanTimePolicy(base: 600, increment: BanTimeIncrement()).banTime(previousBans: 5) == 600)
+        #expect(try BanTimePolicy(base: 600, increment: BanTimeIncrement()).banTime(previousBans: 5).fail2banSeconds == 600)
     }
 
     /// nftables holds an element for less than 2^64 ns: longer ban times are cut to 584 years, never trap.
@@ -45,12 +55,12 @@ struct BanTimePolicyTests {
         inc.enabled = true
         let p = try BanTimePolicy(base: 604_800, increment: inc)
         // The 16th ban of bantime = 1w: 1w * 2^16 = 1,257 years.
-        #expect(p.uncappedBanTime(previousBans: 16) > BanTimePolicy.longest)
-        #expect(p.banTime(previousBans: 16) == BanTimePolicy.longest)
-        #expect(try BanTimePolicy(base: 1e12, increment: BanTimeIncrement()).banTime(previousBans: 0) == BanTimePolicy.longest)
-        #expect(BanTimePolicy.capped(-1, fallback: 1) == -1)
-        #expect(BanTimePolicy.capped(.nan, fallback: 600) == 600)
-        #expect(BanTimePolicy.capped(.infinity, fallback: 600) == BanTimePolicy.longest)
+        #expect(p.uncappedBanTime(previousBans: 16).fail2banSeconds > BanTimePolicy.longest)
+        #expect(p.banTime(previousBans: 16).fail2banSeconds == BanTimePolicy.longest)
+        #expect(try BanTimePolicy(base: .seconds(1e12), increment: BanTimeIncrement()).banTime(previousBans: 0).fail2banSeconds == BanTimePolicy.longest)
+        #expect(BanTimePolicy.capped(-1, fallback: .seconds(1)) == .permanent)
+        #expect(BanTimePolicy.capped(.nan, fallback: .seconds(600)) == .seconds(600))
+        #expect(BanTimePolicy.capped(.infinity, fallback: .seconds(600)) == .seconds(BanTimePolicy.longest))
         // The kernel's limit: U64_MAX / 10^6 ms.
         #expect(BanTimePolicy.longest * 1000 < Double(UInt64.max / 1_000_000))
         for end in [Double.nan, .infinity, -.infinity, 1e300, -1e300, 0] {
@@ -69,7 +79,7 @@ struct BanTimePolicyTests {
         inc.formula = "nosuchfunction(ban.Time)"
         let p = try? BanTimePolicy(base: 600, increment: inc)
         // A formula that cannot be evaluated leaves the base time.
-        #expect(p?.banTime(previousBans: 2) == 600)
+        #expect(p?.banTime(previousBans: 2).fail2banSeconds == 600)
     }
 }
 
@@ -141,7 +151,7 @@ struct BanStoreTests {
 
 @Suite("ban manager")
 struct BanManagerTests {
-    static func jail(_ name: String, banTime: Double, increment: Bool = false) -> JailDefinition {
+    static func jail(_ name: String, banTime: BanTime, increment: Bool = false) -> JailDefinition {
         var inc = BanTimeIncrement()
         inc.enabled = increment
         return JailDefinition(name: name, filter: FilterDefinition(name: "t", failregex: ["x <HOST>"]), filterSpec: "t",

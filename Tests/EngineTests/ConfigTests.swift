@@ -126,26 +126,26 @@ struct ValueParsingTests {
         ("-1", -1), ("1hour+30min", 5400), ("1year-6mo", 15_778_800), ("2*3600", 7200), ("1.5h", 5400), ("90s", 90),
     ])
     func duration(_ text: String, _ seconds: Double) throws {
-        #expect(try Duration.seconds(text) == seconds)
+        #expect(try TimeExpression.seconds(text) == seconds)
     }
 
     @Test func badDurations() {
         for bad in ["", "ten minutes", "1x", "5/0", "(1"] {
-            #expect(throws: Duration.ParseError.self) { try Duration.seconds(bad) }
+            #expect(throws: TimeExpression.ParseError.self) { try TimeExpression.seconds(bad) }
         }
     }
 
     /// Values that trapped the ban path or a reload: refused when read, with the reason.
     @Test func durationsOutOfRange() {
         for bad in ["999999999999w", "99999999999999999999", "-99999999999999999999", "1e400", "100001y"] {
-            #expect(throws: Duration.ParseError.self) { try Duration.seconds(bad) }
+            #expect(throws: TimeExpression.ParseError.self) { try TimeExpression.seconds(bad) }
         }
-        #expect(throws: Duration.ParseError.self) { try Duration.seconds("99999999999999999999") }
-        #expect((try? Duration.seconds("100000y")) == Duration.longest)
+        #expect(throws: TimeExpression.ParseError.self) { try TimeExpression.seconds("99999999999999999999") }
+        #expect((try? TimeExpression.seconds("100000y")) == TimeExpression.longest)
         // Describing any value never traps.
-        #expect(Duration.describe(.infinity) == "unlimited")
-        #expect(Duration.describe(1e300).hasSuffix("y"))
-        #expect(Duration.describe(BanTimePolicy.longest) == "584y")
+        #expect(TimeExpression.describe(.infinity) == "unlimited")
+        #expect(TimeExpression.describe(1e300).hasSuffix("y"))
+        #expect(TimeExpression.describe(BanTimePolicy.longest) == "584y")
     }
 
     @Test func ports() throws {

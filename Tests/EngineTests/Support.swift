@@ -27,3 +27,9 @@ func eventually(timeout: Double = 5, _ condition: () -> Bool) -> Bool {
     }
     return condition()
 }
+
+/// Test shorthand: a ban time written as fail2ban writes it (seconds, -1 for permanent). Production code names
+/// `.seconds(…)` or `.permanent`.
+extension BanTime: ExpressibleByIntegerLiteral {
+    public init(integerLiteral value: Int) { self.init(fail2banSeconds: Double(value)) }
+}

@@ -27,14 +27,13 @@ public final class BanManager: @unchecked Sendable {
     }
 
     /// A ban in force, compact (100,000 of them must fit in a few MB); the matched lines stay in the store.
-    public struct ActiveBan: Sendable, Equatable {
+    public struct ActiveBan: TimedBan, Sendable, Equatable {
         public let jail: String
         public let ip: IPAddress
         public let bannedAt: Double
-        public let banTime: Double
+        public let banTime: BanTime
         public let banCount: Int
         public let failures: Int
-        public var expiresAt: Double? { banTime < 0 ? nil : bannedAt + banTime }
     }
 
     typealias Key = BanTable.Key
@@ -115,16 +114,16 @@ public final class BanManager: @unchecked Sendable {
         lock.lock()
         active.reserveCapacity(restored.count)
         for b in restored {
-            guard b.bannedAt.isFinite, abs(b.bannedAt) <= Duration.longest, !b.banTime.isNaN else { skipped += 1; continue }
-            let banTime = BanTimePolicy.capped(b.banTime, fallback: -1)
-            if banTime != b.banTime && b.banTime >= 0 { cut += 1 }
+            guard b.bannedAt.isFinite, abs(b.bannedAt) <= TimeExpression.longest, !b.banTime.fail2banSeconds.isNaN else { skipped += 1; continue }
+            let banTime = BanTimePolicy.capped(b.banTime.fail2banSeconds, fallback: .permanent)
+            if banTime != b.banTime && !b.banTime.isPermanent { cut += 1 }
             let key = active.key(b.jail, b.ip)
             let v = BanTable.Value(bannedAt: b.bannedAt, banTime: banTime, banCount: b.banCount, failures: b.failures)
             active[key] = v
             if let end = v.expiresAt { expiries.push(end, key) }
         }
         lock.unlock()
-        if cut > 0 { log.warning("\(cut) ban(s) in \(store?.path ?? "the store") were longer than the packet filter holds: they last \(Duration.describe(BanTimePolicy.longest))") }
+        if cut > 0 { log.warning("\(cut) ban(s) in \(store?.path ?? "the store") were longer than the packet filter holds: they last \(TimeExpression.describe(BanTimePolicy.longest))") }
         if skipped > 0 { log.error("\(skipped) ban(s) in \(store?.path ?? "the store") have no valid start time and were not restored") }
         if let install { try install(setups) } else { try self.install(setups, now: now) }
         if !restored.isEmpty { log.notice("Restored \(restored.count) ban(s) from \(store?.path ?? "the store")") }
@@ -306,7 +305,7 @@ public final class BanManager: @unchecked Sendable {
     }
 
     /// Bans by hand (`set JAIL banip`): the same path as a detected failure, waited for.
-    public func banManually(jail: String, ip: IPAddress, banTime: Double? = nil, now: Double = Clock.now()) throws -> ActiveBan {
+    public func banManually(jail: String, ip: IPAddress, banTime: BanTime? = nil, now: Double = Clock.now()) throws -> ActiveBan {
         lock.lock()
         guard jails[jail] != nil else { lock.unlock(); throw ManualError.unknownJail(jail) }
         lock.unlock()
@@ -403,7 +402,7 @@ public final class BanManager: @unchecked Sendable {
         }
         for p in made {
             let dry = p.setup.firewall is DryRunFirewall ? " (dry-run: packet filter untouched)" : ""
-            log.notice("[\(p.ban.jail)] Ban \(p.ban.ip) for \(p.ban.banTime < 0 ? "ever" : Duration.describe(p.ban.banTime)): \(p.reason)\(dry)")
+            log.notice("[\(p.ban.jail)] Ban \(p.ban.ip) for \(p.ban.banTime.isPermanent ? "ever" : p.ban.banTime.description): \(p.reason)\(dry)")
         }
     }
 
@@ -446,15 +445,15 @@ public final class BanManager: @unchecked Sendable {
         // Only bantime.increment needs the history before the ban (the store counts bans as it records them).
         let previous = increment.enabled ? previousBans(d, overallJails: increment.overallJails, now: now) : 0
         let wanted = d.banTimeOverride ?? setup.policy.uncappedBanTime(previousBans: previous)
-        let banTime = BanTimePolicy.capped(wanted, fallback: setup.policy.base)
+        let banTime = BanTimePolicy.capped(wanted.fail2banSeconds, fallback: setup.policy.base)
         let ban = StoredBan(jail: d.jail, ip: d.ip, bannedAt: now, banTime: banTime, banCount: 1,
                             failures: d.failures, matches: d.matches)
-        var reason = d.reason ?? "\(d.failures) failure\(d.failures == 1 ? "" : "s") within \(Duration.describe(setup.definition.findTime))"
+        var reason = d.reason ?? "\(d.failures) failure\(d.failures == 1 ? "" : "s") within \(TimeExpression.describe(setup.definition.findTime))"
         if previous > 0 && increment.enabled && d.banTimeOverride == nil {
             reason += ", banned \(previous) time\(previous == 1 ? "" : "s") before"
         }
-        if banTime >= 0 && wanted > banTime {
-            reason += " (cut from \(Duration.describe(wanted)): the packet filter holds at most \(Duration.describe(BanTimePolicy.longest)))"
+        if case .seconds(let granted) = banTime, case .seconds(let asked) = wanted, asked > granted {
+            reason += " (cut from \(TimeExpression.describe(asked)): the packet filter holds at most \(TimeExpression.describe(BanTimePolicy.longest)))"
         }
         return PreparedBan(ban: ban, setup: setup, reason: reason)
     }
@@ -588,7 +587,7 @@ public final class BanManager: @unchecked Sendable {
             defer { storeProblem = nil }
             return storeProblem?.since
         }
-        log.notice("The store works again: \(records.count) ban(s) and \(removals.count) removal(s) made meanwhile are written" + (since.map { " (it failed for \(Duration.describe(now - $0)))" } ?? ""))
+        log.notice("The store works again: \(records.count) ban(s) and \(removals.count) removal(s) made meanwhile are written" + (since.map { " (it failed for \(TimeExpression.describe(now - $0)))" } ?? ""))
     }
 
     /// Bans the packet filter refused: out of the store again, counted, logged.

@@ -8,24 +8,23 @@ struct BanTable {
         let tag: UInt32
     }
 
-    struct Value {
+    struct Value: TimedBan {
         var bannedAt: Double
-        /// Seconds; negative: permanent.
-        var banTime: Double
+        /// fail2ban's seconds (-1: permanent), kept as a plain Double: a `BanTime` would take a word more per ban.
+        private var banSeconds: Double
+        var banTime: BanTime { BanTime(fail2banSeconds: banSeconds) }
         // Narrow counters and a 32-bit sequence keep a ban at 24 bytes (100,000 bans held in under 50 MB).
         var banCount: UInt16
         var failures: UInt16
         /// Position in `order`, assigned when stored: the stable order of listings (newest ban last).
         var seq: UInt32 = 0
 
-        init(bannedAt: Double, banTime: Double, banCount: Int, failures: Int) {
+        init(bannedAt: Double, banTime: BanTime, banCount: Int, failures: Int) {
             self.bannedAt = bannedAt
-            self.banTime = banTime
+            self.banSeconds = banTime.fail2banSeconds
             self.banCount = UInt16(clamping: banCount)
             self.failures = UInt16(clamping: failures)
         }
-
-        var expiresAt: Double? { banTime < 0 ? nil : bannedAt + banTime }
     }
 
     private(set) var jailNames: [String] = []

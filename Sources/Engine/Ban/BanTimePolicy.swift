@@ -6,13 +6,13 @@ import Glibc
 /// `ban.Time * (1<<(ban.Count if ban.Count<20 else 20)) * banFactor`), never below the base time, capped by
 /// `bantime.maxtime`, plus up to `bantime.rndtime` of random time.
 public struct BanTimePolicy: Sendable {
-    public let base: Double
+    public let base: BanTime
     public let increment: BanTimeIncrement
     private let formula: PythonExpression?
 
     public static let defaultFormula = "ban.Time * (1<<(ban.Count if ban.Count<20 else 20)) * banFactor"
 
-    public init(base: Double, increment: BanTimeIncrement) throws(ConfigError) {
+    public init(base: BanTime, increment: BanTimeIncrement) throws(ConfigError) {
         self.base = base
         self.increment = increment
         if increment.enabled && increment.multipliers.isEmpty {
@@ -32,23 +32,23 @@ public struct BanTimePolicy: Sendable {
     /// is an element without a timeout and is not affected.
     public static let longest: Double = 584 * 365 * 86400
 
-    /// `seconds` cut to what the packet filter holds; permanent stays permanent, NaN (a formula gone wrong)
-    /// becomes `fallback`.
-    public static func capped(_ seconds: Double, fallback: Double) -> Double {
+    /// `seconds` (fail2ban's: negative is permanent) cut to what the packet filter holds; permanent stays
+    /// permanent, NaN (a formula gone wrong) becomes `fallback`.
+    public static func capped(_ seconds: Double, fallback: BanTime) -> BanTime {
         if seconds.isNaN { return fallback }
-        if seconds < 0 { return -1 }
-        return min(seconds, longest)
+        if seconds < 0 { return .permanent }
+        return .seconds(min(seconds, longest))
     }
 
     /// The ban time for an address banned `previousBans` times before (0: first ban), at most `longest`.
-    public func banTime(previousBans: Int, random: Double? = nil) -> Double {
+    public func banTime(previousBans: Int, random: Double? = nil) -> BanTime {
         let t = uncappedBanTime(previousBans: previousBans, random: random)
-        return BanTimePolicy.capped(t, fallback: base)
+        return BanTimePolicy.capped(t.fail2banSeconds, fallback: base)
     }
 
     /// The ban time before the packet filter's limit: the log says when a ban was cut.
-    public func uncappedBanTime(previousBans: Int, random: Double? = nil) -> Double {
-        guard increment.enabled, base > 0, previousBans > 0 else { return base }
+    public func uncappedBanTime(previousBans: Int, random: Double? = nil) -> BanTime {
+        guard increment.enabled, case .seconds(let base) = base, base > 0, previousBans > 0 else { return base }
         var t: Double
         if !increment.multipliers.isEmpty {
             let m = increment.multipliers
@@ -59,7 +59,7 @@ public struct BanTimePolicy: Sendable {
         }
         if let cap = increment.maxTime, cap > 0 { t = min(t, cap) }
         if let rnd = increment.randomTime, rnd > 0 { t += (random ?? Double.random(in: 0..<1)) * rnd }
-        return t
+        return BanTime(fail2banSeconds: t)
     }
 }
 

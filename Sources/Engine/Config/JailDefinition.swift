@@ -48,7 +48,7 @@ public struct JailDefinition: Sendable {
     public var maxRetry: Int
     public var findTime: Double
     /// Seconds; negative for a permanent ban.
-    public var banTime: Double
+    public var banTime: BanTime
     public var increment = BanTimeIncrement()
     public var ports: [PortRange]
     public var portSpec: String
@@ -71,7 +71,7 @@ public struct JailDefinition: Sendable {
     public var location: SourceLocation?
 
     public init(name: String, filter: FilterDefinition, filterSpec: String, logPaths: [LogPath], backend: Backend,
-                maxRetry: Int, findTime: Double, banTime: Double, increment: BanTimeIncrement = BanTimeIncrement(),
+                maxRetry: Int, findTime: Double, banTime: BanTime, increment: BanTimeIncrement = BanTimeIncrement(),
                 ports: [PortRange], portSpec: String, protocol: String, ignoreList: IgnoreList, banAction: String,
                 actions: [ActionSpec], logEncoding: String, logTimeZone: Int?, maxMatches: Int, maxTracked: Int,
                 location: SourceLocation?) {
@@ -231,7 +231,7 @@ public struct JailsReader {
 
         func duration(_ option: String, default def: String) throws(ConfigError) -> Double {
             let text = values[option] ?? def
-            do { return try Duration.seconds(text) } catch { throw ConfigError("\(option): \(error)", at: locations[option]) }
+            do { return try TimeExpression.seconds(text) } catch { throw ConfigError("\(option): \(error)", at: locations[option]) }
         }
 
         func integer(_ option: String, default def: Int) throws(ConfigError) -> Int {
@@ -280,9 +280,8 @@ public struct JailsReader {
     }
 
     /// `bantime` and the `bantime.*` options; warns of times longer than the packet filter holds.
-    private mutating func banTimes(_ opts: JailOptions) throws(ConfigError) -> (Double, BanTimeIncrement) {
-        var banTime = try opts.duration("bantime", default: "10m")
-        if banTime < 0 { banTime = -1 }
+    private mutating func banTimes(_ opts: JailOptions) throws(ConfigError) -> (BanTime, BanTimeIncrement) {
+        let banTime = BanTime(fail2banSeconds: try opts.duration("bantime", default: "10m"))
         var increment = BanTimeIncrement()
         increment.enabled = JailsReader.bool(opts["bantime.increment"] ?? "false")
         if let f = opts["bantime.factor"] {
@@ -302,12 +301,12 @@ public struct JailsReader {
         if opts["bantime.rndtime"] != nil { increment.randomTime = try opts.duration("bantime.rndtime", default: "0") }
         increment.overallJails = JailsReader.bool(opts["bantime.overalljails"] ?? "false")
         // nftables holds an element for at most ~584 years: say so here, not at the first ban.
-        let longest = Duration.describe(BanTimePolicy.longest)
-        if banTime > BanTimePolicy.longest {
-            diagnostics.append(Diagnostic(.warning, "bantime \(Duration.describe(banTime)) is longer than the packet filter holds: bans last \(longest) (use -1 for permanent)", at: opts.location("bantime"), jail: opts.jail))
+        let longest = TimeExpression.describe(BanTimePolicy.longest)
+        if case .seconds(let seconds) = banTime, seconds > BanTimePolicy.longest {
+            diagnostics.append(Diagnostic(.warning, "bantime \(TimeExpression.describe(seconds)) is longer than the packet filter holds: bans last \(longest) (use -1 for permanent)", at: opts.location("bantime"), jail: opts.jail))
         }
         if increment.enabled, let m = increment.maxTime, m > BanTimePolicy.longest {
-            diagnostics.append(Diagnostic(.warning, "bantime.maxtime \(Duration.describe(m)) is longer than the packet filter holds: bans last at most \(longest)", at: opts.location("bantime.maxtime"), jail: opts.jail))
+            diagnostics.append(Diagnostic(.warning, "bantime.maxtime \(TimeExpression.describe(m)) is longer than the packet filter holds: bans last at most \(longest)", at: opts.location("bantime.maxtime"), jail: opts.jail))
         }
         return (banTime, increment)
     }

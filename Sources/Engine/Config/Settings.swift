@@ -45,7 +45,7 @@ public struct Settings: Sendable {
         }
         if let (v, _) = try value("dbfile") { s.dbFile = v }
         if let (v, loc) = try value("dbpurgeage") {
-            do { s.dbPurgeAge = try Duration.seconds(v) } catch { throw ConfigError("dbpurgeage: \(error)", at: loc) }
+            do { s.dbPurgeAge = try TimeExpression.seconds(v) } catch { throw ConfigError("dbpurgeage: \(error)", at: loc) }
         }
         if let (v, loc) = try value("dbmaxmatches") {
             guard let n = Int(v), n >= 0 else { throw ConfigError("dbmaxmatches must be a whole number, not '\(v)'", at: loc) }
@@ -55,7 +55,7 @@ public struct Settings: Sendable {
             if ["no", "off", "never", "false", "0"].contains(v.lowercased()) {
                 s.orphanExit = nil
             } else {
-                do { s.orphanExit = try Duration.seconds(v) } catch { throw ConfigError("orphanexit: \(error) (or no)", at: loc) }
+                do { s.orphanExit = try TimeExpression.seconds(v) } catch { throw ConfigError("orphanexit: \(error) (or no)", at: loc) }
                 guard s.orphanExit! > 0 && s.orphanExit! <= 3600 else { throw ConfigError("orphanexit must be from 1s to 1h, or no", at: loc) }
             }
         }
@@ -112,7 +112,7 @@ public struct APISettings: Sendable, Equatable {
         for (key, path) in [("idle_timeout", \APISettings.idleTimeout), ("request_timeout", \APISettings.requestTimeout)] {
             if let (v, loc) = try value(key) {
                 let seconds: Double
-                do { seconds = try Duration.seconds(v) } catch { throw ConfigError("[api] \(key): \(error)", at: loc) }
+                do { seconds = try TimeExpression.seconds(v) } catch { throw ConfigError("[api] \(key): \(error)", at: loc) }
                 guard seconds > 0 else { throw ConfigError("[api] \(key) must be positive", at: loc) }
                 a[keyPath: path] = seconds
             }

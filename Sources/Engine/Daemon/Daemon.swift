@@ -41,7 +41,7 @@ public final class Daemon: @unchecked Sendable {
     public var problems: [String] {
         var list = configTrouble.withLock { $0 }
         if let t = banManager?.storeTrouble {
-            list.append("the database has failed for \(Duration.describe(max(1, Clock.now() - t.since))) (\(t.error)): \(t.waiting) ban change(s) kept in memory until it works again")
+            list.append("the database has failed for \(TimeExpression.describe(max(1, Clock.now() - t.since))) (\(t.error)): \(t.waiting) ban change(s) kept in memory until it works again")
         }
         return list
     }
@@ -171,7 +171,7 @@ public final class Daemon: @unchecked Sendable {
             runtime.start()
             jails[definition.name] = runtime
             snapshot.withLock { $0[definition.name] = runtime }
-            log.info("[\(definition.name)] Jail started: \(definition.logPaths.map(\.pattern).joined(separator: ", ")), maxretry \(definition.maxRetry), findtime \(Duration.describe(definition.findTime)), bantime \(definition.banTime < 0 ? "permanent" : Duration.describe(definition.banTime)), \(definition.backend.rawValue)")
+            log.info("[\(definition.name)] Jail started: \(definition.logPaths.map(\.pattern).joined(separator: ", ")), maxretry \(definition.maxRetry), findtime \(TimeExpression.describe(definition.findTime)), bantime \(definition.banTime), \(definition.backend.rawValue)")
         } catch {
             log.error("[\(definition.name)] jail not started: \(error)")
             return "jail '\(definition.name)' not started: \(error)"

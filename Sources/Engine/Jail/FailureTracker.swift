@@ -8,11 +8,11 @@ public struct BanDecision: Sendable {
     /// The log lines that made up the failures (at most `maxmatches`).
     public let matches: [String]
     /// A ban time chosen by hand (manual bans), instead of the jail's.
-    public let banTimeOverride: Double?
+    public let banTimeOverride: BanTime?
     /// Why, when not failures ("by request").
     public let reason: String?
 
-    public init(jail: String, ip: IPAddress, time: Double, failures: Int, matches: [String], banTimeOverride: Double? = nil,
+    public init(jail: String, ip: IPAddress, time: Double, failures: Int, matches: [String], banTimeOverride: BanTime? = nil,
                 reason: String? = nil) {
         self.jail = jail
         self.ip = ip

@@ -3,18 +3,17 @@ import Glibc
 import Platform
 
 /// A ban as kept in the store.
-public struct StoredBan: Sendable, Equatable {
+public struct StoredBan: TimedBan, Sendable, Equatable {
     public var jail: String
     public var ip: IPAddress
     public var bannedAt: Double
-    /// Seconds; negative: permanent.
-    public var banTime: Double
+    public var banTime: BanTime
     /// How many times this address was banned in this jail (1 for the first ban).
     public var banCount: Int
     public var failures: Int
     public var matches: [String]
 
-    public init(jail: String, ip: IPAddress, bannedAt: Double, banTime: Double, banCount: Int, failures: Int, matches: [String]) {
+    public init(jail: String, ip: IPAddress, bannedAt: Double, banTime: BanTime, banCount: Int, failures: Int, matches: [String]) {
         self.jail = jail
         self.ip = ip
         self.bannedAt = bannedAt
@@ -24,9 +23,6 @@ public struct StoredBan: Sendable, Equatable {
         self.matches = matches
     }
 
-    /// nil for a permanent ban.
-    public var expiresAt: Double? { banTime < 0 ? nil : bannedAt + banTime }
-    public func isActive(at now: Double) -> Bool { banTime < 0 || bannedAt + banTime > now }
 }
 
 /// Where a log file was read up to: the file is recognised by its first line's fingerprint (`LogFingerprint`).
@@ -182,7 +178,7 @@ public final class BanStore: @unchecked Sendable {
                 let rawJail = s.text(0)
                 // Jail names repeat: share one String per name.
                 let jail = jailNames[rawJail] ?? { jailNames[rawJail] = rawJail; return rawJail }()
-                result.append(StoredBan(jail: jail, ip: ip, bannedAt: s.double(2), banTime: s.double(3), banCount: s.int(4),
+                result.append(StoredBan(jail: jail, ip: ip, bannedAt: s.double(2), banTime: BanTime(fail2banSeconds: s.double(3)), banCount: s.int(4),
                                         failures: s.int(5), matches: []))
             }
             return result
@@ -199,7 +195,7 @@ public final class BanStore: @unchecked Sendable {
     static func ban(_ r: Statement.Row) -> StoredBan? {
         guard let ip = IPAddress(r.text(1)) else { return nil }
         let matches = r.text(6)
-        return StoredBan(jail: r.text(0), ip: ip, bannedAt: r.double(2), banTime: r.double(3), banCount: r.int(4),
+        return StoredBan(jail: r.text(0), ip: ip, bannedAt: r.double(2), banTime: BanTime(fail2banSeconds: r.double(3)), banCount: r.int(4),
                          failures: r.int(5), matches: matches.isEmpty ? [] : matches.components(separatedBy: "\n"))
     }
 
@@ -236,12 +232,12 @@ public final class BanStore: @unchecked Sendable {
                 for var b in bans {
                     let ip = b.ip.description
                     history.reset()
-                    try history.bind(1, ip); try history.bind(2, b.jail); try history.bind(3, b.bannedAt); try history.bind(4, b.banTime)
+                    try history.bind(1, ip); try history.bind(2, b.jail); try history.bind(3, b.bannedAt); try history.bind(4, b.banTime.fail2banSeconds)
                     b.banCount = try history.step() ? history.int(0) : 1
                     // Finish the RETURNING statement before the next one runs.
                     while try history.step() {}
                     insert.reset()
-                    try insert.bind(1, b.jail); try insert.bind(2, ip); try insert.bind(3, b.bannedAt); try insert.bind(4, b.banTime)
+                    try insert.bind(1, b.jail); try insert.bind(2, ip); try insert.bind(3, b.bannedAt); try insert.bind(4, b.banTime.fail2banSeconds)
                     try insert.bind(5, b.banCount); try insert.bind(6, b.failures); try insert.bind(7, b.matches.joined(separator: "\n"))
                     while try insert.step() {}
                     result.append(b)

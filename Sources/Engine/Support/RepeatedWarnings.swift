@@ -14,7 +14,7 @@ struct RepeatedWarnings {
                 state[key] = s
                 return
             }
-            say(message + " (again \(s.suppressed + 1) time(s) since \(Duration.describe(now - s.since)) ago; said every \(Duration.describe(interval)) at most)")
+            say(message + " (again \(s.suppressed + 1) time(s) since \(TimeExpression.describe(now - s.since)) ago; said every \(TimeExpression.describe(interval)) at most)")
             state[key] = (message, now, s.since, 0)
             return
         }
@@ -25,7 +25,7 @@ struct RepeatedWarnings {
     /// The problem of `key` is over.
     mutating func clear(key: String, now: Double, say: (String) -> Void) {
         guard let s = state.removeValue(forKey: key) else { return }
-        say("resolved after \(Duration.describe(max(1, now - s.since))): \(s.message)")
+        say("resolved after \(TimeExpression.describe(max(1, now - s.since))): \(s.message)")
     }
 
     /// The number of problems currently remembered (tests).

@@ -113,7 +113,7 @@ public final class AdminAPI: HTTPHandler {
         var settings = JSONObject()
         settings.int("maxretry", d.maxRetry)
         settings.double("findtime", d.findTime)
-        settings.double("bantime", d.banTime < 0 ? -1 : d.banTime)
+        settings.double("bantime", d.banTime.fail2banSeconds)
         settings.strings("ports", d.portSpec.split(whereSeparator: { $0 == "," || $0 == " " || $0 == "\t" || $0 == "\n" }).map(String.init))
         settings.string("protocol", d.protocol)
         settings.string("backend", j.usesPolling ? "polling" : "inotify")
@@ -174,7 +174,7 @@ public final class AdminAPI: HTTPHandler {
         o.string("jail", b.jail)
         o.string("bannedAt", RFC3339.format(b.bannedAt))
         o.optionalString("expiresAt", b.expiresAt.map(RFC3339.format))
-        o.double("banTime", b.banTime < 0 ? -1 : b.banTime)
+        o.double("banTime", b.banTime.fail2banSeconds)
         o.int("banCount", b.banCount)
         o.int("failures", b.failures)
         return o.text
@@ -334,8 +334,8 @@ public final class AdminAPI: HTTPHandler {
 /// The body of `POST /jails/{jail}/bans`: `{"ip": "203.0.113.7", "bantime": "1h"}`.
 struct BanRequest {
     let ip: IPAddress
-    /// nil: the jail's own ban time (with bantime.increment); negative: permanent.
-    let banTime: Double?
+    /// nil: the jail's own ban time (with bantime.increment).
+    let banTime: BanTime?
 
     struct Invalid: Error {
         let detail: String
@@ -364,10 +364,10 @@ struct BanRequest {
         case .string(let s)?:
             // A string of openapi.yaml's pattern is always a duration; one longer than the packet filter holds is
             // cut to that, as in the configuration.
-            guard BanRequest.matchesPattern(s), let seconds = try? Duration.Parser.unchecked(s) else {
+            guard BanRequest.matchesPattern(s), let seconds = try? TimeExpression.Parser.unchecked(s) else {
                 throw Invalid(detail: "bantime: '\(s)' is not a duration (seconds, or fail2ban's units such as 1h, 1d, 12w, 1h30m; -1 for permanent)")
             }
-            banTime = seconds < 0 ? -1 : min(seconds, BanRequest.maxBanTime)
+            banTime = seconds < 0 ? .permanent : .seconds(min(seconds, BanRequest.maxBanTime))
         case .number(let n)?:
             banTime = try BanRequest.checked(n)
         default:
@@ -404,10 +404,10 @@ struct BanRequest {
     /// What nftables holds (openapi.yaml says the same).
     static let maxBanTime: Double = BanTimePolicy.longest
 
-    private static func checked(_ seconds: Double) throws(Invalid) -> Double {
+    private static func checked(_ seconds: Double) throws(Invalid) -> BanTime {
         guard seconds.isFinite, seconds < 0 ? seconds == -1 : (seconds >= 1 && seconds <= BanRequest.maxBanTime) else {
             throw Invalid(detail: "bantime: must be -1 (permanent) or from 1 second to 584 years (18417024000 s, the most nftables holds)")
         }
-        return seconds
+        return BanTime(fail2banSeconds: seconds)
     }
 }

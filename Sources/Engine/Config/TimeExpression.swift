@@ -2,7 +2,7 @@ import Platform
 /// fail2ban's time expressions (`MyTime.str2seconds`): plain seconds (`600`), abbreviations (`10m`, `1h30m`,
 /// `12w`, `1d`), words (`1hour 30min`, `6 months`), and arithmetic (`1year-6mo`, `2*3600`). A month is a twelfth of
 /// a 365.25-day year, as in fail2ban. `-1` means "forever" where a ban time is meant.
-public enum Duration {
+public enum TimeExpression {
     public static let units: [(names: [String], seconds: Double)] = [
         (["days", "day", "da", "dd", "d"], 86400),
         (["weeks", "week", "wee", "we", "ww", "w"], 604800),
@@ -114,7 +114,7 @@ public enum Duration {
             var k = j
             while k < chars.count && chars[k].isLetter { word.append(chars[k]); k += 1 }
             if !word.isEmpty {
-                guard let unit = Duration.units.first(where: { $0.names.contains(word) }) else {
+                guard let unit = TimeExpression.units.first(where: { $0.names.contains(word) }) else {
                     throw ParseError(text: text, reason: "unknown unit '\(word)'")
                 }
                 v *= unit.seconds
