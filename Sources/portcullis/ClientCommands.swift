@@ -339,6 +339,6 @@ struct HealthCommand: ParsableCommand {
         let r = options.call("GET", "/health")
         let o = options.object(r)
         guard o["status"]?.string == "ok" else { fail("the daemon is not healthy: \(r.text)", code: ClientExit.notDone) }
-        print(options.json ? r.text : "ok: Portcullis \(o["version"] as? String ?? "?"), up \(o["uptimeSeconds"]?.integer ?? 0) s")
+        print(options.json ? r.text : "ok: Portcullis \(o["version"]?.string ?? "?"), up \(o["uptimeSeconds"]?.integer ?? 0) s")
     }
 }

@@ -60,7 +60,7 @@ struct RegexCommand: ParsableCommand {
     }
 
     func run() throws {
-        var options = RegexTest.Options()
+        var options = RegexRun.Options()
         options.configDirectory = configOptions.config
         options.now = now.flatMap(ISO8601.parse)
         options.json = json
@@ -75,9 +75,9 @@ struct RegexCommand: ParsableCommand {
         options.printAllIgnored = printAllIgnored
         options.printNoMissed = printNoMissed
         options.printNoIgnored = printNoIgnored
-        let test: RegexTest
+        let test: RegexRun
         do {
-            test = try RegexTest(filterArgument: filter, ignoreRegex: ignoreregex, options: options)
+            test = try RegexRun(filterArgument: filter, ignoreRegex: ignoreregex, options: options)
         } catch {
             fail("\(error)", code: 1)
         }

@@ -236,7 +236,7 @@ struct DaemonDateTests {
     @Test(.enabled(if: FileManager.default.fileExists(atPath: "/etc/fail2ban/filter.d/apache-auth.conf"),
                    "needs Debian's fail2ban package (its apache-auth filter)"))
     func screenedLinesStillMoveTheLastDate() throws {
-        let found = try #require(try RegexTest.locateFilter("apache-auth", config: ConfigDirectory("/etc/fail2ban")))
+        let found = try #require(try RegexRun.locateFilter("apache-auth", config: ConfigDirectory("/etc/fail2ban")))
         var options = LineFilter.Options()
         options.checkAllRegex = false
         options.checkFindTime = true

@@ -421,7 +421,7 @@ struct JailRuntimeTests {
     @Test(.enabled(if: FileManager.default.fileExists(atPath: "/etc/fail2ban/filter.d/sshd.conf"), "needs Debian's fail2ban package"))
     func aMultiLineFailureCountsOnce() throws {
         let dir = TempDir()
-        let found = try #require(try RegexTest.locateFilter("sshd", config: ConfigDirectory("/etc/fail2ban")))
+        let found = try #require(try RegexRun.locateFilter("sshd", config: ConfigDirectory("/etc/fail2ban")))
         var def = try Self.jail(dir, maxRetry: 2)
         def.filter = found.definition
         let fw = DecisionLog()

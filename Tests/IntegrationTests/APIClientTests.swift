@@ -1,3 +1,4 @@
+import Engine
 import Foundation
 import TestSupport
 import Testing
@@ -136,7 +137,8 @@ struct CommandFailure: Error, CustomStringConvertible {
         // No token needed, over TCP or the socket.
         let tcp = try Binary.run(["health", "--url", d.url])
         #expect(tcp.status == 0)
-        #expect(tcp.stdout.hasPrefix("ok: Portcullis "))
+        // The version and the uptime as the daemon gave them (a lost field would print "?").
+        #expect(tcp.stdout.hasPrefix("ok: Portcullis \(PortcullisVersion.string), up "))
         #expect(try d.cli(["health"]).status == 0)
         #expect(try Binary.run(["health", "--url", "http://127.0.0.1:1"]).status == 3)
     }

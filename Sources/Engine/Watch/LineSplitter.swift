@@ -115,10 +115,10 @@ public enum FileLines {
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: bufferSize, alignment: 16)
         defer { buffer.deallocate() }
         while true {
-            let n = read(fd, buffer.baseAddress, bufferSize)
-            if n < 0 {
-                if errno == EINTR { continue }
-                throw OpenError(path: path, errno: errno)
+            let n: Int
+            switch valueOrErrno({ read(fd, buffer.baseAddress, bufferSize) }) {
+            case .success(let count): n = count
+            case .failure(let error): throw OpenError(path: path, errno: error.rawValue)
             }
             if n == 0 { break }
             splitter.feed(UnsafeRawBufferPointer(rebasing: buffer[0..<n]), body)

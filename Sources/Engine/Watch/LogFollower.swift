@@ -328,10 +328,11 @@ public final class LogFollower {
         lastReadStopped = false
         while true {
             if budget <= 0 { lastReadStopped = true; return }
-            let n = read(f, buffer.baseAddress, buffer.count)
-            if n < 0 {
-                if errno == EINTR { continue }
-                if errno != EAGAIN { lastError = "cannot read \(path): \(String(cString: strerror(errno)))" }
+            let n: Int
+            switch valueOrErrno({ read(f, buffer.baseAddress, buffer.count) }) {
+            case .success(let count): n = count
+            case .failure(let error):
+                if error != .wouldBlock { lastError = "cannot read \(path): \(error.message)" }
                 return
             }
             if n == 0 { return }

@@ -4,7 +4,7 @@ import Platform
 
 /// `portcullis regex`: runs a filter over a log file (or one line) and reports what fail2ban-regex reports,
 /// with the same counting (`Lines: N lines, I ignored, M matched, X missed`), or one JSON object per line.
-public final class RegexTest {
+public final class RegexRun {
     public struct Options {
         public var configDirectory = "/etc/portcullis"
         public var now: Double? = nil
@@ -66,16 +66,16 @@ public final class RegexTest {
         self.out = output
         var definition: FilterDefinition
         let config = ConfigDirectory(options.configDirectory)
-        if let found = try RegexTest.locateFilter(filterArgument, config: config) {
+        if let found = try RegexRun.locateFilter(filterArgument, config: config) {
             definition = found.definition
             header += found.header
         } else {
             definition = FilterDefinition(name: "literal", failregex: [filterArgument])
-            header.append("Use   failregex line : \(RegexTest.shortstr(filterArgument))")
+            header.append("Use   failregex line : \(RegexRun.shortstr(filterArgument))")
         }
         if let ignoreRegex {
             definition.ignoreregex.append(ignoreRegex)
-            header.append("Use ignoreregex line : \(RegexTest.shortstr(ignoreRegex))")
+            header.append("Use ignoreregex line : \(RegexRun.shortstr(ignoreRegex))")
         }
         var opts = LineFilter.Options()
         opts.checkAllRegex = options.checkAllRegex
@@ -189,7 +189,7 @@ public final class RegexTest {
         var lineNumber = 0
         let handle: (UnsafeBufferPointer<UInt8>) -> Void = { [self] line in
             lineNumber += 1
-            if RegexTest.isSkipped(line) {
+            if RegexRun.isSkipped(line) {
                 skippedLine(number: lineNumber)
             } else {
                 processLine(line, number: lineNumber, facts: nil, now: now)
@@ -205,7 +205,7 @@ public final class RegexTest {
                 var pipelined: ExaminePipeline.Batch? = nil
                 if options.pipelined {
                     let pipeline = ExaminePipeline(filter: filter, path: log, now: now, maxLineLength: options.maxLineLength,
-                                                   skip: RegexTest.isSkipped)
+                                                   skip: RegexRun.isSkipped)
                     // nil: no second thread could be started; then this one reads, below.
                     pipelined = try pipeline.run { batch in
                         for i in 0..<batch.count {
@@ -239,10 +239,10 @@ public final class RegexTest {
             let lines = filter.maxLines <= 1 && !log.contains("\n") ? [log] : log.components(separatedBy: "\n")
             if !options.json {
                 if lines.count == 1 {
-                    out.line("Use      single line : \(RegexTest.shortstr(log.replacing("\n", with: "\\n")))")
+                    out.line("Use      single line : \(RegexRun.shortstr(log.replacing("\n", with: "\\n")))")
                 } else {
                     out.line("Use      multi line : \(lines.count) line(s)")
-                    for (i, l) in lines.prefix(5).enumerated() { out.line("| \(TextFormat.padded(String(i + 1), to: 2)): \(RegexTest.shortstr(l))") }
+                    for (i, l) in lines.prefix(5).enumerated() { out.line("| \(TextFormat.padded(String(i + 1), to: 2)): \(RegexRun.shortstr(l))") }
                     if lines.count > 5 { out.line("| ...") }
                     out.line("`-")
                 }
