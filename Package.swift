@@ -3,16 +3,16 @@ import PackageDescription
 
 /// Settings every Swift target shares, so that the whole package is held to the same language rules.
 let swiftSettings: [SwiftSetting] = [
-    .enableUpcomingFeature("ExistentialAny"),
+    .enableUpcomingFeature("ExistentialAny")
 ]
 
 let package = Package(
     name: "Portcullis",
     products: [
-        .executable(name: "portcullis", targets: ["portcullis"]),
+        .executable(name: "portcullis", targets: ["portcullis"])
     ],
     dependencies: [
-        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2")
     ],
     targets: [
         .systemLibrary(

@@ -122,11 +122,15 @@ public struct APIClient: Sendable {
         switch endpoint {
         case .unix(let path):
             do { socket = try Sockets.connectUnix(path) } catch {
-                throw .unreachable("cannot reach the daemon at \(endpoint): \(error.errno?.message ?? error.description) (is `portcullis serve` running? --socket or --url choose where to look)")
+                throw .unreachable(
+                    "cannot reach the daemon at \(endpoint): \(error.errno?.message ?? error.description) (is `portcullis serve` running? --socket or --url choose where to look)"
+                )
             }
         case .tcp(let host, let port):
             do { socket = try Sockets.connectTCP(host: host, port: port) } catch {
-                throw .unreachable("cannot reach the daemon at \(endpoint): \(error.errno?.message ?? error.description) (is `portcullis serve` running with [api] listen there?)")
+                throw .unreachable(
+                    "cannot reach the daemon at \(endpoint): \(error.errno?.message ?? error.description) (is `portcullis serve` running with [api] listen there?)"
+                )
             }
         }
         var tv = timeval(tv_sec: Int(timeout), tv_usec: 0)
@@ -164,4 +168,3 @@ public struct APIClient: Sendable {
         return Response(status: status, headers: headers, body: body)
     }
 }
-

@@ -30,12 +30,14 @@ public final class JoinableThread: @unchecked Sendable {
         // Owner of this +1 reference: the new thread, which takes it back as its first act (`takeRetainedValue`
         // in the entry below); if the thread cannot be created, this initializer releases it.
         let context = Unmanaged.passRetained(Body(String(name.utf8.prefix(15)) ?? "portcullis", body)).toOpaque()
-        let rc = pthread_create(&handle, nil, { context in
-            let body = Unmanaged<Body>.fromOpaque(context!).takeRetainedValue()
-            _ = pc_name_this_thread(body.name)
-            body.run()
-            return nil
-        }, context)
+        let rc = pthread_create(
+            &handle, nil,
+            { context in
+                let body = Unmanaged<Body>.fromOpaque(context!).takeRetainedValue()
+                _ = pc_name_this_thread(body.name)
+                body.run()
+                return nil
+            }, context)
         guard rc == 0 else {
             Unmanaged<Body>.fromOpaque(context).release()
             throw StartError(name: name, code: rc)

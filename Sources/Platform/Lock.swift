@@ -67,8 +67,9 @@ public final class Condition: @unchecked Sendable {
     @discardableResult
     public func wait(until deadline: Double) -> Bool {
         let whole = deadline.rounded(.down)
-        var ts = timespec(tv_sec: Int(max(0, min(whole, Double(Int32.max) * 64))),
-                          tv_nsec: Int(max(0, (deadline - whole) * 1e9)))
+        var ts = timespec(
+            tv_sec: Int(max(0, min(whole, Double(Int32.max) * 64))),
+            tv_nsec: Int(max(0, (deadline - whole) * 1e9)))
         return pthread_cond_timedwait(condition, mutex.mutex, &ts) != ETIMEDOUT
     }
 

@@ -57,7 +57,8 @@ public final class Logger: Sendable {
         var t = ts.tv_sec
         var tmv = tm()
         gmtime_r(&t, &tmv)
-        let stamp = "\(digits(Int(tmv.tm_year) + 1900, 4))-\(digits(Int(tmv.tm_mon) + 1, 2))-\(digits(Int(tmv.tm_mday), 2))T"
+        let stamp =
+            "\(digits(Int(tmv.tm_year) + 1900, 4))-\(digits(Int(tmv.tm_mon) + 1, 2))-\(digits(Int(tmv.tm_mday), 2))T"
             + "\(digits(Int(tmv.tm_hour), 2)):\(digits(Int(tmv.tm_min), 2)):\(digits(Int(tmv.tm_sec), 2)).\(digits(Int(ts.tv_nsec / 1_000_000), 3))Z"
         let label = level.label + String(repeating: " ", count: max(0, 8 - level.label.utf8.count))
         var line = "\(stamp) \(label) \(message())\n"

@@ -54,8 +54,10 @@ func live(_ args: [String]) throws {
     let written = Clock.monotonic()
     while runtime.counters.linesRead < count { usleep(200) }
     let end = Clock.monotonic()
-    print(String(format: "live: %d lines in %.3f s (writer done after %.3f s): %.0f lines/s through watcher → filter → tracker; %d ban decisions",
-                 count, end - start, written - start, Double(count) / (end - start), decisions.load(ordering: .relaxed)))
+    print(
+        String(
+            format: "live: %d lines in %.3f s (writer done after %.3f s): %.0f lines/s through watcher → filter → tracker; %d ban decisions",
+            count, end - start, written - start, Double(count) / (end - start), decisions.load(ordering: .relaxed)))
 }
 
 struct Usage: Error, CustomStringConvertible {
@@ -96,8 +98,9 @@ final class BanRig {
         store = try BanStore(path: dir + "/bans.sqlite3")
         firewall = try NftablesFirewall()
         manager = BanManager(store: store, log: Logger(level: .error))
-        setup = BanManager.JailSetup(definition: jail, policy: try BanTimePolicy(base: .seconds(3600), increment: BanTimeIncrement()),
-                                     firewall: firewall, rules: JailRules.forJail(jail).rules)
+        setup = BanManager.JailSetup(
+            definition: jail, policy: try BanTimePolicy(base: .seconds(3600), increment: BanTimeIncrement()),
+            firewall: firewall, rules: JailRules.forJail(jail).rules)
     }
 
     func start() throws {
@@ -153,8 +156,10 @@ func latency(_ args: [String]) throws {
     }
     samples.sort()
     func pct(_ p: Double) -> Double { samples[min(samples.count - 1, Int(Double(samples.count) * p))] }
-    print(String(format: "ban latency over %d bans (failure line appended → element in the kernel set): p50 %.3f ms, p90 %.3f ms, p99 %.3f ms, max %.3f ms",
-                 n, pct(0.5), pct(0.9), pct(0.99), samples.last ?? 0))
+    print(
+        String(
+            format: "ban latency over %d bans (failure line appended → element in the kernel set): p50 %.3f ms, p90 %.3f ms, p99 %.3f ms, max %.3f ms",
+            n, pct(0.5), pct(0.9), pct(0.99), samples.last ?? 0))
 }
 
 /// `portcullis-bench bulk CONFIG [N]`: N distinct addresses fail once each (one log write of N lines); prints the
@@ -190,8 +195,11 @@ func bulk(_ args: [String]) throws {
     let banned = Clock.monotonic() - t0
     if let readAt { print(String(format: "  (the jail had read and judged every line after %.2f s)", readAt)) }
     let rss = rssKiB()
-    print(String(format: "%d distinct addresses banned (failure lines written → in the store and the kernel) in %.2f s (%.0f bans/s); RSS of the whole benchmark process then: %d MiB",
-                 n, banned, Double(n) / banned, rss / 1024))
+    print(
+        String(
+            format:
+                "%d distinct addresses banned (failure lines written → in the store and the kernel) in %.2f s (%.0f bans/s); RSS of the whole benchmark process then: %d MiB",
+            n, banned, Double(n) / banned, rss / 1024))
     // Restart: a new manager on the same store installs every ban in one transaction.
     rig.runtime.stop()
     rig.manager.stop(removeLayout: true)
@@ -209,8 +217,12 @@ func nftSmoke() throws {
     let fw = try NftablesFirewall()
     let rules = JailRules(jail: "dovecot", l4proto: 6, ports: [110...110, 995...995, 1000...2000], drop: false)
     let now = Clock.now()
-    try fw.install([rules], bans: [BanEntry(jail: "dovecot", ip: IPAddress("127.0.0.66")!, expiresAt: now + 600),
-                                   BanEntry(jail: "dovecot", ip: IPAddress("::1")!, expiresAt: nil)], now: now)
+    try fw.install(
+        [rules],
+        bans: [
+            BanEntry(jail: "dovecot", ip: IPAddress("127.0.0.66")!, expiresAt: now + 600),
+            BanEntry(jail: "dovecot", ip: IPAddress("::1")!, expiresAt: nil),
+        ], now: now)
     try fw.add([BanEntry(jail: "dovecot", ip: IPAddress("192.0.2.7")!, expiresAt: now + 60)], now: now)
     try fw.remove([("dovecot", IPAddress("192.0.2.99")!)])
     print("installed")

@@ -23,28 +23,39 @@ struct CheckCommand: ParsableCommand {
         for jail in config.jails {
             lines.append("")
             lines.append("[\(jail.name)]")
-            lines.append("  filter:    \(jail.filterSpec) — \(jail.filter.failregex.count) failregex, \(jail.filter.ignoreregex.count) ignoreregex (\(jail.filter.files.first ?? ""))")
+            lines.append(
+                "  filter:    \(jail.filterSpec) — \(jail.filter.failregex.count) failregex, \(jail.filter.ignoreregex.count) ignoreregex (\(jail.filter.files.first ?? ""))"
+            )
             let files = jail.files
             for p in jail.logPaths {
                 let found = Glob.expand(p.pattern)
-                lines.append("  logpath:   \(p.pattern)" + (found.isEmpty ? "  (not found yet; followed when it appears)" : found == [p.pattern] ? "" : "  → \(found.joined(separator: ", "))"))
+                lines.append(
+                    "  logpath:   \(p.pattern)"
+                        + (found.isEmpty ? "  (not found yet; followed when it appears)" : found == [p.pattern] ? "" : "  → \(found.joined(separator: ", "))"))
             }
             if files.isEmpty {
-                extra.append(Diagnostic(.warning, "no log file exists yet for \(jail.logPaths.map(\.pattern).joined(separator: ", "))", at: jail.location, jail: jail.name))
+                extra.append(
+                    Diagnostic(
+                        .warning, "no log file exists yet for \(jail.logPaths.map(\.pattern).joined(separator: ", "))", at: jail.location, jail: jail.name))
             }
             lines.append("  backend:   \(jail.backend.rawValue)")
-            lines.append("  ban:       after \(jail.maxRetry) failure\(jail.maxRetry == 1 ? "" : "s") within \(TimeExpression.describe(jail.findTime)), for \(jail.banTime.isPermanent ? "ever" : jail.banTime.description)" + (jail.increment.enabled ? " (bantime.increment on)" : ""))
+            lines.append(
+                "  ban:       after \(jail.maxRetry) failure\(jail.maxRetry == 1 ? "" : "s") within \(TimeExpression.describe(jail.findTime)), for \(jail.banTime.isPermanent ? "ever" : jail.banTime.description)"
+                    + (jail.increment.enabled ? " (bantime.increment on)" : ""))
             let portText = jail.ports.map { $0.name == $0.description ? $0.name : "\($0.name)=\($0.description)" }.joined(separator: ", ")
             lines.append("  ports:     \(portText) (\(jail.protocol))")
             let ignore = jail.ignoreList.entries.map(\.description)
-            lines.append("  ignoreip:  \(ignore.isEmpty ? "-" : ignore.joined(separator: " "))" + (jail.ignoreList.ignoreSelf ? " + this host (ignoreself)" : ""))
+            lines.append(
+                "  ignoreip:  \(ignore.isEmpty ? "-" : ignore.joined(separator: " "))" + (jail.ignoreList.ignoreSelf ? " + this host (ignoreself)" : ""))
             let gateways = Gateways.shared.current().sorted().map(\.description)
             if gateways.isEmpty {
                 lines.append("  gateway:   none here (no default route)")
             } else {
                 let list = gateways.joined(separator: ", ")
-                lines.append(jail.ignoreGateway ? "  gateway:   \(list): failures from it are not counted (ignoregateway; it is the address of every client behind a proxy)"
-                                                : "  gateway:   \(list): banned like any address (ignoregateway = false)")
+                lines.append(
+                    jail.ignoreGateway
+                        ? "  gateway:   \(list): failures from it are not counted (ignoregateway; it is the address of every client behind a proxy)"
+                        : "  gateway:   \(list): banned like any address (ignoregateway = false)")
             }
             let dry = ["dry-run", "dryrun"].contains(jail.banAction.lowercased())
             let (rules, warning) = JailRules.forJail(jail)
@@ -52,7 +63,10 @@ struct CheckCommand: ParsableCommand {
                 lines.append("  banaction: dry-run (ban decisions are logged, the packet filter is not touched)")
             } else {
                 let what = rules.drop ? "drop" : (rules.l4proto == 6 ? "reject with tcp reset" : "reject")
-                let scope = rules.ports.isEmpty ? "all ports" : "ports \(rules.ports.map { $0.lowerBound == $0.upperBound ? "\($0.lowerBound)" : "\($0.lowerBound)-\($0.upperBound)" }.joined(separator: ","))"
+                let scope =
+                    rules.ports.isEmpty
+                    ? "all ports"
+                    : "ports \(rules.ports.map { $0.lowerBound == $0.upperBound ? "\($0.lowerBound)" : "\($0.lowerBound)-\($0.upperBound)" }.joined(separator: ","))"
                 lines.append("  banaction: \(jail.banAction) → nftables: \(jail.protocol) \(scope), sets \(rules.v4Set)/\(rules.v6Set), \(what)")
                 lines.append("  filters:   chain \(rules.hook.chainName) of table inet \(NftablesFirewall.table): \(rules.hook.description)")
                 if let warning { extra.append(Diagnostic(.warning, warning, at: jail.location, jail: jail.name)) }
@@ -64,7 +78,11 @@ struct CheckCommand: ParsableCommand {
             for (kind, list) in [("failregex", jail.filter.failregex), ("ignoreregex", jail.filter.ignoreregex)] {
                 for (n, regex) in list.enumerated() {
                     if let part = QuantifierCheck.nestedRepetition(in: regex) {
-                        extra.append(Diagnostic(.warning, "\(kind) \(n + 1) repeats a repetition (\(part)): on some lines its backtracking may exceed PCRE2's limits, and such a line counts as not matched (the log then says so)", at: jail.filter.locations[kind] ?? jail.location, jail: jail.name))
+                        extra.append(
+                            Diagnostic(
+                                .warning,
+                                "\(kind) \(n + 1) repeats a repetition (\(part)): on some lines its backtracking may exceed PCRE2's limits, and such a line counts as not matched (the log then says so)",
+                                at: jail.filter.locations[kind] ?? jail.location, jail: jail.name))
                     }
                 }
             }
@@ -79,7 +97,11 @@ struct CheckCommand: ParsableCommand {
                 let open = jail.protocol == "udp" ? listening.udp : listening.tcp
                 if !open.isEmpty && !open.contains(where: { p in jail.ports.contains { $0.contains(p) } }) {
                     let listeningList = open.sorted().prefix(20).map(String.init).joined(separator: ", ")
-                    extra.append(Diagnostic(.warning, "none of the ports \(portText) is one anything listens on here (listening: \(listeningList)); a ban would not block the service", at: jail.location, jail: jail.name))
+                    extra.append(
+                        Diagnostic(
+                            .warning,
+                            "none of the ports \(portText) is one anything listens on here (listening: \(listeningList)); a ban would not block the service",
+                            at: jail.location, jail: jail.name))
                 }
             }
         }

@@ -290,9 +290,11 @@ struct BansCommand: ParsableCommand {
             return
         }
         let rows = all.map { b -> [String] in
-            [b["ip"]?.string ?? "", b["jail"]?.string ?? "", b["bannedAt"]?.string ?? "",
-             b["expiresAt"]?.string ?? "permanent", b["banCount"]?.numberText ?? "",
-             b["failures"]?.numberText ?? ""]
+            [
+                b["ip"]?.string ?? "", b["jail"]?.string ?? "", b["bannedAt"]?.string ?? "",
+                b["expiresAt"]?.string ?? "permanent", b["banCount"]?.numberText ?? "",
+                b["failures"]?.numberText ?? "",
+            ]
         }
         let header = ["IP", "JAIL", "BANNED AT", "EXPIRES AT", "BANS", "FAILURES"]
         let widths = header.indices.map { i in ([header] + rows).map { $0[i].count }.max() ?? 0 }

@@ -10,8 +10,10 @@ struct Portcullis: ParsableCommand {
         commandName: "portcullis",
         abstract: "A fail2ban-compatible intrusion-prevention daemon.",
         version: PortcullisVersion.string,
-        subcommands: [ServeCommand.self, CheckCommand.self, RegexCommand.self, StatusCommand.self, SetCommand.self,
-                      UnbanCommand.self, BansCommand.self, ReloadCommand.self, HealthCommand.self]
+        subcommands: [
+            ServeCommand.self, CheckCommand.self, RegexCommand.self, StatusCommand.self, SetCommand.self,
+            UnbanCommand.self, BansCommand.self, ReloadCommand.self, HealthCommand.self,
+        ]
     )
 
     /// As ArgumentParser's, but a usage error exits with 2 (fail2ban-client's habit and the documented code)

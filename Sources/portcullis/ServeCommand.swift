@@ -57,7 +57,9 @@ struct ServeCommand: ParsableCommand {
                     namespace = grace.map { NamespaceWatch(grace: $0) }
                 }
                 if let why = namespace?.check(now: now) {
-                    log.critical("\(why). Exiting with status 75 so that the restart policy starts Portcullis again in the current namespace; the bans come back from the database (orphanexit = no turns this off)")
+                    log.critical(
+                        "\(why). Exiting with status 75 so that the restart policy starts Portcullis again in the current namespace; the bans come back from the database (orphanexit = no turns this off)"
+                    )
                     api.stop()
                     control.sync { daemon.stop() }
                     throw ExitCode(75)

@@ -1,8 +1,9 @@
 import Foundation
+import Platform
 import TestSupport
 import Testing
+
 @testable import Engine
-import Platform
 
 @Suite("ban time policy")
 struct BanTimePolicyTests {
@@ -154,16 +155,18 @@ struct BanManagerTests {
     static func jail(_ name: String, banTime: BanTime, increment: Bool = false) -> JailDefinition {
         var inc = BanTimeIncrement()
         inc.enabled = increment
-        return JailDefinition(name: name, filter: FilterDefinition(name: "t", failregex: ["x <HOST>"]), filterSpec: "t",
-                              logPaths: [], backend: .polling, maxRetry: 1, findTime: 600, banTime: banTime, increment: inc,
-                              ports: [], portSpec: "", protocol: "tcp", ignoreList: IgnoreList(ignoreSelf: false),
-                              banAction: "dry-run", actions: [], logEncoding: "auto", logTimeZone: nil, maxMatches: 3,
-                              maxTracked: 100, location: nil)
+        return JailDefinition(
+            name: name, filter: FilterDefinition(name: "t", failregex: ["x <HOST>"]), filterSpec: "t",
+            logPaths: [], backend: .polling, maxRetry: 1, findTime: 600, banTime: banTime, increment: inc,
+            ports: [], portSpec: "", protocol: "tcp", ignoreList: IgnoreList(ignoreSelf: false),
+            banAction: "dry-run", actions: [], logEncoding: "auto", logTimeZone: nil, maxMatches: 3,
+            maxTracked: 100, location: nil)
     }
 
     static func setup(_ j: JailDefinition, _ fw: DryRunFirewall) throws -> BanManager.JailSetup {
-        BanManager.JailSetup(definition: j, policy: try BanTimePolicy(base: j.banTime, increment: j.increment), firewall: fw,
-                             rules: JailRules.forJail(j).rules)
+        BanManager.JailSetup(
+            definition: j, policy: try BanTimePolicy(base: j.banTime, increment: j.increment), firewall: fw,
+            rules: JailRules.forJail(j).rules)
     }
 
     @Test func storeFirstAlreadyBannedExpiryAndIncrement() throws {
@@ -243,8 +246,11 @@ struct BanManagerTests {
         let fw = RefusingFirewall(refusing: [bad])
         let manager = BanManager(store: store, log: Logger(level: .critical))
         let j = Self.jail("j", banTime: 3600)
-        try manager.start([BanManager.JailSetup(definition: j, policy: try BanTimePolicy(base: 3600, increment: j.increment),
-                                                firewall: fw, rules: JailRules.forJail(j).rules)])
+        try manager.start([
+            BanManager.JailSetup(
+                definition: j, policy: try BanTimePolicy(base: 3600, increment: j.increment),
+                firewall: fw, rules: JailRules.forJail(j).rules)
+        ])
         defer { manager.stop(removeLayout: true) }
         let ips = (1...20).map { IPAddress("192.0.2.\($0 + 40)")! }
         for ip in ips { manager.submit(BanDecision(jail: "j", ip: ip, time: Clock.now(), failures: 1, matches: [])) }
@@ -307,7 +313,8 @@ struct BanManagerTests {
 @Suite struct JailRulesTests {
     /// An interval set refuses overlapping ranges: ports are sorted and joined first.
     @Test func portRangesAreMerged() {
-        #expect(JailRules.merged([995...995, 110...110, 1000...2000, 1500...2500, 2501...2501, 143...143, 110...110])
+        #expect(
+            JailRules.merged([995...995, 110...110, 1000...2000, 1500...2500, 2501...2501, 143...143, 110...110])
                 == [110...110, 143...143, 995...995, 1000...2501])
         #expect(JailRules.merged([]) == [])
         #expect(JailRules.merged([65535...65535, 0...0, 1...65534]) == [0...65535])

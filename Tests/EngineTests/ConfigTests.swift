@@ -1,6 +1,7 @@
 import Foundation
 import TestSupport
 import Testing
+
 @testable import Engine
 
 @Suite("INI dialect")
@@ -63,18 +64,20 @@ struct ConfigStackTests {
 
     @Test func sectionReferencesAndName() throws {
         var stack = ConfigStack()
-        stack.merge(try IniFile.parse("""
-            [DEFAULT]
-            backend = auto
-            default_backend = %(default/backend)s
-            [lt_file]
-            datepattern = {^LN-BEG}
-            [jail]
-            dp = %(lt_file/datepattern)s
-            me = %(__name__)s
-            b = %(default_backend)s
-            pct = 100%%
-            """, path: "j.conf"))
+        stack.merge(
+            try IniFile.parse(
+                """
+                [DEFAULT]
+                backend = auto
+                default_backend = %(default/backend)s
+                [lt_file]
+                datepattern = {^LN-BEG}
+                [jail]
+                dp = %(lt_file/datepattern)s
+                me = %(__name__)s
+                b = %(default_backend)s
+                pct = 100%%
+                """, path: "j.conf"))
         #expect(try stack.get("jail", "dp") == "{^LN-BEG}")
         #expect(try stack.get("jail", "me") == "jail")
         #expect(try stack.get("jail", "b") == "auto")

@@ -1,8 +1,9 @@
 import Foundation
-import Testing
-import TestSupport
-@testable import Engine
 import Platform
+import TestSupport
+import Testing
+
+@testable import Engine
 
 /// 2005-08-14 12:00 CEST, fail2ban's test "now".
 let testNow = 1124013600.0
@@ -57,23 +58,29 @@ struct DateTests {
 
     @Test func fewerCaptures() {
         // Named groups go, except the fraction and those a back-reference needs; unnamed ones stay.
-        #expect(DateDetector.fewerCaptures(#"^((?P<Y>\d{4})(?P<_sep>[-/])(?P<m>\d\d)(?P=_sep)\d\d(?:\.(?P<f>\d+))?)"#, keeping: ["f"])
+        #expect(
+            DateDetector.fewerCaptures(#"^((?P<Y>\d{4})(?P<_sep>[-/])(?P<m>\d\d)(?P=_sep)\d\d(?:\.(?P<f>\d+))?)"#, keeping: ["f"])
                 == #"^((?:\d{4})(?P<_sep>[-/])(?:\d\d)(?P=_sep)\d\d(?:\.(?P<f>\d+))?)"#)
-        #expect(DateDetector.fewerCaptures(#"((?<H>\d\d)[(?P<x>)]\(?P<y>)(?<=a)(?i:b)"#, keeping: [])
+        #expect(
+            DateDetector.fewerCaptures(#"((?<H>\d\d)[(?P<x>)]\(?P<y>)(?<=a)(?i:b)"#, keeping: [])
                 == #"((?:\d\d)[(?P<x>)]\(?P<y>)(?<=a)(?i:b)"#)
         // Anything whose meaning depends on group numbers is left alone.
-        for p in [#"((?P<a>x))\1"#, #"((?P<a>x))\k<a>"#, #"((?P<a>x))(?(a)y|z)"#, #"(?|(?P<a>x)|(?P<b>y))"#, #"((?P<a>x))(?P>a)"#, #"((?P<a>x))(?R)"#,
-                  #"(?x)((?P<a>x) # [(?P<b>"#] {
+        for p in [
+            #"((?P<a>x))\1"#, #"((?P<a>x))\k<a>"#, #"((?P<a>x))(?(a)y|z)"#, #"(?|(?P<a>x)|(?P<b>y))"#, #"((?P<a>x))(?P>a)"#, #"((?P<a>x))(?R)"#,
+            #"(?x)((?P<a>x) # [(?P<b>"#,
+        ] {
             #expect(DateDetector.fewerCaptures(p, keeping: []) == nil, "\(p)")
         }
     }
 
     @Test func leanSearchFindsWhatTheFullRegexFinds() throws {
         // Every default template, searched with fewer captures, gives the same date, text and time.
-        let lines = ["2005-08-14T06:10:51.123456+00:00 host sshd[1]: x", "2005-08-14 08:10:51,5 x", "Aug 14 08:10:51 host x",
-                     "Sun Aug 14 08:10:51.5 2005 x", "14-Aug-2005 08:10:51 x", "08/14/2005:08:10:51 x", "14/08/05 08:10:51 x",
-                     "x [14/Aug/2005:06:10:51 +0000] y", "20050814 081051 z", "<08/14/05@08:10:51> x", "Aug 14, 2005 8:10:51 AM x",
-                     "2005-08-14 08:10:51.987654 CET x", "08:10:51 only a time"]
+        let lines = [
+            "2005-08-14T06:10:51.123456+00:00 host sshd[1]: x", "2005-08-14 08:10:51,5 x", "Aug 14 08:10:51 host x",
+            "Sun Aug 14 08:10:51.5 2005 x", "14-Aug-2005 08:10:51 x", "08/14/2005:08:10:51 x", "14/08/05 08:10:51 x",
+            "x [14/Aug/2005:06:10:51 +0000] y", "20050814 081051 z", "<08/14/05@08:10:51> x", "Aug 14, 2005 8:10:51 AM x",
+            "2005-08-14 08:10:51.987654 CET x", "08:10:51 only a time",
+        ]
         for line in lines {
             let bytes = Array(line.utf8)
             let d = try DateDetector()
@@ -102,8 +109,10 @@ struct DateTests {
 struct LineFilterTests {
     init() { _ = TestZone.ready }
 
-    static func filter(_ failregex: [String], prefregex: String? = nil, ignoreregex: [String] = [], maxlines: Int? = nil,
-                       checkAll: Bool = false) throws -> LineFilter {
+    static func filter(
+        _ failregex: [String], prefregex: String? = nil, ignoreregex: [String] = [], maxlines: Int? = nil,
+        checkAll: Bool = false
+    ) throws -> LineFilter {
         var options = LineFilter.Options()
         options.checkAllRegex = checkAll
         options.checkFindTime = false
@@ -124,8 +133,9 @@ struct LineFilterTests {
     }
 
     @Test func prefregexContentAndIgnore() throws {
-        let f = try Self.filter([#"^bad login from <ADDR>"#], prefregex: #"^\s*svc\[\d+\]: <F-CONTENT>.+</F-CONTENT>$"#,
-                                ignoreregex: [#"from 192\.0\.2\.99"#])
+        let f = try Self.filter(
+            [#"^bad login from <ADDR>"#], prefregex: #"^\s*svc\[\d+\]: <F-CONTENT>.+</F-CONTENT>$"#,
+            ignoreregex: [#"from 192\.0\.2\.99"#])
         #expect(f.process("Aug 14 11:00:00 svc[1]: bad login from 192.0.2.1", now: testNow).count == 1)
         #expect(f.process("Aug 14 11:00:00 other[1]: bad login from 192.0.2.1", now: testNow).isEmpty)
         #expect(f.process("Aug 14 11:00:00 svc[1]: bad login from 192.0.2.99", now: testNow).isEmpty)
@@ -179,8 +189,9 @@ struct LineFilterTests {
 
     @Test func nofailAndMultiLineIdentifier() throws {
         // A connection id joins lines: the address is known from the first, the failure comes later.
-        let f = try Self.filter([#"^\[(?P<mlfid>\d+)\] connect from <HOST>$"#, #"^\[<F-MLFID>\d+</F-MLFID>\] auth failed for <F-USER>\w+</F-USER>$"#],
-                                checkAll: true)
+        let f = try Self.filter(
+            [#"^\[(?P<mlfid>\d+)\] connect from <HOST>$"#, #"^\[<F-MLFID>\d+</F-MLFID>\] auth failed for <F-USER>\w+</F-USER>$"#],
+            checkAll: true)
         let first = f.process("[42] connect from 192.0.2.77", now: testNow)
         #expect(first.first?.id == "192.0.2.77")
         let second = f.process("[42] auth failed for bob", now: testNow)
@@ -216,7 +227,9 @@ struct LongStreamTests {
 
     @Test func identicalLinesAcrossRecalibration() throws {
         // 300 copies of one mysqld-auth failure: with the freed screen this crashed 9 runs in 40.
-        let f = try LineFilterTests.filter([#"^\s*\[Warning\] Access denied for user '<F-USER>[^']+</F-USER>'@'<HOST>' (?:to database '[^']*'|\(using password: (?:YES|NO)\))$"#])
+        let f = try LineFilterTests.filter([
+            #"^\s*\[Warning\] Access denied for user '<F-USER>[^']+</F-USER>'@'<HOST>' (?:to database '[^']*'|\(using password: (?:YES|NO)\))$"#
+        ])
         var count = 0
         for _ in 0..<300 {
             count += f.process("Aug 14 11:00:00 [Warning] Access denied for user 'root'@'192.0.2.3' (using password: YES)", now: testNow).count
@@ -233,8 +246,10 @@ struct DaemonDateTests {
     /// date text cannot be parsed then gets the last date's text instead of having its own cut out. The screen
     /// skipped that step for lines no failregex can match, so the next line was matched where fail2ban's daemon
     /// does not (found by the differential test, apache-auth).
-    @Test(.enabled(if: FileManager.default.fileExists(atPath: "/etc/fail2ban/filter.d/apache-auth.conf"),
-                   "needs Debian's fail2ban package (its apache-auth filter)"))
+    @Test(
+        .enabled(
+            if: FileManager.default.fileExists(atPath: "/etc/fail2ban/filter.d/apache-auth.conf"),
+            "needs Debian's fail2ban package (its apache-auth filter)"))
     func screenedLinesStillMoveTheLastDate() throws {
         let found = try #require(try RegexRun.locateFilter("apache-auth", config: ConfigDirectory("/etc/fail2ban")))
         var options = LineFilter.Options()

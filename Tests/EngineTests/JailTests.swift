@@ -1,8 +1,9 @@
 import Foundation
+import Platform
 import TestSupport
 import Testing
+
 @testable import Engine
-import Platform
 
 @Suite("failure tracker")
 struct FailureTrackerTests {
@@ -206,15 +207,20 @@ struct LogFollowerTests {
         let fd = open(logPath, O_WRONLY | O_CREAT | O_APPEND, 0o600)
         defer { close(fd) }
         let lines = Locked<[Int]>([])
-        let watcher = LogWatcher(name: "t", paths: [LogPath(pattern: dir.path + "/a.log", tail: false)], polling: true,
-                                 pollInterval: 50, log: Logger(level: .info, fd: fd), maxLineLength: 1024) { line, _, _ in
+        let watcher = LogWatcher(
+            name: "t", paths: [LogPath(pattern: dir.path + "/a.log", tail: false)], polling: true,
+            pollInterval: 50, log: Logger(level: .info, fd: fd), maxLineLength: 1024
+        ) { line, _, _ in
             lines.withLock { $0.append(line.count) }
         }
         watcher.start()
         defer { watcher.stop() }
         dir.append("a.log", "short\n" + String(repeating: "x", count: 5000) + " from 192.0.2.1\nshort again\n")
         #expect(eventually { lines.withLock { $0 } == [5, 1024, 11] })
-        #expect(eventually { ((try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "").contains("1 line(s) of \(dir.path)/a.log longer than 1024 bytes were cut there") })
+        #expect(
+            eventually {
+                ((try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "").contains("1 line(s) of \(dir.path)/a.log longer than 1024 bytes were cut there")
+            })
     }
 
     /// A log path replaced by a symlink to another file (a secret) is not followed there; a directory or a
@@ -276,8 +282,10 @@ struct LogFollowerTests {
         let fd = open(logPath, O_WRONLY | O_CREAT | O_APPEND, 0o600)
         defer { close(fd) }
         let lines = Locked<[Int]>([])
-        let watcher = LogWatcher(name: "t", paths: [LogPath(pattern: dir.path + "/a.log", tail: false)], polling: false,
-                                 pollInterval: 20, log: Logger(level: .info, fd: fd)) { line, _, _ in
+        let watcher = LogWatcher(
+            name: "t", paths: [LogPath(pattern: dir.path + "/a.log", tail: false)], polling: false,
+            pollInterval: 20, log: Logger(level: .info, fd: fd)
+        ) { line, _, _ in
             lines.withLock { $0.append(line.count) }
         }
         watcher.start()
@@ -477,7 +485,9 @@ struct JailsReaderTests {
         let dir = TempDir()
         dir.write("filter.d/good.conf", Self.filter)
         dir.write("filter.d/broken.conf", "[Definition]\nfailregex = ^fail ( from <HOST>\n")
-        dir.write("jail.conf", """
+        dir.write(
+            "jail.conf",
+            """
             [DEFAULT]
             maxretry = 5
             bantime = 10m
@@ -521,11 +531,13 @@ struct JailsReaderTests {
         let dir = TempDir()
         dir.write("filter.d/good.conf", Self.filter)
         let long = String(repeating: "j", count: 253)
-        dir.write("jail.conf", "[a]\nenabled = true\nfilter = good\nlogpath = /var/log/x.log\nbantime = 999999999999w\n"
-                  + "[b]\nenabled = true\nfilter = good\nlogpath = /var/log/x.log\nfindtime = 99999999999999999999\n"
-                  + "[c]\nenabled = true\nfilter = good\nlogpath = /var/log/x.log\nbantime = 1000000000000\n"
-                  + "[\(long)]\nenabled = true\nfilter = good\nlogpath = /var/log/x.log\n"
-                  + "[\(String(repeating: "k", count: 252))]\nenabled = true\nfilter = good\nlogpath = /var/log/x.log\n")
+        dir.write(
+            "jail.conf",
+            "[a]\nenabled = true\nfilter = good\nlogpath = /var/log/x.log\nbantime = 999999999999w\n"
+                + "[b]\nenabled = true\nfilter = good\nlogpath = /var/log/x.log\nfindtime = 99999999999999999999\n"
+                + "[c]\nenabled = true\nfilter = good\nlogpath = /var/log/x.log\nbantime = 1000000000000\n"
+                + "[\(long)]\nenabled = true\nfilter = good\nlogpath = /var/log/x.log\n"
+                + "[\(String(repeating: "k", count: 252))]\nenabled = true\nfilter = good\nlogpath = /var/log/x.log\n")
         let config = LoadedConfig.load(dir.path)
         #expect(config.jails.map(\.name) == ["c", String(repeating: "k", count: 252)])
         let a = try #require(config.diagnostics.first { $0.jail == "a" })
@@ -558,8 +570,10 @@ struct JailsReaderTests {
     @Test func maxLineLength() throws {
         let dir = TempDir()
         dir.write("filter.d/good.conf", Self.filter)
-        dir.write("jail.conf", "[a]\nenabled = true\nfilter = good\nlogpath = /var/log/x.log\nmaxlinelength = 16M\n"
-                  + "[b]\nenabled = true\nfilter = good\nlogpath = /var/log/x.log\nmaxlinelength = 12 bytes\n")
+        dir.write(
+            "jail.conf",
+            "[a]\nenabled = true\nfilter = good\nlogpath = /var/log/x.log\nmaxlinelength = 16M\n"
+                + "[b]\nenabled = true\nfilter = good\nlogpath = /var/log/x.log\nmaxlinelength = 12 bytes\n")
         let config = LoadedConfig.load(dir.path)
         #expect(config.jails.map(\.name) == ["a"])
         #expect(config.jails.first?.maxLineLength == 16 << 20)
@@ -581,7 +595,9 @@ struct JailsReaderTests {
         let dir = TempDir()
         try FileManager.default.removeItem(atPath: dir.path)
         try FileManager.default.copyItem(atPath: root.appendingPathComponent("config").path, toPath: dir.path)
-        dir.write("jail.d/jail.local", """
+        dir.write(
+            "jail.d/jail.local",
+            """
             [dovecot]
             enabled  = true
             port     = pop3,pop3s,imap,imaps,submission,465,sieve

@@ -1,7 +1,8 @@
 import Foundation
-import Testing
-@testable import Engine
 import Platform
+import Testing
+
+@testable import Engine
 
 @Suite("gateways, namespace, hooks")
 struct NetworkTests {
@@ -33,7 +34,9 @@ struct NetworkTests {
     @Test func gatewaysAreReadAgainWhenStale() {
         let reads = Locked(0)
         let g = Gateways(maxAge: 5) {
-            let n = reads.withLock { $0 += 1; return $0 }
+            let n = reads.withLock {
+                $0 += 1; return $0
+            }
             return n == 1 ? [IPAddress("10.0.0.1")!] : [IPAddress("10.0.0.9")!]
         }
         #expect(g.contains(IPAddress("10.0.0.1")!, now: 100))
@@ -46,14 +49,14 @@ struct NetworkTests {
     @Test func orphanedOnlyAfterHavingANetworkAndTheGrace() {
         let names = Locked<[String]>([])
         var w = NamespaceWatch(grace: 3) { names.withLock { $0 } }
-        #expect(w.check(now: 0) == nil)       // never had a network: not orphaned, however long
+        #expect(w.check(now: 0) == nil)  // never had a network: not orphaned, however long
         #expect(w.check(now: 100) == nil)
         names.withLock { $0 = ["eth0"] }
         #expect(w.check(now: 101) == nil)
         names.withLock { $0 = [] }
         #expect(w.check(now: 102) == nil)
         #expect(w.check(now: 104.9) == nil)
-        names.withLock { $0 = ["eth0"] }      // back in time: the clock starts again
+        names.withLock { $0 = ["eth0"] }  // back in time: the clock starts again
         #expect(w.check(now: 105) == nil)
         names.withLock { $0 = [] }
         #expect(w.check(now: 106) == nil)

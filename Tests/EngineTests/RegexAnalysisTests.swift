@@ -1,7 +1,8 @@
-import Foundation
-import Testing
-import TestSupport
 import CFastScan
+import Foundation
+import TestSupport
+import Testing
+
 @testable import Engine
 
 @Suite("regex analysis")
@@ -59,15 +60,21 @@ struct RegexAnalysisTests {
         // The same lines through a filter with and without screening give the same failures.
         var options = LineFilter.Options()
         options.checkFindTime = false
-        let def = FilterDefinition(name: "t", failregex: [#"^\s*(?:Aborted login|Disconnected) \(auth failed\): rip=<HOST>$"#,
-                                                         #"^\s*pam\(\S+,<HOST>\): pam_authenticate\(\) failed"#])
+        let def = FilterDefinition(
+            name: "t",
+            failregex: [
+                #"^\s*(?:Aborted login|Disconnected) \(auth failed\): rip=<HOST>$"#,
+                #"^\s*pam\(\S+,<HOST>\): pam_authenticate\(\) failed"#,
+            ])
         let fast = try LineFilter(def, options: options)
         options.literalPrefilter = false
         let slow = try LineFilter(def, options: options)
         #expect(fast.prefilterLiterals != nil && slow.prefilterLiterals == nil)
-        let lines = ["Disconnected (auth failed): rip=192.0.2.1", "pam(x,192.0.2.2): pam_authenticate() failed: y",
-                     "Aborted login (auth failed): rip=192.0.2.3", "unrelated 192.0.2.4", "Disconnect (auth failed): rip=192.0.2.5",
-                     String(repeating: "z", count: 40) + "Disconnected (auth failed): rip=192.0.2.6"]
+        let lines = [
+            "Disconnected (auth failed): rip=192.0.2.1", "pam(x,192.0.2.2): pam_authenticate() failed: y",
+            "Aborted login (auth failed): rip=192.0.2.3", "unrelated 192.0.2.4", "Disconnect (auth failed): rip=192.0.2.5",
+            String(repeating: "z", count: 40) + "Disconnected (auth failed): rip=192.0.2.6",
+        ]
         var found: [String?] = []
         for l in lines {
             let ids = fast.process(l, now: testNow).map(\.id)
@@ -81,8 +88,10 @@ struct RegexAnalysisTests {
     @Test func screenFindsExactlyTheStrings() {
         // Random lines with the strings (and near misses) at every offset, across 32-byte blocks and at the very
         // end: the vectorised screen, the portable one and a plain search agree, and both tell non-ASCII lines.
-        let strings = ["Disconnected", "auth failed, ", "nknown user", "xy", "): ", "pam_authenticate() failed: ",
-                       "Aborted login", "assword mismatch", "tried to use ", "Remote closed connection"]
+        let strings = [
+            "Disconnected", "auth failed, ", "nknown user", "xy", "): ", "pam_authenticate() failed: ",
+            "Aborted login", "assword mismatch", "tried to use ", "Remote closed connection",
+        ]
         let literals = strings.map { Array($0.utf8) }
         let fast = LiteralScanner(literals)
         let portable = LiteralScanner(literals, vectorised: false)
@@ -126,8 +135,10 @@ struct RegexAnalysisTests {
         #expect(QuantifierCheck.nestedRepetition(in: regex) != nil)
     }
 
-    @Test(arguments: [#"(?:[^|]*\|)*"#, #"(a|b)*"#, #"(?:, arg\d+=\S*)*"#, #"(ab)+"#, #"\(a+\)+"#, #"[(a+)+]"#,
-                      #"(?:\[[^\]]+\] )*"#, #"(?: uname=\S+| error="[^"]+")*"#, #"^(a+)?$"#, #"(a{2,5})+"#, #"(?=a+)+"#])
+    @Test(arguments: [
+        #"(?:[^|]*\|)*"#, #"(a|b)*"#, #"(?:, arg\d+=\S*)*"#, #"(ab)+"#, #"\(a+\)+"#, #"[(a+)+]"#,
+        #"(?:\[[^\]]+\] )*"#, #"(?: uname=\S+| error="[^"]+")*"#, #"^(a+)?$"#, #"(a{2,5})+"#, #"(?=a+)+"#,
+    ])
     func separatedOrBoundedOnesAreNot(_ regex: String) {
         #expect(QuantifierCheck.nestedRepetition(in: regex) == nil)
     }

@@ -1,4 +1,5 @@
 import Foundation
+
 @testable import Engine
 
 /// Every engine test runs with fail2ban's test time zone, set once for the process (TZ is process-wide).

@@ -1,7 +1,8 @@
 import Foundation
-import Testing
-@testable import Engine
 import Platform
+import Testing
+
+@testable import Engine
 
 @Suite("joinable thread")
 struct ThreadTests {
@@ -14,7 +15,7 @@ struct ThreadTests {
         }
         t.join()
         #expect(state.withLock { $0.started && $0.ended })
-        t.join()   // a second join returns at once
+        t.join()  // a second join returns at once
     }
 
     @Test func aThreadNeverJoinedIsDetachedAndItsBodyReleased() throws {

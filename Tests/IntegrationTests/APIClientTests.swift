@@ -72,18 +72,19 @@ struct CommandFailure: Error, CustomStringConvertible {
         #expect(list.stdout == "Status\n|- Number of jail:\t1\n`- Jail list:\tdovecot\n")
         #expect(try d.cli(["set", "dovecot", "banip", "203.0.113.7", "2001:db8::7"]).stdout == "2\n")
         let one = try d.cli(["status", "dovecot"])
-        #expect(one.stdout == """
-            Status for the jail: dovecot
-            |- Filter
-            |  |- Currently failed:\t0
-            |  |- Total failed:\t0
-            |  `- File list:\t\(d.dir.url.path)/mail.log
-            `- Actions
-               |- Currently banned:\t2
-               |- Total banned:\t2
-               `- Banned IP list:\t203.0.113.7 2001:db8::7
+        #expect(
+            one.stdout == """
+                Status for the jail: dovecot
+                |- Filter
+                |  |- Currently failed:\t0
+                |  |- Total failed:\t0
+                |  `- File list:\t\(d.dir.url.path)/mail.log
+                `- Actions
+                   |- Currently banned:\t2
+                   |- Total banned:\t2
+                   `- Banned IP list:\t203.0.113.7 2001:db8::7
 
-            """)
+                """)
         let json = try d.cli(["status", "dovecot", "--json"])
         let o = try JSONSerialization.jsonObject(with: Data(json.stdout.utf8)) as? [String: Any]
         #expect((o?["actions"] as? [String: Any])?["bannedIPs"] as? [String] == ["203.0.113.7", "2001:db8::7"])
@@ -182,15 +183,17 @@ struct CommandFailure: Error, CustomStringConvertible {
     @Test func schemathesisFindsNothing() throws {
         let d = try DaemonProcess(tokens: true)
         let token = try String(contentsOfFile: d.adminTokenFile, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
-        let r = try Binary.runTool("/usr/bin/env", [
-            "timeout", "240", "python3", "-m", "schemathesis.cli", "run", OpenAPIContractTests.spec, "--url", d.url,
-            "-H", "Authorization: Bearer \(token)", "--checks", "all", "--max-examples", "40",
-            // A ban's identity is the address the client chooses, so its stateful sequences re-create what they
-            // deleted (and delete what they created) in steps between the two it compares: use_after_free and
-            // ensure_resource_availability then report false failures, one run in two. Every other check stays.
-            "--exclude-checks", "use_after_free,ensure_resource_availability", "--workers", "1",
-            "--seed", "20261128", "--no-color",
-        ], environment: ["SCHEMATHESIS_HOOKS": "", "HOME": d.dir.url.path])
+        let r = try Binary.runTool(
+            "/usr/bin/env",
+            [
+                "timeout", "240", "python3", "-m", "schemathesis.cli", "run", OpenAPIContractTests.spec, "--url", d.url,
+                "-H", "Authorization: Bearer \(token)", "--checks", "all", "--max-examples", "40",
+                // A ban's identity is the address the client chooses, so its stateful sequences re-create what they
+                // deleted (and delete what they created) in steps between the two it compares: use_after_free and
+                // ensure_resource_availability then report false failures, one run in two. Every other check stays.
+                "--exclude-checks", "use_after_free,ensure_resource_availability", "--workers", "1",
+                "--seed", "20261128", "--no-color",
+            ], environment: ["SCHEMATHESIS_HOOKS": "", "HOME": d.dir.url.path])
         #expect(r.status == 0, "schemathesis (pip install schemathesis):\n\(r.stdout.suffix(6000))\n\(r.stderr.suffix(2000))")
         #expect(r.stdout.contains("passed"))
         // The daemon survived all of it.

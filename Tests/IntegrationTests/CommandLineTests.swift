@@ -9,9 +9,11 @@ struct CommandLineTests {
     static let config = root.appendingPathComponent("config").path
 
     @Test func regexOnOneLineWithALiteralFailregex() throws {
-        let r = try Binary.run(["regex", "--config", Self.config,
-                                "Nov 28 06:10:51 host sshd[1]: Failed password for root from 192.0.2.5 port 22 ssh2",
-                                #"Failed password for \S+ from <HOST>"#])
+        let r = try Binary.run([
+            "regex", "--config", Self.config,
+            "Nov 28 06:10:51 host sshd[1]: Failed password for root from 192.0.2.5 port 22 ssh2",
+            #"Failed password for \S+ from <HOST>"#,
+        ])
         #expect(r.status == 0)
         #expect(r.stdout.contains("Use      single line : "))
         #expect(r.stdout.contains("Lines: 1 lines, 0 ignored, 1 matched, 0 missed"))
@@ -19,7 +21,9 @@ struct CommandLineTests {
 
     @Test func regexJSONHasOneObjectPerLine() throws {
         let dir = TempDir()
-        let log = dir.write("mail.log", """
+        let log = dir.write(
+            "mail.log",
+            """
             Nov 28 06:10:51 pop3-login: Info: Disconnected (auth failed, 1 attempts in 2 secs): user=<bob>, method=PLAIN, rip=192.0.2.10, lip=127.0.0.1, session=<a>
             # a comment
 
@@ -45,13 +49,18 @@ struct CommandLineTests {
         for i in 0..<10_000 {
             let ip = "192.0.2.\(i % 250 + 1)"
             switch i % 13 {
-            case 0: add("2026-11-28T06:\(10 + i % 40):51.\(100_000 + i)+00:00 mail dovecot: pop3-login: Disconnected (auth failed, 1 attempts in 2 secs): user=<u\(i)>, method=PLAIN, rip=\(ip), lip=127.0.0.1, session=<a>\n")
+            case 0:
+                add(
+                    "2026-11-28T06:\(10 + i % 40):51.\(100_000 + i)+00:00 mail dovecot: pop3-login: Disconnected (auth failed, 1 attempts in 2 secs): user=<u\(i)>, method=PLAIN, rip=\(ip), lip=127.0.0.1, session=<a>\n"
+                )
             case 1: add("Nov 28 06:10:\(10 + i % 50) mail dovecot: imap-login: Login: user=<x>, method=PLAIN, rip=\(ip), lip=127.0.0.1\n")
             case 2: add("# comment \(i)\n")
             case 3: add("\n")
             case 4: add("   \t \n")
             case 5:
-                add("2026-11-28T06:11:00+00:00 mail dovecot: pop3-login: Aborted login (auth failed, 1 attempts): user=<\u{e9}l\u{e8}ve>, rip=\(ip), lip=127.0.0.1\r\n")
+                add(
+                    "2026-11-28T06:11:00+00:00 mail dovecot: pop3-login: Aborted login (auth failed, 1 attempts): user=<\u{e9}l\u{e8}ve>, rip=\(ip), lip=127.0.0.1\r\n"
+                )
             case 6:
                 add("2026-11-28T06:11:01+00:00 mail dovecot: pop3-login: Disconnected (auth failed, 2 attempts in 2 secs): user=<")
                 log.append(contentsOf: [0xff, 0xfe, 0x80])
@@ -61,8 +70,9 @@ struct CommandLineTests {
             default: add("2026-11-28T06:12:\(10 + i % 50).5+00:00 mail postfix/smtpd[\(i)]: connect from unknown[\(ip)]\n")
             }
             if i == 5_000 {
-                add("2026-11-28T06:13:00+00:00 mail dovecot: pop3-login: Disconnected (auth failed, 1 attempts in 2 secs): user=<big"
-                    + String(repeating: "x", count: 600 << 10) + ">, rip=198.51.100.7, lip=127.0.0.1\n")
+                add(
+                    "2026-11-28T06:13:00+00:00 mail dovecot: pop3-login: Disconnected (auth failed, 1 attempts in 2 secs): user=<big"
+                        + String(repeating: "x", count: 600 << 10) + ">, rip=198.51.100.7, lip=127.0.0.1\n")
             }
         }
         add("2026-11-28T06:14:00+00:00 mail dovecot: pop3-login: Disconnected (auth failed): rip=198.51.100.8")
@@ -100,7 +110,9 @@ struct CommandLineTests {
     @Test func checkReportsProblemsAndExitCode() throws {
         let dir = TempDir()
         _ = dir.write("filter.d/f.conf", "[Definition]\nfailregex = ^x from <HOST>\n")
-        _ = dir.write("jail.conf", "[a]\nenabled = true\nfilter = f\nlogpath = /nonexistent.log\nmaxretry = lots\n[b]\nenabled = true\nfilter = f\nlogpath = /nonexistent.log\n")
+        _ = dir.write(
+            "jail.conf",
+            "[a]\nenabled = true\nfilter = f\nlogpath = /nonexistent.log\nmaxretry = lots\n[b]\nenabled = true\nfilter = f\nlogpath = /nonexistent.log\n")
         let r = try Binary.run(["check", "--config", dir.url.path])
         #expect(r.status == 1)
         #expect(r.stdout.contains("jail.conf:5: jail 'a': maxretry must be a whole number, not 'lots'"))
@@ -115,8 +127,11 @@ struct CommandLineTests {
         try FileManager.default.removeItem(at: dir.url)
         try FileManager.default.copyItem(atPath: Self.config, toPath: dir.url.path)
         _ = dir.write("mail.log", "")
-        _ = dir.write("portcullis.local", "[Definition]\ndbfile = \(dir.url.path)/portcullis.sqlite3\n[api]\nlisten = 127.0.0.1:0\nsocket = \(dir.url.path)/api.sock\n")
-        _ = dir.write("jail.d/test.local", """
+        _ = dir.write(
+            "portcullis.local", "[Definition]\ndbfile = \(dir.url.path)/portcullis.sqlite3\n[api]\nlisten = 127.0.0.1:0\nsocket = \(dir.url.path)/api.sock\n")
+        _ = dir.write(
+            "jail.d/test.local",
+            """
             [dovecot]
             enabled = true
             logpath = \(log)
@@ -135,7 +150,10 @@ struct CommandLineTests {
         let handle = FileHandle(forWritingAtPath: log)!
         handle.seekToEndOfFile()
         for i in 0..<2 {
-            handle.write(Data("Nov 28 06:10:5\(i) pop3-login: Info: Disconnected (auth failed, 1 attempts in 2 secs): user=<bob>, method=PLAIN, rip=192.0.2.10, lip=127.0.0.1, session=<s\(i)>\n".utf8))
+            handle.write(
+                Data(
+                    "Nov 28 06:10:5\(i) pop3-login: Info: Disconnected (auth failed, 1 attempts in 2 secs): user=<bob>, method=PLAIN, rip=192.0.2.10, lip=127.0.0.1, session=<s\(i)>\n"
+                        .utf8))
         }
         try handle.close()
         usleep(700_000)

@@ -13,8 +13,12 @@ import Testing
         // The Swift image the Dockerfile builds with must be the toolchain this project is tested with.
         let version = try Binary.runTool("/usr/bin/env", ["swift", "--version"])
         let swift = try #require(version.stdout.firstMatch(of: /Swift version ([0-9]+\.[0-9]+(\.[0-9]+)?)/)).1
-        let r = try Binary.runTool("/usr/bin/env", ["python3", Self.root + "/Tests/IntegrationTests/deploy/check_deployment.py",
-                                                     Self.root, String(swift)])
+        let r = try Binary.runTool(
+            "/usr/bin/env",
+            [
+                "python3", Self.root + "/Tests/IntegrationTests/deploy/check_deployment.py",
+                Self.root, String(swift),
+            ])
         #expect(r.status == 0, "\(r.stdout)\n\(r.stderr)")
         #expect(r.stdout.contains("PASS"))
     }

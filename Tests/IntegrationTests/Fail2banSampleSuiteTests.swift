@@ -27,8 +27,9 @@ struct Fail2banSampleSuiteTests {
         return files.filter { $0.hasSuffix(".conf") && !$0.hasSuffix("common.conf") }.map { String($0.dropLast(5)) }.sorted()
     }()
 
-    @Test("sample log matches its failJSON annotations", .enabled(if: installed, "needs Debian's fail2ban package (apt-get install fail2ban)"),
-          arguments: filters)
+    @Test(
+        "sample log matches its failJSON annotations", .enabled(if: installed, "needs Debian's fail2ban package (apt-get install fail2ban)"),
+        arguments: filters)
     func sample(_ name: String) throws {
         try SampleSuite.run(filter: name, config: Self.config, samples: Self.samples, now: Self.testNow)
     }
@@ -44,8 +45,9 @@ struct OwnFilterSampleTests {
     /// 2005-11-28 12:00 in the samples' time zone.
     static let now = 1133175600.0
 
-    @Test("own sample log matches its failJSON annotations",
-          arguments: ["dovecot", "sshd", "postfix", "nginx-http-auth", "nginx-limit-req"])
+    @Test(
+        "own sample log matches its failJSON annotations",
+        arguments: ["dovecot", "sshd", "postfix", "nginx-http-auth", "nginx-limit-req"])
     func sample(_ name: String) throws {
         try SampleSuite.run(filter: name, config: Self.config, samples: Self.samples, now: Self.now)
     }
@@ -61,8 +63,9 @@ enum SampleSuite {
         for (filterSpec, lines) in cases.grouped() {
             let dir = TempDir()
             let log = dir.write("sample.log", lines.map(\.line).joined(separator: "\n") + "\n")
-            let result = try Binary.run(["regex", "--config", config, "--json", "--now", String(now), log, filterSpec],
-                                        environment: ["TZ": Fail2banSampleSuiteTests.timeZone])
+            let result = try Binary.run(
+                ["regex", "--config", config, "--json", "--now", String(now), log, filterSpec],
+                environment: ["TZ": Fail2banSampleSuiteTests.timeZone])
             #expect(result.status == 0, "portcullis regex \(filterSpec) failed: \(result.stderr)")
             let outputs = result.stdout.split(separator: "\n")
             #expect(outputs.count == lines.count, "\(filterSpec): \(outputs.count) JSON lines for \(lines.count) log lines")
@@ -70,7 +73,9 @@ enum SampleSuite {
                 let got = try JSONSerialization.jsonObject(with: Data(output.utf8)) as! [String: Any]
                 let problems = sample.check(got)
                 if sample.expected["match"] as? Bool == true { checkedMatches += 1 }
-                #expect(problems.isEmpty, "\(filterSpec) \(sample.file):\(sample.lineNumber): \(problems.joined(separator: "; "))\n  line: \(sample.line)\n  got:  \(output)")
+                #expect(
+                    problems.isEmpty,
+                    "\(filterSpec) \(sample.file):\(sample.lineNumber): \(problems.joined(separator: "; "))\n  line: \(sample.line)\n  got:  \(output)")
             }
         }
         #expect(checkedMatches > 0, "\(name): no line expected to match was checked")
@@ -124,7 +129,8 @@ struct SampleLine {
     static func localTime(_ text: String) -> Double? {
         let parts = text.split(whereSeparator: { !$0.isNumber }).map { String($0) }
         guard parts.count >= 6, let y = Int(parts[0]), let mo = Int(parts[1]), let d = Int(parts[2]),
-              let h = Int(parts[3]), let mi = Int(parts[4]), let s = Int(parts[5]) else { return nil }
+            let h = Int(parts[3]), let mi = Int(parts[4]), let s = Int(parts[5])
+        else { return nil }
         var tmv = tm()
         tmv.tm_year = Int32(y - 1900); tmv.tm_mon = Int32(mo - 1); tmv.tm_mday = Int32(d)
         tmv.tm_hour = Int32(h); tmv.tm_min = Int32(mi); tmv.tm_sec = Int32(s); tmv.tm_isdst = -1
@@ -275,11 +281,13 @@ enum Constraint {
 /// names (fail2ban-regex would otherwise count a failure from an unresolvable name as missed).
 @Suite("fail2ban-regex summary parity")
 struct Fail2banRegexParityTests {
-    static let available = FileManager.default.isExecutableFile(atPath: "/usr/bin/fail2ban-regex")
+    static let available =
+        FileManager.default.isExecutableFile(atPath: "/usr/bin/fail2ban-regex")
         && Fail2banSampleSuiteTests.installed
 
-    @Test("Lines: summary equals fail2ban-regex --raw", .enabled(if: available, "needs Debian's fail2ban package"),
-          arguments: Fail2banSampleSuiteTests.filters)
+    @Test(
+        "Lines: summary equals fail2ban-regex --raw", .enabled(if: available, "needs Debian's fail2ban package"),
+        arguments: Fail2banSampleSuiteTests.filters)
     func summary(_ name: String) throws {
         let log = Fail2banSampleSuiteTests.samples + "/" + name
         let env = ["TZ": Fail2banSampleSuiteTests.timeZone]

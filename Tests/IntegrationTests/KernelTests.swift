@@ -9,22 +9,28 @@ struct KernelTests {
     static let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("netns/scenario.py").path
     static let config = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
         .deletingLastPathComponent().appendingPathComponent("config").path
-    static let usable: Bool = getuid() == 0 && FileManager.default.isExecutableFile(atPath: "/usr/bin/unshare")
+    static let usable: Bool =
+        getuid() == 0 && FileManager.default.isExecutableFile(atPath: "/usr/bin/unshare")
         && FileManager.default.isExecutableFile(atPath: "/usr/sbin/nft") && FileManager.default.isExecutableFile(atPath: "/usr/bin/python3")
 
-    @Test("scenario", .enabled(if: usable, "needs root, unshare, nft and python3 (CI runs as root)"),
-          arguments: ["block", "expiry", "restart", "reload", "storm", "eperm", "limits", "fulldisk", "badjail", "manyports",
-                     "gateway", "orphan", "hooks"])
+    @Test(
+        "scenario", .enabled(if: usable, "needs root, unshare, nft and python3 (CI runs as root)"),
+        arguments: [
+            "block", "expiry", "restart", "reload", "storm", "eperm", "limits", "fulldisk", "badjail", "manyports",
+            "gateway", "orphan", "hooks",
+        ])
     func scenario(_ name: String) throws {
         // A private mount namespace too: `fulldisk` mounts a small tmpfs for the database.
-        let r = try Binary.runTool("/usr/bin/unshare", ["-n", "-m", "--propagation", "private", "/usr/bin/python3", Self.script, name, Binary.url.path, Self.config])
+        let r = try Binary.runTool(
+            "/usr/bin/unshare", ["-n", "-m", "--propagation", "private", "/usr/bin/python3", Self.script, name, Binary.url.path, Self.config])
         #expect(r.status == 0, "\(name):\n\(r.stdout)\n\(r.stderr)")
         #expect(r.stdout.contains("PASS \(name)"))
     }
 
     static let dovecotScript = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("netns/dovecot_scenario.py").path
     static let repoRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
-    static let dovecotUsable = usable && FileManager.default.isExecutableFile(atPath: "/usr/sbin/dovecot")
+    static let dovecotUsable =
+        usable && FileManager.default.isExecutableFile(atPath: "/usr/sbin/dovecot")
         && FileManager.default.isExecutableFile(atPath: "/usr/bin/setpriv")
 
     /// The users' scenario with real dovecot (Debian's dovecot-pop3d; .ci/run installs it): two failed POP3 logins

@@ -24,8 +24,10 @@ enum Binary {
     }
 
     /// Runs any program and collects its output.
-    static func runTool(_ path: String, _ arguments: [String], environment: [String: String] = [:],
-                        stdin: String? = nil) throws -> Result {
+    static func runTool(
+        _ path: String, _ arguments: [String], environment: [String: String] = [:],
+        stdin: String? = nil
+    ) throws -> Result {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: path)
         process.arguments = arguments
@@ -57,9 +59,10 @@ enum Binary {
         group.wait()
         let errData = errBox.data
         process.waitUntilExit()
-        return Result(status: process.terminationStatus,
-                      stdout: String(decoding: outData, as: UTF8.self),
-                      stderr: String(decoding: errData, as: UTF8.self))
+        return Result(
+            status: process.terminationStatus,
+            stdout: String(decoding: outData, as: UTF8.self),
+            stderr: String(decoding: errData, as: UTF8.self))
     }
 }
 

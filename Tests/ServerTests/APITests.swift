@@ -1,8 +1,9 @@
-@testable import HTTP
 import Foundation
-import Testing
-@testable import Engine
 import Platform
+import Testing
+
+@testable import Engine
+@testable import HTTP
 @testable import Server
 
 /// Every endpoint and every error status, against a live daemon on loopback.
@@ -48,7 +49,10 @@ import Platform
         let h = FileHandle(forWritingAtPath: d.log)!
         h.seekToEndOfFile()
         let now = RFC3339.format(Clock.now())
-        h.write(Data("\(now) mail dovecot: pop3-login: Disconnected (auth failed, 1 attempts in 2 secs): user=<bob>, method=PLAIN, rip=198.51.100.23, lip=127.0.0.1, session=<a>\n".utf8))
+        h.write(
+            Data(
+                "\(now) mail dovecot: pop3-login: Disconnected (auth failed, 1 attempts in 2 secs): user=<bob>, method=PLAIN, rip=198.51.100.23, lip=127.0.0.1, session=<a>\n"
+                    .utf8))
         try h.close()
         var failed = 0
         for _ in 0..<50 {
@@ -146,11 +150,14 @@ import Platform
             return (Int(text.split(separator: " ").dropFirst().first ?? "") ?? 0, text)
         }
         let body = #"{"ip": "203.0.113.8"}"#
-        let twoTypes = try raw("POST /jails/dovecot/bans HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Type: text/plain\r\nContent-Length: \(body.utf8.count)\r\nConnection: close\r\n\r\n\(body)")
+        let twoTypes = try raw(
+            "POST /jails/dovecot/bans HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Type: text/plain\r\nContent-Length: \(body.utf8.count)\r\nConnection: close\r\n\r\n\(body)"
+        )
         #expect(twoTypes.status == 400 && twoTypes.text.contains("more than one content-type"))
         let noType = try raw("POST /jails/dovecot/bans HTTP/1.1\r\nHost: x\r\nContent-Length: \(body.utf8.count)\r\nConnection: close\r\n\r\n\(body)")
         #expect(noType.status == 400 && noType.text.contains("Content-Type is missing"))
-        let twoAuth = try raw("GET /jails HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer a\r\nAuthorization: Bearer b\r\nConnection: close\r\n\r\n", unix: false)
+        let twoAuth = try raw(
+            "GET /jails HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer a\r\nAuthorization: Bearer b\r\nConnection: close\r\n\r\n", unix: false)
         #expect(twoAuth.status == 400 && twoAuth.text.contains("more than one authorization"))
         #expect(d.daemon.banManager.activeCount == 0)
         let own = try d.unix.request("POST", "/jails/dovecot/bans", body: #"{"ip": "127.0.0.1"}"#)
@@ -174,9 +181,11 @@ import Platform
         let line = try #require(yaml.split(separator: "\n").first { $0.contains("pattern: \"^(-1|[1-9]") })
         let pattern = String(line.split(separator: "\"")[1]).replacingOccurrences(of: "\\\\", with: "\\")
         let regex = try NSRegularExpression(pattern: pattern)
-        let samples = ["-1", "1", "3600", "1h", "12w", "1h30m", "1d 12h", "1d  12h", "2mo", "1y", "0", "01", "1x", "1h ",
-                       " 1h", "-2", "1.5h", "1hour", "2*3600", "1year-6mo", "", "h", "1h30", "999999999999w", "9999999999999",
-                       "1m1m1m1m1m1m1m1m", "1m1m1m1m1m1m1m1m1m", "1mo2", "1 2", "1 2 3 4 5 6 7 8", "1 2 3 4 5 6 7 8 9", "1h 2", "0s", "00"]
+        let samples = [
+            "-1", "1", "3600", "1h", "12w", "1h30m", "1d 12h", "1d  12h", "2mo", "1y", "0", "01", "1x", "1h ",
+            " 1h", "-2", "1.5h", "1hour", "2*3600", "1year-6mo", "", "h", "1h30", "999999999999w", "9999999999999",
+            "1m1m1m1m1m1m1m1m", "1m1m1m1m1m1m1m1m1m", "1mo2", "1 2", "1 2 3 4 5 6 7 8", "1 2 3 4 5 6 7 8 9", "1h 2", "0s", "00",
+        ]
         for sample in samples {
             let byRegex = regex.firstMatch(in: sample, range: NSRange(sample.startIndex..., in: sample)) != nil
             #expect(byRegex == BanRequest.matchesPattern(sample), "'\(sample)': openapi \(byRegex), server \(!byRegex)")
@@ -190,7 +199,8 @@ import Platform
         // A form body is refused with 415 (over the socket, where mutations are allowed).
         let socket = try Sockets.connectUnix(d.socketPath)
         let fd = socket.rawValue
-        let req = "POST /jails/dovecot/bans HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 14\r\nConnection: close\r\n\r\nip=203.0.113.8"
+        let req =
+            "POST /jails/dovecot/bans HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 14\r\nConnection: close\r\n\r\nip=203.0.113.8"
         _ = Array(req.utf8).withUnsafeBytes { send(fd, $0.baseAddress, $0.count, 0) }
         var buf = [UInt8](repeating: 0, count: 4096)
         let n = recv(fd, &buf, buf.count, 0)
@@ -253,10 +263,12 @@ import Platform
         #expect(m.status == 200)
         #expect(m.header("Content-Type")?.hasPrefix("text/plain; version=0.0.4") == true)
         let text = m.text
-        for line in ["portcullis_bans_active{jail=\"dovecot\"} 1", "portcullis_bans_total{jail=\"dovecot\"} 1",
-                     "portcullis_lines_read_total{jail=\"dovecot\"} 0", "portcullis_http_requests_total{code=\"404\"} 1",
-                     "# TYPE portcullis_failures_total counter", "portcullis_watcher_lag_bytes{jail=\"dovecot\"} 0",
-                     "portcullis_unbans_total{jail=\"dovecot\"} 0"] {
+        for line in [
+            "portcullis_bans_active{jail=\"dovecot\"} 1", "portcullis_bans_total{jail=\"dovecot\"} 1",
+            "portcullis_lines_read_total{jail=\"dovecot\"} 0", "portcullis_http_requests_total{code=\"404\"} 1",
+            "# TYPE portcullis_failures_total counter", "portcullis_watcher_lag_bytes{jail=\"dovecot\"} 0",
+            "portcullis_unbans_total{jail=\"dovecot\"} 0",
+        ] {
             #expect(text.contains(line + "\n"), "missing: \(line)")
         }
         // Every sample line is name{labels} value.

@@ -1,11 +1,12 @@
-@testable import HTTP
 import Dispatch
 import Foundation
 import Glibc
-import Testing
-import TestSupport
-@testable import Engine
 import Platform
+import TestSupport
+import Testing
+
+@testable import Engine
+@testable import HTTP
 @testable import Server
 
 /// A handler for connection-level tests: `/slow` defers and takes 300 ms (a request in flight), anything else
@@ -33,8 +34,9 @@ final class EchoServer {
     init(unixSocket: String? = nil, configure: (inout HTTPServerOptions) -> Void = { _ in }) throws {
         var options = HTTPServerOptions()
         configure(&options)
-        server = HTTPServer(options: options, handler: EchoHandler(), counters: HTTPCounters(),
-                            worker: DispatchQueue(label: "echo", attributes: .concurrent), log: Logger(level: .critical))
+        server = HTTPServer(
+            options: options, handler: EchoHandler(), counters: HTTPCounters(),
+            worker: DispatchQueue(label: "echo", attributes: .concurrent), log: Logger(level: .critical))
         try server.start([try ListenAddress.tcp("127.0.0.1:0")] + (unixSocket.map { [ListenAddress(.unix(path: $0))] } ?? []))
         guard case .tcp(_, let p, _) = server.addresses[0].kind else { fatalError() }
         port = p
@@ -58,7 +60,9 @@ final class EchoServer {
     @Test func pipelinedRequestsAreAnsweredInOrderEvenWhenOneIsSlow() throws {
         let s = try EchoServer()
         let c = try RawConnection(port: s.port)
-        c.send("GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /slow HTTP/1.1\r\nHost: x\r\n\r\nPOST /c HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabcGET /d HTTP/1.1\r\nHost: x\r\n\r\n")
+        c.send(
+            "GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /slow HTTP/1.1\r\nHost: x\r\n\r\nPOST /c HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabcGET /d HTTP/1.1\r\nHost: x\r\n\r\n"
+        )
         let r = c.readResponses(4)
         #expect(r.count == 4)
         #expect(r.map { $0.json["path"] as? String ?? ($0.json["slow"] != nil ? "/slow" : "?") } == ["/a", "/slow", "/c", "/d"])
@@ -112,7 +116,9 @@ final class EchoServer {
     }
 
     @Test func slowAndSilentClientsAreClosed() throws {
-        let s = try EchoServer { $0.requestTimeout = 1; $0.idleTimeout = 1 }
+        let s = try EchoServer {
+            $0.requestTimeout = 1; $0.idleTimeout = 1
+        }
         // Slowloris: a head that never ends.
         let slow = try RawConnection(port: s.port)
         slow.send("GET / HTTP/1.1\r\nHost: x\r\n")

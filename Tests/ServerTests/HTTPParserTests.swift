@@ -1,7 +1,8 @@
-@testable import HTTP
 import Glibc
-import Testing
 import TestSupport
+import Testing
+
+@testable import HTTP
 @testable import Server
 
 @Suite struct HTTPParserTests {
@@ -30,7 +31,8 @@ import TestSupport
     }
 
     @Test func feedsByteByByteWithTheSameResult() throws {
-        let text = "POST /jails/dovecot/bans HTTP/1.1\r\nHost: h\r\nContent-Length: 22\r\n\r\n{\"ip\": \"203.0.113.7\"}\nGET /health HTTP/1.1\r\nHost: h\r\n\r\n"
+        let text =
+            "POST /jails/dovecot/bans HTTP/1.1\r\nHost: h\r\nContent-Length: 22\r\n\r\n{\"ip\": \"203.0.113.7\"}\nGET /health HTTP/1.1\r\nHost: h\r\n\r\n"
         var p = HTTPParser()
         var events: [HTTPParser.Event] = []
         for byte in text.utf8 {
@@ -40,7 +42,9 @@ import TestSupport
         #expect(events.count == 2)
         if case .request(let post) = events[0] {
             #expect(String(decoding: post.body, as: UTF8.self) == "{\"ip\": \"203.0.113.7\"}\n")
-        } else { Issue.record("no POST") }
+        } else {
+            Issue.record("no POST")
+        }
         if case .request(let get) = events[1] { #expect(get.target == "/health") } else { Issue.record("no GET") }
         #expect(p.buffered == 0)
     }
@@ -77,18 +81,18 @@ import TestSupport
     }
 
     @Test(arguments: [
-        ("GET /\r\n\r\n", 400),                                                     // no version
-        ("GET  / HTTP/1.1\r\nHost: h\r\n\r\n", 400),                                // two spaces
-        ("G(T / HTTP/1.1\r\nHost: h\r\n\r\n", 400),                                 // bad method
+        ("GET /\r\n\r\n", 400),  // no version
+        ("GET  / HTTP/1.1\r\nHost: h\r\n\r\n", 400),  // two spaces
+        ("G(T / HTTP/1.1\r\nHost: h\r\n\r\n", 400),  // bad method
         ("GET / HTTP/2.0\r\nHost: h\r\n\r\n", 505),
         ("GET / HTTP/1.2\r\nHost: h\r\n\r\n", 505),
         ("GET / HTTX/1.1\r\nHost: h\r\n\r\n", 400),
-        ("GET / HTTP/1.1\r\n\r\n", 400),                                            // no Host
-        ("GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400),                      // two Hosts
-        ("GET / HTTP/1.1\r\nHost: h\r\nX: a\r\n  folded\r\n\r\n", 400),             // obs-fold
+        ("GET / HTTP/1.1\r\n\r\n", 400),  // no Host
+        ("GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400),  // two Hosts
+        ("GET / HTTP/1.1\r\nHost: h\r\nX: a\r\n  folded\r\n\r\n", 400),  // obs-fold
         ("GET / HTTP/1.1\r\nHost: h\r\nBad Name: x\r\n\r\n", 400),
         ("GET / HTTP/1.1\r\nHost: h\r\nNoColon\r\n\r\n", 400),
-        ("GET / HTTP/1.1\r\nHost: h\r\nX: a\u{01}b\r\n\r\n", 400),                  // control character
+        ("GET / HTTP/1.1\r\nHost: h\r\nX: a\u{01}b\r\n\r\n", 400),  // control character
         ("GET /a\u{7f} HTTP/1.1\r\nHost: h\r\n\r\n", 400),
         ("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: -1\r\n\r\n", 400),
         ("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 1e3\r\n\r\n", 400),

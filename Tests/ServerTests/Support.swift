@@ -1,11 +1,12 @@
-@testable import AdminClient
-@testable import HTTP
 import Dispatch
 import Foundation
-import TestSupport
 import Glibc
-@testable import Engine
 import Platform
+import TestSupport
+
+@testable import AdminClient
+@testable import Engine
+@testable import HTTP
 @testable import Server
 
 /// A real daemon (the repository's config tree, a dovecot jail in dry-run mode, a SQLite store in a scratch
@@ -37,7 +38,9 @@ final class LiveDaemon: @unchecked Sendable {
         }
         apiSection += extra
         dir.write("conf/portcullis.local", "[Definition]\ndbfile = \(dir.path)/db.sqlite3\nloglevel = CRITICAL\n\(apiSection)")
-        dir.write("conf/jail.d/test.local", """
+        dir.write(
+            "conf/jail.d/test.local",
+            """
             [dovecot]
             enabled = true
             logpath = \(log)
@@ -79,7 +82,9 @@ final class RawConnection {
         sa.sin_family = sa_family_t(AF_INET)
         sa.sin_port = port.bigEndian
         sa.sin_addr.s_addr = UInt32(0x7f000001).bigEndian
-        let rc = withUnsafePointer(to: &sa) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+        let rc = withUnsafePointer(to: &sa) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
         guard rc == 0 else { close(fd); throw POSIXError(POSIXErrorCode(rawValue: errno) ?? .EIO) }
         var tv = timeval(tv_sec: timeout, tv_usec: 0)
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
@@ -93,7 +98,9 @@ final class RawConnection {
         withUnsafeMutableBytes(of: &sa.sun_path) { raw in
             for (i, b) in unixPath.utf8.prefix(raw.count - 1).enumerated() { raw[i] = b }
         }
-        let rc = withUnsafePointer(to: &sa) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) } }
+        let rc = withUnsafePointer(to: &sa) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
         guard rc == 0 else { close(fd); throw POSIXError(POSIXErrorCode(rawValue: errno) ?? .EIO) }
         var tv = timeval(tv_sec: timeout, tv_usec: 0)
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))

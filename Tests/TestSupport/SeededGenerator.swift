@@ -8,7 +8,8 @@ public struct SeededGenerator: RandomNumberGenerator {
 
     /// The seed is `PORTCULLIS_TEST_SEED` when set, else a new one each run (printed with `name`).
     public init(_ name: String) {
-        let chosen = ProcessInfo.processInfo.environment["PORTCULLIS_TEST_SEED"].flatMap { UInt64($0) }
+        let chosen =
+            ProcessInfo.processInfo.environment["PORTCULLIS_TEST_SEED"].flatMap { UInt64($0) }
             ?? UInt64.random(in: 1...UInt64.max)
         self.init(seed: chosen)
         print("\(name): random seed \(chosen) (PORTCULLIS_TEST_SEED=\(chosen) repeats it)")

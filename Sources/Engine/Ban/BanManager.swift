@@ -123,7 +123,11 @@ public final class BanManager: @unchecked Sendable {
             if let end = v.expiresAt { expiries.push(end, key) }
         }
         lock.unlock()
-        if cut > 0 { log.warning("\(cut) ban(s) in \(store?.path ?? "the store") were longer than the packet filter holds: they last \(TimeExpression.describe(BanTimePolicy.longest))") }
+        if cut > 0 {
+            log.warning(
+                "\(cut) ban(s) in \(store?.path ?? "the store") were longer than the packet filter holds: they last \(TimeExpression.describe(BanTimePolicy.longest))"
+            )
+        }
         if skipped > 0 { log.error("\(skipped) ban(s) in \(store?.path ?? "the store") have no valid start time and were not restored") }
         if let install { try install(setups) } else { try self.install(setups, now: now) }
         if !restored.isEmpty { log.notice("Restored \(restored.count) ban(s) from \(store?.path ?? "the store")") }
@@ -385,7 +389,9 @@ public final class BanManager: @unchecked Sendable {
     private func apply(_ decisions: [BanDecision], now: Double) {
         changing.lock(); defer { changing.unlock() }
         let tStart = Clock.monotonic()
-        defer { if BanManager.trace { log.notice("trace: batch of \(decisions.count) decisions in \(TextFormat.fixed(Clock.monotonic() - tStart, digits: 3)) s") } }
+        defer {
+            if BanManager.trace { log.notice("trace: batch of \(decisions.count) decisions in \(TextFormat.fixed(Clock.monotonic() - tStart, digits: 3)) s") }
+        }
         var fresh = prepare(decisions, now: now)
         guard !fresh.isEmpty else { return }
         let tPrepared = Clock.monotonic()
@@ -397,8 +403,9 @@ public final class BanManager: @unchecked Sendable {
         let made = putInForce(fresh, refused: refused)
         if BanManager.trace {
             let end = Clock.monotonic()
-            log.notice("trace: \(fresh.count) bans: store \(TextFormat.fixed(tStored - tPrepared, digits: 3)) s, "
-                + "packet filter \(TextFormat.fixed(tApplied - tStored, digits: 3)) s, table \(TextFormat.fixed(end - tApplied, digits: 3)) s")
+            log.notice(
+                "trace: \(fresh.count) bans: store \(TextFormat.fixed(tStored - tPrepared, digits: 3)) s, "
+                    + "packet filter \(TextFormat.fixed(tApplied - tStored, digits: 3)) s, table \(TextFormat.fixed(end - tApplied, digits: 3)) s")
         }
         for p in made {
             let dry = p.setup.firewall is DryRunFirewall ? " (dry-run: packet filter untouched)" : ""
@@ -446,8 +453,9 @@ public final class BanManager: @unchecked Sendable {
         let previous = increment.enabled ? previousBans(d, overallJails: increment.overallJails, now: now) : 0
         let wanted = d.banTimeOverride ?? setup.policy.uncappedBanTime(previousBans: previous)
         let banTime = BanTimePolicy.capped(wanted.fail2banSeconds, fallback: setup.policy.base)
-        let ban = StoredBan(jail: d.jail, ip: d.ip, bannedAt: now, banTime: banTime, banCount: 1,
-                            failures: d.failures, matches: d.matches)
+        let ban = StoredBan(
+            jail: d.jail, ip: d.ip, bannedAt: now, banTime: banTime, banCount: 1,
+            failures: d.failures, matches: d.matches)
         var reason = d.reason ?? "\(d.failures) failure\(d.failures == 1 ? "" : "s") within \(TimeExpression.describe(setup.definition.findTime))"
         if previous > 0 && increment.enabled && d.banTimeOverride == nil {
             reason += ", banned \(previous) time\(previous == 1 ? "" : "s") before"
@@ -469,8 +477,10 @@ public final class BanManager: @unchecked Sendable {
             let log = self.log
             lock.withLock {
                 stats.historyUnread += 1
-                historyWarnings.report("bantime.increment: the ban history cannot be read (\(error)); bans get the base ban time until it can",
-                                       key: "history", now: now) { log.error($0) }
+                historyWarnings.report(
+                    "bantime.increment: the ban history cannot be read (\(error)); bans get the base ban time until it can",
+                    key: "history", now: now
+                ) { log.error($0) }
             }
             return 0
         }
@@ -543,7 +553,9 @@ public final class BanManager: @unchecked Sendable {
             return false
         }
         if first {
-            log.error("\(what) in \(store?.path ?? "the store") failed: \(error). Bans go on in the packet filter and are kept in memory until the store works again (retried every \(Int(BanManager.storeRetryInterval)) s; /health says degraded)")
+            log.error(
+                "\(what) in \(store?.path ?? "the store") failed: \(error). Bans go on in the packet filter and are kept in memory until the store works again (retried every \(Int(BanManager.storeRetryInterval)) s; /health says degraded)"
+            )
         }
     }
 
@@ -555,7 +567,9 @@ public final class BanManager: @unchecked Sendable {
         if lock.withLock({ () -> Bool in
             if case .record = unstored[key] { unstored[key] = nil; return true }
             return false
-        }) { return }
+        }) {
+            return
+        }
         do { try store?.remove([(jail, ip)]) } catch {
             storeFailed(error, now: now, what: "removing the ban of \(ip) in \(jail)")
             lock.withLock { unstored[key] = .remove(jail: jail, ip: ip) }
@@ -587,7 +601,9 @@ public final class BanManager: @unchecked Sendable {
             defer { storeProblem = nil }
             return storeProblem?.since
         }
-        log.notice("The store works again: \(records.count) ban(s) and \(removals.count) removal(s) made meanwhile are written" + (since.map { " (it failed for \(TimeExpression.describe(now - $0)))" } ?? ""))
+        log.notice(
+            "The store works again: \(records.count) ban(s) and \(removals.count) removal(s) made meanwhile are written"
+                + (since.map { " (it failed for \(TimeExpression.describe(now - $0)))" } ?? ""))
     }
 
     /// Bans the packet filter refused: out of the store again, counted, logged.

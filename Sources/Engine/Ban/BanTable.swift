@@ -174,13 +174,15 @@ struct BanTable {
         // Exactly what `cursor` writes (openapi.yaml: ^b[0-9a-z]{1,12}$).
         let digits = cursor.utf8.dropFirst()
         guard cursor.utf8.first == UInt8(ascii: "b"), (1...12).contains(digits.count),
-              digits.allSatisfy({ (48...57).contains($0) || (97...122).contains($0) }) else { return nil }
+            digits.allSatisfy({ (48...57).contains($0) || (97...122).contains($0) })
+        else { return nil }
         return UInt64(cursor.dropFirst(), radix: 36)
     }
 
     func ban(_ key: Key, _ v: Value) -> BanManager.ActiveBan {
-        BanManager.ActiveBan(jail: jail(of: key), ip: ip(of: key), bannedAt: v.bannedAt, banTime: v.banTime,
-                             banCount: Int(v.banCount), failures: Int(v.failures))
+        BanManager.ActiveBan(
+            jail: jail(of: key), ip: ip(of: key), bannedAt: v.bannedAt, banTime: v.banTime,
+            banCount: Int(v.banCount), failures: Int(v.failures))
     }
 
     func all() -> [BanManager.ActiveBan] { storage.map { ban($0.key, $0.value) } }

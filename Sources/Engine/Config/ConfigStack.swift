@@ -107,7 +107,8 @@ public struct ConfigStack: Sendable {
             var section = section
             // Conditional sections ("[Init?family=inet6]") hold keys suffixed with the condition.
             if let q = name.firstIndex(of: "?"), q != name.startIndex,
-               name[..<q].allSatisfy({ $0.isLetter || $0.isNumber || $0 == "_" }) {
+                name[..<q].allSatisfy({ $0.isLetter || $0.isNumber || $0 == "_" })
+            {
                 let cond = String(name[q...])
                 name = String(name[..<q])
                 var renamed = IniSection()
@@ -131,8 +132,10 @@ public struct ConfigStack: Sendable {
     }
 
     /// Adds `options` to `section` with every key prefixed by `prefix` (fail2ban's `merge_section`).
-    public mutating func mergeSection(_ section: String, _ options: OrderedMap<String>, prefix: String,
-                                      location: SourceLocation) {
+    public mutating func mergeSection(
+        _ section: String, _ options: OrderedMap<String>, prefix: String,
+        location: SourceLocation
+    ) {
         var target = sections[section] ?? IniSection()
         for (k, v) in options where !k.hasPrefix(prefix) && k != "__name__" {
             target[prefix + k] = IniValue(v, at: location)
@@ -200,19 +203,24 @@ public struct ConfigStack: Sendable {
     public static let maxExpandedSize = 1 << 20
 
     /// Python's `BasicInterpolation` with fail2ban's `%(section/option)s` extension.
-    func interpolate(_ value: String, section: String, option: String, vars: [String: String],
-                     location: SourceLocation?, depth: Int = 1) throws(ConfigError) -> String {
+    func interpolate(
+        _ value: String, section: String, option: String, vars: [String: String],
+        location: SourceLocation?, depth: Int = 1
+    ) throws(ConfigError) -> String {
         var expanded: [String: String] = [:]
         return try interpolate(value, section: section, option: option, vars: vars, location: location, depth: depth, expanded: &expanded)
     }
 
     /// `expanded`: each name's expansion, made once per top-level value (a name referred to a thousand times
     /// is expanded once).
-    private func interpolate(_ value: String, section: String, option: String, vars: [String: String],
-                             location: SourceLocation?, depth: Int, expanded: inout [String: String]) throws(ConfigError) -> String {
+    private func interpolate(
+        _ value: String, section: String, option: String, vars: [String: String],
+        location: SourceLocation?, depth: Int, expanded: inout [String: String]
+    ) throws(ConfigError) -> String {
         guard value.contains("%") else { return value }
         if depth > ConfigStack.maxInterpolationDepth {
-            throw ConfigError("interpolation of '\(option)' in [\(section)] nests deeper than \(ConfigStack.maxInterpolationDepth) levels (a reference loop?)", at: location)
+            throw ConfigError(
+                "interpolation of '\(option)' in [\(section)] nests deeper than \(ConfigStack.maxInterpolationDepth) levels (a reference loop?)", at: location)
         }
         var out = ""
         var rest = Substring(value)
@@ -225,9 +233,11 @@ public struct ConfigStack: Sendable {
                 rest = rest.dropFirst(2)
             } else if next == "(" {
                 guard let close = rest.firstIndex(of: ")"),
-                      rest[rest.index(after: close)...].first == "s",
-                      rest.distance(from: rest.startIndex, to: close) > 2 else {
-                    throw ConfigError("bad interpolation in '\(option)' of [\(section)]: '\(rest.prefix(40))' (write %(name)s, or %% for a literal %)", at: location)
+                    rest[rest.index(after: close)...].first == "s",
+                    rest.distance(from: rest.startIndex, to: close) > 2
+                else {
+                    throw ConfigError(
+                        "bad interpolation in '\(option)' of [\(section)]: '\(rest.prefix(40))' (write %(name)s, or %% for a literal %)", at: location)
                 }
                 let name = String(rest[rest.index(rest.startIndex, offsetBy: 2)..<close])
                 rest = rest[rest.index(close, offsetBy: 2)...]
@@ -242,10 +252,13 @@ public struct ConfigStack: Sendable {
                     out += done
                 }
                 if out.utf8.count > ConfigStack.maxExpandedSize {
-                    throw ConfigError("'\(option)' in [\(section)] expands to more than \(ConfigStack.maxExpandedSize >> 20) MiB (references that repeat each other, %(a)s%(a)s…?)", at: location)
+                    throw ConfigError(
+                        "'\(option)' in [\(section)] expands to more than \(ConfigStack.maxExpandedSize >> 20) MiB (references that repeat each other, %(a)s%(a)s…?)",
+                        at: location)
                 }
             } else {
-                throw ConfigError("'%' must be followed by '%' or '(' in '\(option)' of [\(section)], found '\(rest.prefix(20))' (write %% for a literal %)", at: location)
+                throw ConfigError(
+                    "'%' must be followed by '%' or '(' in '\(option)' of [\(section)], found '\(rest.prefix(20))' (write %% for a literal %)", at: location)
             }
         }
         out += rest

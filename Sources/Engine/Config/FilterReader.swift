@@ -18,9 +18,11 @@ public struct FilterDefinition: Sendable {
     /// Where each option was written, for error messages.
     public var locations: [String: SourceLocation]
 
-    public init(name: String, files: [String] = [], options: OrderedMap<String> = .init(), prefregex: String? = nil,
-                failregex: [String] = [], ignoreregex: [String] = [], maxlines: Int? = nil, datepattern: String? = nil,
-                usedns: String? = nil, journalmatch: String? = nil, locations: [String: SourceLocation] = [:]) {
+    public init(
+        name: String, files: [String] = [], options: OrderedMap<String> = .init(), prefregex: String? = nil,
+        failregex: [String] = [], ignoreregex: [String] = [], maxlines: Int? = nil, datepattern: String? = nil,
+        usedns: String? = nil, journalmatch: String? = nil, locations: [String: SourceLocation] = [:]
+    ) {
         self.name = name
         self.files = files
         self.options = options
@@ -39,8 +41,10 @@ public struct FilterDefinition: Sendable {
 /// options and the filter's own bracket options as variables, `[Init]` values available as tags, then `<tag>`
 /// substitution (`<mdre-<mode>>`, `<lt_<logtype>/__prefix_line>`).
 public final class FilterReader {
-    public static let definitionOptions = ["usedns", "prefregex", "failregex", "ignoreregex", "maxlines",
-                                           "datepattern", "journalmatch"]
+    public static let definitionOptions = [
+        "usedns", "prefregex", "failregex", "ignoreregex", "maxlines",
+        "datepattern", "journalmatch",
+    ]
 
     public let name: String
     public let jail: String
@@ -148,8 +152,9 @@ public final class FilterReader {
         if let p = opts["prefregex"], !p.isEmpty { def.prefregex = p }
         if let m = opts["maxlines"], !m.isEmpty {
             guard let n = Int(m.trimmingWhitespace()), n > 0 else {
-                throw ConfigError("filter '\(name)': maxlines must be a whole number greater than zero, not '\(m)'",
-                                  at: def.locations["maxlines"])
+                throw ConfigError(
+                    "filter '\(name)': maxlines must be a whole number greater than zero, not '\(m)'",
+                    at: def.locations["maxlines"])
             }
             def.maxlines = n
         }

@@ -124,8 +124,10 @@ public struct IniFile: Sendable {
                 return
             }
             if seen.contains("[" + name) {
-                file.warnings.append(Diagnostic(.warning, "section [\(name)] appears twice; its keys are merged",
-                                                at: SourceLocation(file: path, line: number)))
+                file.warnings.append(
+                    Diagnostic(
+                        .warning, "section [\(name)] appears twice; its keys are merged",
+                        at: SourceLocation(file: path, line: number)))
             }
             seen.insert("[" + name)
             if file.sections[name] == nil { file.sections[name] = IniSection() }
@@ -146,8 +148,10 @@ public struct IniFile: Sendable {
             }
             flush()
             if seen.contains(section + "\u{0}" + key) {
-                file.warnings.append(Diagnostic(.warning, "key '\(key)' set twice in [\(section.isEmpty ? IniFile.defaultSectionName : section)]; the later value wins",
-                                                at: location))
+                file.warnings.append(
+                    Diagnostic(
+                        .warning, "key '\(key)' set twice in [\(section.isEmpty ? IniFile.defaultSectionName : section)]; the later value wins",
+                        at: location))
             }
             seen.insert(section + "\u{0}" + key)
             option = key

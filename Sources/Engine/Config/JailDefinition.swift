@@ -70,11 +70,13 @@ public struct JailDefinition: Sendable {
     public var ignoreGateway = true
     public var location: SourceLocation?
 
-    public init(name: String, filter: FilterDefinition, filterSpec: String, logPaths: [LogPath], backend: Backend,
-                maxRetry: Int, findTime: Double, banTime: BanTime, increment: BanTimeIncrement = BanTimeIncrement(),
-                ports: [PortRange], portSpec: String, protocol: String, ignoreList: IgnoreList, banAction: String,
-                actions: [ActionSpec], logEncoding: String, logTimeZone: Int?, maxMatches: Int, maxTracked: Int,
-                location: SourceLocation?) {
+    public init(
+        name: String, filter: FilterDefinition, filterSpec: String, logPaths: [LogPath], backend: Backend,
+        maxRetry: Int, findTime: Double, banTime: BanTime, increment: BanTimeIncrement = BanTimeIncrement(),
+        ports: [PortRange], portSpec: String, protocol: String, ignoreList: IgnoreList, banAction: String,
+        actions: [ActionSpec], logEncoding: String, logTimeZone: Int?, maxMatches: Int, maxTracked: Int,
+        location: SourceLocation?
+    ) {
         self.name = name
         self.filter = filter
         self.filterSpec = filterSpec
@@ -161,7 +163,9 @@ public struct JailsReader {
         guard JailsReader.bool(try get("enabled") ?? "false") else { return nil }
         // The jail's nftables sets are "<name>-v4" and "<name>-v6"; the kernel takes set names of up to 255 bytes.
         if name.utf8.count > JailsReader.longestName {
-            throw ConfigError("the jail name is \(name.utf8.count) bytes long; nftables holds at most \(JailsReader.longestName) (its sets are named <jail>-v4 and <jail>-v6)", at: location)
+            throw ConfigError(
+                "the jail name is \(name.utf8.count) bytes long; nftables holds at most \(JailsReader.longestName) (its sets are named <jail>-v4 and <jail>-v6)",
+                at: location)
         }
         let backendText = (try get("backend") ?? "auto").trimmingWhitespace()
         let backend = try JailsReader.backend(backendText, at: locations["backend"])
@@ -180,15 +184,17 @@ public struct JailsReader {
         }
         reader.applyAutoOptions(backend: backendText)
         try reader.readOptions(firstOpts, all: true)
-        stack.mergeSection(name, try reader.combined(), prefix: "known/",
-                           location: SourceLocation(file: reader.config.files.first ?? filterName, line: 0))
+        stack.mergeSection(
+            name, try reader.combined(), prefix: "known/",
+            location: SourceLocation(file: reader.config.files.first ?? filterName, line: 0))
 
         var values: [String: String] = [:]
         for o in JailsReader.jailOptions { if let v = try get(o) { values[o] = v } }
         let opts = JailOptions(jail: name, values: values, locations: locations)
         try reader.readOptions(values, all: false)
-        let filter = try jailFilter(reader.definition(), opts, filterName: filterName,
-                                    filterFile: reader.config.files.first ?? filterName, setInSection: { stack.sections[name]?[$0] != nil })
+        let filter = try jailFilter(
+            reader.definition(), opts, filterName: filterName,
+            filterFile: reader.config.files.first ?? filterName, setInSection: { stack.sections[name]?[$0] != nil })
         let maxRetry = try opts.integer("maxretry", default: 5)
         guard maxRetry >= 1 else { throw ConfigError("maxretry must be at least 1, not \(maxRetry)", at: opts.location("maxretry")) }
         let findTime = try opts.duration("findtime", default: "10m")
@@ -246,15 +252,19 @@ public struct JailsReader {
         case "auto", "inotify", "pyinotify", "gamin": return .inotify
         case "polling": return .polling
         case let b where b.hasPrefix("systemd"):
-            throw ConfigError("backend = \(text): there is no systemd journal in a container. Have the service log to a file (dovecot: log_path = /var/log/mail.log; sshd: rsyslog or 'sshd -E /var/log/auth.log'), set logpath to it and backend = auto", at: location)
+            throw ConfigError(
+                "backend = \(text): there is no systemd journal in a container. Have the service log to a file (dovecot: log_path = /var/log/mail.log; sshd: rsyslog or 'sshd -E /var/log/auth.log'), set logpath to it and backend = auto",
+                at: location)
         default:
             throw ConfigError("unknown backend '\(text)' (auto, inotify or polling)", at: location)
         }
     }
 
     /// The filter with the jail's own regexes and settings added, as fail2ban adds them after the filter's.
-    private mutating func jailFilter(_ base: FilterDefinition, _ opts: JailOptions, filterName: String, filterFile: String,
-                                     setInSection: (String) -> Bool) throws(ConfigError) -> FilterDefinition {
+    private mutating func jailFilter(
+        _ base: FilterDefinition, _ opts: JailOptions, filterName: String, filterFile: String,
+        setInSection: (String) -> Bool
+    ) throws(ConfigError) -> FilterDefinition {
         var filter = base
         func lines(_ v: String?) -> [String] { (v ?? "").split(separator: "\n").map(String.init).filter { !$0.isEmpty } }
         filter.failregex += lines(opts["failregex"])
@@ -285,14 +295,18 @@ public struct JailsReader {
         var increment = BanTimeIncrement()
         increment.enabled = JailsReader.bool(opts["bantime.increment"] ?? "false")
         if let f = opts["bantime.factor"] {
-            guard let v = Double(f.trimmingWhitespace()) else { throw ConfigError("bantime.factor must be a number, not '\(f)'", at: opts.location("bantime.factor")) }
+            guard let v = Double(f.trimmingWhitespace()) else {
+                throw ConfigError("bantime.factor must be a number, not '\(f)'", at: opts.location("bantime.factor"))
+            }
             increment.factor = v
         }
         increment.formula = opts["bantime.formula"]
         if let m = opts["bantime.multipliers"] {
             var values: [Double] = []
             for part in m.split(whereSeparator: { $0 == " " || $0 == "," || $0 == "\n" }) {
-                guard let v = Double(part) else { throw ConfigError("bantime.multipliers: '\(part)' is not a number", at: opts.location("bantime.multipliers")) }
+                guard let v = Double(part) else {
+                    throw ConfigError("bantime.multipliers: '\(part)' is not a number", at: opts.location("bantime.multipliers"))
+                }
                 values.append(v)
             }
             increment.multipliers = values
@@ -303,10 +317,16 @@ public struct JailsReader {
         // nftables holds an element for at most ~584 years: say so here, not at the first ban.
         let longest = TimeExpression.describe(BanTimePolicy.longest)
         if case .seconds(let seconds) = banTime, seconds > BanTimePolicy.longest {
-            diagnostics.append(Diagnostic(.warning, "bantime \(TimeExpression.describe(seconds)) is longer than the packet filter holds: bans last \(longest) (use -1 for permanent)", at: opts.location("bantime"), jail: opts.jail))
+            diagnostics.append(
+                Diagnostic(
+                    .warning, "bantime \(TimeExpression.describe(seconds)) is longer than the packet filter holds: bans last \(longest) (use -1 for permanent)",
+                    at: opts.location("bantime"), jail: opts.jail))
         }
         if increment.enabled, let m = increment.maxTime, m > BanTimePolicy.longest {
-            diagnostics.append(Diagnostic(.warning, "bantime.maxtime \(TimeExpression.describe(m)) is longer than the packet filter holds: bans last at most \(longest)", at: opts.location("bantime.maxtime"), jail: opts.jail))
+            diagnostics.append(
+                Diagnostic(
+                    .warning, "bantime.maxtime \(TimeExpression.describe(m)) is longer than the packet filter holds: bans last at most \(longest)",
+                    at: opts.location("bantime.maxtime"), jail: opts.jail))
         }
         return (banTime, increment)
     }
@@ -317,7 +337,10 @@ public struct JailsReader {
         let (ignoreList, ignoreProblems) = IgnoreList.parse(opts["ignoreip"] ?? "", ignoreSelf: ignoreSelf)
         for p in ignoreProblems { diagnostics.append(Diagnostic(.warning, p, at: opts.location("ignoreip"), jail: opts.jail)) }
         if let cmd = opts["ignorecommand"], !cmd.trimmingWhitespace().isEmpty {
-            diagnostics.append(Diagnostic(.warning, "ignorecommand is not supported (Portcullis runs no external commands); it is ignored", at: opts.location("ignorecommand"), jail: opts.jail))
+            diagnostics.append(
+                Diagnostic(
+                    .warning, "ignorecommand is not supported (Portcullis runs no external commands); it is ignored", at: opts.location("ignorecommand"),
+                    jail: opts.jail))
         }
         return ignoreList
     }
@@ -346,13 +369,18 @@ public struct JailsReader {
         }
         let encoding = (opts["logencoding"] ?? "auto").trimmingWhitespace().lowercased()
         if !["auto", "utf-8", "utf8", "ascii", "us-ascii"].contains(encoding) {
-            diagnostics.append(Diagnostic(.warning, "logencoding = \(encoding): Portcullis reads logs as UTF-8 (invalid bytes are replaced), as fail2ban does with 'auto' on a UTF-8 system", at: opts.location("logencoding"), jail: opts.jail))
+            diagnostics.append(
+                Diagnostic(
+                    .warning,
+                    "logencoding = \(encoding): Portcullis reads logs as UTF-8 (invalid bytes are replaced), as fail2ban does with 'auto' on a UTF-8 system",
+                    at: opts.location("logencoding"), jail: opts.jail))
         }
         var maxLineLength = LineSplitter.defaultMaxLineLength
         if let text = opts["maxlinelength"] {
             guard let n = ByteSize.parse(text) else {
-                throw ConfigError("maxlinelength = \(text): a size from 1K to 1G is needed (bytes, or with a K or M suffix; default 4M)",
-                                  at: opts.location("maxlinelength"))
+                throw ConfigError(
+                    "maxlinelength = \(text): a size from 1K to 1G is needed (bytes, or with a K or M suffix; default 4M)",
+                    at: opts.location("maxlinelength"))
             }
             maxLineLength = n
         }

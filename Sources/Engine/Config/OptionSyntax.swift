@@ -88,8 +88,10 @@ public enum OptionSyntax {
 public enum TagSubstitution {
     public static let maxReplaceCount = 25
 
-    public static func substitute(_ input: OrderedMap<String>, ignore: Set<String> = [],
-                                  lookup: (String) throws(ConfigError) -> String?) throws(ConfigError) -> OrderedMap<String> {
+    public static func substitute(
+        _ input: OrderedMap<String>, ignore: Set<String> = [],
+        lookup: (String) throws(ConfigError) -> String?
+    ) throws(ConfigError) -> OrderedMap<String> {
         var tags = input
         var done = Set<String>()
         var repCounts: [String: [String: Int]] = [:]

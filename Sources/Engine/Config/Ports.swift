@@ -1,5 +1,5 @@
-import Glibc
 import FoundationEssentials
+import Glibc
 import Platform
 
 /// One entry of a jail's `port` list: a single port or a range, with the name it was written as.

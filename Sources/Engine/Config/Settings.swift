@@ -21,7 +21,9 @@ public struct Settings: Sendable {
     public static func read(_ directory: ConfigDirectory) throws(ConfigError) -> (Settings, [Diagnostic]) {
         var s = Settings()
         var diagnostics: [Diagnostic] = []
-        let name = !directory.files(for: "portcullis").isEmpty ? "portcullis"
+        let name =
+            !directory.files(for: "portcullis").isEmpty
+            ? "portcullis"
             : !directory.files(for: "fail2ban").isEmpty ? "fail2ban" : nil
         guard let name else { return (s, diagnostics) }
         s.source = name
@@ -98,7 +100,9 @@ public struct APISettings: Sendable, Equatable {
         if let (v, _) = try value("read_token_file") { a.readTokenFile = v }
         if let (v, _) = try value("admin_token_file") { a.adminTokenFile = v }
         if let (v, loc) = try value("threads") {
-            guard let n = Int(v), (0...64).contains(n) else { throw ConfigError("[api] threads must be a number from 0 (one per core) to 64, not '\(v)'", at: loc) }
+            guard let n = Int(v), (0...64).contains(n) else {
+                throw ConfigError("[api] threads must be a number from 0 (one per core) to 64, not '\(v)'", at: loc)
+            }
             a.threads = n
         }
         if let (v, loc) = try value("max_connections") {

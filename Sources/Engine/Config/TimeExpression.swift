@@ -1,4 +1,5 @@
 import Platform
+
 /// fail2ban's time expressions (`MyTime.str2seconds`): plain seconds (`600`), abbreviations (`10m`, `1h30m`,
 /// `12w`, `1d`), words (`1hour 30min`, `6 months`), and arithmetic (`1year-6mo`, `2*3600`). A month is a twelfth of
 /// a 365.25-day year, as in fail2ban. `-1` means "forever" where a ban time is meant.
@@ -67,10 +68,15 @@ public enum TimeExpression {
             while true {
                 skipSpace()
                 guard i < chars.count else { return total }
-                if chars[i] == "+" { i += 1; total += try product() }
-                else if chars[i] == "-" { i += 1; total -= try product() }
-                else if chars[i].isNumber || chars[i] == "." || chars[i] == "(" { total += try product() }
-                else { return total }
+                if chars[i] == "+" {
+                    i += 1; total += try product()
+                } else if chars[i] == "-" {
+                    i += 1; total -= try product()
+                } else if chars[i].isNumber || chars[i] == "." || chars[i] == "(" {
+                    total += try product()
+                } else {
+                    return total
+                }
             }
         }
 
@@ -79,13 +85,16 @@ public enum TimeExpression {
             while true {
                 skipSpace()
                 guard i < chars.count else { return v }
-                if chars[i] == "*" { i += 1; v *= try factor() }
-                else if chars[i] == "/" {
+                if chars[i] == "*" {
+                    i += 1; v *= try factor()
+                } else if chars[i] == "/" {
                     i += 1
                     let d = try factor()
                     guard d != 0 else { throw ParseError(text: text, reason: "division by zero") }
                     v /= d
-                } else { return v }
+                } else {
+                    return v
+                }
             }
         }
 

@@ -41,7 +41,9 @@ public final class Daemon: @unchecked Sendable {
     public var problems: [String] {
         var list = configTrouble.withLock { $0 }
         if let t = banManager?.storeTrouble {
-            list.append("the database has failed for \(TimeExpression.describe(max(1, Clock.now() - t.since))) (\(t.error)): \(t.waiting) ban change(s) kept in memory until it works again")
+            list.append(
+                "the database has failed for \(TimeExpression.describe(max(1, Clock.now() - t.since))) (\(t.error)): \(t.waiting) ban change(s) kept in memory until it works again"
+            )
         }
         return list
     }
@@ -134,7 +136,9 @@ public final class Daemon: @unchecked Sendable {
         for s in setups { if let problem = startJail(s.definition) { troubles.append(problem) } }
         guard !jails.isEmpty else { throw StartError(message: "no jail could start") }
         let backend = nftables != nil ? "nftables table inet \(NftablesFirewall.table)" : "dry-run only"
-        log.notice("Portcullis \(PortcullisVersion.string) started with \(jails.count) jail(s): \(jails.keys.sorted().joined(separator: ", ")); \(backend); store \(store?.path ?? "none")")
+        log.notice(
+            "Portcullis \(PortcullisVersion.string) started with \(jails.count) jail(s): \(jails.keys.sorted().joined(separator: ", ")); \(backend); store \(store?.path ?? "none")"
+        )
     }
 
     private func openStore(_ s: Settings) throws -> BanStore? {
@@ -171,7 +175,9 @@ public final class Daemon: @unchecked Sendable {
             runtime.start()
             jails[definition.name] = runtime
             snapshot.withLock { $0[definition.name] = runtime }
-            log.info("[\(definition.name)] Jail started: \(definition.logPaths.map(\.pattern).joined(separator: ", ")), maxretry \(definition.maxRetry), findtime \(TimeExpression.describe(definition.findTime)), bantime \(definition.banTime), \(definition.backend.rawValue)")
+            log.info(
+                "[\(definition.name)] Jail started: \(definition.logPaths.map(\.pattern).joined(separator: ", ")), maxretry \(definition.maxRetry), findtime \(TimeExpression.describe(definition.findTime)), bantime \(definition.banTime), \(definition.backend.rawValue)"
+            )
         } catch {
             log.error("[\(definition.name)] jail not started: \(error)")
             return "jail '\(definition.name)' not started: \(error)"

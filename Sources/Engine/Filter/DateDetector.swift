@@ -58,8 +58,8 @@ public final class DateDetector {
         func makeLean() {
             leanPending = false
             guard !regex.groupNames.contains(where: { $0.number == 1 }),
-                  let lean = DateDetector.fewerCaptures(pattern, keeping: ["f"]),
-                  let compiled = try? PCRE2Regex(lean), compiled.groupNumbers["f"] != nil || fractionGroup == nil
+                let lean = DateDetector.fewerCaptures(pattern, keeping: ["f"]),
+                let compiled = try? PCRE2Regex(lean), compiled.groupNumbers["f"] != nil || fractionGroup == nil
             else { return }
             leanRegex = compiled
             searchRegex = compiled
@@ -143,10 +143,11 @@ public final class DateDetector {
     /// The keys (fail2ban's template cache keys: the pattern, upper-cased when it has no `%`) of the default
     /// templates fail2ban gives weight 100: the line-anchored variants.
     private var defaultAnchoredKeys: Set<String> {
-        Set(DateTemplate.defaults(yearRegex: yearRegex).filter { $0.weight == 100 }.map { t in
-            if case .pattern = t.kind, let p = t.pattern { return p.contains("%") ? p : p.uppercased() }
-            return t.name.uppercased()
-        })
+        Set(
+            DateTemplate.defaults(yearRegex: yearRegex).filter { $0.weight == 100 }.map { t in
+                if case .pattern = t.kind, let p = t.pattern { return p.contains("%") ? p : p.uppercased() }
+                return t.name.uppercased()
+            })
     }
     /// Templates appended by a `datepattern` line that names a default anchored template (see `shareDefaultWeights`).
     private var sharedWeightNames = Set<String>()
@@ -156,8 +157,9 @@ public final class DateDetector {
         let ignoreDuplicate = !entries.isEmpty
         if let preMatch {
             for t in DateTemplate.baseDefaults(yearRegex: yearRegex) {
-                let wrapped = t.anchored(wrap: { DateDetector.replacingDatePlaceholder(in: preMatch, with: DateTemplate.unbound($0)) },
-                                         yearRegex: yearRegex)
+                let wrapped = t.anchored(
+                    wrap: { DateDetector.replacingDatePlaceholder(in: preMatch, with: DateTemplate.unbound($0)) },
+                    yearRegex: yearRegex)
                 try add(wrapped, ignoreDuplicate: ignoreDuplicate)
             }
             return
@@ -246,8 +248,11 @@ public final class DateDetector {
     /// fail2ban first tries the template that matched last, within the bounds of the last date when the text
     /// around them is unchanged. Returns it when it is taken at once, or as the best alternative so far; and the
     /// index of a template already searched over the whole line (not to be searched again).
-    private func tryLastTemplate(_ text: CharView, _ line: UnsafePointer<UInt8>, _ length: Int)
-        -> (chosen: Candidate?, fallback: Candidate?, searched: Int) {
+    private func tryLastTemplate(
+        _ text: CharView, _ line: UnsafePointer<UInt8>, _ length: Int
+    )
+        -> (chosen: Candidate?, fallback: Candidate?, searched: Int)
+    {
         let i = lastTemplateIndex
         guard i < entries.count else { return (nil, nil, 0x7fffffff) }
         let e = entries[i]
@@ -261,9 +266,11 @@ public final class DateDetector {
         } else {
             let (d, dPrev, dChar) = lastPos
             let (ep, epPrev, epChar) = lastEndPos
-            let begins = text.character(d - 1) == dPrev
+            let begins =
+                text.character(d - 1) == dPrev
                 || (text.character(d) == dChar && !DateDetector.isAlnum(dChar))
-            let ends = text.character(ep) == epChar
+            let ends =
+                text.character(ep) == epChar
                 || (text.character(ep - 1) == epPrev && !DateDetector.isAlnum(epPrev))
             if begins && ends {
                 searchStart = text.byteOffset(ofCharacter: d)
@@ -285,8 +292,10 @@ public final class DateDetector {
 
     /// fail2ban's search over every template, in order: the first anchored match, or one at the line's start
     /// whose successor never matched, or one no further than before, is taken; otherwise the nearest match found.
-    private func searchTemplates(_ text: CharView, _ line: UnsafePointer<UInt8>, _ length: Int, skipping searched: Int,
-                                 fallback: Candidate?) -> Candidate? {
+    private func searchTemplates(
+        _ text: CharView, _ line: UnsafePointer<UInt8>, _ length: Int, skipping searched: Int,
+        fallback: Candidate?
+    ) -> Candidate? {
         var found = fallback
         var bytes = fallback?.bytes ?? 0..<0
         var i = 0
@@ -375,7 +384,11 @@ public final class DateDetector {
                 if c == "(" && i + 1 < s.count && s[i + 1] == "?" {
                     let rest = String(String.UnicodeScalarView(s[(i + 2)..<min(s.count, i + 40)]))
                     var nameStart: Int? = nil
-                    if rest.hasPrefix("P<") { nameStart = i + 4 } else if rest.hasPrefix("<") && !rest.hasPrefix("<=") && !rest.hasPrefix("<!") { nameStart = i + 3 }
+                    if rest.hasPrefix("P<") {
+                        nameStart = i + 4
+                    } else if rest.hasPrefix("<") && !rest.hasPrefix("<=") && !rest.hasPrefix("<!") {
+                        nameStart = i + 3
+                    }
                     if let start = nameStart {
                         guard let end = s[start...].firstIndex(of: ">") else { return nil }
                         let name = String(String.UnicodeScalarView(s[start..<end]))
@@ -395,8 +408,9 @@ public final class DateDetector {
                     // Groups that capture nothing and refer to nothing: (?: (?= (?! (?<= (?<! (?> and inline flags,
                     // except extended mode (x), whose comments this scan would not recognise.
                     guard let next = rest.unicodeScalars.first,
-                          ":=!<>imnsxJU^-".unicodeScalars.contains(next),
-                          !rest.prefix(while: { $0 != ")" && $0 != ":" }).contains("x") else { return nil }
+                        ":=!<>imnsxJU^-".unicodeScalars.contains(next),
+                        !rest.prefix(while: { $0 != ")" && $0 != ":" }).contains("x")
+                    else { return nil }
                 }
                 if pass == 1 { out.append(c) }
                 i += 1
@@ -406,14 +420,15 @@ public final class DateDetector {
     }
 
     @inline(__always)
-    private func searchEntry(_ e: Entry, _ line: UnsafePointer<UInt8>, _ length: Int, start: Int = 0,
-                             countHit: Bool = true) -> Bool {
+    private func searchEntry(
+        _ e: Entry, _ line: UnsafePointer<UInt8>, _ length: Int, start: Int = 0,
+        countHit: Bool = true
+    ) -> Bool {
         if e.leanPending { e.makeLean() }
         let ok = e.searchRegex.search(line, length: length, start: max(0, start), ascii: lineIsASCII)
         if ok && countHit { e.regexHits += 1 }
         return ok
     }
-
 
     /// Moves a template that keeps winning towards the front (fail2ban's `_reorderTemplate`).
     private func reorder(_ num: Int) -> Int {
@@ -461,7 +476,8 @@ public final class DateDetector {
             let tail = UnsafeBufferPointer(start: line + skip.upperBound, count: whole.upperBound - skip.upperBound)
             let entryID = ObjectIdentifier(entry)
             if cacheValid, cacheEntry == entryID, cacheNow == now, cacheZone == defaultZone,
-               cacheHead.equals(head), cacheTail.equals(tail) {
+                cacheHead.equals(head), cacheTail.equals(tail)
+            {
                 return cacheResult
             }
             // The fields: the same search again, with every group captured.

@@ -1,5 +1,5 @@
-import Glibc
 import FoundationEssentials
+import Glibc
 import Platform
 
 /// One way of finding a timestamp in a log line, built the way fail2ban builds its date templates: a `%`-pattern
@@ -53,7 +53,9 @@ public struct DateTemplate: Sendable {
         var regex = input.trimmingWhitespace()
         var globalFlags: String? = nil
         if DateTemplate.reGlobalFlags.search(regex) {
-            regex = DateTemplate.reGlobalFlags.sub(regex, count: 1) { g in globalFlags = g(1); return "" }
+            regex = DateTemplate.reGlobalFlags.sub(regex, count: 1) { g in
+                globalFlags = g(1); return ""
+            }
         }
         let boundBegin = wordBegin != .no && !DateTemplate.reNoWordBoundBegin.search(regex)
         let boundEnd = wordEnd && !DateTemplate.reNoWordBoundEnd.search(regex)
@@ -120,8 +122,9 @@ public struct DateTemplate: Sendable {
             t.pattern = pattern
             t.setRegex(regex)
         } else if !lineBeginOnly {
-            t.setRegex(#"((?:^|(?P<square>(?<=^\[))|(?P<selinux>(?<=\baudit\()))"# + epochRE + #")(?:(?(selinux)(?=:\d+\)))|(?(square)(?=\])))"#,
-                       wordBegin: .no)
+            t.setRegex(
+                #"((?:^|(?P<square>(?<=^\[))|(?P<selinux>(?<=\baudit\()))"# + epochRE + #")(?:(?(selinux)(?=:\d+\)))|(?(square)(?=\])))"#,
+                wordBegin: .no)
         } else {
             t.setRegex(#"((?P<square>(?<=^\[))?"# + epochRE + #")(?(square)(?=\]))"#, wordBegin: .start)
         }
@@ -259,7 +262,10 @@ enum TimeCodes {
         "Z": (#"(?P<Z>Z|[A-Z]{3,5})"#, "Zone name"),
         "a": ("(?P<a>mon|tue|wed|thu|fri|sat|sun)", "DAY"),
         "b": ("(?P<b>jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)", "MON"),
-        "c": (#"(?P<a>mon|tue|wed|thu|fri|sat|sun)\s+(?P<b>jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)\s+(?P<d>3[0-1]|[1-2]\d|0[1-9]|[1-9]| [1-9])\s+(?P<H>2[0-3]|[0-1]\d|\d):(?P<M>[0-5]\d|\d):(?P<S>6[0-1]|[0-5]\d|\d)\s+(?P<Y>\d\d\d\d)"#, "%c"),
+        "c": (
+            #"(?P<a>mon|tue|wed|thu|fri|sat|sun)\s+(?P<b>jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)\s+(?P<d>3[0-1]|[1-2]\d|0[1-9]|[1-9]| [1-9])\s+(?P<H>2[0-3]|[0-1]\d|\d):(?P<M>[0-5]\d|\d):(?P<S>6[0-1]|[0-5]\d|\d)\s+(?P<Y>\d\d\d\d)"#,
+            "%c"
+        ),
         "d": (#"(?P<d>[1-2]\d|[0 ]?[1-9]|3[0-1])"#, "Day"),
         "f": (#"(?P<f>[0-9]{1,6})"#, "Microseconds"),
         "j": (#"(?P<j>36[0-6]|3[0-5]\d|[1-2]\d\d|0[1-9]\d|00[1-9]|[1-9]\d|0[1-9]|[1-9])"#, "Yearday"),

@@ -1,4 +1,5 @@
 import Platform
+
 /// A compiled fail2ban regex (`failregex`, `ignoreregex` or `prefregex`) and what its last search found,
 /// including which lines of a multi-line buffer it covered (fail2ban's `Regex.search`).
 final class FilterRegex {

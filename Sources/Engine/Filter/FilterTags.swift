@@ -49,7 +49,8 @@ public enum FilterTags {
             var body = inner
             if body.hasPrefix("/") { body = body.dropFirst() }
             if body.hasSuffix("/") { body = body.dropLast() }
-            let valid = !body.isEmpty && body.allSatisfy { $0 == "_" || $0 == "-" || $0.isLetter || $0.isNumber }
+            let valid =
+                !body.isEmpty && body.allSatisfy { $0 == "_" || $0 == "-" || $0.isLetter || $0.isNumber }
                 && !inner.dropFirst().dropLast().contains("/")
             guard valid else { out.append(c); i = regex.index(after: i); continue }
             let tag = String(inner)
@@ -59,8 +60,10 @@ public enum FilterTags {
         return out
     }
 
-    private static func replacement(for tag: String, useDNS: String, openTags: inout Set<String>,
-                                    skipLines: inout Int) -> String? {
+    private static func replacement(
+        for tag: String, useDNS: String, openTags: inout Set<String>,
+        skipLines: inout Int
+    ) -> String? {
         if tag == "HOST" { return useDNS == "no" ? hostAddr : hostAny }
         if tag == "SKIPLINES" {
             defer { skipLines += 1 }

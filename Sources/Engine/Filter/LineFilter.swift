@@ -98,8 +98,10 @@ public final class LineFilter {
         }
     }
 
-    public init(_ definition: FilterDefinition, options: Options = Options(), datePatterns: [String]? = nil,
-                logTimeZone: Int? = nil, maxLinesOverride: Int? = nil) throws {
+    public init(
+        _ definition: FilterDefinition, options: Options = Options(), datePatterns: [String]? = nil,
+        logTimeZone: Int? = nil, maxLinesOverride: Int? = nil
+    ) throws {
         self.definition = definition
         var options = options
         if let u = definition.usedns { options.useDNS = u.lowercased() }
@@ -126,9 +128,10 @@ public final class LineFilter {
         for s in definition.failregex {
             let r = try compile(s, option: "failregex", multiline: maxLines > 1)
             if !r.hasFailureIDGroup && !(prefRegex?.hasFailureIDGroup ?? false) {
-                throw CompileError(option: "failregex", regex: s,
-                                   message: "no failure-id group: the regex needs <HOST>, <ADDR>, <IP4>, <IP6>, <DNS>, <F-ID> or <F-MLFID>",
-                                   location: definition.locations["failregex"])
+                throw CompileError(
+                    option: "failregex", regex: s,
+                    message: "no failure-id group: the regex needs <HOST>, <ADDR>, <IP4>, <IP6>, <DNS>, <F-ID> or <F-MLFID>",
+                    location: definition.locations["failregex"])
             }
             fails.append(r)
         }
@@ -139,7 +142,8 @@ public final class LineFilter {
         // Lines are skipped only when that cannot change anything: single-line filters, every failregex with a
         // known set of required strings, and no ignoreregex that fail2ban would try before the failregexes.
         var candidates: [[[[UInt8]]]] = []
-        var usable = options.literalPrefilter && maxLines <= 1 && !fails.isEmpty
+        var usable =
+            options.literalPrefilter && maxLines <= 1 && !fails.isEmpty
             && !(!ignoreRegexes.isEmpty && ignoreRegexes.count < fails.count - 2)
         for r in fails where usable {
             if let sets = RegexAnalysis.candidateSets(r.compiled) { candidates.append(sets) } else { usable = false }
@@ -381,7 +385,8 @@ public final class LineFilter {
         }
         var found: Int? = nil
         for (index, ignore) in ignoreRegexes.enumerated() {
-            let ok = ownBuffer.isEmpty
+            let ok =
+                ownBuffer.isEmpty
                 ? ignore.search(subject, originCount: org.count, ascii: buffer.subjectASCII)
                 : ownBuffer.withUnsafeBufferPointer { ignore.search($0, originCount: org.count) }
             if ok {

@@ -27,8 +27,10 @@ struct MultiLineFailures {
 
     /// Joins `failIn` (what `failRegex` captured on `origin`) with the connection `mlfid`'s record. `lastDate`:
     /// the date a new record starts with.
-    mutating func merge(_ mlfid: String, _ failIn: FailData, _ failRegex: FilterRegex, _ origin: [TupleLine],
-                        lastDate: Double?) -> FailData {
+    mutating func merge(
+        _ mlfid: String, _ failIn: FailData, _ failRegex: FilterRegex, _ origin: [TupleLine],
+        lastDate: Double?
+    ) -> FailData {
         var fail = failIn
         var users: [String]? = nil
         var marks: Marks = []

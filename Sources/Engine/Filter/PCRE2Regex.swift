@@ -147,17 +147,21 @@ public final class PCRE2Regex {
     /// backtracking regex may do on an ordinary line, but a linear scan of a line of several MiB (fail2ban's sshd
     /// filter on a 1 MB line) needs more. Python's `re`, which fail2ban uses, has no limits at all.
     static func limits(forLength length: Int) -> (match: UInt32, depth: UInt32, heapKiB: UInt32) {
-        (UInt32(min(max(5_000_000, length * 50), Int(UInt32.max))),
-         UInt32(min(max(100_000, length * 2), Int(UInt32.max))),
-         256 * 1024)
+        (
+            UInt32(min(max(5_000_000, length * 50), Int(UInt32.max))),
+            UInt32(min(max(100_000, length * 2), Int(UInt32.max))),
+            256 * 1024
+        )
     }
 
     /// After an error (a limit reached): the JIT again with a larger stack (the default is 32 KiB of machine stack:
     /// a persistent 8 MiB one first, then one sized to the subject, freed after the search), then the interpreter
     /// with limits scaled to the subject's length and 256 MiB of heap at most. What still fails sets `lastError`.
     @inline(never)
-    private func searchHarder(_ code: OpaquePointer, _ subject: UnsafePointer<UInt8>, _ length: Int, _ start: Int,
-                              after first: Int32) -> Int32 {
+    private func searchHarder(
+        _ code: OpaquePointer, _ subject: UnsafePointer<UInt8>, _ length: Int, _ start: Int,
+        after first: Int32
+    ) -> Int32 {
         var rc = first
         if isJIT && rc == PCRE2_ERROR_JIT_STACKLIMIT && jitStack == nil {
             jitStack = pcre2_jit_stack_create_8(64 * 1024, 8 << 20, nil)
@@ -171,7 +175,8 @@ public final class PCRE2Regex {
             pcre2_jit_stack_free_8(stack)
         }
         if rc == PCRE2_ERROR_MATCHLIMIT || rc == PCRE2_ERROR_DEPTHLIMIT || rc == PCRE2_ERROR_JIT_STACKLIMIT || rc == PCRE2_ERROR_HEAPLIMIT,
-           let context = pcre2_match_context_create_8(nil) {
+            let context = pcre2_match_context_create_8(nil)
+        {
             let limits = PCRE2Regex.limits(forLength: length)
             pcre2_set_match_limit_8(context, limits.match)
             pcre2_set_depth_limit_8(context, limits.depth)
@@ -227,7 +232,8 @@ final class PCRE2Code: @unchecked Sendable {
         let bytes = asciiPattern ? ((try? PCRE2Regex.compile(pattern, options)) ?? compiled) : compiled
         unicode = compiled
         ascii = bytes
-        isJIT = pcre2_jit_compile_8(compiled, UInt32(PCRE2_JIT_COMPLETE)) == 0
+        isJIT =
+            pcre2_jit_compile_8(compiled, UInt32(PCRE2_JIT_COMPLETE)) == 0
             && (bytes == compiled || pcre2_jit_compile_8(bytes, UInt32(PCRE2_JIT_COMPLETE)) == 0)
     }
 

@@ -92,7 +92,8 @@ public enum QuantifierCheck {
                 }
             case "|":
                 if !stack.isEmpty {
-                    stack[stack.count - 1].earlierBranchesHaveLiteral = stack[stack.count - 1].earlierBranchesHaveLiteral && stack[stack.count - 1].branchHasLiteral
+                    stack[stack.count - 1].earlierBranchesHaveLiteral =
+                        stack[stack.count - 1].earlierBranchesHaveLiteral && stack[stack.count - 1].branchHasLiteral
                     stack[stack.count - 1].branchHasLiteral = false
                 }
                 i += 1

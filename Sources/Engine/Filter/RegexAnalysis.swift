@@ -1,6 +1,6 @@
-import Glibc
 import CFastScan
 import FoundationEssentials
+import Glibc
 import Platform
 
 /// Static analysis of a regex (PCRE2 syntax, as compiled) for two shortcuts that never change a result:
@@ -14,13 +14,13 @@ import Platform
 enum RegexAnalysis {
     indirect enum Node {
         case literal(UInt8)
-        case other            // a character class, an escape such as \d, or `.`
-        case dotPlus          // `.+` (greedy)
+        case other  // a character class, an escape such as \d, or `.`
+        case dotPlus  // `.+` (greedy)
         case anchorStart, anchorEnd
-        case assertion        // \b, lookarounds: zero width, may fail
+        case assertion  // \b, lookarounds: zero width, may fail
         case group(alternatives: [[Node]], capturing: Bool, atomic: Bool, caseless: Bool)
         case quantified(Node, min: Int, possessive: Bool)
-        case unknown          // backreferences, conditionals, recursion …
+        case unknown  // backreferences, conditionals, recursion …
     }
 
     struct Parser {
@@ -68,8 +68,7 @@ enum RegexAnalysis {
             }
             guard let m = min else { return atom }
             var possessive = false
-            if i < s.count && s[i] == UInt8(ascii: "?") { i += 1 }
-            else if i < s.count && s[i] == UInt8(ascii: "+") { i += 1; possessive = true }
+            if i < s.count && s[i] == UInt8(ascii: "?") { i += 1 } else if i < s.count && s[i] == UInt8(ascii: "+") { i += 1; possessive = true }
             if case .other = atom, m >= 1 { return .quantified(atom, min: m, possessive: possessive) }
             return .quantified(atom, min: m, possessive: possessive)
         }
@@ -106,11 +105,15 @@ enum RegexAnalysis {
             if i < s.count && s[i] == UInt8(ascii: "^") { i += 1 }
             if i < s.count && s[i] == UInt8(ascii: "]") { i += 1 }
             while i < s.count && s[i] != UInt8(ascii: "]") {
-                if s[i] == UInt8(ascii: "\\") { i += 2 } else if s[i] == UInt8(ascii: "["), i + 1 < s.count, s[i + 1] == UInt8(ascii: ":") {
+                if s[i] == UInt8(ascii: "\\") {
+                    i += 2
+                } else if s[i] == UInt8(ascii: "["), i + 1 < s.count, s[i + 1] == UInt8(ascii: ":") {
                     // POSIX class [:alpha:]
                     while i < s.count && s[i] != UInt8(ascii: "]") { i += 1 }
                     i += 1
-                } else { i += 1 }
+                } else {
+                    i += 1
+                }
             }
             guard i < s.count else { return nil }
             i += 1
@@ -125,8 +128,8 @@ enum RegexAnalysis {
             case UInt8(ascii: "b"), UInt8(ascii: "B"), UInt8(ascii: "A"), UInt8(ascii: "z"), UInt8(ascii: "Z"), UInt8(ascii: "G"):
                 return .assertion
             case UInt8(ascii: "d"), UInt8(ascii: "D"), UInt8(ascii: "w"), UInt8(ascii: "W"), UInt8(ascii: "s"), UInt8(ascii: "S"),
-                 UInt8(ascii: "h"), UInt8(ascii: "H"), UInt8(ascii: "v"), UInt8(ascii: "V"), UInt8(ascii: "R"), UInt8(ascii: "N"),
-                 UInt8(ascii: "X"), UInt8(ascii: "C"):
+                UInt8(ascii: "h"), UInt8(ascii: "H"), UInt8(ascii: "v"), UInt8(ascii: "V"), UInt8(ascii: "R"), UInt8(ascii: "N"),
+                UInt8(ascii: "X"), UInt8(ascii: "C"):
                 return .other
             case UInt8(ascii: "n"): return .literal(10)
             case UInt8(ascii: "t"): return .literal(9)
@@ -136,7 +139,9 @@ enum RegexAnalysis {
                 if i < s.count && s[i] == UInt8(ascii: "{") {
                     while i < s.count && s[i] != UInt8(ascii: "}") { i += 1 }
                     i += 1
-                } else if e == UInt8(ascii: "x") { i = min(s.count, i + 2) }
+                } else if e == UInt8(ascii: "x") {
+                    i = min(s.count, i + 2)
+                }
                 return .other
             case UInt8(ascii: "k"), UInt8(ascii: "g"), UInt8(ascii: "Q"), UInt8(ascii: "E"), UInt8(ascii: "K"):
                 return .unknown
@@ -343,7 +348,8 @@ final class LiteralScanner {
         case UInt8(ascii: " "): return 1000
         case UInt8(ascii: "0")...UInt8(ascii: "9"): return 600
         case UInt8(ascii: ":"), UInt8(ascii: "."), UInt8(ascii: "-"), UInt8(ascii: "/"), UInt8(ascii: "["), UInt8(ascii: "]"),
-             UInt8(ascii: ","), UInt8(ascii: "="), UInt8(ascii: "_"): return 300
+            UInt8(ascii: ","), UInt8(ascii: "="), UInt8(ascii: "_"):
+            return 300
         case UInt8(ascii: "a")...UInt8(ascii: "z"):
             let order = Array("etaoinsrhldcumfpgwybvkxjqz".utf8)
             return 500 - (order.firstIndex(of: b) ?? 25) * 12
@@ -384,7 +390,9 @@ final class LiteralScanner {
         }
         screen = pc_screen_create(probes, probeCount, vectorised ? 1 : 0)
         if getenv("PORTCULLIS_DEBUG_SCREEN") != nil {
-            let text = unique.enumerated().map { i, l in "\(String(decoding: l, as: UTF8.self))@\(String(decoding: l[Int(probes[i].offset)...].prefix(2), as: UTF8.self))" }
+            let text = unique.enumerated().map { i, l in
+                "\(String(decoding: l, as: UTF8.self))@\(String(decoding: l[Int(probes[i].offset)...].prefix(2), as: UTF8.self))"
+            }
             StandardError.write("screen: \(text.joined(separator: " | "))\n")
         }
     }

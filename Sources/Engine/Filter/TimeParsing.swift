@@ -4,8 +4,10 @@ import Glibc
 /// unnamed clock, which is how fail2ban's `datetime` values behave before a zone is applied.
 public enum CivilTime {
     static let monthAbbrevs = ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"]
-    static let monthNames = ["january", "february", "march", "april", "may", "june", "july", "august", "september",
-                             "october", "november", "december"]
+    static let monthNames = [
+        "january", "february", "march", "april", "may", "june", "july", "august", "september",
+        "october", "november", "december",
+    ]
     static let weekdayAbbrevs = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
     static let weekdayNames = ["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
 
@@ -46,7 +48,8 @@ public enum CivilTime {
     /// Python's `datetime(...)` validity rules; nil for an impossible date.
     static func naive(_ y: Int, _ mo: Int, _ d: Int, _ h: Int, _ mi: Int, _ s: Int) -> Int? {
         guard (1...9999).contains(y), (1...12).contains(mo), d >= 1, d <= daysInMonth(y, mo),
-              (0...23).contains(h), (0...59).contains(mi), (0...59).contains(s) else { return nil }
+            (0...23).contains(h), (0...59).contains(mi), (0...59).contains(s)
+        else { return nil }
         return daysFromCivil(y, mo, d) * 86400 + h * 3600 + mi * 60 + s
     }
 
@@ -317,7 +320,8 @@ final class TimeConverter {
             assumeToday = true
         }
         guard let y = year, let mo = month, let d = day,
-              var result = CivilTime.naive(y, mo, d, p.hour, p.minute, p.second) else { return nil }
+            var result = CivilTime.naive(y, mo, d, p.hour, p.minute, p.second)
+        else { return nil }
         let zone = p.zone ?? defaultZone
         if let zone { result -= zone * 60 }
         if assumeToday && result > nowNaive { result -= 86400 }

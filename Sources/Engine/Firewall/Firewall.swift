@@ -1,4 +1,5 @@
 import Platform
+
 /// A packet-filter backend. The ban manager calls it from one thread at a time; implementations are also safe
 /// to call from others.
 public protocol Firewall: AnyObject, Sendable {
@@ -31,7 +32,10 @@ public enum FilterHook: String, Sendable, CaseIterable {
         case "FORWARD", "DOCKER-USER": self = .forward
         case "PREROUTING": self = .prerouting
         default:
-            throw Unknown(message: "chain = \(value): Portcullis filters in its own table; chain is one of INPUT (this host's services), FORWARD or DOCKER-USER (traffic forwarded to containers: published ports), PREROUTING (before Docker's DNAT)")
+            throw Unknown(
+                message:
+                    "chain = \(value): Portcullis filters in its own table; chain is one of INPUT (this host's services), FORWARD or DOCKER-USER (traffic forwarded to containers: published ports), PREROUTING (before Docker's DNAT)"
+            )
         }
     }
 
@@ -59,7 +63,9 @@ public final class DryRunFirewall: Firewall {
     public init() {}
 
     public func install(_ jails: [JailRules], bans: [BanEntry], now: Double) {
-        state.withLock { $0.jails = jails; $0.bans = bans }
+        state.withLock {
+            $0.jails = jails; $0.bans = bans
+        }
     }
 
     public func add(_ bans: [BanEntry], now: Double) {
@@ -75,7 +81,9 @@ public final class DryRunFirewall: Firewall {
     }
 
     public func uninstall() {
-        state.withLock { $0.bans = []; $0.jails = [] }
+        state.withLock {
+            $0.bans = []; $0.jails = []
+        }
     }
 
     /// What is "banned" now.

@@ -13,10 +13,12 @@ public struct NftablesError: Error, CustomStringConvertible, Sendable {
 
     public var description: String {
         if isPermissionDenied {
-            return "\(operation): permission denied (EPERM): nftables needs root with CAP_NET_ADMIN; in Docker compose that is `cap_add: [NET_ADMIN]` (privileged is not needed)"
+            return
+                "\(operation): permission denied (EPERM): nftables needs root with CAP_NET_ADMIN; in Docker compose that is `cap_add: [NET_ADMIN]` (privileged is not needed)"
         }
         if isMissingNfTables {
-            return "\(operation): this kernel has no nf_tables (\(String(cString: strerror(code)))): load the nf_tables module on the host (modprobe nf_tables) or use banaction = dry-run"
+            return
+                "\(operation): this kernel has no nf_tables (\(String(cString: strerror(code)))): load the nf_tables module on the host (modprobe nf_tables) or use banaction = dry-run"
         }
         return "\(operation): \(String(cString: strerror(code))) (errno \(code))"
     }
@@ -85,8 +87,10 @@ public struct JailRules: Sendable, Equatable {
     /// and, for a banaction Portcullis does not know, a warning (the jail is then handled as nftables-multiport).
     public static func forJail(_ jail: JailDefinition) -> (rules: JailRules, warning: String?) {
         let action = jail.banAction.lowercased()
-        let known = ["nftables", "nftables-multiport", "nftables-allports", "iptables", "iptables-multiport",
-                     "iptables-allports", "iptables-new", "nftables-common"]
+        let known = [
+            "nftables", "nftables-multiport", "nftables-allports", "iptables", "iptables-multiport",
+            "iptables-allports", "iptables-new", "nftables-common",
+        ]
         var warning: String? = nil
         if !known.contains(action) {
             warning = "banaction = \(jail.banAction) is not supported; Portcullis blocks through its own nftables table as nftables-multiport does"
@@ -173,7 +177,9 @@ public final class NftablesFirewall: @unchecked Sendable {
                     // The kernel expires the element itself: the ban ends even if Portcullis is not running.
                     timeouts.append(e.expiresAt.map { NftablesFirewall.timeoutMilliseconds(until: $0, now: now) } ?? 0)
                 }
-                let what = chunk.count == 1 ? "add \(chunk.first!.ip) to set \(set) of jail \(chunk.first!.jail)"
+                let what =
+                    chunk.count == 1
+                    ? "add \(chunk.first!.ip) to set \(set) of jail \(chunk.first!.jail)"
                     : "add \(chunk.count) addresses to set \(set)"
                 let seq = addresses.withUnsafeBufferPointer { a in
                     timeouts.withUnsafeBufferPointer { tm in
@@ -204,8 +210,9 @@ public final class NftablesFirewall: @unchecked Sendable {
         try t.note(pc_nft_del_table(t.batch, NftablesFirewall.table), "replace table inet \(NftablesFirewall.table)")
         try t.note(pc_nft_add_table(t.batch, NftablesFirewall.table), "create table inet \(NftablesFirewall.table)")
         for hook in FilterHook.allCases where hook == .input || jails.contains(where: { $0.hook == hook }) {
-            try t.note(pc_nft_add_chain(t.batch, NftablesFirewall.table, hook.chainName, hook.hookNumber, hook.priority),
-                       "create chain \(hook.chainName) (\(hook.description))")
+            try t.note(
+                pc_nft_add_chain(t.batch, NftablesFirewall.table, hook.chainName, hook.hookNumber, hook.priority),
+                "create chain \(hook.chainName) (\(hook.description))")
         }
         for jail in jails {
             for (ipv6, set) in [(false, jail.v4Set), (true, jail.v6Set)] {
@@ -233,15 +240,19 @@ public final class NftablesFirewall: @unchecked Sendable {
                 let comment = "portcullis jail \(jail.jail)"
                 let seq = set.withCString { setName in
                     comment.withCString { c in
-                        var rule = pc_nft_rule(ipv6: ipv6 ? 1 : 0, l4proto: jail.l4proto,
-                                               port_first: single?.lowerBound ?? 0, port_last: single?.upperBound ?? 0,
-                                               all_ports: everyPort ? 1 : 0, port_set_id: portSetID,
-                                               original_dport: jail.hook == .forward ? 1 : 0, set: setName, set_id: id,
-                                               drop: jail.drop ? 1 : 0, comment: c)
+                        var rule = pc_nft_rule(
+                            ipv6: ipv6 ? 1 : 0, l4proto: jail.l4proto,
+                            port_first: single?.lowerBound ?? 0, port_last: single?.upperBound ?? 0,
+                            all_ports: everyPort ? 1 : 0, port_set_id: portSetID,
+                            original_dport: jail.hook == .forward ? 1 : 0, set: setName, set_id: id,
+                            drop: jail.drop ? 1 : 0, comment: c)
                         return pc_nft_add_rule(t.batch, NftablesFirewall.table, jail.hook.chainName, &rule)
                     }
                 }
-                let portText = everyPort ? "all ports" : ranges.map { $0.lowerBound == $0.upperBound ? "\($0.lowerBound)" : "\($0.lowerBound)-\($0.upperBound)" }.joined(separator: ",")
+                let portText =
+                    everyPort
+                    ? "all ports"
+                    : ranges.map { $0.lowerBound == $0.upperBound ? "\($0.lowerBound)" : "\($0.lowerBound)-\($0.upperBound)" }.joined(separator: ",")
                 try t.note(seq, "add the rule of jail \(jail.jail) to chain \(jail.hook.chainName) (\(ipv6 ? "IPv6" : "IPv4"), ports \(portText.prefix(200)))")
             }
         }

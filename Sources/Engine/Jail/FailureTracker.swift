@@ -12,8 +12,10 @@ public struct BanDecision: Sendable {
     /// Why, when not failures ("by request").
     public let reason: String?
 
-    public init(jail: String, ip: IPAddress, time: Double, failures: Int, matches: [String], banTimeOverride: BanTime? = nil,
-                reason: String? = nil) {
+    public init(
+        jail: String, ip: IPAddress, time: Double, failures: Int, matches: [String], banTimeOverride: BanTime? = nil,
+        reason: String? = nil
+    ) {
         self.jail = jail
         self.ip = ip
         self.time = time

@@ -48,8 +48,9 @@ public final class Gateways: Sendable {
         for line in text.split(separator: "\n").dropFirst() {
             let f = line.split(whereSeparator: { $0 == "\t" || $0 == " " })
             guard f.count >= 8, f[1] == "00000000", f[7] == "00000000",
-                  let gateway = UInt32(f[2], radix: 16), gateway != 0,
-                  let flags = UInt32(f[3], radix: 16), flags & 0x2 != 0 else { continue }   // RTF_GATEWAY
+                let gateway = UInt32(f[2], radix: 16), gateway != 0,
+                let flags = UInt32(f[3], radix: 16), flags & 0x2 != 0
+            else { continue }  // RTF_GATEWAY
             let bytes = withUnsafeBytes(of: gateway) { Array($0) }
             if let ip = IPAddress(bytes: bytes), !out.contains(ip) { out.append(ip) }
         }
@@ -62,7 +63,8 @@ public final class Gateways: Sendable {
         for line in text.split(separator: "\n") {
             let f = line.split(separator: " ", omittingEmptySubsequences: true)
             guard f.count >= 10, f[0].allSatisfy({ $0 == "0" }), f[1] == "00", f[4].count == 32,
-                  !f[4].allSatisfy({ $0 == "0" }) else { continue }
+                !f[4].allSatisfy({ $0 == "0" })
+            else { continue }
             var bytes: [UInt8] = []
             var i = f[4].startIndex
             while i < f[4].endIndex {

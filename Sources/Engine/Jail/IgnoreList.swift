@@ -1,5 +1,5 @@
-import Glibc
 import FoundationEssentials
+import Glibc
 
 /// The addresses a jail never bans: `ignoreip` entries (addresses, networks, host names resolved at load time)
 /// and, with `ignoreself`, the machine's own addresses.
@@ -16,8 +16,11 @@ public struct IgnoreList: Sendable {
 
     /// Parses an `ignoreip` value (entries separated by spaces, commas or new lines). Host names are resolved
     /// once, here; a name that does not resolve is reported in `problems`.
-    public static func parse(_ text: String, ignoreSelf: Bool, resolve: (String) -> [IPAddress] = IgnoreList.resolve)
-        -> (list: IgnoreList, problems: [String]) {
+    public static func parse(
+        _ text: String, ignoreSelf: Bool, resolve: (String) -> [IPAddress] = IgnoreList.resolve
+    )
+        -> (list: IgnoreList, problems: [String])
+    {
         var list = IgnoreList(ignoreSelf: ignoreSelf)
         var problems: [String] = []
         for raw in text.split(whereSeparator: { $0 == "," || $0 == " " || $0 == "\n" || $0 == "\t" }) {

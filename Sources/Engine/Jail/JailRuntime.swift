@@ -1,4 +1,5 @@
 import Platform
+
 /// Counters of one jail, readable from any thread (status, metrics).
 public struct JailCounters: Sendable {
     public var linesRead = 0
@@ -35,8 +36,10 @@ public final class JailRuntime: @unchecked Sendable {
 
     /// Compiles the jail's filter. Throws `LineFilter.CompileError` (with the regex and PCRE2's message) or
     /// `ConfigError` for a bad date pattern.
-    public init(_ definition: JailDefinition, log: Logger, gateways: Gateways = .shared,
-                onBan: @escaping @Sendable (BanDecision) -> Void) throws {
+    public init(
+        _ definition: JailDefinition, log: Logger, gateways: Gateways = .shared,
+        onBan: @escaping @Sendable (BanDecision) -> Void
+    ) throws {
         self.definition = definition
         self.gateways = gateways
         self.log = log
@@ -61,11 +64,13 @@ public final class JailRuntime: @unchecked Sendable {
                 log.error("[\(name)] filter \(filterName): \(failure)" + (failures > 1 ? " (\(failures) lines so far)" : ""))
             }
         }
-        tracker = FailureTracker(maxRetry: definition.maxRetry, findTime: definition.findTime,
-                                 maxTracked: definition.maxTracked, maxMatches: definition.maxMatches)
-        watcher = LogWatcher(name: definition.name, paths: definition.logPaths, polling: definition.backend == .polling,
-                             log: log, maxLineLength: definition.maxLineLength, onIdle: { [unowned self] now in housekeeping(now) },
-                             handler: { [unowned self] line, inOperation, _ in process(line, inOperation: inOperation) })
+        tracker = FailureTracker(
+            maxRetry: definition.maxRetry, findTime: definition.findTime,
+            maxTracked: definition.maxTracked, maxMatches: definition.maxMatches)
+        watcher = LogWatcher(
+            name: definition.name, paths: definition.logPaths, polling: definition.backend == .polling,
+            log: log, maxLineLength: definition.maxLineLength, onIdle: { [unowned self] now in housekeeping(now) },
+            handler: { [unowned self] line, inOperation, _ in process(line, inOperation: inOperation) })
     }
 
     /// Called before the first read of each file (to restore its position).

@@ -74,8 +74,10 @@ final class ExaminePipeline: @unchecked Sendable {
     private var free: [Batch]
 
     /// `skip`: lines the test does not examine (comments, blank lines); they are passed on without facts.
-    init(filter: LineFilter, path: String, now: Double, maxLineLength: Int,
-         skip: @escaping @Sendable (UnsafeBufferPointer<UInt8>) -> Bool) {
+    init(
+        filter: LineFilter, path: String, now: Double, maxLineLength: Int,
+        skip: @escaping @Sendable (UnsafeBufferPointer<UInt8>) -> Bool
+    ) {
         self.filter = filter
         self.path = path
         self.now = now

@@ -60,8 +60,10 @@ public final class RegexRun {
         public var description: String { message }
     }
 
-    public init(filterArgument: String, ignoreRegex: String? = nil, options: Options,
-                output: OutputBuffer = OutputBuffer()) throws {
+    public init(
+        filterArgument: String, ignoreRegex: String? = nil, options: Options,
+        output: OutputBuffer = OutputBuffer()
+    ) throws {
         self.options = options
         self.out = output
         var definition: FilterDefinition
@@ -88,7 +90,9 @@ public final class RegexRun {
         opts.literalPrefilter = options.literalPrefilter
         var zone: Int? = nil
         if let tz = options.timeZone {
-            guard let z = ZoneOffsets.offset(tz) else { throw SetupError(message: "unknown or unsupported time zone '\(tz)' (use UTC, +hhmm or an abbreviation such as CET)") }
+            guard let z = ZoneOffsets.offset(tz) else {
+                throw SetupError(message: "unknown or unsupported time zone '\(tz)' (use UTC, +hhmm or an abbreviation such as CET)")
+            }
             zone = z
         }
         var datePatterns: [String]? = nil
@@ -96,8 +100,9 @@ public final class RegexRun {
             datePatterns = [dp]
             definition.datepattern = dp
         }
-        filter = try LineFilter(definition, options: opts, datePatterns: datePatterns, logTimeZone: zone,
-                                maxLinesOverride: options.maxLines)
+        filter = try LineFilter(
+            definition, options: opts, datePatterns: datePatterns, logTimeZone: zone,
+            maxLinesOverride: options.maxLines)
         if let max = options.maxLines ?? definition.maxlines { header.append("Use         maxlines : \(max)") }
         if let dp = definition.datepattern {
             header.append("Use      datepattern : \(dp) : \(filter.dateDetector.summary)")
@@ -138,7 +143,8 @@ public final class RegexRun {
         for candidate in candidates {
             var path = candidate
             if !candidate.contains("/") {
-                path = Path.lastComponent(config.path) == "filter.d"
+                path =
+                    Path.lastComponent(config.path) == "filter.d"
                     ? config.path + "/" + candidate : config.path + "/filter.d/" + candidate
             } else {
                 baseDir = Path.directory(of: candidate)
@@ -155,8 +161,9 @@ public final class RegexRun {
             if Path.lastComponent(baseDir) == "filter.d" { baseDir = Path.directory(of: baseDir) }
             let short = Path.deletingExtension(Path.lastComponent(name))
             header.append("Use   failregex filter file : \(short), basedir: \(baseDir)")
-            reader = try FilterReader(name: short, jail: "portcullis-regex", options: filterOptions,
-                                      directory: ConfigDirectory(baseDir, cache: config.cache))
+            reader = try FilterReader(
+                name: short, jail: "portcullis-regex", options: filterOptions,
+                directory: ConfigDirectory(baseDir, cache: config.cache))
         } else {
             header.append("Use   failregex file : \(name)")
             let path = name.hasPrefix("/") ? name : FileManager.default.currentDirectoryPath + "/" + name
@@ -204,8 +211,9 @@ public final class RegexRun {
             do {
                 var pipelined: ExaminePipeline.Batch? = nil
                 if options.pipelined {
-                    let pipeline = ExaminePipeline(filter: filter, path: log, now: now, maxLineLength: options.maxLineLength,
-                                                   skip: RegexRun.isSkipped)
+                    let pipeline = ExaminePipeline(
+                        filter: filter, path: log, now: now, maxLineLength: options.maxLineLength,
+                        skip: RegexRun.isSkipped)
                     // nil: no second thread could be started; then this one reads, below.
                     pipelined = try pipeline.run { batch in
                         for i in 0..<batch.count {
@@ -223,8 +231,9 @@ public final class RegexRun {
                     cutLines = (last.cutLines, last.cutLineNumbers)
                 } else {
                     // fail2ban-regex waits for a line's newline, so a last line without one is not counted.
-                    let splitter = try FileLines.forEach(path: log, maxLineLength: options.maxLineLength,
-                                                         includeUnterminated: false, handle)
+                    let splitter = try FileLines.forEach(
+                        path: log, maxLineLength: options.maxLineLength,
+                        includeUnterminated: false, handle)
                     unterminatedBytes = splitter.pendingCount
                     cutLines = (splitter.truncatedLines, splitter.cutLineNumbers)
                 }
@@ -257,7 +266,9 @@ public final class RegexRun {
         if !options.json { printStats(elapsed: Clock.now() - start) }
         out.flush()
         if regexErrors.count > 0 {
-            StandardError.write("portcullis regex: \(regexErrors.count) regex search(es) could not be evaluated (first: line \(regexErrors.first[0].line): \(regexErrors.first[0].failure))\n")
+            StandardError.write(
+                "portcullis regex: \(regexErrors.count) regex search(es) could not be evaluated (first: line \(regexErrors.first[0].line): \(regexErrors.first[0].failure))\n"
+            )
         }
         return stats
     }
@@ -317,8 +328,9 @@ public final class RegexRun {
         stats.tested += 1
         if options.json {
             let result = isIgnored ? "ignored" : realCount > 0 ? "matched" : "missed"
-            writeJSON(number: number, real: found.filter { !$0.isNoFail }, ignored: isIgnored, result: result,
-                      errors: lineErrors)
+            writeJSON(
+                number: number, real: found.filter { !$0.isNoFail }, ignored: isIgnored, result: result,
+                errors: lineErrors)
         }
     }
 
@@ -377,8 +389,9 @@ public final class RegexRun {
         regexes("Ignoreregex", filter.ignoreRegexSources, ignoreHits)
         out.line("")
         out.line("Date template hits:")
-        list(filter.dateDetector.templates.filter { $0.hits > 0 }.map { "[\($0.hits)] \($0.name)" },
-             header: "[# of hits] date format")
+        list(
+            filter.dateDetector.templates.filter { $0.hits > 0 }.map { "[\($0.hits)] \($0.name)" },
+            header: "[# of hits] date format")
         out.line("")
         out.line("Lines: \(stats.summary)")
         out.line("[processed in \(TextFormat.fixed(elapsed, digits: 2)) sec]")
@@ -403,7 +416,8 @@ public final class RegexRun {
         guard cutLines.count > 0 else { return nil }
         let numbers = cutLines.numbers.prefix(10).map(String.init).joined(separator: ", ")
         let cap = options.maxLineLength
-        return "\(cutLines.count) line(s) longer than \(cap) bytes were cut there, and only their first \(cap) bytes tested: line \(numbers)\(cutLines.count > 10 ? ", …" : ""); fail2ban-regex reads them whole; --max-line-length raises the cap"
+        return
+            "\(cutLines.count) line(s) longer than \(cap) bytes were cut there, and only their first \(cap) bytes tested: line \(numbers)\(cutLines.count > 10 ? ", …" : ""); fail2ban-regex reads them whole; --max-line-length raises the cap"
     }
 
     private func printLines(_ kind: String, _ count: Int, _ lines: [String], all: Bool) {

@@ -72,7 +72,7 @@ public final class BanStore: @unchecked Sendable {
             updated_at REAL NOT NULL,
             PRIMARY KEY (jail, path)
         );
-        """,
+        """
     ]
 
     public init(path: String) throws {
@@ -92,7 +92,8 @@ public final class BanStore: @unchecked Sendable {
         try database.execute("PRAGMA cache_size = -4096")
         let version = database.userVersion
         guard version <= BanStore.migrations.count else {
-            throw SQLiteError(resultCode: 0, message: "\(path) has schema version \(version), newer than this Portcullis knows (\(BanStore.migrations.count))", sql: nil)
+            throw SQLiteError(
+                resultCode: 0, message: "\(path) has schema version \(version), newer than this Portcullis knows (\(BanStore.migrations.count))", sql: nil)
         }
         for (i, sql) in BanStore.migrations.enumerated() where i >= version {
             try database.transaction {
@@ -161,8 +162,10 @@ public final class BanStore: @unchecked Sendable {
     /// Bans in force at `now`, oldest first.
     public func activeBans(now: Double) throws -> [StoredBan] {
         try withDB { db in
-            try db.prepare("SELECT jail, ip, banned_at, ban_time, ban_count, failures, matches FROM bans WHERE ban_time < 0 OR banned_at + ban_time > ? ORDER BY banned_at, jail, ip")
-                .rows([.double(now)]).compactMap(BanStore.ban)
+            try db.prepare(
+                "SELECT jail, ip, banned_at, ban_time, ban_count, failures, matches FROM bans WHERE ban_time < 0 OR banned_at + ban_time > ? ORDER BY banned_at, jail, ip"
+            )
+            .rows([.double(now)]).compactMap(BanStore.ban)
         }
     }
 
@@ -177,9 +180,15 @@ public final class BanStore: @unchecked Sendable {
                 guard let ip = s.ipAddress(1) else { continue }
                 let rawJail = s.text(0)
                 // Jail names repeat: share one String per name.
-                let jail = jailNames[rawJail] ?? { jailNames[rawJail] = rawJail; return rawJail }()
-                result.append(StoredBan(jail: jail, ip: ip, bannedAt: s.double(2), banTime: BanTime(fail2banSeconds: s.double(3)), banCount: s.int(4),
-                                        failures: s.int(5), matches: []))
+                let jail =
+                    jailNames[rawJail]
+                    ?? {
+                        jailNames[rawJail] = rawJail; return rawJail
+                    }()
+                result.append(
+                    StoredBan(
+                        jail: jail, ip: ip, bannedAt: s.double(2), banTime: BanTime(fail2banSeconds: s.double(3)), banCount: s.int(4),
+                        failures: s.int(5), matches: []))
             }
             return result
         }
@@ -195,8 +204,9 @@ public final class BanStore: @unchecked Sendable {
     static func ban(_ r: Statement.Row) -> StoredBan? {
         guard let ip = IPAddress(r.text(1)) else { return nil }
         let matches = r.text(6)
-        return StoredBan(jail: r.text(0), ip: ip, bannedAt: r.double(2), banTime: BanTime(fail2banSeconds: r.double(3)), banCount: r.int(4),
-                         failures: r.int(5), matches: matches.isEmpty ? [] : matches.components(separatedBy: "\n"))
+        return StoredBan(
+            jail: r.text(0), ip: ip, bannedAt: r.double(2), banTime: BanTime(fail2banSeconds: r.double(3)), banCount: r.int(4),
+            failures: r.int(5), matches: matches.isEmpty ? [] : matches.components(separatedBy: "\n"))
     }
 
     /// Previous bans of `ip` (in `jail`, or in every jail) since `since`: fail2ban's ban count for
@@ -220,8 +230,10 @@ public final class BanStore: @unchecked Sendable {
         guard !bans.isEmpty else { return [] }
         return try withDB { db in
             try db.transaction {
-                let insert = try db.prepare("INSERT OR REPLACE INTO bans (jail, ip, banned_at, ban_time, ban_count, failures, matches) VALUES (?, ?, ?, ?, ?, ?, ?)")
-                let history = try db.prepare("""
+                let insert = try db.prepare(
+                    "INSERT OR REPLACE INTO bans (jail, ip, banned_at, ban_time, ban_count, failures, matches) VALUES (?, ?, ?, ?, ?, ?, ?)")
+                let history = try db.prepare(
+                    """
                     INSERT INTO ban_history (ip, jail, ban_count, last_banned_at, last_ban_time) VALUES (?, ?, 1, ?, ?)
                     ON CONFLICT (ip, jail) DO UPDATE SET ban_count = ban_count + 1,
                         last_banned_at = excluded.last_banned_at, last_ban_time = excluded.last_ban_time

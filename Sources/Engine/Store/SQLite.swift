@@ -80,7 +80,7 @@ final class SQLiteDatabase {
     }
 
     var userVersion: Int {
-        get { (try? compile("PRAGMA user_version").firstInt()) ?? 0 }
+        (try? compile("PRAGMA user_version").firstInt()) ?? 0
     }
 }
 
@@ -192,10 +192,18 @@ final class Statement {
         }
         func text(_ i: Int) -> String { if case .text(let s) = values[i] { return s }; return "" }
         func double(_ i: Int) -> Double {
-            switch values[i] { case .double(let d): return d; case .int(let n): return Double(n); default: return 0 }
+            switch values[i] {
+            case .double(let d): return d;
+            case .int(let n): return Double(n);
+            default: return 0
+            }
         }
         func int(_ i: Int) -> Int {
-            switch values[i] { case .int(let n): return n; case .double(let d): return Int(d); default: return 0 }
+            switch values[i] {
+            case .int(let n): return n;
+            case .double(let d): return Int(d);
+            default: return 0
+            }
         }
         func blob(_ i: Int) -> [UInt8] { if case .blob(let b) = values[i] { return b }; return [] }
     }

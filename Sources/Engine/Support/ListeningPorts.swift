@@ -10,7 +10,8 @@ public enum ListeningPorts {
             for line in text.split(separator: "\n").dropFirst() {
                 let cols = line.split(separator: " ")
                 guard cols.count > 3, let colon = cols[1].lastIndex(of: ":"),
-                      let port = UInt16(cols[1][cols[1].index(after: colon)...], radix: 16) else { continue }
+                    let port = UInt16(cols[1][cols[1].index(after: colon)...], radix: 16)
+                else { continue }
                 // TCP: state 0A is LISTEN. UDP: a bound socket (07) receives.
                 if isTCP { if cols[3] == "0A" { tcp.insert(port) } } else if cols[3] == "07" { udp.insert(port) }
             }

@@ -14,7 +14,10 @@ struct RepeatedWarnings {
                 state[key] = s
                 return
             }
-            say(message + " (again \(s.suppressed + 1) time(s) since \(TimeExpression.describe(now - s.since)) ago; said every \(TimeExpression.describe(interval)) at most)")
+            say(
+                message
+                    + " (again \(s.suppressed + 1) time(s) since \(TimeExpression.describe(now - s.since)) ago; said every \(TimeExpression.describe(interval)) at most)"
+            )
             state[key] = (message, now, s.since, 0)
             return
         }

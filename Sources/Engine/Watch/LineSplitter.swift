@@ -105,9 +105,11 @@ public enum FileLines {
     /// Calls `body` for each line of `path`. A last line without a final newline is passed only when
     /// `includeUnterminated` is set; otherwise its length is in the returned splitter's `pendingCount`.
     @discardableResult
-    public static func forEach(path: String, bufferSize: Int = 1 << 20, maxLineLength: Int = LineSplitter.defaultMaxLineLength,
-                               includeUnterminated: Bool = true,
-                               _ body: (UnsafeBufferPointer<UInt8>) -> Void) throws(OpenError) -> LineSplitter {
+    public static func forEach(
+        path: String, bufferSize: Int = 1 << 20, maxLineLength: Int = LineSplitter.defaultMaxLineLength,
+        includeUnterminated: Bool = true,
+        _ body: (UnsafeBufferPointer<UInt8>) -> Void
+    ) throws(OpenError) -> LineSplitter {
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { throw OpenError(path: path, errno: errno) }
         defer { close(fd) }

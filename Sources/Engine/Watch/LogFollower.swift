@@ -257,8 +257,9 @@ public final class LogFollower {
             guard f >= 0 else { continue }
             var st = stat()
             guard fstat(f, &st) == 0, st.st_mode & S_IFMT == S_IFREG,
-                  !seen.contains(FileID(device: UInt64(st.st_dev), inode: UInt64(st.st_ino))),
-                  !found.contains(where: { $0.st.st_ino == st.st_ino && $0.st.st_dev == st.st_dev }) else {
+                !seen.contains(FileID(device: UInt64(st.st_dev), inode: UInt64(st.st_ino))),
+                !found.contains(where: { $0.st.st_ino == st.st_ino && $0.st.st_dev == st.st_dev })
+            else {
                 close(f)
                 continue
             }
@@ -268,8 +269,10 @@ public final class LogFollower {
         for (f, st) in found {
             let id = FileID(device: UInt64(st.st_dev), inode: UInt64(st.st_ino))
             remember(id)
-            retired.append(Retired(fd: f, splitter: LineSplitter(maxLineLength: splitter.maxLineLength), until: now + 5,
-                                   device: id.device, inode: id.inode))
+            retired.append(
+                Retired(
+                    fd: f, splitter: LineSplitter(maxLineLength: splitter.maxLineLength), until: now + 5,
+                    device: id.device, inode: id.inode))
             rotations += 1
         }
     }
@@ -290,8 +293,9 @@ public final class LogFollower {
                 guard f >= 0 else { continue }
                 var st = stat()
                 if fstat(f, &st) == 0, st.st_mode & S_IFMT == S_IFREG, Int(st.st_size) >= offset,
-                   now - Double(st.st_mtim.tv_sec) < 600, readFirstLine(f) == firstLine,
-                   best.map({ st.st_mtim.tv_sec > $0.st.st_mtim.tv_sec }) ?? true {
+                    now - Double(st.st_mtim.tv_sec) < 600, readFirstLine(f) == firstLine,
+                    best.map({ st.st_mtim.tv_sec > $0.st.st_mtim.tv_sec }) ?? true
+                {
                     if let b = best { close(b.fd) }
                     best = (f, st)
                 } else {
@@ -306,7 +310,8 @@ public final class LogFollower {
             let unread = max(0, lastSize - offset)
             if unread > 0 {
                 lostBytes += unread
-                lastError = "\(path) was truncated in place (copytruncate) before \(unread) byte(s) of it were read, and no copy of it was found next to it: those lines were lost"
+                lastError =
+                    "\(path) was truncated in place (copytruncate) before \(unread) byte(s) of it were read, and no copy of it was found next to it: those lines were lost"
             }
             return
         }

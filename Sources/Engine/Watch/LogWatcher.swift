@@ -42,9 +42,11 @@ public final class LogWatcher: @unchecked Sendable {
 
     /// - Parameters:
     ///   - onIdle: called on the hub thread after each batch of reading, and at least once a second.
-    public init(name: String, paths: [LogPath], polling: Bool, pollInterval: Int32 = 500, log: Logger? = nil,
-                maxLineLength: Int = LineSplitter.defaultMaxLineLength, hub: WatchHub = .shared,
-                onIdle: @escaping (Double) -> Void = { _ in }, handler: @escaping LineHandler) {
+    public init(
+        name: String, paths: [LogPath], polling: Bool, pollInterval: Int32 = 500, log: Logger? = nil,
+        maxLineLength: Int = LineSplitter.defaultMaxLineLength, hub: WatchHub = .shared,
+        onIdle: @escaping (Double) -> Void = { _ in }, handler: @escaping LineHandler
+    ) {
         self.name = name
         self.maxLineLength = maxLineLength
         self.patterns = paths
@@ -135,7 +137,9 @@ public final class LogWatcher: @unchecked Sendable {
             f.poll(now: t) { line, inOperation in handler(line, inOperation, f) }
             if f.truncatedLines > cutBefore {
                 // fail2ban would test these lines whole: say so every time.
-                log?.warning("[\(name)] \(f.truncatedLines - cutBefore) line(s) of \(f.path) longer than \(maxLineLength) bytes were cut there; only their first \(maxLineLength) bytes were tested (maxlinelength raises the cap)")
+                log?.warning(
+                    "[\(name)] \(f.truncatedLines - cutBefore) line(s) of \(f.path) longer than \(maxLineLength) bytes were cut there; only their first \(maxLineLength) bytes were tested (maxlinelength raises the cap)"
+                )
             }
             if let e = f.lastError {
                 warnings.report(e, key: f.path, now: t) { log?.warning("[\(name)] \($0)") }

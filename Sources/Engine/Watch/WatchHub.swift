@@ -47,8 +47,9 @@ public final class WatchHub: @unchecked Sendable {
     /// Shared by every follower: the hub thread is the only one reading.
     let buffer = ReadBuffer()
 
-    static let mask = UInt32(IN_MODIFY | IN_CREATE | IN_MOVED_TO | IN_MOVED_FROM | IN_DELETE | IN_CLOSE_WRITE | IN_ATTRIB
-        | IN_DELETE_SELF | IN_MOVE_SELF)
+    static let mask = UInt32(
+        IN_MODIFY | IN_CREATE | IN_MOVED_TO | IN_MOVED_FROM | IN_DELETE | IN_CLOSE_WRITE | IN_ATTRIB
+            | IN_DELETE_SELF | IN_MOVE_SELF)
 
     public init() {
         do {
@@ -161,7 +162,8 @@ public final class WatchHub: @unchecked Sendable {
             }
             for i in pfds.indices { pfds[i].revents = 0 }
             if case .failure(let error) = valueOrErrno(retryOnInterrupt: false, { poll(&pfds, nfds_t(pfds.count), timeout) }),
-               error != .interrupted {
+                error != .interrupted
+            {
                 // poll(2) fails only for lack of memory (EINVAL/EFAULT would be our bug): the timers still run.
                 reportPollFailure(error)
                 for i in pfds.indices { pfds[i].revents = 0 }

@@ -40,14 +40,20 @@ public struct AccessPolicy: Sendable {
             guard !text.isEmpty else { throw SetupError(description: "[api] \(key) = \(path): the file is empty") }
             // A control character (an escape sequence, a NUL) would end up in comparisons and in terminals.
             if let bad = text.unicodeScalars.first(where: { $0.value < 0x20 || $0.value == 0x7f || (0x80..<0xa0).contains($0.value) }) {
-                throw SetupError(description: "[api] \(key) = \(path): the token holds a control character (U+\(TextFormat.hex(bad.value, width: 4))): write it as one line of printable characters")
+                throw SetupError(
+                    description:
+                        "[api] \(key) = \(path): the token holds a control character (U+\(TextFormat.hex(bad.value, width: 4))): write it as one line of printable characters"
+                )
             }
             var st = stat()
             if stat(path, &st) == 0 && st.st_mode & 0o044 != 0 {
-                warnings.append("[api] \(key) = \(path) can be read by \(st.st_mode & 0o004 != 0 ? "anyone on this machine" : "its group") (mode \(String(st.st_mode & 0o777, radix: 8))): chmod 600 it")
+                warnings.append(
+                    "[api] \(key) = \(path) can be read by \(st.st_mode & 0o004 != 0 ? "anyone on this machine" : "its group") (mode \(String(st.st_mode & 0o777, radix: 8))): chmod 600 it"
+                )
             }
             guard text.count >= 16 else {
-                throw SetupError(description: "[api] \(key) = \(path): the token is shorter than 16 characters (make one with: head -c 32 /dev/urandom | base64)")
+                throw SetupError(
+                    description: "[api] \(key) = \(path): the token is shorter than 16 characters (make one with: head -c 32 /dev/urandom | base64)")
             }
             guard !text.contains(where: { $0.isWhitespace }) else {
                 throw SetupError(description: "[api] \(key) = \(path): the token must be one word, without spaces")
@@ -69,7 +75,10 @@ public struct AccessPolicy: Sendable {
     public func check(_ addresses: [ListenAddress]) throws(SetupError) {
         guard !hasTokens else { return }
         for a in addresses where !a.isLoopback {
-            throw SetupError(description: "refusing to listen on \(a) without tokens: anyone who can reach it could read the ban lists. Set read_token_file and admin_token_file in [api] of portcullis.conf, or listen on 127.0.0.1 / [::1] only")
+            throw SetupError(
+                description:
+                    "refusing to listen on \(a) without tokens: anyone who can reach it could read the ban lists. Set read_token_file and admin_token_file in [api] of portcullis.conf, or listen on 127.0.0.1 / [::1] only"
+            )
         }
     }
 
@@ -100,7 +109,8 @@ public struct AccessPolicy: Sendable {
     /// Why a level below admin may not change anything (the 403 detail).
     public func mutationRefusal(_ level: Level) -> String {
         if !hasTokens {
-            return "changes over TCP need the admin token: set admin_token_file in [api] of portcullis.conf and send Authorization: Bearer <token> (or use the Unix socket)"
+            return
+                "changes over TCP need the admin token: set admin_token_file in [api] of portcullis.conf and send Authorization: Bearer <token> (or use the Unix socket)"
         }
         if adminToken == nil {
             return "no admin token is configured: set admin_token_file in [api] of portcullis.conf (or use the Unix socket)"

@@ -28,18 +28,25 @@ public final class AdminAPI: HTTPHandler {
         // Without tokens, anything that reaches the TCP port may read: a page in a browser could too, through a
         // DNS name rebound to 127.0.0.1, unless the Host it names is a loopback one.
         if !context.isUnixSocket && !policy.hasTokens, let host = request.header("host"), !AdminAPI.isLoopbackHost(host) {
-            return .response(.problem(421, "Host '\(host)' is not a loopback name or address: without tokens the API answers only requests for localhost, 127.0.0.1 or [::1] (set read_token_file to serve other names)"))
+            return .response(
+                .problem(
+                    421,
+                    "Host '\(host)' is not a loopback name or address: without tokens the API answers only requests for localhost, 127.0.0.1 or [::1] (set read_token_file to serve other names)"
+                ))
         }
         let target: RequestTarget
         do { target = try RequestTarget(request.target) } catch {
             return .response(.problem(400, error.detail))
         }
         guard let route = Route(target.segments) else {
-            return .response(.problem(404, "no such resource: \(target.segments.isEmpty ? "/" : "/" + target.segments.joined(separator: "/")) (see openapi.yaml)"))
+            return .response(
+                .problem(404, "no such resource: \(target.segments.isEmpty ? "/" : "/" + target.segments.joined(separator: "/")) (see openapi.yaml)"))
         }
         guard route.methods.contains(request.method) else {
-            return .response(.problem(405, "\(request.method) is not allowed here; allowed: \(route.methods.joined(separator: ", "))",
-                                      headers: [("Allow", route.methods.joined(separator: ", "))]))
+            return .response(
+                .problem(
+                    405, "\(request.method) is not allowed here; allowed: \(route.methods.joined(separator: ", "))",
+                    headers: [("Allow", route.methods.joined(separator: ", "))]))
         }
         if !route.isPublic {
             switch policy.level(authorization: request.header("authorization"), context: context) {
@@ -247,7 +254,8 @@ public final class AdminAPI: HTTPHandler {
         guard let j = runtime(jail) else { return .problem(404, "no running jail named '\(jail)'") }
         guard let contentType else { return .problem(400, "Content-Type is missing: the body must be application/json") }
         if let type = contentType.split(separator: ";").first?.trimmingWhitespace().lowercased(),
-           type != "application/json" {
+            type != "application/json"
+        {
             return .problem(415, "the body must be application/json, not \(type)")
         }
         let request: BanRequest
@@ -256,13 +264,17 @@ public final class AdminAPI: HTTPHandler {
             return .problem(409, "\(request.ip) cannot be banned: \(why)")
         }
         if request.ip.isPrimaryLoopback {
-            return .problem(409, "\(request.ip) is not banned: it is this host's own loopback address, from which its local clients (the CLI, health checks) come")
+            return .problem(
+                409, "\(request.ip) is not banned: it is this host's own loopback address, from which its local clients (the CLI, health checks) come")
         }
         if let reason = j.definition.ignoreList.reason(for: request.ip) {
             return .problem(409, "\(request.ip) is not banned in \(jail): it is ignored (\(reason))")
         }
         if j.definition.ignoreGateway && Gateways.shared.contains(request.ip) {
-            return .problem(409, "\(request.ip) is not banned in \(jail): it is the default gateway of this network namespace, the address every client coming through a proxy (Docker's userland proxy) has; set ignoregateway = false in the jail to ban it anyway")
+            return .problem(
+                409,
+                "\(request.ip) is not banned in \(jail): it is the default gateway of this network namespace, the address every client coming through a proxy (Docker's userland proxy) has; set ignoregateway = false in the jail to ban it anyway"
+            )
         }
         let manager = daemon.banManager!
         if let existing = manager.bans(of: request.ip).first(where: { $0.jail == jail }) {
@@ -302,8 +314,9 @@ public final class AdminAPI: HTTPHandler {
     /// on a problem the tokens in force stay.
     func refreshAccess() -> [String] {
         do {
-            let policy = try AccessPolicy.load(readTokenFile: daemon.settings.api.readTokenFile,
-                                               adminTokenFile: daemon.settings.api.adminTokenFile)
+            let policy = try AccessPolicy.load(
+                readTokenFile: daemon.settings.api.readTokenFile,
+                adminTokenFile: daemon.settings.api.adminTokenFile)
             if policy.hasTokens || !access.withLock({ $0.hasTokens }) {
                 access.withLock { $0 = policy }
                 for w in policy.warnings { log.warning(w) }
@@ -320,7 +333,8 @@ public final class AdminAPI: HTTPHandler {
     /// An address from a path segment: digits, hex, dots and colons only (no zone, no CIDR, no NUL tricks).
     static func address(_ text: String) -> IPAddress? {
         guard !text.isEmpty, text.utf8.count <= 45,
-              text.utf8.allSatisfy({ $0 == 46 || $0 == 58 || (48...57).contains($0) || (65...70).contains($0) || (97...102).contains($0) }) else {
+            text.utf8.allSatisfy({ $0 == 46 || $0 == 58 || (48...57).contains($0) || (65...70).contains($0) || (97...102).contains($0) })
+        else {
             return nil
         }
         return IPAddress(text)

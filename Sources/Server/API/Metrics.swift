@@ -22,7 +22,9 @@ extension AdminAPI {
         for (j, c) in counters { m.sample("portcullis_lines_read_total", [("jail", j.name)], Double(c.linesRead)) }
         m.family("portcullis_failures_total", "counter", "Failures matched by the jail's filter.")
         for (j, c) in counters { m.sample("portcullis_failures_total", [("jail", j.name)], Double(c.totalFailed)) }
-        m.family("portcullis_gateway_failures_ignored_total", "counter", "Failures not counted because they came from a default gateway (ignoregateway): clients behind a proxy whose real addresses are lost.")
+        m.family(
+            "portcullis_gateway_failures_ignored_total", "counter",
+            "Failures not counted because they came from a default gateway (ignoregateway): clients behind a proxy whose real addresses are lost.")
         for (j, c) in counters { m.sample("portcullis_gateway_failures_ignored_total", [("jail", j.name)], Double(c.gatewayIgnored)) }
         m.family("portcullis_default_gateway_info", "gauge", "The default gateways of the daemon's network namespace, one sample each.")
         for g in Gateways.shared.current(now: now).sorted() { m.sample("portcullis_default_gateway_info", [("address", g.description)], 1) }
@@ -36,7 +38,8 @@ extension AdminAPI {
         for j in jails { m.sample("portcullis_unbans_total", [("jail", j.name)], Double(bans.unbansTotal[j.name, default: 0])) }
         m.family("portcullis_ban_failures_total", "counter", "Ban decisions the packet filter refused.")
         m.sample("portcullis_ban_failures_total", [], Double(bans.failedBans))
-        m.family("portcullis_ban_history_unread_total", "counter", "Bans given the base ban time because the ban history (bantime.increment) could not be read.")
+        m.family(
+            "portcullis_ban_history_unread_total", "counter", "Bans given the base ban time because the ban history (bantime.increment) could not be read.")
         m.sample("portcullis_ban_history_unread_total", [], Double(bans.historyUnread))
         let trouble = manager.storeTrouble
         m.family("portcullis_store_ok", "gauge", "1 while every ban is written to the database, 0 while writes fail.")

@@ -41,7 +41,8 @@ struct RequestTarget: Equatable {
             let rawName = eq.map { pair[..<$0] } ?? pair
             let rawValue = eq.map { pair[($0 + 1)...] } ?? pair[pair.endIndex...]
             guard let name = RequestTarget.decode(rawName, plusIsSpace: true),
-                  let value = RequestTarget.decode(rawValue, plusIsSpace: true) else {
+                let value = RequestTarget.decode(rawValue, plusIsSpace: true)
+            else {
                 throw Invalid(detail: "invalid percent-encoding in the query")
             }
             query.append((name, value))

@@ -43,8 +43,10 @@ final class EventLoop: @unchecked Sendable {
         var description: String { "the API's event loop: \(what) failed: \(errno)" }
     }
 
-    init(index: Int, options: HTTPServerOptions, handler: any HTTPHandler, counters: HTTPCounters, worker: DispatchQueue,
-         log: Logger, listeners: [ListeningSocket], gates: ConnectionGates) throws(CreateError) {
+    init(
+        index: Int, options: HTTPServerOptions, handler: any HTTPHandler, counters: HTTPCounters, worker: DispatchQueue,
+        log: Logger, listeners: [ListeningSocket], gates: ConnectionGates
+    ) throws(CreateError) {
         self.index = index
         self.options = options
         self.counters = counters
@@ -161,8 +163,11 @@ final class EventLoop: @unchecked Sendable {
             if case .tcp = listener.address.kind { isTCP = true } else { isTCP = false }
             let gate = isTCP ? gates.tcp : gates.unix
             if !gate.tryEnter() {
-                refuse(socket, isTCP ? "too many connections (max_connections = \(options.maxConnections))"
-                                 : "too many connections on the Unix socket (\(options.maxUnixConnections))")
+                refuse(
+                    socket,
+                    isTCP
+                        ? "too many connections (max_connections = \(options.maxConnections))"
+                        : "too many connections on the Unix socket (\(options.maxUnixConnections))")
                 continue
             }
             var peer: PeerAddress? = nil
@@ -186,7 +191,9 @@ final class EventLoop: @unchecked Sendable {
             connections[Int(fd)] = c
             connectionCount += 1
             let open = gates.tcp.current + gates.unix.current
-            counters.state.withLock { $0.openConnections = open; $0.acceptedConnections += 1 }
+            counters.state.withLock {
+                $0.openConnections = open; $0.acceptedConnections += 1
+            }
             c.interest = [.input, .readHangUp]
             do {
                 try epoll.add(fd, c.interest, data: UInt64(fd))
@@ -205,7 +212,9 @@ final class EventLoop: @unchecked Sendable {
             .serialize(date: date(), keepAlive: false, http10: false, head: false, into: &out)
         _ = out.withUnsafeBytes { send(socket.rawValue, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
         // `socket` closes here, at the end of its owner's scope.
-        counters.state.withLock { $0.refusedConnections += 1; $0.count(503) }
+        counters.state.withLock {
+            $0.refusedConnections += 1; $0.count(503)
+        }
     }
 
     private func event(fd: Int32, _ events: Epoll.Events, _ now: Double) {
@@ -399,8 +408,9 @@ final class EventLoop: @unchecked Sendable {
                 // A client that stopped reading its answers.
                 if now - c.lastWrite > options.requestTimeout * 3 { closeConnection(c) }
             } else if let started = c.requestStarted, now - started > options.requestTimeout {
-                respond(c, HTTPResponse.problem(408, "the request was not complete within \(Int(options.requestTimeout)) s"),
-                        head: false, keepAlive: false, http10: false)
+                respond(
+                    c, HTTPResponse.problem(408, "the request was not complete within \(Int(options.requestTimeout)) s"),
+                    head: false, keepAlive: false, http10: false)
                 flush(c, now)
                 if let c = connections[Int(c.fd)] { settle(c) }
             } else if c.requestStarted == nil && now - c.lastActivity > idle {

@@ -23,8 +23,10 @@ public struct HTTPRequest: Sendable, Equatable {
     /// Whether the connection stays open after the response.
     public var keepAlive: Bool
 
-    public init(method: String, target: String, minorVersion: Int = 1, headers: [(name: String, value: String)] = [],
-                body: [UInt8] = [], keepAlive: Bool = true) {
+    public init(
+        method: String, target: String, minorVersion: Int = 1, headers: [(name: String, value: String)] = [],
+        body: [UInt8] = [], keepAlive: Bool = true
+    ) {
         self.method = method
         self.target = target
         self.minorVersion = minorVersion
@@ -161,8 +163,9 @@ public struct HTTPParser: Sendable {
         switch c {
         case 0x30...0x39, 0x41...0x5A, 0x61...0x7A: return true
         case UInt8(ascii: "!"), UInt8(ascii: "#"), UInt8(ascii: "$"), UInt8(ascii: "%"), UInt8(ascii: "&"),
-             UInt8(ascii: "'"), UInt8(ascii: "*"), UInt8(ascii: "+"), UInt8(ascii: "-"), UInt8(ascii: "."),
-             UInt8(ascii: "^"), UInt8(ascii: "_"), UInt8(ascii: "`"), UInt8(ascii: "|"), UInt8(ascii: "~"): return true
+            UInt8(ascii: "'"), UInt8(ascii: "*"), UInt8(ascii: "+"), UInt8(ascii: "-"), UInt8(ascii: "."),
+            UInt8(ascii: "^"), UInt8(ascii: "_"), UInt8(ascii: "`"), UInt8(ascii: "|"), UInt8(ascii: "~"):
+            return true
         default: return false
         }
     }
@@ -260,7 +263,8 @@ public struct HTTPParser: Sendable {
         }
         let version = Array(versionBytes)
         guard version.count == 8, version[0..<5] == Array("HTTP/".utf8)[...], version[6] == UInt8(ascii: "."),
-              (48...57).contains(version[5]), (48...57).contains(version[7]) else {
+            (48...57).contains(version[5]), (48...57).contains(version[7])
+        else {
             throw .badRequest("malformed HTTP version")
         }
         guard version[5] == UInt8(ascii: "1") else { throw .versionNotSupported }
@@ -325,7 +329,8 @@ public struct HTTPParser: Sendable {
             // A list of identical values is allowed (§6.3); anything else is invalid.
             let values = value.split(separator: ",").map(HTTPParser.trimmed)
             guard let first = values.first, values.allSatisfy({ $0 == first }), !first.isEmpty,
-                  first.allSatisfy({ $0.isASCII && $0.isNumber }), first.count <= 12, let n = Int(first) else {
+                first.allSatisfy({ $0.isASCII && $0.isNumber }), first.count <= 12, let n = Int(first)
+            else {
                 throw .badRequest("invalid Content-Length")
             }
             if let previous = fields.contentLength, previous != n { throw .badRequest("conflicting Content-Length fields") }
@@ -335,8 +340,7 @@ public struct HTTPParser: Sendable {
         case "connection":
             fields.connectionTokens += value.lowercased().split(separator: ",").map(HTTPParser.trimmed)
         case "expect":
-            if value.lowercased() == "100-continue" { fields.expectsContinue = true }
-            else { throw .notImplemented("Expect: \(value) is not supported") }
+            if value.lowercased() == "100-continue" { fields.expectsContinue = true } else { throw .notImplemented("Expect: \(value) is not supported") }
         case "host":
             fields.hosts += 1
             if fields.hosts > 1 { throw .badRequest("the request carries more than one host header") }

@@ -37,14 +37,16 @@ public final class HTTPServer: Sendable {
             HTTPServer.removeSocketFiles(listeners)
             throw error
         }
-        let gates = ConnectionGates(tcp: ConnectionGate(limit: options.maxConnections),
-                                    unix: ConnectionGate(limit: options.maxUnixConnections),
-                                    perClient: ClientCounts(limit: options.maxConnectionsPerClient))
+        let gates = ConnectionGates(
+            tcp: ConnectionGate(limit: options.maxConnections),
+            unix: ConnectionGate(limit: options.maxUnixConnections),
+            perClient: ClientCounts(limit: options.maxConnectionsPerClient))
         var loops: [EventLoop] = []
         do {
             for i in 0..<max(1, options.threads) {
-                let loop = try EventLoop(index: i, options: options, handler: handler, counters: counters, worker: worker, log: log,
-                                         listeners: listeners, gates: gates)
+                let loop = try EventLoop(
+                    index: i, options: options, handler: handler, counters: counters, worker: worker, log: log,
+                    listeners: listeners, gates: gates)
                 loops.append(loop)
                 try loop.start()
             }

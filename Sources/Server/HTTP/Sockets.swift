@@ -66,7 +66,9 @@ public enum Sockets {
         var sa = try unixAddress(path)
         let fd = try socket(AF_UNIX, SOCK_STREAM.rawValue | SOCK_CLOEXEC.rawValue, path)
         try call("connect", path) {
-            withUnsafePointer(to: &sa) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd.rawValue, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) } }
+            withUnsafePointer(to: &sa) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd.rawValue, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+            }
         }
         return fd
     }
@@ -140,7 +142,11 @@ public enum Sockets {
         // (a sticky directory such as /tmp stops them from replacing what is ours).
         var dst = stat()
         if stat(dir.isEmpty ? "." : dir, &dst) == 0, dst.st_mode & (S_IWOTH | S_IWGRP) != 0, dst.st_mode & S_ISVTX == 0 {
-            throw SocketError(address: name, step: "the directory \(dir) can be written by others (mode \(String(dst.st_mode & 0o7777, radix: 8))) and is not sticky: choose a directory only root writes to (socket in [api] of portcullis.conf)", errno: nil)
+            throw SocketError(
+                address: name,
+                step:
+                    "the directory \(dir) can be written by others (mode \(String(dst.st_mode & 0o7777, radix: 8))) and is not sticky: choose a directory only root writes to (socket in [api] of portcullis.conf)",
+                errno: nil)
         }
         // A socket file left by a daemon that died is replaced; one a running daemon answers on is not.
         var st = stat()
@@ -166,7 +172,9 @@ public enum Sockets {
         var staged = stagedAddress ?? sa
         let direct = stagedAddress == nil  // the staging path is too long: bind in place
         try call("bind", name) {
-            withUnsafePointer(to: &staged) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd.rawValue, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) } }
+            withUnsafePointer(to: &staged) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd.rawValue, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+            }
         }
         let bound = direct ? path : stagingPath
         do {
