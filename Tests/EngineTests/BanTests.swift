@@ -238,6 +238,80 @@ struct BanManagerTests {
         func uninstall() throws { inner.uninstall() }
     }
 
+    /// A packet filter whose `add` waits until the test opens it (a netlink transaction that takes its time).
+    final class GatedFirewall: Firewall, @unchecked Sendable {
+        let inner = DryRunFirewall()
+        private let gate = Condition()
+        private var open = false
+        private let adding = Locked(0)
+        func install(_ jails: [JailRules], bans: [BanEntry], now: Double) throws { inner.install(jails, bans: bans, now: now) }
+        func add(_ bans: [BanEntry], now: Double) throws {
+            adding.withLock { $0 += 1 }
+            gate.lock()
+            while !open { gate.wait() }
+            gate.unlock()
+            inner.add(bans, now: now)
+        }
+        func remove(_ bans: [(jail: String, ip: IPAddress)]) throws { inner.remove(bans) }
+        func uninstall() throws { inner.uninstall() }
+        /// `add` calls begun (waiting or done).
+        var adds: Int { adding.withLock { $0 } }
+        func openGate() {
+            gate.withLock {
+                open = true
+                gate.broadcast()
+            }
+        }
+    }
+
+    /// A storm faster than the packet filter: decisions beyond `maxPending` wait in `submit` (the reader, and so
+    /// its lines, wait in the log) instead of piling up in memory; all are banned once the filter catches up, and
+    /// a stop never leaves a submitter waiting.
+    @Test func aStormWaitsForTheWorkerInsteadOfPilingUp() throws {
+        for stopWhileWaiting in [false, true] {
+            let fw = GatedFirewall()
+            let manager = BanManager(store: nil, log: Logger(level: .critical), maxPending: 100, maxBatch: 50)
+            let j = Self.jail("j", banTime: 3600)
+            try manager.start([
+                BanManager.JailSetup(
+                    definition: j, policy: try BanTimePolicy(base: 3600, increment: j.increment),
+                    firewall: fw, rules: JailRules.forJail(j).rules)
+            ])
+            let total = 1_000
+            let returned = Locked(0)
+            let submitter = try JoinableThread(name: "test-storm") {
+                for i in 0..<total {
+                    manager.submit(
+                        BanDecision(jail: "j", ip: IPAddress("2001:db8::\(String(i + 1, radix: 16))")!, time: Clock.now(), failures: 1, matches: ["line \(i)"]))
+                    returned.withLock { $0 += 1 }
+                }
+            }
+            // The worker holds one batch in the closed filter; the queue fills to its bound, and the submitter waits.
+            #expect(eventually(timeout: 10) { fw.adds == 1 && manager.waitingDecisions == 100 })
+            // Handed in: the queue's 100 and the worker's first batch (at most 50), and no more while it waits.
+            usleep(100_000)
+            let handedIn = returned.withLock { $0 }
+            usleep(200_000)
+            #expect(handedIn > 100 && handedIn <= 150 && returned.withLock { $0 } == handedIn, "handed in \(handedIn)")
+            #expect(manager.waitingDecisions == 100)
+            if stopWhileWaiting {
+                // Stopping releases the submitter (what it hands in meanwhile is applied before the worker ends).
+                let stopper = try JoinableThread(name: "test-stop") { manager.stop(removeLayout: false) }
+                #expect(eventually(timeout: 10) { returned.withLock { $0 } == total })
+                fw.openGate()
+                stopper.join()
+                submitter.join()
+                #expect(fw.inner.bans.count == total)
+            } else {
+                fw.openGate()
+                submitter.join()
+                #expect(manager.drain())
+                #expect(manager.activeCount == total && fw.inner.bans.count == total)
+                manager.stop(removeLayout: true)
+            }
+        }
+    }
+
     /// A ban the packet filter refused is not reported, listed, counted or kept; the others of its batch are made.
     @Test func bansThePacketFilterRefusesAreNotReported() throws {
         let dir = TempDir()

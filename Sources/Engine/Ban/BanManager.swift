@@ -96,9 +96,16 @@ public final class BanManager: @unchecked Sendable {
     private var processedCount = 0
     private var submittedCount = 0
 
-    public init(store: BanStore?, log: Logger) {
+    /// Decisions waiting beyond which `submit` waits for the worker; decisions per batch at most. See
+    /// `defaultMaxPending` and `defaultMaxBatch`.
+    let maxPending: Int
+    let maxBatch: Int
+
+    public init(store: BanStore?, log: Logger, maxPending: Int = BanManager.defaultMaxPending, maxBatch: Int = BanManager.defaultMaxBatch) {
         self.store = store
         self.log = log
+        self.maxPending = max(1, maxPending)
+        self.maxBatch = max(1, maxBatch)
     }
 
     // MARK: start, reload, stop
@@ -172,6 +179,8 @@ public final class BanManager: @unchecked Sendable {
     public func stop(removeLayout: Bool) {
         lock.lock()
         stopping = true
+        // A reader waiting for room in `submit` goes on (its decisions are applied before the worker ends).
+        lock.broadcast()
         let worker = self.worker
         self.worker = nil
         let wasRunning = running
@@ -188,9 +197,16 @@ public final class BanManager: @unchecked Sendable {
 
     // MARK: input
 
-    /// Hands in a decision (any thread). It is applied by the worker shortly after.
+    /// Decisions waiting beyond which `submit` waits for the worker: a storm is read no faster than it is banned
+    /// (its lines wait in the log file meanwhile, and nothing is lost), so that 100,000 failure lines written at
+    /// once do not become 100,000 decisions with their matched lines in memory. Never while stopping.
+    public static let defaultMaxPending = 10_000
+
+    /// Hands in a decision (any thread). It is applied by the worker shortly after; with `maxPending` decisions
+    /// waiting, this waits for room.
     public func submit(_ decision: BanDecision) {
         lock.lock()
+        while pending.count >= maxPending && worker != nil && running && !finished && !stopping { lock.wait() }
         pending.append(decision)
         submittedCount += 1
         worker?.wake()
@@ -219,6 +235,8 @@ public final class BanManager: @unchecked Sendable {
         lock.withLock { active.existingKey(jail, ip).map { active[$0] != nil } ?? false }
     }
     public var statistics: Stats { lock.withLock { stats } }
+    /// Decisions handed in and not yet taken by the worker.
+    public var waitingDecisions: Int { lock.withLock { pending.count } }
     /// nil while every ban is in the store.
     public var storeTrouble: StoreProblem? {
         lock.withLock { storeProblem.map { StoreProblem(since: $0.since, error: $0.error, waiting: unstored.count) } }
@@ -342,8 +360,9 @@ public final class BanManager: @unchecked Sendable {
                     lock.lock()
                 }
             }
-            let batch = pending
-            pending = []
+            let batch = takeBatch()
+            // Room in the queue: a reader waiting in `submit` goes on while this batch is applied.
+            if !batch.isEmpty { lock.broadcast() }
             let lifts = pendingLifts
             pendingLifts = []
             let now = Clock.now()
@@ -376,6 +395,21 @@ public final class BanManager: @unchecked Sendable {
         finished = true
         lock.broadcast()
         lock.unlock()
+    }
+
+    /// Decisions per batch at most: a storm is applied in slices, so that what a batch holds while it passes
+    /// through the store and netlink (the bans, their matched lines, the messages) stays bounded.
+    public static let defaultMaxBatch = 5_000
+
+    /// The oldest `maxBatch` pending decisions (called with `lock` held).
+    private func takeBatch() -> [BanDecision] {
+        guard pending.count > maxBatch else {
+            defer { pending = [] }
+            return pending
+        }
+        let batch = Array(pending.prefix(maxBatch))
+        pending.removeFirst(maxBatch)
+        return batch
     }
 
     /// A decision ready to be made a ban: the ban as it will be stored, its jail, and the reason the log gives.
