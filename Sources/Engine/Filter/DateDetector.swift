@@ -218,132 +218,117 @@ public final class DateDetector {
     }
 
     /// Searches `line[0..<length]` for a timestamp. The corresponding fail2ban method is `DateDetector.matchTime`.
+    // One function on purpose, though long: it runs for every line, and cut into three (the last template, the
+    // search over all, remembering the choice; tried in issue 12) it made `portcullis regex` 9-27% slower on
+    // 1,000,000 lines, inlined or not (farm-bench against the previous build). Its parts are marked below.
     func match(_ line: UnsafePointer<UInt8>, length: Int, ascii: Bool = false) -> Match? {
         lineIsASCII = ascii
         if entries.isEmpty && defaultsWhenEmpty {
             // Built-in templates always compile.
             try? addDefaults()
         }
-        // fail2ban measures positions in characters of the decoded line: `distance` and `end` (and `lastPos`,
+        // The best alternative so far: template index, distance, end, and the search bounds that found it.
+        var found: (index: Int, distance: Int, end: Int, start: Int, length: Int)? = nil
+        var ignoreBySearch = 0x7fffffff
+        var matched = false
+        var i = lastTemplateIndex
+        var selected: Entry? = nil
+        // fail2ban measures positions in characters of the decoded line: `distance` and `endpos` (and `lastPos`,
         // `lastEndPos`, an entry's `distance`) are character offsets, the same as byte offsets on an ASCII line;
         // `bytes` is the match in bytes.
         let text = CharView(line, length, ascii: ascii)
-        let last = tryLastTemplate(text, line, length)
-        guard let chosen = last.chosen ?? searchTemplates(text, line, length, skipping: last.searched, fallback: last.fallback) else {
-            return nil
-        }
-        return remember(chosen, text)
-    }
-
-    /// A template that matched: where (in characters and in bytes), and the search bounds that found it.
-    private struct Candidate {
-        var index: Int
-        var distance: Int
-        var end: Int
-        var bytes: Range<Int>
-        var start: Int
-        var length: Int
-    }
-
-    /// fail2ban first tries the template that matched last, within the bounds of the last date when the text
-    /// around them is unchanged. Returns it when it is taken at once, or as the best alternative so far; and the
-    /// index of a template already searched over the whole line (not to be searched again).
-    private func tryLastTemplate(
-        _ text: CharView, _ line: UnsafePointer<UInt8>, _ length: Int
-    )
-        -> (chosen: Candidate?, fallback: Candidate?, searched: Int)
-    {
-        let i = lastTemplateIndex
-        guard i < entries.count else { return (nil, nil, 0x7fffffff) }
-        let e = entries[i]
-        var searched = 0x7fffffff
-        var ok = false
-        var searchStart = 0
-        var searchLength = length
-        if e.isAnchored {
-            ok = searchEntry(e, line, length)
-            searched = i
-        } else {
-            let (d, dPrev, dChar) = lastPos
-            let (ep, epPrev, epChar) = lastEndPos
-            let begins =
-                text.character(d - 1) == dPrev
-                || (text.character(d) == dChar && !DateDetector.isAlnum(dChar))
-            let ends =
-                text.character(ep) == epChar
-                || (text.character(ep - 1) == epPrev && !DateDetector.isAlnum(epPrev))
-            if begins && ends {
-                searchStart = text.byteOffset(ofCharacter: d)
-                searchLength = min(text.byteOffset(ofCharacter: ep), length)
-                ok = searchEntry(e, line, searchLength, start: searchStart)
-            } else {
-                ok = searchEntry(e, line, length)
-                searched = i
-            }
-        }
-        guard ok, let r = e.matchRange else { return (nil, nil, searched) }
-        let (distance, end) = text.characterOffsets(of: r)
-        let candidate = Candidate(index: i, distance: distance, end: end, bytes: r, start: searchStart, length: searchLength)
-        if entries.count == 1 || e.isAnchored || (distance == lastPos.0 && end == lastEndPos.0) {
-            return (candidate, nil, searched)
-        }
-        return (nil, candidate, searched)
-    }
-
-    /// fail2ban's search over every template, in order: the first anchored match, or one at the line's start
-    /// whose successor never matched, or one no further than before, is taken; otherwise the nearest match found.
-    private func searchTemplates(
-        _ text: CharView, _ line: UnsafePointer<UInt8>, _ length: Int, skipping searched: Int,
-        fallback: Candidate?
-    ) -> Candidate? {
-        var found = fallback
-        var bytes = fallback?.bytes ?? 0..<0
-        var i = 0
-        while i < entries.count {
-            if i == searched { i += 1; continue }
+        var distance = 0, endpos = 0
+        var bytes = 0..<0
+        var bounds = (start: 0, length: length)
+        // 1. The template that matched last, within the last date's bounds when the text around them is unchanged.
+        if i < entries.count {
             let e = entries[i]
-            if searchEntry(e, line, length), let r = e.matchRange {
-                bytes = r
-                let (distance, end) = text.characterOffsets(of: r)
-                let candidate = Candidate(index: i, distance: distance, end: end, bytes: r, start: 0, length: length)
-                if i + 1 >= entries.count || e.isAnchored { return candidate }
-                if distance == 0 && e.hits > 0 && entries[i + 1].regexHits == 0 { return candidate }
-                if distance > e.distance || distance > lastPos.0 {
-                    if distance < (found?.distance ?? 0x7fffffff) { found = candidate }
-                    i += 1
-                    continue
+            var ok = false
+            var searchStart = 0
+            var searchLength = length
+            if e.isAnchored {
+                ok = searchEntry(e, line, length)
+                ignoreBySearch = i
+            } else {
+                let (d, dPrev, dChar) = lastPos
+                let (ep, epPrev, epChar) = lastEndPos
+                let begins =
+                    text.character(d - 1) == dPrev
+                    || (text.character(d) == dChar && !DateDetector.isAlnum(dChar))
+                let ends =
+                    text.character(ep) == epChar
+                    || (text.character(ep - 1) == epPrev && !DateDetector.isAlnum(epPrev))
+                if begins && ends {
+                    searchStart = text.byteOffset(ofCharacter: d)
+                    searchLength = min(text.byteOffset(ofCharacter: ep), length)
+                    ok = searchEntry(e, line, searchLength, start: searchStart)
+                } else {
+                    ok = searchEntry(e, line, length)
+                    ignoreBySearch = i
                 }
-                return candidate
             }
-            i += 1
+            if ok, let r = e.matchRange {
+                bytes = r
+                (distance, endpos) = text.characterOffsets(of: r)
+                if entries.count == 1 || e.isAnchored || (distance == lastPos.0 && endpos == lastEndPos.0) {
+                    matched = true; selected = e; bounds = (searchStart, searchLength)
+                } else {
+                    found = (i, distance, endpos, searchStart, searchLength)
+                }
+            }
         }
-        guard var best = found else { return nil }
-        // Later searches may have overwritten this regex's match data: repeat the search that found it.
-        _ = searchEntry(entries[best.index], line, best.length, start: best.start, countHit: false)
-        best.bytes = entries[best.index].matchRange ?? bytes
-        return best
-    }
-
-    /// Takes `chosen`: its statistics, the positions the next line is first tried at, the templates' order.
-    private func remember(_ chosen: Candidate, _ text: CharView) -> Match {
+        // 2. Every template in order; the nearest match found when none is taken at once.
+        if !matched {
+            i = 0
+            while i < entries.count {
+                if i == ignoreBySearch { i += 1; continue }
+                let e = entries[i]
+                if searchEntry(e, line, length), let r = e.matchRange {
+                    bytes = r
+                    (distance, endpos) = text.characterOffsets(of: r)
+                    if i + 1 >= entries.count || e.isAnchored {
+                        matched = true; selected = e; break
+                    }
+                    if distance == 0 && e.hits > 0 && entries[i + 1].regexHits == 0 {
+                        matched = true; selected = e; break
+                    }
+                    if distance > e.distance || distance > lastPos.0 {
+                        if distance < (found?.distance ?? 0x7fffffff) { found = (i, distance, endpos, 0, length) }
+                        i += 1
+                        continue
+                    }
+                    matched = true; selected = e; break
+                }
+                i += 1
+            }
+            if !matched, let f = found {
+                i = f.index; distance = f.distance; endpos = f.end
+                selected = entries[i]
+                // Later searches may have overwritten this regex's match data: repeat the search that found it.
+                _ = searchEntry(entries[i], line, f.length, start: f.start, countHit: false)
+                bytes = entries[i].matchRange ?? bytes
+                bounds = (f.start, f.length)
+                matched = true
+            }
+        }
+        // 3. Remember the choice: statistics, the positions the next line is first tried at, the order.
+        guard matched, let entry = selected else { return nil }
         if clockCountdown == 0 {
             coarseClock = Clock.now()
             clockCountdown = 1024
         }
         clockCountdown -= 1
-        let entry = entries[chosen.index]
         entry.hits += 1
         entry.lastUsed = coarseClock
-        entry.distance = chosen.distance
-        var i = chosen.index
+        entry.distance = distance
         if firstUnused == i { firstUnused += 1 }
-        lastPos = (chosen.distance, text.character(chosen.distance - 1), text.character(chosen.distance))
-        lastEndPos = (chosen.end, text.character(chosen.end - 1), text.character(chosen.end))
+        lastPos = (distance, text.character(distance - 1), text.character(distance))
+        lastEndPos = (endpos, text.character(endpos - 1), text.character(endpos))
         if i != 0 && i != lastTemplateIndex { i = reorder(i) }
         lastTemplateIndex = i
         // Group 1 holds the date itself.
-        let dateRange = entry.dateRange ?? chosen.bytes
-        return Match(range: dateRange, entry: entry, searchStart: chosen.start, searchLength: chosen.length, ascii: lineIsASCII)
+        let dateRange = entry.dateRange ?? bytes
+        return Match(range: dateRange, entry: entry, searchStart: bounds.start, searchLength: bounds.length, ascii: lineIsASCII)
     }
 
     /// `pattern` (PCRE2 syntax) with every named group not in `keeping` and not referred to by `(?P=name)` made
