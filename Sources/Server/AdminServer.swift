@@ -47,7 +47,8 @@ public final class AdminServer: Sendable {
             log.warning("[api] neither listen nor socket is set: the API is off")
             return
         }
-        do { try server.start(addresses) } catch { throw SetupError(description: "\(error)") }
+        // A listener that cannot open throws its own error (the address, the step, the errno as data).
+        try server.start(addresses)
         let auth = access.hasTokens ? "bearer tokens" : "read-only over TCP (no tokens configured)"
         log.notice("API listening on \(server.addresses.map(\.description).joined(separator: ", ")); \(auth)")
     }

@@ -57,7 +57,7 @@ struct CheckCommand: ParsableCommand {
                         ? "  gateway:   \(list): failures from it are not counted (ignoregateway; it is the address of every client behind a proxy)"
                         : "  gateway:   \(list): banned like any address (ignoregateway = false)")
             }
-            let dry = ["dry-run", "dryrun"].contains(jail.banAction.lowercased())
+            let dry = jail.dryRun
             let (rules, warning) = JailRules.forJail(jail)
             if dry {
                 lines.append("  banaction: dry-run (ban decisions are logged, the packet filter is not touched)")

@@ -24,17 +24,17 @@ struct ClientOptions: ParsableArguments {
     @Flag(help: "Print the daemon's JSON instead of text.")
     var json = false
 
-    func client() -> APIClient {
+    func client() throws -> APIClient {
         var token: String? = nil
         if let tokenFile {
             guard let data = FileManager.default.contents(atPath: tokenFile) else {
-                fail("--token-file \(tokenFile): the file cannot be read", code: ClientExit.usage)
+                try fail("--token-file \(tokenFile): the file cannot be read", code: ClientExit.usage)
             }
             token = String(decoding: data, as: UTF8.self).trimmingWhitespaceAndNewlines()
         }
         if let url {
             do { return APIClient(endpoint: try APIClient.endpoint(url: url), token: token) } catch {
-                fail(error.description, code: ClientExit.usage)
+                try fail(error.description, code: ClientExit.usage)
             }
         }
         return APIClient(endpoint: .unix(socket ?? configuredSocket()), token: token)
@@ -67,21 +67,22 @@ enum ClientExit {
 
 extension ClientOptions {
     /// Sends a request; an unreachable daemon ends the command with exit code 3.
-    func call(_ method: String, _ path: String, body: String? = nil) -> APIClient.Response {
-        do { return try client().request(method, path, body: body) } catch {
+    func call(_ method: String, _ path: String, body: String? = nil) throws -> APIClient.Response {
+        let client = try client()
+        do { return try client.request(method, path, body: body) } catch {
             switch error {
-            case .unreachable: fail(error.description, code: ClientExit.unreachable)
-            case .usage: fail(error.description, code: ClientExit.usage)
-            case .protocolError: fail(error.description, code: ClientExit.notDone)
+            case .unreachable: try fail(error.description, code: ClientExit.unreachable)
+            case .usage: try fail(error.description, code: ClientExit.usage)
+            case .protocolError: try fail(error.description, code: ClientExit.notDone)
             }
         }
     }
 
     /// Ends the command when the daemon refused (printing its reason); returns the JSON object otherwise.
-    func object(_ r: APIClient.Response) -> JSONValue {
-        guard (200..<300).contains(r.status) else { fail(r.problemDetail, code: ClientExit.code(for: r.status)) }
+    func object(_ r: APIClient.Response) throws -> JSONValue {
+        guard (200..<300).contains(r.status) else { try fail(r.problemDetail, code: ClientExit.code(for: r.status)) }
         guard let o = try? JSONDecoder().decode(JSONValue.self, from: Data(r.body)), case .object = o else {
-            fail("the daemon's answer is not JSON: \(r.text.prefix(200))", code: ClientExit.notDone)
+            try fail("the daemon's answer is not JSON: \(r.text.prefix(200))", code: ClientExit.notDone)
         }
         return o
     }
@@ -91,12 +92,12 @@ extension ClientOptions {
     /// One request per address, as fail2ban-client does: prints how many were done (or the answers, with --json),
     /// reports each refusal on stderr, and ends with the worst exit code. `request` returns the answer and whether
     /// a success counts.
-    func forEachAddress(_ addresses: [String], _ request: (String) -> (APIClient.Response, Bool)) throws {
+    func forEachAddress(_ addresses: [String], _ request: (String) throws -> (APIClient.Response, Bool)) throws {
         var done = 0
         var worst: Int32 = ClientExit.done
         var results: [String] = []
         for ip in addresses {
-            let (r, counts) = request(ip)
+            let (r, counts) = try request(ip)
             if (200..<300).contains(r.status) {
                 if counts { done += 1 }
                 results.append(r.text)
@@ -138,13 +139,13 @@ struct StatusCommand: ParsableCommand {
     @Argument(help: "A jail name.") var jail: String?
 
     func run() throws {
-        let r = options.call("GET", jail.map { "/jails/" + pathSegment($0) } ?? "/jails")
-        var o = options.object(r)
+        let r = try options.call("GET", jail.map { "/jails/" + pathSegment($0) } ?? "/jails")
+        var o = try options.object(r)
         if options.json { print(r.text); return }
         if let jail {
             // fail2ban-client lists every banned address: past the first 1,000, they come page by page.
             if o["actions"]?["bannedIPsComplete"]?.bool == false {
-                o["actions"]?["bannedIPs"] = .array(allBanned(jail).map(JSONValue.string))
+                o["actions"]?["bannedIPs"] = .array(try allBanned(jail).map(JSONValue.string))
             }
             print(StatusText.jail(o))
         } else {
@@ -155,11 +156,11 @@ struct StatusCommand: ParsableCommand {
 
 extension StatusCommand {
     /// Every address banned in `jail`, from `/bans` a page at a time.
-    func allBanned(_ jail: String) -> [String] {
+    func allBanned(_ jail: String) throws -> [String] {
         var ips: [String] = []
         var after: String? = nil
         repeat {
-            let page = options.object(options.call("GET", "/bans?jail=\(pathSegment(jail))&limit=1000" + (after.map { "&after=" + $0 } ?? "")))
+            let page = try options.object(try options.call("GET", "/bans?jail=\(pathSegment(jail))&limit=1000" + (after.map { "&after=" + $0 } ?? "")))
             ips += (page["bans"]?.array ?? []).compactMap { $0["ip"]?.string }
             after = page["next"]?.string
         } while after != nil
@@ -228,11 +229,11 @@ struct SetCommand: ParsableCommand {
                 var body = JSONObject()
                 body.string("ip", ip)
                 if let seconds { body.double("bantime", seconds < 0 ? -1 : seconds) }
-                let r = options.call("POST", "/jails/\(pathSegment(jail))/bans", body: body.text)
+                let r = try options.call("POST", "/jails/\(pathSegment(jail))/bans", body: body.text)
                 // 200 on banip: it was banned already (fail2ban does not count those).
                 return (r, r.status == 201)
             case .unbanip:
-                let r = options.call("DELETE", "/jails/\(pathSegment(jail))/bans/\(pathSegment(ip))")
+                let r = try options.call("DELETE", "/jails/\(pathSegment(jail))/bans/\(pathSegment(ip))")
                 return (r, true)
             }
         }
@@ -254,7 +255,7 @@ struct UnbanCommand: ParsableCommand {
     }
 
     func run() throws {
-        try options.forEachAddress(addresses) { ip in (options.call("DELETE", "/bans/\(pathSegment(ip))"), true) }
+        try options.forEachAddress(addresses) { ip in (try options.call("DELETE", "/bans/\(pathSegment(ip))"), true) }
     }
 }
 
@@ -275,7 +276,7 @@ struct BansCommand: ParsableCommand {
             var path = "/bans?limit=1000"
             if let jail { path += "&jail=" + percentEncoded(jail) { ($0 >= 0x61 && $0 <= 0x7A) || ($0 >= 0x41 && $0 <= 0x5A) || ($0 >= 0x30 && $0 <= 0x39) } }
             if let cursor { path += "&after=" + cursor }
-            let o = options.object(options.call("GET", path))
+            let o = try options.object(try options.call("GET", path))
             let page = o["bans"]?.array ?? []
             all += page
             if options.json {
@@ -314,8 +315,8 @@ struct ReloadCommand: ParsableCommand {
     @OptionGroup var options: ClientOptions
 
     func run() throws {
-        let r = options.call("POST", "/reload")
-        let o = options.object(r)
+        let r = try options.call("POST", "/reload")
+        let o = try options.object(r)
         let errors = o["errors"]?.strings ?? []
         if options.json {
             print(r.text)
@@ -338,9 +339,9 @@ struct HealthCommand: ParsableCommand {
     @OptionGroup var options: ClientOptions
 
     func run() throws {
-        let r = options.call("GET", "/health")
-        let o = options.object(r)
-        guard o["status"]?.string == "ok" else { fail("the daemon is not healthy: \(r.text)", code: ClientExit.notDone) }
+        let r = try options.call("GET", "/health")
+        let o = try options.object(r)
+        guard o["status"]?.string == "ok" else { try fail("the daemon is not healthy: \(r.text)", code: ClientExit.notDone) }
         print(options.json ? r.text : "ok: Portcullis \(o["version"]?.string ?? "?"), up \(o["uptimeSeconds"]?.integer ?? 0) s")
     }
 }

@@ -17,11 +17,14 @@ struct Portcullis: ParsableCommand {
     )
 
     /// As ArgumentParser's, but a usage error exits with 2 (fail2ban-client's habit and the documented code)
-    /// rather than 64.
+    /// rather than 64, and a command's failure is said once, here, with its exit code: the one way out.
     static func main() {
         do {
             var command = try parseAsRoot()
             try command.run()
+        } catch let failure as CommandFailure {
+            StandardError.write("portcullis: " + failure.message + "\n")
+            Glibc.exit(failure.code)
         } catch {
             let code = exitCode(for: error)
             if code == .validationFailure {
@@ -39,7 +42,13 @@ struct ConfigOptions: ParsableArguments {
     var config: String = "/etc/portcullis"
 }
 
-func fail(_ message: String, code: Int32 = 1) -> Never {
-    StandardError.write(("portcullis: " + message + "\n"))
-    exit(code)
+/// A command that could not do its work: what `main` says ("portcullis: …") and the exit code it ends with.
+struct CommandFailure: Error {
+    let message: String
+    let code: Int32
+}
+
+/// Ends the command with `message` and `code` (through `main`).
+func fail(_ message: String, code: Int32 = 1) throws -> Never {
+    throw CommandFailure(message: message, code: code)
 }

@@ -79,12 +79,12 @@ struct RegexCommand: ParsableCommand {
         do {
             test = try RegexRun(filterArgument: filter, ignoreRegex: ignoreregex, options: options)
         } catch {
-            fail("\(error)", code: 1)
+            try fail("\(error)", code: 1)
         }
         do {
             _ = try test.run(log: log)
         } catch {
-            fail("\(error)", code: 1)
+            try fail("\(error)", code: 1)
         }
     }
 }

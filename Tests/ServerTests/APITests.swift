@@ -349,8 +349,11 @@ import Testing
         var settings = APISettings()
         settings.listen = []
         settings.socket = d.socketPath
-        #expect(throws: AdminServer.SetupError.self) {
+        // The listener's own error: the socket path and what is wrong there.
+        #expect {
             try AdminServer(daemon: d.daemon, settings: settings, control: DispatchQueue(label: "x"), log: Logger(level: .critical))
+        } throws: { error in
+            (error as? SocketError)?.description == "API socket \(d.socketPath): another Portcullis answers there (is the daemon already running?)"
         }
         #expect(d.unix.get("/health").status == 200)
     }

@@ -272,6 +272,20 @@ final class EchoServer {
         return lstat(path, &st) == 0 ? st.st_mode : 0
     }
 
+    /// A port already taken: the error names the address and the step, keeps the errno, and says what to do.
+    @Test func aTakenPortIsNamedWithItsErrno() throws {
+        let first = try Sockets.listen(try ListenAddress.tcp("127.0.0.1:0"))
+        guard case .tcp(_, let port, _) = first.address.kind else { Issue.record("not TCP"); return }
+        let same = try ListenAddress.tcp("127.0.0.1:\(port)")
+        do {
+            _ = try Sockets.listen(same)
+            Issue.record("the second listener opened")
+        } catch {
+            #expect(error.errno == Errno(EADDRINUSE) && error.step == "bind")
+            #expect(error.description.contains("127.0.0.1:\(port): bind failed") && error.description.contains("another process listens there"))
+        }
+    }
+
     @Test func refusesADirectoryOthersCanWriteUnlessSticky() throws {
         let dir = TempDir()
         let open = dir.path + "/open"

@@ -54,7 +54,12 @@ public struct JailDefinition: Sendable {
     public var portSpec: String
     public var `protocol`: String
     public var ignoreList: IgnoreList
-    public var banAction: String
+    public var banAction: String {
+        didSet { dryRun = JailDefinition.isDryRun(banAction) }
+    }
+    /// `banaction = dry-run` (or `dryrun`): ban decisions are logged, the packet filter is not touched. Read
+    /// once from `banAction`, here only.
+    public private(set) var dryRun: Bool
     public var actions: [ActionSpec]
     public var logEncoding: String
     public var logTimeZone: Int?
@@ -91,6 +96,7 @@ public struct JailDefinition: Sendable {
         self.protocol = `protocol`
         self.ignoreList = ignoreList
         self.banAction = banAction
+        dryRun = JailDefinition.isDryRun(banAction)
         self.actions = actions
         self.logEncoding = logEncoding
         self.logTimeZone = logTimeZone
@@ -282,7 +288,7 @@ public struct JailsReader {
         if filter.failregex.isEmpty {
             throw ConfigError("filter '\(filterName)' has no failregex", at: SourceLocation(file: filterFile, line: 0))
         }
-        if let u = filter.usedns?.lowercased(), !["yes", "warn", "no", "raw"].contains(u) {
+        if let u = filter.usedns?.lowercased(), UseDNS(setting: u) == nil {
             diagnostics.append(Diagnostic(.warning, "usedns = \(u) is not one of yes, warn, no, raw; using no", at: opts.location("usedns"), jail: opts.jail))
             filter.usedns = "no"
         }
@@ -431,5 +437,11 @@ public enum Glob {
             }
         }
         return result.sorted()
+    }
+}
+
+extension JailDefinition {
+    fileprivate static func isDryRun(_ banAction: String) -> Bool {
+        ["dry-run", "dryrun"].contains(banAction.trimmingWhitespace().lowercased())
     }
 }

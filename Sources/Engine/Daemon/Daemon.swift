@@ -72,7 +72,7 @@ public final class Daemon: @unchecked Sendable {
                 continue
             }
             let firewall: any Firewall
-            if ["dry-run", "dryrun"].contains(d.banAction.lowercased()) {
+            if d.dryRun {
                 firewall = dryRun
             } else {
                 if let w = warning { log.warning("[\(d.name)] \(w)") }

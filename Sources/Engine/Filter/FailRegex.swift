@@ -25,7 +25,7 @@ final class FilterRegex {
     /// The pattern as compiled (tags expanded, translated to PCRE2).
     let compiled: String
 
-    init(_ source: String, useDNS: String, multiline: Bool) throws(RegexCompileError) {
+    init(_ source: String, useDNS: UseDNS, multiline: Bool) throws(RegexCompileError) {
         self.source = source
         var expanded = FilterTags.expand(source, useDNS: useDNS)
         if expanded.trimmingWhitespace().isEmpty {

@@ -33,8 +33,8 @@ public enum FilterTags {
         }
     }
 
-    /// Expands the tags in `regex`. With `useDNS == "no"`, `<HOST>` accepts addresses only.
-    public static func expand(_ regex: String, useDNS: String = "yes") -> String {
+    /// Expands the tags in `regex`. With `useDNS == .no`, `<HOST>` accepts addresses only.
+    public static func expand(_ regex: String, useDNS: UseDNS = .yes) -> String {
         var out = ""
         var openTags = Set<String>()
         var skipLines = 0
@@ -61,10 +61,10 @@ public enum FilterTags {
     }
 
     private static func replacement(
-        for tag: String, useDNS: String, openTags: inout Set<String>,
+        for tag: String, useDNS: UseDNS, openTags: inout Set<String>,
         skipLines: inout Int
     ) -> String? {
-        if tag == "HOST" { return useDNS == "no" ? hostAddr : hostAny }
+        if tag == "HOST" { return useDNS == .no ? hostAddr : hostAny }
         if tag == "SKIPLINES" {
             defer { skipLines += 1 }
             return #"\n(?P<skiplines"# + String(skipLines) + #">(?:(?:.*\n)*?))"#

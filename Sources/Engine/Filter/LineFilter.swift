@@ -13,7 +13,7 @@ public final class LineFilter {
         /// Drop lines older than `findTime` and treat far-off timestamps as "now" (the daemon does).
         public var checkFindTime = true
         public var findTime: Double = 600
-        public var useDNS = "no"
+        public var useDNS = UseDNS.no
         /// Never translate host names (fail2ban-regex `--raw`).
         public var returnRawHost = true
         public var ignorePending = true
@@ -104,8 +104,8 @@ public final class LineFilter {
     ) throws {
         self.definition = definition
         var options = options
-        if let u = definition.usedns { options.useDNS = u.lowercased() }
-        if !["yes", "warn", "no", "raw"].contains(options.useDNS) { options.useDNS = "no" }
+        // The filter's own `usedns` wins; a value that is none of the four counts as `no` (`check` warns of it).
+        if let u = definition.usedns { options.useDNS = UseDNS(setting: u) ?? .no }
         self.options = options
         checkAllRegex = options.checkAllRegex
         recordMatches = options.recordMatches

@@ -48,7 +48,7 @@ public final class JailRuntime: @unchecked Sendable {
         options.checkAllRegex = false
         options.checkFindTime = true
         options.findTime = definition.findTime
-        options.useDNS = definition.filter.usedns ?? "warn"
+        options.useDNS = definition.filter.usedns.flatMap(UseDNS.init(setting:)) ?? .warn
         options.returnRawHost = true
         filter = try LineFilter(definition.filter, options: options, logTimeZone: definition.logTimeZone)
         let name = definition.name

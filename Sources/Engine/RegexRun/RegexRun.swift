@@ -83,7 +83,7 @@ public final class RegexRun {
         opts.checkAllRegex = options.checkAllRegex
         opts.checkFindTime = false
         opts.returnRawHost = true
-        opts.useDNS = definition.usedns ?? "raw"
+        opts.useDNS = definition.usedns.flatMap(UseDNS.init(setting:)) ?? .raw
         opts.exactStatistics = !options.json
         // Only the JSON output reports a failure's lines (as `attempts`).
         opts.recordMatches = options.json

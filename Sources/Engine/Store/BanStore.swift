@@ -124,19 +124,15 @@ public final class BanStore: @unchecked Sendable {
     /// Creates `path` with mode 0600, or takes group and other permissions away from an existing database.
     static func makePrivate(_ path: String) throws(SQLiteError) {
         // A dbfile that is a symlink (to a volume) is followed, as SQLite follows it.
-        let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
-        guard fd >= 0 else {
-            throw SQLiteError(resultCode: 0, message: "cannot open \(path): \(String(cString: strerror(errno)))", sql: nil)
+        let database: FileDescriptor
+        do { database = try FileDescriptor.open(path, O_RDWR | O_CREAT, mode: 0o600) } catch {
+            throw SQLiteError(resultCode: 0, message: "cannot open \(path): \(error.message)", sql: nil)
         }
-        defer { Glibc.close(fd) }
         var st = stat()
-        if fstat(fd, &st) == 0 && st.st_mode & 0o077 != 0 { _ = fchmod(fd, st.st_mode & 0o700) }
+        if fstat(database.rawValue, &st) == 0 && st.st_mode & 0o077 != 0 { _ = fchmod(database.rawValue, st.st_mode & 0o700) }
         for suffix in ["-wal", "-shm"] {
-            let side = open(path + suffix, O_RDWR | O_NOFOLLOW | O_CLOEXEC)
-            if side >= 0 {
-                if fstat(side, &st) == 0 && st.st_mode & 0o077 != 0 { _ = fchmod(side, st.st_mode & 0o700) }
-                Glibc.close(side)
-            }
+            guard let side = try? OwnedFile.open(path + suffix, O_RDWR | O_NOFOLLOW) else { continue }
+            if fstat(side.rawValue, &st) == 0 && st.st_mode & 0o077 != 0 { _ = fchmod(side.rawValue, st.st_mode & 0o700) }
         }
     }
 

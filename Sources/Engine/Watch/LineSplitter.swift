@@ -110,9 +110,9 @@ public enum FileLines {
         includeUnterminated: Bool = true,
         _ body: (UnsafeBufferPointer<UInt8>) -> Void
     ) throws(OpenError) -> LineSplitter {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { throw OpenError(path: path, errno: errno) }
-        defer { close(fd) }
+        let file: FileDescriptor
+        do { file = try FileDescriptor.open(path, O_RDONLY) } catch { throw OpenError(path: path, errno: error.rawValue) }
+        let fd = file.rawValue
         var splitter = LineSplitter(maxLineLength: maxLineLength)
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: bufferSize, alignment: 16)
         defer { buffer.deallocate() }

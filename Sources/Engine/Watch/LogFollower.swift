@@ -11,7 +11,10 @@ public final class LogFollower {
     public let path: String
     /// Start at the end of the file instead of its beginning (fail2ban's `logpath = … tail`).
     public let startAtEnd: Bool
-    private var fd: Int32 = -1
+    /// The file open at the path; nil while there is none.
+    private var file: OwnedFile?
+    /// Its number (-1 without one), lent for calls.
+    private var fd: Int32 { file?.rawValue ?? -1 }
     private var device: UInt64 = 0
     private var inode: UInt64 = 0
     private var offset: Int = 0
@@ -22,7 +25,8 @@ public final class LogFollower {
     private var retired: [Retired] = []
     /// A file no longer at the path (or a copy of it) that is read to its end before anything newer.
     private struct Retired {
-        var fd: Int32
+        let file: OwnedFile
+        var fd: Int32 { file.rawValue }
         var splitter: LineSplitter
         /// Kept open for late writers until then.
         var until: Double
@@ -66,11 +70,6 @@ public final class LogFollower {
         readBuffer = buffer
     }
 
-    deinit {
-        if fd >= 0 { close(fd) }
-        for r in retired { close(r.fd) }
-    }
-
     /// Lines cut at the length cap so far, in every file followed at this path (it only grows).
     public var truncatedLines: Int { splitter.truncatedLines + retired.reduce(retiredTruncatedLines) { $0 + $1.splitter.truncatedLines } }
     /// Cut lines of renamed-away files that were closed.
@@ -104,16 +103,16 @@ public final class LogFollower {
 
     @discardableResult
     private func openFile(at start: Int) -> Bool {
-        let f = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)
-        guard f >= 0 else {
-            if errno != ENOENT { lastError = "cannot open \(path): \(String(cString: strerror(errno)))" }
+        let newFile: OwnedFile
+        do { newFile = try OwnedFile.open(path, O_RDONLY | O_NONBLOCK) } catch {
+            if error != .noSuchFile { lastError = "cannot open \(path): \(error.message)" }
             return false
         }
+        let f = newFile.rawValue
         var st = stat()
         fstat(f, &st)
         // Only regular files: a directory put in the log's place, or a device (/dev/zero), is not a log.
         guard st.st_mode & S_IFMT == S_IFREG else {
-            close(f)
             lastError = "\(path) is \(LogFollower.kind(st.st_mode)), not a regular file: not followed"
             return false
         }
@@ -122,12 +121,11 @@ public final class LogFollower {
         // that a symlink swapped in between cannot slip by.
         let target = LogFollower.openedPath(f) ?? path
         if let expected = target0, target != expected {
-            close(f)
             lastError = "\(path) now leads to \(target), not to \(expected) as when it was first opened: not followed (a symlink put in place of the log?)"
             return false
         }
         target0 = target
-        fd = f
+        file = newFile
         device = UInt64(st.st_dev)
         inode = UInt64(st.st_ino)
         remember(FileID(device: device, inode: inode))
@@ -185,9 +183,9 @@ public final class LogFollower {
         if fd >= 0 && (!exists || UInt64(st.st_dev) != device || UInt64(st.st_ino) != inode) {
             // Renamed or deleted: the old file is finished first (with its own unfinished line) and kept open
             // briefly for late writers.
-            retired.append(Retired(fd: fd, splitter: splitter, until: now + 5, device: device, inode: inode))
+            retired.append(Retired(file: file!, splitter: splitter, until: now + 5, device: device, inode: inode))
             splitter = LineSplitter(maxLineLength: splitter.maxLineLength)
-            fd = -1
+            file = nil
             rotations += 1
         }
         // Then files rotated on before we ever opened them, then the file at the path.
@@ -251,16 +249,14 @@ public final class LogFollower {
     /// start, oldest (by last write) first, before the file at the path now.
     private func adoptFormerFiles(now: Double) {
         formerNames.removeAll { now - $0.at > 60 }
-        var found: [(fd: Int32, st: stat)] = []
+        var found: [(file: OwnedFile, st: stat)] = []
         for (name, _) in formerNames {
-            let f = open(name, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOFOLLOW)
-            guard f >= 0 else { continue }
+            guard let f = try? OwnedFile.open(name, O_RDONLY | O_NONBLOCK | O_NOFOLLOW) else { continue }
             var st = stat()
-            guard fstat(f, &st) == 0, st.st_mode & S_IFMT == S_IFREG,
+            guard fstat(f.rawValue, &st) == 0, st.st_mode & S_IFMT == S_IFREG,
                 !seen.contains(FileID(device: UInt64(st.st_dev), inode: UInt64(st.st_ino))),
                 !found.contains(where: { $0.st.st_ino == st.st_ino && $0.st.st_dev == st.st_dev })
             else {
-                close(f)
                 continue
             }
             found.append((f, st))
@@ -271,7 +267,7 @@ public final class LogFollower {
             remember(id)
             retired.append(
                 Retired(
-                    fd: f, splitter: LineSplitter(maxLineLength: splitter.maxLineLength), until: now + 5,
+                    file: f, splitter: LineSplitter(maxLineLength: splitter.maxLineLength), until: now + 5,
                     device: id.device, inode: id.inode))
             rotations += 1
         }
@@ -284,22 +280,19 @@ public final class LogFollower {
     private func recoverFromCopy(now: Double) {
         let dir = path.split(separator: "/", omittingEmptySubsequences: false).dropLast().joined(separator: "/")
         let base = String(path.split(separator: "/").last ?? "")
-        var best: (fd: Int32, st: stat)? = nil
+        var best: (file: OwnedFile, st: stat)? = nil
         if let d = opendir(dir.isEmpty ? "." : dir) {
             while let e = readdir(d) {
                 let name = withUnsafeBytes(of: e.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
                 guard name != base, name.hasPrefix(base) else { continue }
-                let f = open((dir.isEmpty ? "." : dir) + "/" + name, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOFOLLOW)
-                guard f >= 0 else { continue }
+                guard let f = try? OwnedFile.open((dir.isEmpty ? "." : dir) + "/" + name, O_RDONLY | O_NONBLOCK | O_NOFOLLOW) else { continue }
                 var st = stat()
-                if fstat(f, &st) == 0, st.st_mode & S_IFMT == S_IFREG, Int(st.st_size) >= offset,
-                    now - Double(st.st_mtim.tv_sec) < 600, readFirstLine(f) == firstLine,
+                // A better copy replaces the best so far (whose descriptor closes as it goes).
+                if fstat(f.rawValue, &st) == 0, st.st_mode & S_IFMT == S_IFREG, Int(st.st_size) >= offset,
+                    now - Double(st.st_mtim.tv_sec) < 600, readFirstLine(f.rawValue) == firstLine,
                     best.map({ st.st_mtim.tv_sec > $0.st.st_mtim.tv_sec }) ?? true
                 {
-                    if let b = best { close(b.fd) }
                     best = (f, st)
-                } else {
-                    close(f)
                 }
             }
             closedir(d)
@@ -316,8 +309,8 @@ public final class LogFollower {
             return
         }
         // The line we had begun continues in the copy, from our offset.
-        lseek(copy.fd, off_t(offset), SEEK_SET)
-        retired.append(Retired(fd: copy.fd, splitter: splitter, until: now, device: UInt64(copy.st.st_dev), inode: UInt64(copy.st.st_ino)))
+        lseek(copy.file.rawValue, off_t(offset), SEEK_SET)
+        retired.append(Retired(file: copy.file, splitter: splitter, until: now, device: UInt64(copy.st.st_dev), inode: UInt64(copy.st.st_ino)))
     }
 
     /// Bytes read from the file per poll at most: a file that never ends (a writer faster than us, a huge
@@ -359,7 +352,7 @@ public final class LogFollower {
             if now >= r.until {
                 r.splitter.flush(deliver)
                 retiredTruncatedLines += r.splitter.truncatedLines
-                close(r.fd)
+                // Not kept: its descriptor closes with the last reference, below.
             } else {
                 keep.append(r)
             }
