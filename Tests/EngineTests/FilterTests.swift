@@ -272,6 +272,20 @@ struct DaemonDateTests {
     }
 }
 
+/// A pattern PCRE2 refuses: its code and offset are kept as data, beside the message.
+@Suite struct RegexCompileErrorTests {
+    @Test func keepsPCRE2sCodeAndOffset() {
+        do {
+            _ = try PCRE2Regex("rip=(unclosed")
+            Issue.record("compiled")
+        } catch {
+            // PCRE2_ERROR_MISSING_CLOSING_PARENTHESIS (114), at the end of the pattern.
+            #expect(error.code == 114 && error.offset == 13)
+            #expect(error.description.contains("at offset 13"))
+        }
+    }
+}
+
 /// Regexes of the same pattern share one compiled pattern (300 jails on the sshd filter compile it once) and keep
 /// their own match data: their results never mix, on one thread or on several.
 @Suite struct SharedPatternTests {

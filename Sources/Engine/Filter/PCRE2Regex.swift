@@ -6,6 +6,8 @@ public struct RegexCompileError: Error, CustomStringConvertible, Sendable {
     public let pattern: String
     public let message: String
     public let offset: Int
+    /// PCRE2's error code (nil for a pattern refused before PCRE2 saw it).
+    public var code: Int32? = nil
 
     public var description: String {
         "cannot compile regex at offset \(offset): \(message)\n  regex: \(pattern)"
@@ -65,7 +67,7 @@ public final class PCRE2Regex {
             }
         }
         guard let compiled else {
-            throw RegexCompileError(pattern: pattern, message: PCRE2Regex.message(for: errorCode), offset: errorOffset)
+            throw RegexCompileError(pattern: pattern, message: PCRE2Regex.message(for: errorCode), offset: errorOffset, code: errorCode)
         }
         return compiled
     }
