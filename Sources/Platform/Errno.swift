@@ -19,7 +19,6 @@ public struct Errno: Error, Hashable, Sendable, CustomStringConvertible {
     public static let noSuchFile = Errno(ENOENT)
     public static let tooManyOpenFiles = Errno(EMFILE)
     public static let systemOutOfFiles = Errno(ENFILE)
-    public static let permissionDenied = Errno(EACCES)
     public static let notPermitted = Errno(EPERM)
 }
 

@@ -19,13 +19,6 @@ public struct FileDescriptor: ~Copyable, @unchecked Sendable {
         _ = Glibc.close(rawValue)
     }
 
-    /// Closes now and reports what close(2) said (a deferred write error on some file systems).
-    public consuming func close() throws(Errno) {
-        let fd = rawValue
-        discard self
-        if Glibc.close(fd) != 0 { throw Errno.current }
-    }
-
     /// Gives the number up without closing it: the caller owns it from now on.
     public consuming func relinquish() -> Int32 {
         let fd = rawValue

@@ -54,23 +54,12 @@ public final class Logger: Sendable {
         guard level.rawValue >= threshold.load(ordering: .relaxed) else { return }
         var ts = timespec()
         clock_gettime(CLOCK_REALTIME, &ts)
-        var t = ts.tv_sec
-        var tmv = tm()
-        gmtime_r(&t, &tmv)
-        let stamp =
-            "\(digits(Int(tmv.tm_year) + 1900, 4))-\(digits(Int(tmv.tm_mon) + 1, 2))-\(digits(Int(tmv.tm_mday), 2))T"
-            + "\(digits(Int(tmv.tm_hour), 2)):\(digits(Int(tmv.tm_min), 2)):\(digits(Int(tmv.tm_sec), 2)).\(digits(Int(ts.tv_nsec / 1_000_000), 3))Z"
+        let stamp = RFC3339.format(seconds: ts.tv_sec, milliseconds: ts.tv_nsec / 1_000_000)
         let label = level.label + String(repeating: " ", count: max(0, 8 - level.label.utf8.count))
         var line = "\(stamp) \(label) \(message())\n"
         // One write per line (threads never interleave within one); a line that cannot be written has nowhere
         // else to go: dropped.
         line.withUTF8 { try? FileDescriptor.writeAll(UnsafeRawBufferPointer($0), to: fd) }
-    }
-
-    /// `value` in decimal, zero-padded to `width` digits.
-    private func digits(_ value: Int, _ width: Int) -> String {
-        let text = String(value)
-        return text.utf8.count >= width ? text : String(repeating: "0", count: width - text.utf8.count) + text
     }
 
     public func critical(_ m: @autoclosure () -> String) { log(.critical, m()) }

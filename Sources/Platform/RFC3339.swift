@@ -1,13 +1,19 @@
 import Glibc
 
-/// Times in the API: RFC 3339 in UTC, whole seconds (ban times are not finer than that).
+/// Times in the API and the log: RFC 3339 in UTC.
 public enum RFC3339 {
+    /// Whole seconds (ban times are not finer than that): `2026-12-06T19:19:01Z`.
     public static func format(_ t: Double) -> String {
-        var seconds = time_t(t.rounded(.down))
+        format(seconds: Int(t.rounded(.down)), milliseconds: nil)
+    }
+
+    /// With milliseconds when given (the log's stamps): `2026-12-06T19:19:01.507Z`.
+    public static func format(seconds: Int, milliseconds: Int?) -> String {
+        var seconds = time_t(seconds)
         var tm = tm()
         gmtime_r(&seconds, &tm)
         // By hand: String(format:) costs more than the rest of a ban's JSON (a page holds 100 bans, two times each).
-        var bytes = [UInt8](repeating: 0, count: 20)
+        var bytes = [UInt8](repeating: 0, count: milliseconds == nil ? 20 : 24)
         func put(_ value: Int32, _ at: Int, _ digits: Int) {
             var v = value
             for i in stride(from: at + digits - 1, through: at, by: -1) {
@@ -20,7 +26,12 @@ public enum RFC3339 {
         put(tm.tm_mday, 8, 2); bytes[10] = 84
         put(tm.tm_hour, 11, 2); bytes[13] = 58
         put(tm.tm_min, 14, 2); bytes[16] = 58
-        put(tm.tm_sec, 17, 2); bytes[19] = 90
+        put(tm.tm_sec, 17, 2)
+        if let milliseconds {
+            bytes[19] = 46
+            put(Int32(milliseconds), 20, 3)
+        }
+        bytes[bytes.count - 1] = 90
         return String(decoding: bytes, as: UTF8.self)
     }
 

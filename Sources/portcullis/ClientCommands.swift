@@ -113,11 +113,12 @@ extension ClientOptions {
 
 /// Path segments as the API expects them (an address or jail name may hold characters a path may not).
 func pathSegment(_ s: String) -> String {
-    percentEncoded(s) { b in
-        // RFC 3986 pchar without "/" (Foundation's urlPathAllowed less "/", "?", "#").
-        (b >= 0x61 && b <= 0x7A) || (b >= 0x41 && b <= 0x5A) || (b >= 0x30 && b <= 0x39)
-            || "-._~!$&'()*+,;=:@".utf8.contains(b)
-    }
+    // RFC 3986 pchar without "/" (Foundation's urlPathAllowed less "/", "?", "#").
+    percentEncoded(s) { isASCIIAlphanumeric($0) || "-._~!$&'()*+,;=:@".utf8.contains($0) }
+}
+
+func isASCIIAlphanumeric(_ b: UInt8) -> Bool {
+    (b >= 0x61 && b <= 0x7A) || (b >= 0x41 && b <= 0x5A) || (b >= 0x30 && b <= 0x39)
 }
 
 /// `s` with every UTF-8 byte that `allowed` refuses written as %XX.
@@ -274,7 +275,7 @@ struct BansCommand: ParsableCommand {
         var cursor: String? = nil
         repeat {
             var path = "/bans?limit=1000"
-            if let jail { path += "&jail=" + percentEncoded(jail) { ($0 >= 0x61 && $0 <= 0x7A) || ($0 >= 0x41 && $0 <= 0x5A) || ($0 >= 0x30 && $0 <= 0x39) } }
+            if let jail { path += "&jail=" + percentEncoded(jail, allowed: isASCIIAlphanumeric) }
             if let cursor { path += "&after=" + cursor }
             let o = try options.object(try options.call("GET", path))
             let page = o["bans"]?.array ?? []

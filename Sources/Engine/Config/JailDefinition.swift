@@ -54,12 +54,10 @@ public struct JailDefinition: Sendable {
     public var portSpec: String
     public var `protocol`: String
     public var ignoreList: IgnoreList
-    public var banAction: String {
-        didSet { dryRun = JailDefinition.isDryRun(banAction) }
-    }
-    /// `banaction = dry-run` (or `dryrun`): ban decisions are logged, the packet filter is not touched. Read
-    /// once from `banAction`, here only.
-    public private(set) var dryRun: Bool
+    public var banAction: String
+    /// `banaction = dry-run` (or `dryrun`): ban decisions are logged, the packet filter is not touched. The one
+    /// place that reads `banAction` for it.
+    public var dryRun: Bool { ["dry-run", "dryrun"].contains(banAction.trimmingWhitespace().lowercased()) }
     public var actions: [ActionSpec]
     public var logEncoding: String
     public var logTimeZone: Int?
@@ -96,7 +94,6 @@ public struct JailDefinition: Sendable {
         self.protocol = `protocol`
         self.ignoreList = ignoreList
         self.banAction = banAction
-        dryRun = JailDefinition.isDryRun(banAction)
         self.actions = actions
         self.logEncoding = logEncoding
         self.logTimeZone = logTimeZone
@@ -437,11 +434,5 @@ public enum Glob {
             }
         }
         return result.sorted()
-    }
-}
-
-extension JailDefinition {
-    fileprivate static func isDryRun(_ banAction: String) -> Bool {
-        ["dry-run", "dryrun"].contains(banAction.trimmingWhitespace().lowercased())
     }
 }

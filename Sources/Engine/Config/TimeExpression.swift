@@ -140,36 +140,26 @@ public enum TimeExpression {
         // Beyond `longest`, whole years (and no conversion to Int that could trap).
         if seconds > longest { return TextFormat.fixed(seconds / 31_536_000, digits: 0) + "y" }
         var s = Int(seconds.rounded())
-        if s >= 31536000 {
-            s = Int((Double(s) / 86400).rounded())
-            var r = "\(s / 365)y"; s %= 365
-            if s >= 7 { r += " \(s / 7)w"; s %= 7 }
-            if s > 0 { r += " \(s)d" }
-            return r
-        }
-        if s >= 604800 {
-            s = Int((Double(s) / 3600).rounded())
-            var r = "\(s / 168)w"; s %= 168
-            if s >= 24 { r += " \(s / 24)d"; s %= 24 }
-            if s > 0 { r += " \(s)h" }
-            return r
-        }
-        if s >= 86400 {
-            s = Int((Double(s) / 60).rounded())
-            var r = "\(s / 1440)d"; s %= 1440
-            if s >= 60 { r += " \(s / 60)h"; s %= 60 }
-            if s > 0 { r += " \(s)m" }
-            return r
-        }
-        if s >= 3595 {
-            s = Int((Double(s) / 10).rounded())
-            var r = "\(s / 360)h"; s %= 360
-            if s >= 6 { r += " \(s / 6)m" }
-            return r
-        }
+        // From an hour up, three units at most, the smallest rounded: "1y 2w 3d", "2w 3d 4h", "1d 2h 3m", "1h 5m".
+        if s >= 31536000 { return units(s, step: 86400, [(365, "y"), (7, "w"), (1, "d")]) }
+        if s >= 604800 { return units(s, step: 3600, [(168, "w"), (24, "d"), (1, "h")]) }
+        if s >= 86400 { return units(s, step: 60, [(1440, "d"), (60, "h"), (1, "m")]) }
+        if s >= 3595 { return units(s, step: 10, [(360, "h"), (6, "m")]) }
         var parts: [String] = []
         if s >= 60 { parts.append("\(s / 60)m"); s %= 60 }
         if s > 0 { parts.append("\(s)s") }
         return parts.isEmpty ? "0" : parts.joined(separator: " ")
+    }
+
+    /// `seconds` rounded to whole `step`s, written in `units` (each a count of steps and a name, largest first):
+    /// the largest always, the others when there is at least one of them.
+    private static func units(_ seconds: Int, step: Int, _ units: [(steps: Int, name: String)]) -> String {
+        var s = Int((Double(seconds) / Double(step)).rounded())
+        var parts: [String] = []
+        for (i, unit) in units.enumerated() where i == 0 || s >= unit.steps {
+            parts.append("\(s / unit.steps)\(unit.name)")
+            s %= unit.steps
+        }
+        return parts.joined(separator: " ")
     }
 }

@@ -112,16 +112,12 @@ public enum FileLines {
     ) throws(OpenError) -> LineSplitter {
         let file: FileDescriptor
         do { file = try FileDescriptor.open(path, O_RDONLY) } catch { throw OpenError(path: path, errno: error.rawValue) }
-        let fd = file.rawValue
         var splitter = LineSplitter(maxLineLength: maxLineLength)
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: bufferSize, alignment: 16)
         defer { buffer.deallocate() }
         while true {
             let n: Int
-            switch valueOrErrno({ read(fd, buffer.baseAddress, bufferSize) }) {
-            case .success(let count): n = count
-            case .failure(let error): throw OpenError(path: path, errno: error.rawValue)
-            }
+            do { n = try file.read(into: buffer) } catch { throw OpenError(path: path, errno: error.rawValue) }
             if n == 0 { break }
             splitter.feed(UnsafeRawBufferPointer(rebasing: buffer[0..<n]), body)
         }

@@ -127,16 +127,10 @@ public enum Sockets {
         return sa
     }
 
-    /// The directory part of a path ("" for a bare name).
-    private static func directory(of path: String) -> String {
-        guard let slash = path.lastIndex(of: "/") else { return "" }
-        return slash == path.startIndex ? "/" : String(path[..<slash])
-    }
-
     private static func openUnix(_ path: String) throws(SocketError) -> FileDescriptor {
         let name = "API socket " + path
         let sa = try unixAddress(path)
-        let dir = directory(of: path)
+        let dir = Path.directory(of: path)
         try makeDirectory(dir, name)
         // In a directory others can write to, anyone could put a symlink or their own socket where ours goes
         // (a sticky directory such as /tmp stops them from replacing what is ours).
@@ -190,8 +184,8 @@ public enum Sockets {
 
     /// Creates the socket's directory (0755) and its parents when missing.
     private static func makeDirectory(_ dir: String, _ name: String) throws(SocketError) {
-        guard !dir.isEmpty, access(dir, F_OK) != 0 else { return }
-        try makeDirectory(directory(of: dir), name)
+        guard !dir.isEmpty, !Path.exists(dir) else { return }
+        try makeDirectory(Path.directory(of: dir), name)
         if mkdir(dir, 0o755) != 0 && errno != EEXIST {
             throw SocketError(address: name, step: "creating \(dir)", errno: .current)
         }
