@@ -168,7 +168,7 @@ static uint32_t element_message(pc_nft_batch *b, struct nftnl_set *s, uint16_t t
 uint32_t pc_nft_add_set(pc_nft_batch *b, const char *table, const char *name, int ipv6, uint32_t set_id) {
     struct nftnl_set *s = set_of(table, name, set_id);
     if (!s) return 0;
-    return new_set(b, s, ipv6 ? PC_TYPE_IP6ADDR : PC_TYPE_IPADDR, ipv6 ? 16 : 4, NFT_SET_TIMEOUT);
+    return new_set(b, s, ipv6 ? PC_TYPE_IP6ADDR : PC_TYPE_IPADDR, ipv6 ? 16 : 4, NFT_SET_TIMEOUT | NFT_SET_INTERVAL);
 }
 
 uint32_t pc_nft_add_chain(pc_nft_batch *b, const char *table, const char *name, uint32_t hook, int32_t priority) {
@@ -335,30 +335,51 @@ uint32_t pc_nft_add_port_ranges(pc_nft_batch *b, const char *table, uint32_t set
     return element_message(b, s, NFT_MSG_NEWSETELEM, NLM_F_CREATE, 1024 + (count + 1) * 2 * 64);
 }
 
-static uint32_t elements(pc_nft_batch *b, uint16_t type, uint16_t flags, const char *table, const char *name,
-                         int ipv6, const uint8_t *addresses, const uint64_t *timeouts, size_t count) {
+// What nft writes into an element's user data for an interval open at the top (`255.255.255.0/24`): its
+// NFTNL_UDATA_SET_ELEM_FLAGS attribute (type 1, length 4) holding NFTNL_SET_ELEM_F_INTERVAL_OPEN, so that
+// `nft list` prints the network. The kernel does not read it.
+static const uint8_t open_interval_udata[] = {1, 4, 1, 0, 0, 0};
+
+static int add_interval_element(struct nftnl_set *s, const uint8_t *key, size_t klen, uint32_t flags, uint64_t timeout,
+                                int open) {
+    struct nftnl_set_elem *e = nftnl_set_elem_alloc();
+    if (!e) return 0;
+    nftnl_set_elem_set(e, NFTNL_SET_ELEM_KEY, key, (uint32_t)klen);
+    if (flags) nftnl_set_elem_set_u32(e, NFTNL_SET_ELEM_FLAGS, flags);
+    if (timeout) nftnl_set_elem_set_u64(e, NFTNL_SET_ELEM_TIMEOUT, timeout);
+    if (open) nftnl_set_elem_set(e, NFTNL_SET_ELEM_USERDATA, open_interval_udata, sizeof open_interval_udata);
+    nftnl_set_elem_add(s, e);
+    return 1;
+}
+
+// An interval is two elements, as the kernel's interval sets take it: its first address, and the first address
+// after it flagged as an end; an interval that runs to the last address has no end element. The start carries the
+// timeout (the kernel refuses one on an end element, EINVAL, and expires the pair with its start).
+static uint32_t intervals(pc_nft_batch *b, uint16_t type, uint16_t flags, const char *table, const char *name,
+                          int ipv6, const uint8_t *starts, const uint8_t *ends, const uint8_t *open,
+                          const uint64_t *timeouts, size_t count) {
     struct nftnl_set *s = set_of(table, name, 0);
     if (!s) return 0;
     size_t klen = ipv6 ? 16 : 4;
-    for (size_t i = 0; i < count; i++) {
-        struct nftnl_set_elem *e = nftnl_set_elem_alloc();
-        if (!e) { nftnl_set_free(s); b->oom = 1; return 0; }
-        nftnl_set_elem_set(e, NFTNL_SET_ELEM_KEY, addresses + i * klen, (uint32_t)klen);
-        if (timeouts && timeouts[i]) nftnl_set_elem_set_u64(e, NFTNL_SET_ELEM_TIMEOUT, timeouts[i]);
-        nftnl_set_elem_add(s, e);
+    int ok = 1;
+    for (size_t i = 0; i < count && ok; i++) {
+        uint64_t timeout = timeouts ? timeouts[i] : 0;
+        ok &= add_interval_element(s, starts + i * klen, klen, 0, timeout, open[i]);
+        if (ok && !open[i]) ok &= add_interval_element(s, ends + i * klen, klen, NFT_SET_ELEM_INTERVAL_END, 0, 0);
     }
-    // Per element: key attribute, timeout, nesting — well under 64 bytes.
-    return element_message(b, s, type, flags, 1024 + count * 64);
+    if (!ok) { nftnl_set_free(s); b->oom = 1; return 0; }
+    // Per element: key attribute, flags, timeout, nesting — well under 64 bytes; two elements per interval.
+    return element_message(b, s, type, flags, 1024 + count * 2 * 64);
 }
 
-uint32_t pc_nft_add_elements(pc_nft_batch *b, const char *table, const char *set, int ipv6,
-                             const uint8_t *addresses, const uint64_t *timeouts_ms, size_t count) {
-    return elements(b, NFT_MSG_NEWSETELEM, NLM_F_CREATE, table, set, ipv6, addresses, timeouts_ms, count);
+uint32_t pc_nft_add_intervals(pc_nft_batch *b, const char *table, const char *set, int ipv6, const uint8_t *starts,
+                              const uint8_t *ends, const uint8_t *open, const uint64_t *timeouts_ms, size_t count) {
+    return intervals(b, NFT_MSG_NEWSETELEM, NLM_F_CREATE, table, set, ipv6, starts, ends, open, timeouts_ms, count);
 }
 
-uint32_t pc_nft_del_elements(pc_nft_batch *b, const char *table, const char *set, int ipv6,
-                             const uint8_t *addresses, size_t count) {
-    return elements(b, NFT_MSG_DELSETELEM, 0, table, set, ipv6, addresses, NULL, count);
+uint32_t pc_nft_del_intervals(pc_nft_batch *b, const char *table, const char *set, int ipv6, const uint8_t *starts,
+                              const uint8_t *ends, const uint8_t *open, size_t count) {
+    return intervals(b, NFT_MSG_DELSETELEM, 0, table, set, ipv6, starts, ends, open, NULL, count);
 }
 
 int pc_nft_commit(pc_nft_batch *b, pc_nft_failure *failures, size_t capacity) {

@@ -138,8 +138,14 @@ struct StatusCommand: ParsableCommand {
 
     @OptionGroup var options: ClientOptions
     @Argument(help: "A jail name.") var jail: String?
+    @Flag(help: "List the addresses (or networks) the jail is counting now, the latest failing first.") var failing = false
+
+    func validate() throws {
+        if failing && jail == nil { throw ValidationError("--failing needs a jail") }
+    }
 
     func run() throws {
+        if failing, let jail { return try printFailing(jail) }
         let r = try options.call("GET", jail.map { "/jails/" + pathSegment($0) } ?? "/jails")
         var o = try options.object(r)
         if options.json { print(r.text); return }
@@ -199,23 +205,31 @@ enum StatusText {
 struct SetCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "set",
-        abstract: "Ban or unban addresses in a jail (fail2ban-client set JAIL banip|unbanip IP…).",
-        discussion: "Prints how many addresses were banned or unbanned. Exit code 1 when an address was not banned (unbanip)."
+        abstract: "Ban or unban addresses, or trust them, in a jail (fail2ban-client set JAIL banip|unbanip|addignoreip|delignoreip IP…).",
+        discussion: """
+            Addresses or networks (198.51.100.0/24, 2001:db8::/64). Prints how many were banned, unbanned, added or \
+            removed. Exit code 1 when an address was not banned (unbanip) or not in the allowlist (delignoreip). \
+            addignoreip adds a runtime allowlist entry for the jail (kept in the database), lifts the bans it covers \
+            and says which on stderr.
+            """
     )
 
     enum Action: String, ExpressibleByArgument, CaseIterable {
-        case banip, unbanip
+        case banip, unbanip, addignoreip, delignoreip
     }
 
     @OptionGroup var options: ClientOptions
     @Argument(help: "The jail.") var jail: String
-    @Argument(help: "banip or unbanip.") var action: Action
-    @Argument(help: "IPv4 or IPv6 addresses.") var addresses: [String]
+    @Argument(help: "banip, unbanip, addignoreip or delignoreip.") var action: Action
+    @Argument(help: "IPv4 or IPv6 addresses or networks.") var addresses: [String]
     @Option(help: "Ban time for banip (e.g. 1h, 1d, -1 for permanent; default: the jail's).") var bantime: String?
+    @Option(name: .customLong("for"), help: "How long an addignoreip entry lasts (e.g. 7d; default: until removed).") var duration: String?
+    @Option(help: "A comment for an addignoreip entry.") var comment: String?
 
     func validate() throws {
         if addresses.isEmpty { throw ValidationError("name at least one address") }
-        if bantime != nil && action == .unbanip { throw ValidationError("--bantime goes with banip only") }
+        if bantime != nil && action != .banip { throw ValidationError("--bantime goes with banip only") }
+        if (duration != nil || comment != nil) && action != .addignoreip { throw ValidationError("--for and --comment go with addignoreip only") }
     }
 
     func run() throws {
@@ -236,6 +250,10 @@ struct SetCommand: ParsableCommand {
             case .unbanip:
                 let r = try options.call("DELETE", "/jails/\(pathSegment(jail))/bans/\(pathSegment(ip))")
                 return (r, true)
+            case .addignoreip:
+                return (try options.allow(ip, jail: jail, duration: duration, comment: comment), true)
+            case .delignoreip:
+                return (try options.call("DELETE", "/allowlist/\(pathSegment(ip))?jail=\(percentEncoded(jail, allowed: isASCIIAlphanumeric))"), true)
             }
         }
     }

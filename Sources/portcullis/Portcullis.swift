@@ -12,7 +12,7 @@ struct Portcullis: ParsableCommand {
         version: PortcullisVersion.string,
         subcommands: [
             ServeCommand.self, CheckCommand.self, RegexCommand.self, StatusCommand.self, SetCommand.self,
-            UnbanCommand.self, BansCommand.self, ReloadCommand.self, HealthCommand.self,
+            UnbanCommand.self, BansCommand.self, GetCommand.self, AllowlistCommand.self, ReloadCommand.self, HealthCommand.self,
         ]
     )
 

@@ -7,8 +7,8 @@ import Testing
 
 @Suite("failure tracker")
 struct FailureTrackerTests {
-    let a = IPAddress("192.0.2.1")!
-    let b = IPAddress("192.0.2.2")!
+    let a = IPNetwork("192.0.2.1")!
+    let b = IPNetwork("192.0.2.2")!
 
     @Test func maxretryWithinFindtime() {
         var t = FailureTracker(maxRetry: 3, findTime: 600)
@@ -26,13 +26,13 @@ struct FailureTrackerTests {
     @Test func boundedTable() {
         var t = FailureTracker(maxRetry: 5, findTime: 600, maxTracked: 100)
         for i in 0..<1000 {
-            _ = t.record(.v4(0xC000_0200 + UInt32(i)), time: Double(i), lines: [], jail: "j")
+            _ = t.record(IPNetwork(.v4(0xC000_0200 + UInt32(i))), time: Double(i), lines: [], jail: "j")
         }
         #expect(t.currentlyFailed == 100)
         #expect(t.evicted == 900)
         // The newest are kept, the oldest forgotten.
-        #expect(t.failures(of: .v4(0xC000_0200 + 999)) == 1)
-        #expect(t.failures(of: .v4(0xC000_0200)) == 0)
+        #expect(t.failures(of: IPNetwork(.v4(0xC000_0200 + 999))) == 1)
+        #expect(t.failures(of: IPNetwork(.v4(0xC000_0200))) == 0)
     }
 
     @Test func expiry() {
@@ -419,7 +419,7 @@ struct JailRuntimeTests {
         let ips = (0..<300).map { "198.51.\(100 + $0 / 250).\($0 % 250 + 1)" }
         dir.append("live.log", ips.map { Self.line($0) }.joined())
         #expect(eventually { fw.decisions.count == 300 })
-        let missing = Set(ips.compactMap(IPAddress.init)).subtracting(fw.decisions.map(\.ip))
+        let missing = Set(ips.compactMap { IPNetwork($0) }).subtracting(fw.decisions.map(\.ip))
         #expect(missing.isEmpty, "not banned: \(missing.map(\.description).sorted().prefix(5))")
     }
 
@@ -464,14 +464,14 @@ struct JailRuntimeTests {
         #expect(fw.decisions.isEmpty)
         dir.append("live.log", Self.line("192.0.2.51") + Self.line("198.51.100.9") + Self.line("198.51.100.9"))
         #expect(eventually { fw.decisions.count == 1 })
-        #expect(fw.decisions.first?.ip == IPAddress("192.0.2.51"))
+        #expect(fw.decisions.first?.ip == IPNetwork("192.0.2.51"))
         #expect(fw.decisions.first?.matches.count == 2)
         #expect(eventually { runtime.counters.ignored == 2 })
         // The file is rotated and a new one written: the watcher follows.
         try FileManager.default.moveItem(atPath: dir.path + "/live.log", toPath: dir.path + "/live.log.1")
         dir.write("live.log", Self.line("2001:db8::5") + Self.line("2001:db8::5"))
         #expect(eventually { fw.decisions.count == 2 })
-        #expect(fw.decisions.last?.ip == IPAddress("2001:db8::5"))
+        #expect(fw.decisions.last?.ip == IPNetwork("2001:db8::5"))
     }
 }
 

@@ -17,7 +17,7 @@ struct KernelTests {
         "scenario", .enabled(if: usable, "needs root, unshare, nft and python3 (CI runs as root)"),
         arguments: [
             "block", "expiry", "restart", "reload", "storm", "eperm", "limits", "fulldisk", "badjail", "manyports",
-            "gateway", "orphan", "hooks",
+            "gateway", "orphan", "hooks", "prefix",
         ])
     func scenario(_ name: String) throws {
         // A private mount namespace too: `fulldisk` mounts a small tmpfs for the database.

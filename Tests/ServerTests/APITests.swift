@@ -117,7 +117,7 @@ import Testing
         ("", 400), ("not json", 400), ("[]", 400), (#"{"ip": 7}"#, 400), (#"{"ip": "300.1.1.1"}"#, 400),
         (#"{"ip": "203.0.113.8", "bantime": "soon"}"#, 400), (#"{"ip": "203.0.113.8", "bantime": 0}"#, 400),
         (#"{"ip": "203.0.113.8", "bantime": true}"#, 400), (#"{"ip": "203.0.113.8", "extra": 1}"#, 400),
-        (#"{"ip": "203.0.113.0/24"}"#, 400), (#"{"ip": "192.0.2.250"}"#, 409), (#"{"ip": "127.0.0.5"}"#, 409),
+        (#"{"ip": "203.0.113.0/33"}"#, 400), (#"{"ip": "203.0.113.0/024"}"#, 400), (#"{"ip": "192.0.2.250"}"#, 409), (#"{"ip": "127.0.0.5"}"#, 409),
         // Strict JSON: a duplicate member, a trailing comma, a comment, trailing data.
         (#"{"ip": "203.0.113.8", "ip": "203.0.113.9"}"#, 400), (#"{"ip": "203.0.113.8",}"#, 400),
         (#"{"ip": "203.0.113.8" /* x */}"#, 400), (#"{"ip": "203.0.113.8"} {}"#, 400),
@@ -211,7 +211,7 @@ import Testing
         let d = try LiveDaemon()
         defer { d.stop() }
         for i in 1...250 {
-            _ = try d.daemon.banManager.banManually(jail: "dovecot", ip: IPAddress("198.51.100.\(i)")!)
+            _ = try d.daemon.banManager.banManually(jail: "dovecot", ip: IPNetwork("198.51.100.\(i)")!)
         }
         var seen: [String] = []
         var cursor: String? = nil
@@ -224,7 +224,7 @@ import Testing
             cursor = r.json["next"] as? String
             pages += 1
             // A ban lifted between pages does not shift the next page.
-            if pages == 1 { _ = try d.daemon.banManager.unban(jail: "dovecot", ip: IPAddress("198.51.100.50")!) }
+            if pages == 1 { _ = try d.daemon.banManager.unban(jail: "dovecot", ip: IPNetwork("198.51.100.50")!) }
         } while cursor != nil && pages < 10
         #expect(pages == 3)
         #expect(seen.count == 250)
@@ -257,7 +257,7 @@ import Testing
     @Test func metricsAreInPrometheusFormat() throws {
         let d = try LiveDaemon()
         defer { d.stop() }
-        _ = try d.daemon.banManager.banManually(jail: "dovecot", ip: IPAddress("203.0.113.9")!)
+        _ = try d.daemon.banManager.banManually(jail: "dovecot", ip: IPNetwork("203.0.113.9")!)
         _ = d.tcp.get("/nope")
         let m = d.tcp.get("/metrics")
         #expect(m.status == 200)

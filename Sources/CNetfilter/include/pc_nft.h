@@ -22,7 +22,8 @@ void pc_nft_batch_free(pc_nft_batch *batch);
 /// Each add returns the sequence number of its message (0 when memory runs out).
 uint32_t pc_nft_add_table(pc_nft_batch *batch, const char *table);
 uint32_t pc_nft_del_table(pc_nft_batch *batch, const char *table);
-/// A set of ipv4_addr (`ipv6` = 0) or ipv6_addr with timeouts. `set_id` names it for lookups in the same batch.
+/// An interval set of ipv4_addr (`ipv6` = 0) or ipv6_addr with timeouts (`flags interval, timeout`): it holds
+/// addresses and networks. `set_id` names it for lookups in the same batch.
 uint32_t pc_nft_add_set(pc_nft_batch *batch, const char *table, const char *set, int ipv6, uint32_t set_id);
 /// A base chain: type filter, the given hook (NF_INET_PRE_ROUTING, NF_INET_LOCAL_IN, NF_INET_FORWARD) and
 /// priority, policy accept.
@@ -54,11 +55,15 @@ uint32_t pc_nft_add_port_set(pc_nft_batch *batch, const char *table, uint32_t se
 uint32_t pc_nft_add_port_ranges(pc_nft_batch *batch, const char *table, uint32_t set_id,
                                 const uint16_t *firsts, const uint16_t *lasts, size_t count);
 
-/// Adds `count` addresses (4 or 16 bytes each, back to back) to a set; `timeouts_ms[i]` = 0 means no timeout.
-uint32_t pc_nft_add_elements(pc_nft_batch *batch, const char *table, const char *set, int ipv6,
-                             const uint8_t *addresses, const uint64_t *timeouts_ms, size_t count);
-uint32_t pc_nft_del_elements(pc_nft_batch *batch, const char *table, const char *set, int ipv6,
-                             const uint8_t *addresses, size_t count);
+/// Adds `count` networks to an interval set: `starts` and `ends` hold 4 or 16 bytes each, back to back (the first
+/// address of each, and the first address after it); `open[i]` non-zero: the network runs to the last address (its
+/// end is not read). `timeouts_ms[i]` = 0 means no timeout. The kernel refuses (EEXIST) a network that overlaps one
+/// the set holds.
+uint32_t pc_nft_add_intervals(pc_nft_batch *batch, const char *table, const char *set, int ipv6, const uint8_t *starts,
+                              const uint8_t *ends, const uint8_t *open, const uint64_t *timeouts_ms, size_t count);
+/// Removes networks given the same way (ENOENT for one the set does not hold).
+uint32_t pc_nft_del_intervals(pc_nft_batch *batch, const char *table, const char *set, int ipv6, const uint8_t *starts,
+                              const uint8_t *ends, const uint8_t *open, size_t count);
 
 /// A message the kernel refused.
 typedef struct {

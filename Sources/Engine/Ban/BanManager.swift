@@ -29,7 +29,8 @@ public final class BanManager: @unchecked Sendable {
     /// A ban in force, compact (100,000 of them must fit in a few MB); the matched lines stay in the store.
     public struct ActiveBan: TimedBan, Sendable, Equatable {
         public let jail: String
-        public let ip: IPAddress
+        /// The address, or the network (`banprefix6`, a CIDR ban).
+        public let ip: IPNetwork
         public let bannedAt: Double
         public let banTime: BanTime
         public let banCount: Int
@@ -40,7 +41,7 @@ public final class BanManager: @unchecked Sendable {
 
     enum StoreChange {
         case record(StoredBan)
-        case remove(jail: String, ip: IPAddress)
+        case remove(jail: String, ip: IPNetwork)
     }
 
     /// The store failed and bans are waiting to be written: `/health` says "degraded" meanwhile.
@@ -74,7 +75,7 @@ public final class BanManager: @unchecked Sendable {
     private var pending: [BanDecision] = []
     /// Bans lifted by request, waiting for the worker: the worker alone changes bans, so that a lift cannot
     /// interleave with an expiry or a new ban of the same address.
-    private var pendingLifts: [(id: UInt64, jail: String, ip: IPAddress)] = []
+    private var pendingLifts: [(id: UInt64, jail: String, ip: IPNetwork)] = []
     private var liftResults: [UInt64: Result<Bool, any Error>] = [:]
     private var nextLiftID: UInt64 = 0
     private var stopping = false
@@ -101,9 +102,16 @@ public final class BanManager: @unchecked Sendable {
     let maxPending: Int
     let maxBatch: Int
 
-    public init(store: BanStore?, log: Logger, maxPending: Int = BanManager.defaultMaxPending, maxBatch: Int = BanManager.defaultMaxBatch) {
+    /// Runtime trusted addresses: a ban that would reach one is not made.
+    public let allowlist: Allowlist?
+
+    public init(
+        store: BanStore?, log: Logger, allowlist: Allowlist? = nil, maxPending: Int = BanManager.defaultMaxPending,
+        maxBatch: Int = BanManager.defaultMaxBatch
+    ) {
         self.store = store
         self.log = log
+        self.allowlist = allowlist
         self.maxPending = max(1, maxPending)
         self.maxBatch = max(1, maxBatch)
     }
@@ -228,11 +236,43 @@ public final class BanManager: @unchecked Sendable {
 
     public var bans: [ActiveBan] { lock.withLock { active.all() } }
     public var activeCount: Int { lock.withLock { active.count } }
-    public func bans(of ip: IPAddress) -> [ActiveBan] {
-        lock.withLock { active.jailNames.compactMap { j in active.existingKey(j, ip).flatMap { k in active[k].map { active.ban(k, $0) } } } }
+    /// Every ban that covers `ip` (the address or network itself, or a wider network around it), in every jail.
+    public func bans(of ip: IPNetwork) -> [ActiveBan] {
+        lock.withLock { active.covering(ip).compactMap { k in active[k].map { active.ban(k, $0) } } }
     }
-    public func isBanned(jail: String, ip: IPAddress) -> Bool {
+    public func bans(of ip: IPAddress) -> [ActiveBan] { bans(of: IPNetwork(ip)) }
+    /// Whether exactly this address or network is banned in `jail`.
+    public func isBanned(jail: String, ip: IPNetwork) -> Bool {
         lock.withLock { active.existingKey(jail, ip).map { active[$0] != nil } ?? false }
+    }
+    public func isBanned(jail: String, ip: IPAddress) -> Bool { isBanned(jail: jail, ip: IPNetwork(ip)) }
+    /// The bans that share an address with `network` (wider ones around it, narrower ones inside it), in `jail` or
+    /// in every jail.
+    public func bans(overlapping network: IPNetwork, jail: String?) -> [ActiveBan] {
+        lock.withLock {
+            let names = jail.map { [$0] } ?? active.jailNames
+            return names.flatMap { j in
+                (active.covering(network, jail: j) + active.inside(network, jail: j)).compactMap { k in active[k].map { active.ban(k, $0) } }
+            }
+        }
+    }
+
+    /// The ban of `jail` that covers `ip` (narrowest first), if any.
+    public func coveringBan(jail: String, ip: IPNetwork) -> ActiveBan? {
+        lock.withLock { active.covering(ip, jail: jail).first.flatMap { k in active[k].map { active.ban(k, $0) } } }
+    }
+
+    /// What a lift of `ip` in `jail` means: the ban of exactly that address or network or, for a bare address in a
+    /// jail with a ban prefix (`widen`: written without a prefix length), the ban of its network there (as `banip`
+    /// widened it). nil when neither is banned.
+    public func liftTarget(jail: String, ip: IPNetwork, widen: Bool = true) -> IPNetwork? {
+        lock.withLock {
+            if let k = active.existingKey(jail, ip), active[k] != nil { return ip }
+            guard widen, ip.isSingleAddress, let widened = jails[jail]?.definition.banTarget(ip.address), widened != ip,
+                let k = active.existingKey(jail, widened), active[k] != nil
+            else { return nil }
+            return widened
+        }
     }
     public var statistics: Stats { lock.withLock { stats } }
     /// Decisions handed in and not yet taken by the worker.
@@ -255,7 +295,7 @@ public final class BanManager: @unchecked Sendable {
     public struct BadCursor: Error {}
 
     /// The addresses banned in one jail, in ban order.
-    public func bannedAddresses(jail: String) -> [IPAddress] {
+    public func bannedAddresses(jail: String) -> [IPNetwork] {
         lock.withLock { active.addresses(jail: jail) }
     }
 
@@ -274,10 +314,16 @@ public final class BanManager: @unchecked Sendable {
     public enum ManualError: Error, CustomStringConvertible {
         case unknownJail(String)
         case failed(String)
+        /// A wider ban of the jail covers it already.
+        case coveredBy(ActiveBan, asked: IPNetwork)
+        /// An allowlist entry protects an address it would reach.
+        case allowlisted(AllowlistEntry, asked: IPNetwork)
         public var description: String {
             switch self {
             case .unknownJail(let j): "no jail named '\(j)'"
             case .failed(let m): m
+            case .coveredBy(let b, let asked): "\(asked) is already banned in \(b.jail) by \(b.ip)"
+            case .allowlisted(let e, let asked): "\(asked) is not banned: it is protected by \(e.description)\(e.comment.isEmpty ? "" : " (\(e.comment))")"
             }
         }
     }
@@ -285,7 +331,7 @@ public final class BanManager: @unchecked Sendable {
     /// Lifts a ban: store first, then the packet filter. Returns false when there was none. The worker does it
     /// (this waits for it), between its other changes; without a running worker, the caller does.
     @discardableResult
-    public func unban(jail: String, ip: IPAddress) throws -> Bool {
+    public func unban(jail: String, ip: IPNetwork) throws -> Bool {
         lock.lock()
         guard running && !finished else {
             lock.unlock()
@@ -302,7 +348,7 @@ public final class BanManager: @unchecked Sendable {
     }
 
     /// Lifts one ban (on the worker, or with no worker running).
-    private func lift(jail: String, ip: IPAddress) throws -> Bool {
+    private func lift(jail: String, ip: IPNetwork) throws -> Bool {
         changing.lock(); defer { changing.unlock() }
         let (key, firewall): (Key?, (any Firewall)?) = lock.withLock {
             guard let key = active.existingKey(jail, ip), active[key] != nil else { return (nil, nil) }
@@ -319,18 +365,29 @@ public final class BanManager: @unchecked Sendable {
         return true
     }
 
-    /// Lifts the bans of `ip` in every jail; returns the jails it was banned in.
-    public func unbanEverywhere(_ ip: IPAddress) throws -> [String] {
-        let jailsWithBan = bans(of: ip).map(\.jail).sorted()
-        for j in jailsWithBan { try unban(jail: j, ip: ip) }
-        return jailsWithBan
+    /// Lifts the bans of `ip` in every jail (see `liftTarget`); returns the jails and what was lifted there.
+    public func unbanEverywhere(_ ip: IPNetwork, widen: Bool = true) throws -> [(jail: String, ip: IPNetwork)] {
+        let names = lock.withLock { jails.keys.sorted() }
+        var lifted: [(jail: String, ip: IPNetwork)] = []
+        for j in names {
+            guard let target = liftTarget(jail: j, ip: ip, widen: widen) else { continue }
+            if try unban(jail: j, ip: target) { lifted.append((j, target)) }
+        }
+        return lifted
     }
 
-    /// Bans by hand (`set JAIL banip`): the same path as a detected failure, waited for.
-    public func banManually(jail: String, ip: IPAddress, banTime: BanTime? = nil, now: Double = Clock.now()) throws -> ActiveBan {
+    /// Bans by hand (`set JAIL banip`): the same path as a detected failure, waited for. A ban already covered by
+    /// a wider one of the jail is refused (`coveredBy`); one that covers narrower ones takes their place.
+    public func banManually(jail: String, ip: IPNetwork, banTime: BanTime? = nil, now: Double = Clock.now()) throws -> ActiveBan {
         lock.lock()
         guard jails[jail] != nil else { lock.unlock(); throw ManualError.unknownJail(jail) }
+        if let entry = allowlist?.entry(protecting: ip, jail: jail, now: now) {
+            lock.unlock()
+            throw ManualError.allowlisted(entry, asked: ip)
+        }
+        let cover = active.covering(ip, jail: jail).first { active.ip(of: $0) != ip }.flatMap { k in active[k].map { active.ban(k, $0) } }
         lock.unlock()
+        if let cover { throw ManualError.coveredBy(cover, asked: ip) }
         let decision = BanDecision(jail: jail, ip: ip, time: now, failures: 0, matches: [], banTimeOverride: banTime, reason: "by request")
         submit(decision)
         _ = drain()
@@ -366,7 +423,7 @@ public final class BanManager: @unchecked Sendable {
             let lifts = pendingLifts
             pendingLifts = []
             let now = Clock.now()
-            var due: [(Key, String, IPAddress)] = []
+            var due: [(Key, String, IPNetwork)] = []
             while let (end, key) = expiries.popIfDue(now) {
                 // Stale heap entries (re-banned or lifted since) are skipped.
                 if let a = active[key], let e = a.expiresAt, e <= now, e == end { due.append((key, active.jail(of: key), active.ip(of: key))) }
@@ -412,11 +469,13 @@ public final class BanManager: @unchecked Sendable {
         return batch
     }
 
-    /// A decision ready to be made a ban: the ban as it will be stored, its jail, and the reason the log gives.
+    /// A decision ready to be made a ban: the ban as it will be stored, its jail, the reason the log gives, and the
+    /// narrower bans of the jail it takes the place of.
     private struct PreparedBan {
         var ban: StoredBan
         let setup: JailSetup
-        let reason: String
+        var reason: String
+        var absorbs: [(key: Key, ip: IPNetwork)] = []
     }
 
     /// Makes a batch of decisions bans: store first, then the packet filters, then in force and reported.
@@ -435,6 +494,9 @@ public final class BanManager: @unchecked Sendable {
         if !refused.isEmpty { forget(refused, fresh.map(\.ban), now: now) }
         let tApplied = Clock.monotonic()
         let made = putInForce(fresh, refused: refused)
+        for p in made {
+            for a in p.absorbs { storeRemove(a.key, jail: p.ban.jail, ip: a.ip, now: now) }
+        }
         if BanManager.trace {
             let end = Clock.monotonic()
             log.notice(
@@ -443,42 +505,88 @@ public final class BanManager: @unchecked Sendable {
         }
         for p in made {
             let dry = p.setup.firewall is DryRunFirewall ? " (dry-run: packet filter untouched)" : ""
+            for a in p.absorbs { log.notice("[\(p.ban.jail)] Unban \(a.ip) (inside the new ban of \(p.ban.ip))") }
             log.notice("[\(p.ban.jail)] Ban \(p.ban.ip) for \(p.ban.banTime.isPermanent ? "ever" : p.ban.banTime.description): \(p.reason)\(dry)")
         }
     }
 
     /// The decisions that become bans (not for a jail that stopped, an address that is never a source, or one
-    /// banned already), with their ban times and reasons.
+    /// banned already, by itself or by a wider network), with their ban times and reasons, and the narrower bans
+    /// each takes the place of (a jail's interval set holds no overlaps).
     private func prepare(_ decisions: [BanDecision], now: Double) -> [PreparedBan] {
+        // Wider networks first: a /128 of the batch inside one of its /64s is then "already banned" by it.
+        let ordered = decisions.enumerated().sorted { ($0.element.ip.prefix, $0.offset) < ($1.element.ip.prefix, $1.offset) }.map(\.element)
         // One look at the shared state for the whole batch.
-        let (setups, keys, already): ([String: JailSetup], [Key], Set<Key>) = lock.withLock {
-            var found = Set<Key>()
+        let (setups, keys, covers): ([String: JailSetup], [Key], [Key: IPNetwork]) = lock.withLock {
+            var covers: [Key: IPNetwork] = [:]
             var keys: [Key] = []
-            keys.reserveCapacity(decisions.count)
-            for d in decisions {
+            keys.reserveCapacity(ordered.count)
+            for d in ordered {
                 let k = active.key(d.jail, d.ip)
                 keys.append(k)
-                if active[k] != nil { found.insert(k) }
+                if let c = active.covering(d.ip, jailID: k.jailID).first { covers[k] = active.ip(of: c) }
             }
-            active.reserveCapacity(active.count + decisions.count)
-            return (jails, keys, found)
+            active.reserveCapacity(active.count + ordered.count)
+            return (jails, keys, covers)
         }
         var fresh: [PreparedBan] = []
-        var seen = Set<Key>()
-        for (d, key) in zip(decisions, keys) {
+        // What this batch bans already, and its prefix lengths by family (IPv6 true).
+        var seen = Set<JailNetwork>()
+        var widths: [Bool: Set<Int>] = [false: [], true: []]
+        for (d, key) in zip(ordered, keys) {
             guard let setup = setups[d.jail] else { log.warning("[\(d.jail)] ban of \(d.ip) dropped: the jail is not running"); continue }
             if let why = d.ip.neverASource {
                 log.warning("[\(d.jail)] \(d.ip) is not banned: \(why) (a filter that matched the wrong field?)")
                 continue
             }
-            if already.contains(key) || seen.contains(key) {
-                log.notice("[\(d.jail)] \(d.ip) already banned")
+            if let entry = allowlist?.entry(protecting: d.ip, jail: d.jail, now: now) {
+                log.notice("[\(d.jail)] \(d.ip) is not banned: protected by \(entry)")
                 continue
             }
-            seen.insert(key)
+            let ipv6 = !d.ip.isIPv4
+            let inBatch = widths[ipv6]!.filter { $0 <= d.ip.prefix }.sorted(by: >).lazy
+                .map { IPNetwork(address: d.ip.address, prefix: $0) }.first { seen.contains(JailNetwork(jail: d.jail, ip: $0)) }
+            if let cover = covers[key] ?? inBatch {
+                log.notice("[\(d.jail)] \(d.ip) already banned" + (cover == d.ip ? "" : " by \(cover)"))
+                continue
+            }
+            seen.insert(JailNetwork(jail: d.jail, ip: d.ip))
+            widths[ipv6]!.insert(d.ip.prefix)
             fresh.append(prepare(d, setup, now: now))
         }
+        absorb(&fresh, now: now)
         return fresh
+    }
+
+    private struct JailNetwork: Hashable {
+        let jail: String
+        let ip: IPNetwork
+    }
+
+    /// Finds the bans in force that each new network ban covers: they leave with it, and the network ban lasts
+    /// at least as long as the longest of them (nothing banned is let in earlier).
+    private func absorb(_ fresh: inout [PreparedBan], now: Double) {
+        lock.withLock {
+            for i in fresh.indices where !fresh[i].ban.ip.isSingleAddress {
+                let ip = fresh[i].ban.ip
+                let inside = active.inside(ip, jail: fresh[i].ban.jail)
+                guard !inside.isEmpty else { continue }
+                var end = fresh[i].ban.expiresAt
+                for k in inside {
+                    guard let v = active[k] else { continue }
+                    fresh[i].absorbs.append((k, active.ip(of: k)))
+                    switch (end, v.expiresAt) {
+                    case (nil, _): break
+                    case (_, nil): end = nil
+                    case (let a?, let b?): end = max(a, b)
+                    }
+                }
+                if end != fresh[i].ban.expiresAt {
+                    fresh[i].ban.banTime = end.map { .seconds(($0 - fresh[i].ban.bannedAt).rounded(.up)) } ?? .permanent
+                    fresh[i].reason += " (extended to the end of a ban it covers)"
+                }
+            }
+        }
     }
 
     private func prepare(_ d: BanDecision, _ setup: JailSetup, now: Double) -> PreparedBan {
@@ -533,22 +641,22 @@ public final class BanManager: @unchecked Sendable {
         }
     }
 
-    /// 2. The packet filters, one transaction per backend. Returns the bans the kernel refused, with its reason: a
+    /// 2. The packet filters, one transaction per backend (a network ban replaces the narrower ones it covers in
+    /// the same transaction: no moment without either). Returns the bans the kernel refused, with its reason: a
     /// refused ban is not a ban (not listed, counted or kept in the store).
     private func addToPacketFilters(_ fresh: [PreparedBan], now: Double) -> [Key: String] {
-        var byBackend: [ObjectIdentifier: (any Firewall, [BanEntry])] = [:]
-        for p in fresh {
-            byBackend[ObjectIdentifier(p.setup.firewall), default: (p.setup.firewall, [])].1
-                .append(BanEntry(jail: p.ban.jail, ip: p.ban.ip, expiresAt: p.ban.expiresAt))
-        }
+        var byBackend: [ObjectIdentifier: (any Firewall, [PreparedBan])] = [:]
+        for p in fresh { byBackend[ObjectIdentifier(p.setup.firewall), default: (p.setup.firewall, [])].1.append(p) }
+        func entry(_ p: PreparedBan) -> BanEntry { BanEntry(jail: p.ban.jail, ip: p.ban.ip, expiresAt: p.ban.expiresAt) }
+        func replaced(_ p: PreparedBan) -> [(jail: String, ip: IPNetwork)] { p.absorbs.map { (p.ban.jail, $0.ip) } }
         var refused: [Key: String] = [:]
-        for (_, (firewall, entries)) in byBackend {
-            do { try firewall.add(entries, now: now) } catch {
+        for (_, (firewall, list)) in byBackend {
+            do { try firewall.add(list.map(entry), replacing: list.flatMap(replaced), now: now) } catch {
                 // One refused element fails its whole transaction: find out which, one at a time.
-                let keys = lock.withLock { entries.map { active.key($0.jail, $0.ip) } }
-                if entries.count == 1 { refused[keys[0]] = "\(error)"; continue }
-                for (e, key) in zip(entries, keys) {
-                    do { try firewall.add([e], now: now) } catch { refused[key] = "\(error)" }
+                let keys = lock.withLock { list.map { active.key($0.ban.jail, $0.ban.ip) } }
+                if list.count == 1 && list[0].absorbs.isEmpty { refused[keys[0]] = "\(error)"; continue }
+                for (p, key) in zip(list, keys) {
+                    do { try firewall.add([entry(p)], replacing: replaced(p), now: now) } catch { refused[key] = "\(error)" }
                 }
             }
         }
@@ -567,6 +675,10 @@ public final class BanManager: @unchecked Sendable {
                     if refusals.count >= 1000 { refusals.removeAll() }
                     refusals[key] = why
                     continue
+                }
+                for a in p.absorbs where active[a.key] != nil {
+                    active[a.key] = nil
+                    stats.unbansTotal[p.ban.jail, default: 0] += 1
                 }
                 active[key] = BanTable.Value(bannedAt: p.ban.bannedAt, banTime: p.ban.banTime, banCount: p.ban.banCount, failures: p.ban.failures)
                 if let end = p.ban.expiresAt { expiries.push(end, key) }
@@ -596,7 +708,7 @@ public final class BanManager: @unchecked Sendable {
     static let storeRetryInterval = 5.0
 
     /// A lifted ban leaves the store, or waits for it.
-    private func storeRemove(_ key: Key, jail: String, ip: IPAddress, now: Double) {
+    private func storeRemove(_ key: Key, jail: String, ip: IPNetwork, now: Double) {
         // A ban never written needs no removal.
         if lock.withLock({ () -> Bool in
             if case .record = unstored[key] { unstored[key] = nil; return true }
@@ -614,7 +726,7 @@ public final class BanManager: @unchecked Sendable {
     private func writeUnstored(now: Double) {
         guard let store else { return }
         let changes = lock.withLock { unstored }
-        var removals: [(jail: String, ip: IPAddress)] = []
+        var removals: [(jail: String, ip: IPNetwork)] = []
         var records: [StoredBan] = []
         for (_, change) in changes {
             switch change {
@@ -642,7 +754,7 @@ public final class BanManager: @unchecked Sendable {
 
     /// Bans the packet filter refused: out of the store again, counted, logged.
     private func forget(_ refused: [Key: String], _ bans: [StoredBan], now: Double) {
-        var removals: [(jail: String, ip: IPAddress)] = []
+        var removals: [(jail: String, ip: IPNetwork)] = []
         let keyed: [(Key, StoredBan)] = lock.withLock { bans.map { (active.key($0.jail, $0.ip), $0) } }
         for (key, ban) in keyed where refused[key] != nil {
             removals.append((ban.jail, ban.ip))
@@ -662,14 +774,14 @@ public final class BanManager: @unchecked Sendable {
         }
     }
 
-    private func expire(_ due: [(Key, String, IPAddress)], now: Double) {
+    private func expire(_ due: [(Key, String, IPNetwork)], now: Double) {
         changing.lock(); defer { changing.unlock() }
         let list = due.map { (jail: $0.1, ip: $0.2) }
         do { try store?.remove(list) } catch {
             storeFailed(error, now: now, what: "removing \(list.count) expired ban(s)")
             lock.withLock { for (k, jail, ip) in due { unstored[k] = .remove(jail: jail, ip: ip) } }
         }
-        var byBackend: [ObjectIdentifier: (any Firewall, [(jail: String, ip: IPAddress)])] = [:]
+        var byBackend: [ObjectIdentifier: (any Firewall, [(jail: String, ip: IPNetwork)])] = [:]
         lock.lock()
         for (_, jail, ip) in due {
             if let fw = jails[jail]?.firewall { byBackend[ObjectIdentifier(fw), default: (fw, [])].1.append((jail, ip)) }

@@ -1,11 +1,16 @@
 /// The bans in force, compact: 100,000 of them in a few megabytes. A ban is keyed by its jail (a small number)
-/// and its address (two words); jail names and addresses are rebuilt only when someone asks.
+/// and its network (two words and a prefix length); jail names and addresses are rebuilt only when someone asks.
+/// Which bans cover an address is found by looking it up once per prefix length in use, not by a scan.
 struct BanTable {
     struct Key: Hashable {
         let hi: UInt64
         let lo: UInt64
-        /// jail number << 1 | 1 for IPv6
+        /// jail number << 9 | prefix length << 1 | 1 for IPv6
         let tag: UInt32
+
+        var jailID: UInt32 { tag >> 9 }
+        var prefix: Int { Int(tag >> 1 & 0xff) }
+        var isIPv6: Bool { tag & 1 == 1 }
     }
 
     struct Value: TimedBan {
@@ -48,6 +53,16 @@ struct BanTable {
     }
     /// Bans in force per jail number, kept as bans come and go (status polls must not count 100,000 bans).
     private var jailCounts: [Int] = []
+    /// Bans in force per prefix length: IPv4 at 0…32, IPv6 at 33…161. The lengths with bans are the lookups that
+    /// find what covers an address (usually one or two).
+    private var prefixCounts = [Int](repeating: 0, count: 162)
+
+    private static func prefixSlot(_ prefix: Int, ipv6: Bool) -> Int { ipv6 ? 33 + prefix : prefix }
+
+    /// The prefix lengths of bans in force for one family, longest first.
+    func prefixesInUse(ipv6: Bool) -> [Int] {
+        (0...(ipv6 ? 128 : 32)).reversed().filter { prefixCounts[BanTable.prefixSlot($0, ipv6: ipv6)] > 0 }
+    }
 
     var count: Int { storage.count }
     func count(jail: String) -> Int { jailIDs[jail].map { jailCounts[Int($0)] } ?? 0 }
@@ -55,7 +70,7 @@ struct BanTable {
     mutating func reserveCapacity(_ n: Int) { storage.reserveCapacity(n) }
 
     /// The key for a ban, registering the jail name when it is new.
-    mutating func key(_ jail: String, _ ip: IPAddress) -> Key {
+    mutating func key(_ jail: String, _ ip: IPNetwork) -> Key {
         let id: UInt32
         if let known = jailIDs[jail] {
             id = known
@@ -69,32 +84,68 @@ struct BanTable {
     }
 
     /// The key, or nil when no ban of this jail was ever seen.
-    func existingKey(_ jail: String, _ ip: IPAddress) -> Key? {
+    func existingKey(_ jail: String, _ ip: IPNetwork) -> Key? {
         jailIDs[jail].map { BanTable.makeKey($0, ip) }
     }
 
-    private static func makeKey(_ id: UInt32, _ ip: IPAddress) -> Key {
-        switch ip {
-        case .v4(let a): return Key(hi: 0, lo: UInt64(a), tag: id << 1)
-        case .v6(let h, let l): return Key(hi: h, lo: l, tag: id << 1 | 1)
+    private static func makeKey(_ id: UInt32, _ ip: IPNetwork) -> Key {
+        let prefix = UInt32(ip.prefix) << 1
+        switch ip.address {
+        case .v4(let a): return Key(hi: 0, lo: UInt64(a), tag: id << 9 | prefix)
+        case .v6(let h, let l): return Key(hi: h, lo: l, tag: id << 9 | prefix | 1)
         }
     }
 
-    func jail(of key: Key) -> String { jailNames[Int(key.tag >> 1)] }
-    func ip(of key: Key) -> IPAddress { key.tag & 1 == 1 ? .v6(key.hi, key.lo) : .v4(UInt32(truncatingIfNeeded: key.lo)) }
+    func jail(of key: Key) -> String { jailNames[Int(key.jailID)] }
+    func ip(of key: Key) -> IPNetwork {
+        IPNetwork(address: key.isIPv6 ? .v6(key.hi, key.lo) : .v4(UInt32(truncatingIfNeeded: key.lo)), prefix: key.prefix)
+    }
+
+    /// The bans of one jail that cover `network` (it, or a wider network around it), narrowest first.
+    func covering(_ network: IPNetwork, jailID: UInt32) -> [Key] {
+        var found: [Key] = []
+        for p in prefixesInUse(ipv6: !network.isIPv4) where p <= network.prefix {
+            let key = BanTable.makeKey(jailID, IPNetwork(address: network.address, prefix: p))
+            if storage[key] != nil { found.append(key) }
+        }
+        return found
+    }
+
+    /// The bans of `jail` that cover `network`, narrowest first.
+    func covering(_ network: IPNetwork, jail: String) -> [Key] {
+        jailIDs[jail].map { covering(network, jailID: $0) } ?? []
+    }
+
+    /// The bans of every jail that cover `network`, by jail.
+    func covering(_ network: IPNetwork) -> [Key] {
+        (0..<UInt32(jailNames.count)).flatMap { covering(network, jailID: $0) }
+    }
+
+    /// The bans of `jail` strictly inside `network` (narrower ones): a scan, made only when such bans can exist.
+    func inside(_ network: IPNetwork, jail: String) -> [Key] {
+        guard let id = jailIDs[jail], prefixesInUse(ipv6: !network.isIPv4).contains(where: { $0 > network.prefix }) else { return [] }
+        return storage.keys.filter { $0.jailID == id && $0.isIPv6 == !network.isIPv4 && $0.prefix > network.prefix && network.contains(ip(of: $0)) }
+    }
 
     subscript(key: Key) -> Value? {
         get { storage[key] }
         set {
-            let jail = Int(key.tag >> 1)
+            let jail = Int(key.jailID)
+            let slot = BanTable.prefixSlot(key.prefix, ipv6: key.isIPv6)
             if var v = newValue {
                 if nextSeq == UInt32.max { renumber() }
                 v.seq = nextSeq
                 nextSeq += 1
-                if storage.updateValue(v, forKey: key) == nil { jailCounts[jail] += 1 } else { stale += 1 }
+                if storage.updateValue(v, forKey: key) == nil {
+                    jailCounts[jail] += 1
+                    prefixCounts[slot] += 1
+                } else {
+                    stale += 1
+                }
                 order.append(OrderEntry(hi: key.hi, lo: key.lo, tag: key.tag, seq: v.seq))
             } else if storage.removeValue(forKey: key) != nil {
                 jailCounts[jail] -= 1
+                prefixCounts[slot] -= 1
                 stale += 1
             }
             if stale > 1024 && stale * 2 > order.count {
@@ -134,7 +185,7 @@ struct BanTable {
         for entry in order[lo...] {
             let key = entry.key
             guard let v = storage[key], v.seq == entry.seq else { continue }
-            if let t = jailTag, key.tag >> 1 != t { continue }
+            if let t = jailTag, key.jailID != t { continue }
             if !body(key, v) { return }
         }
     }
@@ -159,8 +210,8 @@ struct BanTable {
     }
 
     /// The addresses banned in one jail, in ban order (no ban records built: status asks for this often).
-    func addresses(jail: String) -> [IPAddress] {
-        var result: [IPAddress] = []
+    func addresses(jail: String) -> [IPNetwork] {
+        var result: [IPNetwork] = []
         walk(after: 0, jail: jail) { key, _ in
             result.append(ip(of: key))
             return true

@@ -71,7 +71,22 @@ public struct JailDefinition: Sendable {
     /// `ignoregateway`: failures from this network namespace's default gateways are not counted (a proxy's
     /// address stands for every client behind it).
     public var ignoreGateway = true
+    /// `banprefix4` / `banprefix6`: failures are counted, and bans made, per network of this many leading bits
+    /// (an IPv6 attacker rotates through its /64). 32 and 128, one address, by default.
+    public var banPrefix4 = 32
+    public var banPrefix6 = 128
     public var location: SourceLocation?
+
+    /// What a failure of `ip` counts against, and what its ban covers: the address, or its network of the jail's
+    /// prefix length.
+    public func banTarget(_ ip: IPAddress) -> IPNetwork {
+        IPNetwork(address: ip, prefix: ip.isIPv4 ? banPrefix4 : banPrefix6)
+    }
+
+    /// A failure ID that is a network already (fail2ban's `<SUBNET>`), widened to the jail's prefix if that is shorter.
+    public func banTarget(_ network: IPNetwork) -> IPNetwork {
+        IPNetwork(address: network.address, prefix: min(network.prefix, network.isIPv4 ? banPrefix4 : banPrefix6))
+    }
 
     public init(
         name: String, filter: FilterDefinition, filterSpec: String, logPaths: [LogPath], backend: Backend,
@@ -125,6 +140,7 @@ public struct JailsReader {
         "ignorecommand", "ignoreself", "ignoreip", "ignorecache", "filter", "logtimezone", "logencoding", "logpath",
         "action", "usedns", "prefregex", "failregex", "ignoreregex", "maxlines", "datepattern", "journalmatch",
         "port", "protocol", "banaction", "banaction_allports", "maxtracked", "maxlinelength", "chain", "ignoregateway",
+        "banprefix4", "banprefix6",
     ]
 
     /// The longest jail name, in UTF-8 bytes: NFT_NAME_MAXLEN (256, with the NUL) less "-v4".
@@ -226,6 +242,8 @@ public struct JailsReader {
         definition.maxLineLength = logs.maxLineLength
         definition.hook = hook
         definition.ignoreGateway = JailsReader.bool(opts["ignoregateway"] ?? "true")
+        definition.banPrefix4 = try opts.prefixLength("banprefix4", max: 32)
+        definition.banPrefix6 = try opts.prefixLength("banprefix6", max: 128)
         return definition
     }
 
@@ -246,6 +264,16 @@ public struct JailsReader {
         func integer(_ option: String, default def: Int) throws(ConfigError) -> Int {
             guard let text = values[option]?.trimmingWhitespace(), !text.isEmpty else { return def }
             guard let v = Int(text) else { throw ConfigError("\(option) must be a whole number, not '\(text)'", at: locations[option]) }
+            return v
+        }
+
+        /// `banprefix4 = 24`, `banprefix6 = 64` (a leading slash is allowed: `/64`).
+        func prefixLength(_ option: String, max: Int) throws(ConfigError) -> Int {
+            guard var text = values[option]?.trimmingWhitespace(), !text.isEmpty else { return max }
+            if text.hasPrefix("/") { text.removeFirst() }
+            guard let v = Int(text), (0...max).contains(v) else {
+                throw ConfigError("\(option) must be a prefix length from 0 to \(max), not '\(values[option]!.trimmingWhitespace())'", at: locations[option])
+            }
             return v
         }
     }

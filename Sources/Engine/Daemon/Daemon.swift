@@ -128,7 +128,11 @@ public final class Daemon: @unchecked Sendable {
         store = try openStore(settings)
         if let store { try store.purge(now: Clock.now(), age: settings.dbPurgeAge) }
         lastPurge = Clock.now()
-        let banManager = BanManager(store: store, log: log)
+        let allowlist: Allowlist
+        do { allowlist = try Allowlist(store: store) } catch {
+            throw StartError(message: "cannot read the allowlist from \(store?.path ?? "the store"): \(error)")
+        }
+        let banManager = BanManager(store: store, log: log, allowlist: allowlist)
         manager.withLock { $0 = banManager }
         var setups = try setups(for: config.jails, troubles: &troubles)
         guard !setups.isEmpty else { throw StartError(message: "no jail could start") }
@@ -159,7 +163,7 @@ public final class Daemon: @unchecked Sendable {
     private func startJail(_ definition: JailDefinition) -> String? {
         do {
             let manager = banManager!
-            let runtime = try JailRuntime(definition, log: log) { decision in manager.submit(decision) }
+            let runtime = try JailRuntime(definition, log: log, allowlist: manager.allowlist) { decision in manager.submit(decision) }
             if let store {
                 let logger = log
                 runtime.prepareFollower = { follower in
@@ -203,6 +207,13 @@ public final class Daemon: @unchecked Sendable {
         // Bursts (a ban storm, a long backlog) leave memory in SQLite's cache and malloc's free lists: hand it back.
         store?.releaseMemory()
         Allocator.returnFreeMemory()
+        do {
+            for e in try banManager?.allowlist?.removeExpired(now: now) ?? [] {
+                log.notice("Allowlist entry \(e.ip) expired (\(e.jail.map { "jail \($0)" } ?? "every jail"))")
+            }
+        } catch {
+            log.error("removing expired allowlist entries failed: \(error)")
+        }
         if now - lastPurge > 3600 {
             lastPurge = now
             do { try store?.purge(now: now, age: settings.dbPurgeAge) } catch { log.error("purging the database failed: \(error)") }

@@ -5,11 +5,17 @@ import Platform
 public protocol Firewall: AnyObject, Sendable {
     /// Replaces everything the backend holds with the layout for `jails` and the given bans, at once.
     func install(_ jails: [JailRules], bans: [BanEntry], now: Double) throws
-    func add(_ bans: [BanEntry], now: Double) throws
+    /// Adds bans and, in the same step, removes the narrower ones they cover (`replacing`; one no longer there is
+    /// not an error).
+    func add(_ bans: [BanEntry], replacing: [(jail: String, ip: IPNetwork)], now: Double) throws
     /// Removes bans; one that is no longer there is not an error.
-    func remove(_ bans: [(jail: String, ip: IPAddress)]) throws
+    func remove(_ bans: [(jail: String, ip: IPNetwork)]) throws
     /// Removes the whole layout (at shutdown).
     func uninstall() throws
+}
+
+extension Firewall {
+    public func add(_ bans: [BanEntry], now: Double) throws { try add(bans, replacing: [], now: now) }
 }
 
 extension NftablesFirewall: Firewall {}
@@ -68,11 +74,12 @@ public final class DryRunFirewall: Firewall {
         }
     }
 
-    public func add(_ bans: [BanEntry], now: Double) {
+    public func add(_ bans: [BanEntry], replacing: [(jail: String, ip: IPNetwork)], now: Double) {
+        remove(replacing)
         state.withLock { $0.bans += bans }
     }
 
-    public func remove(_ bans: [(jail: String, ip: IPAddress)]) {
+    public func remove(_ bans: [(jail: String, ip: IPNetwork)]) {
         state.withLock { s in
             for b in bans {
                 s.bans.removeAll { $0.jail == b.jail && $0.ip == b.ip }

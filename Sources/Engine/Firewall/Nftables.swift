@@ -38,11 +38,12 @@ extension FilterHook {
 /// A ban as the packet filter holds it.
 public struct BanEntry: Sendable, Equatable {
     public var jail: String
-    public var ip: IPAddress
+    /// An address or a network.
+    public var ip: IPNetwork
     /// nil: permanent.
     public var expiresAt: Double?
 
-    public init(jail: String, ip: IPAddress, expiresAt: Double?) {
+    public init(jail: String, ip: IPNetwork, expiresAt: Double?) {
         self.jail = jail
         self.ip = ip
         self.expiresAt = expiresAt
@@ -162,34 +163,74 @@ public final class NftablesFirewall: @unchecked Sendable {
         }
     }
 
+    /// The elements of networks of one family as pc_nft_add_intervals takes them.
+    private struct Intervals {
+        var starts: [UInt8] = []
+        var ends: [UInt8] = []
+        var open: [UInt8] = []
+        var count: Int { open.count }
+
+        init(_ networks: some Sequence<IPNetwork>) {
+            for n in networks {
+                let start = n.address.bytes
+                starts += start
+                if let end = n.endBytes {
+                    ends += end
+                    open.append(0)
+                } else {
+                    ends += start
+                    open.append(1)
+                }
+            }
+        }
+    }
+
+    /// The set of a jail for a family.
+    static func set(_ jail: String, ipv6: Bool) -> String { "\(jail)-\(ipv6 ? "v6" : "v4")" }
+
     private func addElements(_ t: Transaction, _ entries: [BanEntry], now: Double) throws(NftablesError) {
         var byTarget: [String: [BanEntry]] = [:]
-        for e in entries { byTarget["\(e.jail)-\(e.ip.isIPv4 ? "v4" : "v6")", default: []].append(e) }
+        for e in entries { byTarget[NftablesFirewall.set(e.jail, ipv6: !e.ip.isIPv4), default: []].append(e) }
         for (set, list) in byTarget.sorted(by: { $0.key < $1.key }) {
             let ipv6 = !(list[0].ip.isIPv4)
             var start = 0
             while start < list.count {
                 let chunk = list[start..<min(list.count, start + NftablesFirewall.elementsPerMessage)]
-                var addresses: [UInt8] = []
-                var timeouts: [UInt64] = []
-                for e in chunk {
-                    addresses += e.ip.bytes
-                    // The kernel expires the element itself: the ban ends even if Portcullis is not running.
-                    timeouts.append(e.expiresAt.map { NftablesFirewall.timeoutMilliseconds(until: $0, now: now) } ?? 0)
-                }
+                let intervals = Intervals(chunk.map(\.ip))
+                // The kernel expires the element itself: the ban ends even if Portcullis is not running.
+                let timeouts = chunk.map { e in e.expiresAt.map { NftablesFirewall.timeoutMilliseconds(until: $0, now: now) } ?? 0 }
                 let what =
                     chunk.count == 1
                     ? "add \(chunk.first!.ip) to set \(set) of jail \(chunk.first!.jail)"
                     : "add \(chunk.count) addresses to set \(set)"
-                let seq = addresses.withUnsafeBufferPointer { a in
-                    timeouts.withUnsafeBufferPointer { tm in
-                        pc_nft_add_elements(t.batch, NftablesFirewall.table, set, ipv6 ? 1 : 0, a.baseAddress, tm.baseAddress, chunk.count)
+                let seq = intervals.starts.withUnsafeBufferPointer { s in
+                    intervals.ends.withUnsafeBufferPointer { e in
+                        intervals.open.withUnsafeBufferPointer { o in
+                            timeouts.withUnsafeBufferPointer { tm in
+                                pc_nft_add_intervals(
+                                    t.batch, NftablesFirewall.table, set, ipv6 ? 1 : 0, s.baseAddress, e.baseAddress, o.baseAddress, tm.baseAddress,
+                                    chunk.count)
+                            }
+                        }
                     }
                 }
                 try t.note(seq, what)
                 start += chunk.count
             }
         }
+    }
+
+    private func removeElement(_ t: Transaction, jail: String, ip: IPNetwork) throws(NftablesError) {
+        let set = NftablesFirewall.set(jail, ipv6: !ip.isIPv4)
+        let intervals = Intervals([ip])
+        let seq = intervals.starts.withUnsafeBufferPointer { s in
+            intervals.ends.withUnsafeBufferPointer { e in
+                intervals.open.withUnsafeBufferPointer { o in
+                    pc_nft_del_intervals(t.batch, NftablesFirewall.table, set, ip.isIPv4 ? 0 : 1, s.baseAddress, e.baseAddress, o.baseAddress, 1)
+                }
+            }
+        }
+        try t.note(seq, "remove \(ip) from set \(set) of jail \(jail)")
     }
 
     /// An element's timeout: at least a second, at most what the kernel takes (`BanTimePolicy.longest`); no value
@@ -261,26 +302,36 @@ public final class NftablesFirewall: @unchecked Sendable {
         try t.commit()
     }
 
-    /// Adds bans (many in one transaction).
-    public func add(_ bans: [BanEntry], now: Double) throws(NftablesError) {
-        guard !bans.isEmpty else { return }
+    /// Adds bans (many in one transaction), and removes the narrower ones they cover in the same one (an
+    /// interval set refuses overlapping elements).
+    public func add(_ bans: [BanEntry], replacing: [(jail: String, ip: IPNetwork)], now: Double) throws(NftablesError) {
+        guard !bans.isEmpty || !replacing.isEmpty else { return }
         lock.lock(); defer { lock.unlock() }
-        let t = try Transaction(socket)
-        try addElements(t, bans, now: now)
-        try t.commit()
+        do {
+            let t = try Transaction(socket)
+            for r in replacing { try removeElement(t, jail: r.jail, ip: r.ip) }
+            try addElements(t, bans, now: now)
+            try t.commit()
+        } catch let error where !replacing.isEmpty && error.code == ENOENT {
+            // A covered element the kernel let expire meanwhile: remove the others one by one, then add.
+            try removeEach(replacing)
+            let t = try Transaction(socket)
+            try addElements(t, bans, now: now)
+            try t.commit()
+        }
     }
 
     /// Removes bans. An element the kernel already let expire is not an error.
-    public func remove(_ bans: [(jail: String, ip: IPAddress)]) throws(NftablesError) {
+    public func remove(_ bans: [(jail: String, ip: IPNetwork)]) throws(NftablesError) {
         lock.lock(); defer { lock.unlock() }
+        try removeEach(bans)
+    }
+
+    private func removeEach(_ bans: [(jail: String, ip: IPNetwork)]) throws(NftablesError) {
         // One transaction per element: a missing one (ENOENT) must not undo the others.
         for b in bans {
             let t = try Transaction(socket)
-            let set = "\(b.jail)-\(b.ip.isIPv4 ? "v4" : "v6")"
-            let seq = b.ip.bytes.withUnsafeBufferPointer {
-                pc_nft_del_elements(t.batch, NftablesFirewall.table, set, b.ip.isIPv4 ? 0 : 1, $0.baseAddress, 1)
-            }
-            try t.note(seq, "remove \(b.ip) from set \(set) of jail \(b.jail)")
+            try removeElement(t, jail: b.jail, ip: b.ip)
             try t.commit(ignoring: [ENOENT])
         }
     }

@@ -59,6 +59,20 @@ public struct IgnoreList: Sendable {
 
     public func contains(_ ip: IPAddress) -> Bool { reason(for: ip) != nil }
 
+    /// Why a ban of `network` would reach an ignored address (one inside it, or an ignored network it overlaps),
+    /// nil when it would not. For a single address, `reason(for:)`.
+    public func reason(covering network: IPNetwork) -> String? {
+        if network.isSingleAddress { return reason(for: network.address) }
+        if ignoreSelf, SelfAddresses.current.contains(where: { network.contains($0) }),
+            let own = SelfAddresses.current.sorted().first(where: { network.contains($0) })
+        {
+            return "ignoreself: it contains \(own), an address of this host"
+        }
+        if let single = singles.sorted().first(where: { network.contains($0) }) { return "it contains \(single), in ignoreip" }
+        if let net = networks.first(where: { $0.overlaps(network) }) { return "it overlaps \(net), in ignoreip" }
+        return nil
+    }
+
     /// Resolves a host name with `getaddrinfo` (only at configuration time, never per log line).
     public static func resolve(_ name: String) -> [IPAddress] {
         var hints = addrinfo()

@@ -14,15 +14,16 @@ public struct JailCounters: Sendable {
     public var lastLineAt: Double? = nil
 }
 
-/// A running jail: its log watcher thread feeds the filter, failures are counted per address, and every address
-/// that reaches `maxretry` within `findtime` is handed to `onBan`. Filter and tracker live on the watcher thread;
-/// other threads see only `counters`.
+/// A running jail: its log watcher thread feeds the filter, failures are counted per address (or network, with
+/// `banprefix4`/`banprefix6`), and every one that reaches `maxretry` within `findtime` is handed to `onBan`. The
+/// filter lives on the watcher thread; other threads see `counters` and, under its lock, the tracker.
 public final class JailRuntime: @unchecked Sendable {
-    // @unchecked: `filter`, `tracker`, `warnedIDs` and `warnedGateway` are used only on the watcher's thread (inside its callbacks);
-    // `counters` is locked; the rest is immutable after init.
+    // @unchecked: `filter`, `warnedIDs` and `warnedGateway` are used only on the watcher's thread (inside its
+    // callbacks); `state` and `tracker` are locked; the rest is immutable after init.
     public let definition: JailDefinition
     private let filter: LineFilter
-    private var tracker: FailureTracker
+    /// Written by the watcher thread, read by the API (`failing`): one short lock per line with failures.
+    private let tracker: Locked<FailureTracker>
     private var watcher: LogWatcher!
     private let log: Logger
     private let onBan: @Sendable (BanDecision) -> Void
@@ -31,16 +32,18 @@ public final class JailRuntime: @unchecked Sendable {
     private var warnedIDs = Set<String>()
     private let gateways: Gateways
     private var warnedGateway = false
+    private let allowlist: Allowlist?
 
     public var name: String { definition.name }
 
     /// Compiles the jail's filter. Throws `LineFilter.CompileError` (with the regex and PCRE2's message) or
     /// `ConfigError` for a bad date pattern.
     public init(
-        _ definition: JailDefinition, log: Logger, gateways: Gateways = .shared,
+        _ definition: JailDefinition, log: Logger, gateways: Gateways = .shared, allowlist: Allowlist? = nil,
         onBan: @escaping @Sendable (BanDecision) -> Void
     ) throws {
         self.definition = definition
+        self.allowlist = allowlist
         self.gateways = gateways
         self.log = log
         self.onBan = onBan
@@ -64,9 +67,10 @@ public final class JailRuntime: @unchecked Sendable {
                 log.error("[\(name)] filter \(filterName): \(failure)" + (failures > 1 ? " (\(failures) lines so far)" : ""))
             }
         }
-        tracker = FailureTracker(
-            maxRetry: definition.maxRetry, findTime: definition.findTime,
-            maxTracked: definition.maxTracked, maxMatches: definition.maxMatches)
+        tracker = Locked(
+            FailureTracker(
+                maxRetry: definition.maxRetry, findTime: definition.findTime,
+                maxTracked: definition.maxTracked, maxMatches: definition.maxMatches))
         watcher = LogWatcher(
             name: definition.name, paths: definition.logPaths, polling: definition.backend == .polling,
             log: log, maxLineLength: definition.maxLineLength, onIdle: { [unowned self] now in housekeeping(now) },
@@ -83,6 +87,11 @@ public final class JailRuntime: @unchecked Sendable {
     public func stop() { watcher.stop() }
 
     public var counters: JailCounters { state.withLock { $0 } }
+
+    /// The addresses (or networks) being counted now, the latest failing first; see `FailureTracker.failing`.
+    public func failing(limit: Int, after: UInt64?) -> (list: [FailureTracker.Failing], next: UInt64?) {
+        tracker.withLock { $0.failing(limit: limit, after: after) }
+    }
     public var files: [String] { watcher.files }
     public var usesPolling: Bool { watcher.polling || definition.backend == .polling }
 
@@ -95,14 +104,17 @@ public final class JailRuntime: @unchecked Sendable {
         var decisions: [BanDecision] = []
         var ignored = 0
         var gatewayIgnored = 0
+        var counted: [(target: IPNetwork, time: Double, lines: [String], user: String?)] = []
         for f in failures where !f.isNoFail {
             guard let id = f.id else { continue }
-            guard let ip = IPAddress(id) ?? f.ip.flatMap({ IPAddress($0) }) else {
+            // An address, or a network (fail2ban's <SUBNET>, <ADDR>/<CIDR>); else the address the filter found.
+            guard let network = IPNetwork(id) ?? f.ip.flatMap({ IPAddress($0) }).map({ IPNetwork($0) }) else {
                 if warnedIDs.insert(id).inserted && warnedIDs.count < 1000 {
                     log.warning("[\(name)] failure ID '\(id)' is not an IP address and cannot be banned (Portcullis does not resolve host names)")
                 }
                 continue
             }
+            let ip = network.address
             if let reason = definition.ignoreList.reason(for: ip) {
                 ignored += 1
                 log.info("[\(name)] Ignore \(ip) by \(reason)")
@@ -119,15 +131,30 @@ public final class JailRuntime: @unchecked Sendable {
                 }
                 continue
             }
+            if let entry = allowlist?.entry(protecting: network, jail: name, now: now) {
+                ignored += 1
+                log.info("[\(name)] Ignore \(network) by \(entry)")
+                continue
+            }
             var time = f.time ?? now
             if time > now { time = now }
             failed += 1
-            log.info("[\(name)] Found \(ip) - \(LogTime.format(time))")
-            let lines = f.data.matches.map(\.text)
-            if let decision = tracker.record(ip, time: time, lines: lines, jail: name) { decisions.append(decision) }
+            var target = definition.banTarget(network)
+            // A network that would reach an ignored or allowlisted address: its addresses are counted one by one.
+            if target != network
+                && (definition.ignoreList.reason(covering: target) != nil || allowlist?.entry(protecting: target, jail: name, now: now) != nil)
+            {
+                target = network
+            }
+            log.info("[\(name)] Found \(network)\(target == network ? "" : " (counted in \(target))") - \(LogTime.format(time))")
+            counted.append((target, time, f.data.matches.map(\.text), f.data.value("user") ?? f.data.users.last))
         }
-        let current = tracker.currentlyFailed
-        let evicted = tracker.evicted
+        let (current, evicted): (Int, Int) = tracker.withLock { t in
+            for c in counted {
+                if let decision = t.record(c.target, time: c.time, lines: c.lines, user: c.user, jail: name) { decisions.append(decision) }
+            }
+            return (t.currentlyFailed, t.evicted)
+        }
         state.withLock {
             $0.linesRead += 1
             $0.totalFailed += failed
@@ -142,8 +169,10 @@ public final class JailRuntime: @unchecked Sendable {
     }
 
     private func housekeeping(_ now: Double) {
-        tracker.expire(now: now)
-        let current = tracker.currentlyFailed
+        let current = tracker.withLock { t in
+            t.expire(now: now)
+            return t.currentlyFailed
+        }
         state.withLock { $0.currentlyFailed = current }
         let name = definition.name
         let positions = watcher.positions().map { LogPosition(jail: name, path: $0.path, firstLine: $0.firstLine, offset: $0.offset) }

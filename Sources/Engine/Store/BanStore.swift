@@ -5,7 +5,8 @@ import Platform
 /// A ban as kept in the store.
 public struct StoredBan: TimedBan, Sendable, Equatable {
     public var jail: String
-    public var ip: IPAddress
+    /// An address or a network.
+    public var ip: IPNetwork
     public var bannedAt: Double
     public var banTime: BanTime
     /// How many times this address was banned in this jail (1 for the first ban).
@@ -13,7 +14,7 @@ public struct StoredBan: TimedBan, Sendable, Equatable {
     public var failures: Int
     public var matches: [String]
 
-    public init(jail: String, ip: IPAddress, bannedAt: Double, banTime: BanTime, banCount: Int, failures: Int, matches: [String]) {
+    public init(jail: String, ip: IPNetwork, bannedAt: Double, banTime: BanTime, banCount: Int, failures: Int, matches: [String]) {
         self.jail = jail
         self.ip = ip
         self.bannedAt = bannedAt
@@ -72,7 +73,18 @@ public final class BanStore: @unchecked Sendable {
             updated_at REAL NOT NULL,
             PRIMARY KEY (jail, path)
         );
+        """,
+        // The runtime allowlist: jail '' is every jail; expires_at NULL never.
         """
+        CREATE TABLE allowlist (
+            ip TEXT NOT NULL,
+            jail TEXT NOT NULL,
+            added_at REAL NOT NULL,
+            expires_at REAL,
+            comment TEXT NOT NULL DEFAULT '',
+            PRIMARY KEY (ip, jail)
+        ) WITHOUT ROWID;
+        """,
     ]
 
     public init(path: String) throws {
@@ -173,7 +185,7 @@ public final class BanStore: @unchecked Sendable {
             var result: [StoredBan] = []
             var jailNames: [String: String] = [:]
             while try s.step() {
-                guard let ip = s.ipAddress(1) else { continue }
+                guard let ip = s.ipNetwork(1) else { continue }
                 let rawJail = s.text(0)
                 // Jail names repeat: share one String per name.
                 let jail =
@@ -190,7 +202,7 @@ public final class BanStore: @unchecked Sendable {
         }
     }
 
-    public func ban(jail: String, ip: IPAddress) throws -> StoredBan? {
+    public func ban(jail: String, ip: IPNetwork) throws -> StoredBan? {
         try withDB { db in
             try db.prepare("SELECT jail, ip, banned_at, ban_time, ban_count, failures, matches FROM bans WHERE jail = ? AND ip = ?")
                 .rows([.text(jail), .text(ip.description)]).compactMap(BanStore.ban).first
@@ -198,7 +210,7 @@ public final class BanStore: @unchecked Sendable {
     }
 
     static func ban(_ r: Statement.Row) -> StoredBan? {
-        guard let ip = IPAddress(r.text(1)) else { return nil }
+        guard let ip = IPNetwork(r.text(1)) else { return nil }
         let matches = r.text(6)
         return StoredBan(
             jail: r.text(0), ip: ip, bannedAt: r.double(2), banTime: BanTime(fail2banSeconds: r.double(3)), banCount: r.int(4),
@@ -207,7 +219,7 @@ public final class BanStore: @unchecked Sendable {
 
     /// Previous bans of `ip` (in `jail`, or in every jail) since `since`: fail2ban's ban count for
     /// `bantime.increment`.
-    public func previousBanCount(ip: IPAddress, jail: String?, since: Double) throws -> Int {
+    public func previousBanCount(ip: IPNetwork, jail: String?, since: Double) throws -> Int {
         try withDB { db in
             if let jail {
                 return try db.prepare("SELECT ban_count FROM ban_history WHERE ip = ? AND jail = ? AND last_banned_at > ?")
@@ -256,7 +268,7 @@ public final class BanStore: @unchecked Sendable {
     }
 
     /// Removes bans (expired or lifted); their history stays for `bantime.increment`.
-    public func remove(_ keys: [(jail: String, ip: IPAddress)]) throws {
+    public func remove(_ keys: [(jail: String, ip: IPNetwork)]) throws {
         guard !keys.isEmpty else { return }
         try withDB { db in
             try db.transaction {
@@ -273,6 +285,37 @@ public final class BanStore: @unchecked Sendable {
                 try db.prepare("DELETE FROM bans WHERE ban_time >= 0 AND banned_at + ban_time <= ?").run([.double(now)])
                 try db.prepare("DELETE FROM ban_history WHERE last_ban_time >= 0 AND last_banned_at + last_ban_time < ?").run([.double(now - age)])
                 try db.prepare("DELETE FROM log_positions WHERE updated_at < ?").run([.double(now - max(age, 7 * 86400))])
+            }
+        }
+    }
+
+    // MARK: the allowlist
+
+    /// Every stored allowlist entry (expired ones too: `removeExpiredAllowlistEntries` takes them out).
+    public func allowlistEntries() throws -> [AllowlistEntry] {
+        try withDB { db in
+            try db.prepare("SELECT ip, jail, added_at, expires_at, comment FROM allowlist ORDER BY added_at, ip, jail").rows().compactMap { r in
+                guard let ip = IPNetwork(r.text(0)) else { return nil }
+                let expires: Double? = if case .null = r.values[3] { nil } else { r.double(3) }
+                return AllowlistEntry(ip: ip, jail: r.text(1).isEmpty ? nil : r.text(1), addedAt: r.double(2), expiresAt: expires, comment: r.text(4))
+            }
+        }
+    }
+
+    /// Adds an entry, or replaces the one of the same network and jail.
+    public func saveAllowlistEntry(_ e: AllowlistEntry) throws {
+        try withDB { db in
+            try db.prepare("INSERT OR REPLACE INTO allowlist (ip, jail, added_at, expires_at, comment) VALUES (?, ?, ?, ?, ?)")
+                .run([.text(e.ip.description), .text(e.jail ?? ""), .double(e.addedAt), e.expiresAt.map { .double($0) } ?? .null, .text(e.comment)])
+        }
+    }
+
+    public func removeAllowlistEntries(_ entries: [AllowlistEntry]) throws {
+        guard !entries.isEmpty else { return }
+        try withDB { db in
+            try db.transaction {
+                let delete = try db.prepare("DELETE FROM allowlist WHERE ip = ? AND jail = ?")
+                for e in entries { try delete.run([.text(e.ip.description), .text(e.jail ?? "")]) }
             }
         }
     }

@@ -12,7 +12,7 @@ public final class AdminAPI: HTTPHandler {
     let daemon: Daemon
     private let access: Locked<AccessPolicy>
     let counters: HTTPCounters
-    private let log: Logger
+    let log: Logger
 
     public init(daemon: Daemon, access: AccessPolicy, counters: HTTPCounters, log: Logger) {
         self.daemon = daemon
@@ -63,17 +63,30 @@ public final class AdminAPI: HTTPHandler {
         case .jail(let name): return .response(jail(name))
         case .bans: return .response(bans(target))
         case .ban(let text):
-            guard let ip = AdminAPI.address(text) else { return .response(.problem(400, AdminAPI.badAddress(text))) }
-            if request.method == "DELETE" { return .deferred { [self] in unbanEverywhere(ip) } }
+            let ip: IPNetwork
+            do { ip = try AdminAPI.network(text) } catch { return .response(.problem(400, error.description)) }
+            if request.method == "DELETE" { return .deferred { [self] in unbanEverywhere(ip, widen: !text.contains("/")) } }
             return .response(bans(of: ip))
         case .metrics: return .response(metrics())
         case .jailBans(let jail):
             return .deferred { [self] in ban(jail: jail, body: request.body, contentType: request.header("content-type")) }
         case .jailBan(let jail, let text):
-            guard let ip = AdminAPI.address(text) else { return .response(.problem(400, AdminAPI.badAddress(text))) }
-            return .deferred { [self] in unban(jail: jail, ip: ip) }
+            let ip: IPNetwork
+            do { ip = try AdminAPI.network(text) } catch { return .response(.problem(400, error.description)) }
+            return .deferred { [self] in unban(jail: jail, ip: ip, widen: !text.contains("/")) }
         case .reload:
             return .deferred { [self] in reload() }
+        case .allowlist:
+            if request.method == "POST" {
+                return .deferred { [self] in addToAllowlist(body: request.body, contentType: request.header("content-type")) }
+            }
+            return .response(allowlist())
+        case .allowlistEntry(let text):
+            let ip: IPNetwork
+            do { ip = try AdminAPI.network(text) } catch { return .response(.problem(400, error.description)) }
+            return .deferred { [self] in removeFromAllowlist(ip, target: target) }
+        case .jailFailures(let jail):
+            return .response(failures(jail: jail, target: target))
         }
     }
 
@@ -109,7 +122,7 @@ public final class AdminAPI: HTTPHandler {
         return false
     }
 
-    private func runtime(_ name: String) -> JailRuntime? { daemon.runningJail(named: name) }
+    func runtime(_ name: String) -> JailRuntime? { daemon.runningJail(named: name) }
 
     /// A jail's settings document changes only when a reload replaces the jail: made once per jail instance.
     private let settingsCache = Locked<[String: (runtime: JailRuntime, json: String)]>([:])
@@ -211,9 +224,10 @@ public final class AdminAPI: HTTPHandler {
         return .json(200, o.text)
     }
 
-    private func bans(of ip: IPAddress) -> HTTPResponse {
+    /// The bans that cover an address or network: its own, and those of wider networks around it.
+    private func bans(of ip: IPNetwork) -> HTTPResponse {
         let list = daemon.banManager.bans(of: ip)
-        guard !list.isEmpty else { return .problem(404, "\(ip) is not banned in any jail") }
+        guard !list.isEmpty else { return .problem(404, "\(ip) is not banned in any jail, by itself or by a network") }
         var o = JSONObject()
         o.string("ip", ip.description)
         o.raw("bans", JSONObject.array(list.map(AdminAPI.banJSON)))
@@ -222,28 +236,41 @@ public final class AdminAPI: HTTPHandler {
 
     // MARK: changes (on the control queue)
 
-    private func unbanEverywhere(_ ip: IPAddress) -> HTTPResponse {
+    private func unbanEverywhere(_ ip: IPNetwork, widen: Bool) -> HTTPResponse {
         do {
-            let jails = try daemon.banManager.unbanEverywhere(ip)
-            guard !jails.isEmpty else { return .problem(404, "\(ip) is not banned in any jail") }
-            var o = JSONObject()
-            o.string("ip", ip.description)
-            o.strings("unbannedFrom", jails)
-            return .json(200, o.text)
+            let lifted = try daemon.banManager.unbanEverywhere(ip, widen: widen)
+            guard !lifted.isEmpty else { return .problem(404, notBanned(ip, in: nil)) }
+            return .json(200, AdminAPI.unbanJSON(ip, lifted))
         } catch {
             log.error("API: unban of \(ip) failed: \(error)")
             return .problem(500, "the unban of \(ip) failed: \(error)")
         }
     }
 
-    private func unban(jail: String, ip: IPAddress) -> HTTPResponse {
+    /// What an unban that found nothing says: where a wider network covers the address, which one to lift.
+    private func notBanned(_ ip: IPNetwork, in jail: String?) -> String {
+        let covering = daemon.banManager.bans(of: ip).filter { jail == nil || $0.jail == jail }
+        let place = jail.map { "in \($0)" } ?? "in any jail"
+        guard let c = covering.first else { return "\(ip) is not banned \(place)" }
+        return "\(ip) is not banned by itself \(place); it is covered by the ban of \(c.ip) in \(c.jail) (lift that one)"
+    }
+
+    static func unbanJSON(_ ip: IPNetwork, _ lifted: [(jail: String, ip: IPNetwork)]) -> String {
+        var o = JSONObject()
+        o.string("ip", ip.description)
+        o.strings("unbannedFrom", lifted.map(\.jail))
+        o.raw("lifted", AdminAPI.liftedJSON(lifted))
+        return o.text
+    }
+
+    private func unban(jail: String, ip: IPNetwork, widen: Bool) -> HTTPResponse {
         guard runtime(jail) != nil else { return .problem(404, "no running jail named '\(jail)'") }
         do {
-            guard try daemon.banManager.unban(jail: jail, ip: ip) else { return .problem(404, "\(ip) is not banned in \(jail)") }
-            var o = JSONObject()
-            o.string("ip", ip.description)
-            o.strings("unbannedFrom", [jail])
-            return .json(200, o.text)
+            let manager = daemon.banManager!
+            guard let target = manager.liftTarget(jail: jail, ip: ip, widen: widen), try manager.unban(jail: jail, ip: target) else {
+                return .problem(404, notBanned(ip, in: jail))
+            }
+            return .json(200, AdminAPI.unbanJSON(ip, [(jail, target)]))
         } catch {
             log.error("API: unban of \(ip) in \(jail) failed: \(error)")
             return .problem(500, "the unban of \(ip) in \(jail) failed: \(error)")
@@ -252,37 +279,29 @@ public final class AdminAPI: HTTPHandler {
 
     private func ban(jail: String, body: [UInt8], contentType: String?) -> HTTPResponse {
         guard let j = runtime(jail) else { return .problem(404, "no running jail named '\(jail)'") }
-        guard let contentType else { return .problem(400, "Content-Type is missing: the body must be application/json") }
-        if let type = contentType.split(separator: ";").first?.trimmingWhitespace().lowercased(),
-            type != "application/json"
-        {
-            return .problem(415, "the body must be application/json, not \(type)")
-        }
+        if let problem = AdminAPI.jsonBodyProblem(contentType) { return problem }
         let request: BanRequest
         do { request = try BanRequest(body) } catch { return .problem(400, error.detail) }
-        if let why = request.ip.neverASource {
-            return .problem(409, "\(request.ip) cannot be banned: \(why)")
-        }
-        if request.ip.isPrimaryLoopback {
-            return .problem(
-                409, "\(request.ip) is not banned: it is this host's own loopback address, from which its local clients (the CLI, health checks) come")
-        }
-        if let reason = j.definition.ignoreList.reason(for: request.ip) {
-            return .problem(409, "\(request.ip) is not banned in \(jail): it is ignored (\(reason))")
-        }
-        if j.definition.ignoreGateway && Gateways.shared.contains(request.ip) {
-            return .problem(
-                409,
-                "\(request.ip) is not banned in \(jail): it is the default gateway of this network namespace, the address every client coming through a proxy (Docker's userland proxy) has; set ignoregateway = false in the jail to ban it anyway"
-            )
+        // A bare address in a jail with a ban prefix bans its network, as a failure there would.
+        let ip = request.hasPrefix ? request.ip : j.definition.banTarget(request.ip.address)
+        if let why = AdminAPI.refusal(ip, jail: j) { return .problem(409, why) }
+        if let entry = daemon.banManager.allowlist?.entry(protecting: ip, jail: jail) {
+            return .problem(409, BanManager.ManualError.allowlisted(entry, asked: ip).description)
         }
         let manager = daemon.banManager!
-        if let existing = manager.bans(of: request.ip).first(where: { $0.jail == jail }) {
+        if let existing = manager.bans(of: ip).first(where: { $0.jail == jail && $0.ip == ip }) {
             return .json(200, AdminAPI.banJSON(existing))
         }
         do {
-            let ban = try manager.banManually(jail: jail, ip: request.ip, banTime: request.banTime)
+            let ban = try manager.banManually(jail: jail, ip: ip, banTime: request.banTime)
             return .json(201, AdminAPI.banJSON(ban), headers: [("Location", "/bans/\(ban.ip)")])
+        } catch let error as BanManager.ManualError {
+            if case .coveredBy(let b, _) = error {
+                return .problem(409, "\(error) (until \(b.expiresAt.map(RFC3339.format) ?? "lifted"))")
+            }
+            if case .allowlisted = error { return .problem(409, error.description) }
+            log.error("API: ban of \(ip) in \(jail) failed: \(error)")
+            return .problem(500, "the ban of \(ip) in \(jail) failed: \(error)")
         } catch {
             log.error("API: ban of \(request.ip) in \(jail) failed: \(error)")
             return .problem(500, "the ban of \(request.ip) in \(jail) failed: \(error)")
@@ -328,26 +347,54 @@ public final class AdminAPI: HTTPHandler {
         }
     }
 
-    // MARK: helpers
-
-    /// An address from a path segment: digits, hex, dots and colons only (no zone, no CIDR, no NUL tricks).
-    static func address(_ text: String) -> IPAddress? {
-        guard !text.isEmpty, text.utf8.count <= 45,
-            text.utf8.allSatisfy({ $0 == 46 || $0 == 58 || (48...57).contains($0) || (65...70).contains($0) || (97...102).contains($0) })
-        else {
-            return nil
+    /// Why a ban of `ip` by hand in jail `j` is refused (409), nil when it may be made.
+    static func refusal(_ ip: IPNetwork, jail j: JailRuntime) -> String? {
+        let jail = j.name
+        if let why = ip.neverASource { return "\(ip) cannot be banned: \(why)" }
+        if let own = [IPAddress.v4(0x7f00_0001), .v6(0, 1)].first(where: { ip.contains($0) }) {
+            return ip.isSingleAddress
+                ? "\(ip) is not banned: it is this host's own loopback address, from which its local clients (the CLI, health checks) come"
+                : "\(ip) is not banned: it contains \(own), this host's own loopback address, from which its local clients (the CLI, health checks) come"
         }
-        return IPAddress(text)
+        if let reason = j.definition.ignoreList.reason(covering: ip) {
+            return "\(ip) is not banned in \(jail): it is ignored (\(reason))"
+        }
+        if j.definition.ignoreGateway, let gateway = Gateways.shared.current().sorted().first(where: { ip.contains($0) }) {
+            return ip.isSingleAddress
+                ? "\(ip) is not banned in \(jail): it is the default gateway of this network namespace, the address every client coming through a proxy (Docker's userland proxy) has; set ignoregateway = false in the jail to ban it anyway"
+                : "\(ip) is not banned in \(jail): it contains \(gateway), the default gateway of this network namespace, the address every client coming through a proxy (Docker's userland proxy) has; set ignoregateway = false in the jail to ban it anyway"
+        }
+        return nil
     }
 
-    static func badAddress(_ text: String) -> String {
-        "'\(text.count > 64 ? String(text.prefix(64)) + "…" : text)' is not an IPv4 or IPv6 address"
+    // MARK: helpers
+
+    /// 400 or 415 unless the body is declared application/json.
+    static func jsonBodyProblem(_ contentType: String?) -> HTTPResponse? {
+        guard let contentType else { return .problem(400, "Content-Type is missing: the body must be application/json") }
+        if let type = contentType.split(separator: ";").first?.trimmingWhitespace().lowercased(), type != "application/json" {
+            return .problem(415, "the body must be application/json, not \(type)")
+        }
+        return nil
+    }
+
+    /// An address or network from a path segment or a body: digits, hex, dots, colons and one slash only (no
+    /// zone, no NUL tricks); see `IPNetwork(parsing:)`.
+    static func network(_ text: String) throws(IPNetwork.ParseError) -> IPNetwork {
+        guard !text.isEmpty, text.utf8.count <= 49,
+            text.utf8.allSatisfy({ $0 == 46 || $0 == 47 || $0 == 58 || (48...57).contains($0) || (65...70).contains($0) || (97...102).contains($0) })
+        else {
+            throw .notAnAddress(text)
+        }
+        return try IPNetwork(parsing: text)
     }
 }
 
-/// The body of `POST /jails/{jail}/bans`: `{"ip": "203.0.113.7", "bantime": "1h"}`.
+/// The body of `POST /jails/{jail}/bans`: `{"ip": "203.0.113.7", "bantime": "1h"}` (or `"198.51.100.0/24"`).
 struct BanRequest {
-    let ip: IPAddress
+    let ip: IPNetwork
+    /// The address was written with a prefix length (`/128` included): the jail's ban prefix does not widen it.
+    let hasPrefix: Bool
     /// nil: the jail's own ban time (with bantime.increment).
     let banTime: BanTime?
 
@@ -355,8 +402,9 @@ struct BanRequest {
         let detail: String
     }
 
-    init(_ body: [UInt8]) throws(Invalid) {
-        guard !body.isEmpty else { throw Invalid(detail: "the body is empty: send {\"ip\": \"203.0.113.7\"}") }
+    /// The members of a JSON object body, each one of `allowed`.
+    static func object(_ body: [UInt8], allowed: [String], example: String) throws(Invalid) -> [String: StrictJSON.Value] {
+        guard !body.isEmpty else { throw Invalid(detail: "the body is empty: send \(example)") }
         let document: StrictJSON.Value
         do { document = try StrictJSON.parse(body) } catch {
             throw Invalid(detail: "the body is not valid JSON: \(error)")
@@ -364,12 +412,19 @@ struct BanRequest {
         guard case .object(let members) = document else { throw Invalid(detail: "the body must be a JSON object") }
         var fields: [String: StrictJSON.Value] = [:]
         for (key, value) in members {
-            guard key == "ip" || key == "bantime" else { throw Invalid(detail: "unknown field '\(key)' (allowed: ip, bantime)") }
+            guard allowed.contains(key) else { throw Invalid(detail: "unknown field '\(key)' (allowed: \(allowed.joined(separator: ", ")))") }
             fields[key] = value
         }
-        guard case .string(let text)? = fields["ip"] else { throw Invalid(detail: "ip: a string with an IPv4 or IPv6 address is required") }
-        guard let ip = AdminAPI.address(text) else { throw Invalid(detail: "ip: " + AdminAPI.badAddress(text)) }
-        self.ip = ip
+        return fields
+    }
+
+    init(_ body: [UInt8]) throws(Invalid) {
+        let fields = try BanRequest.object(body, allowed: ["ip", "bantime"], example: "{\"ip\": \"203.0.113.7\"}")
+        guard case .string(let text)? = fields["ip"] else {
+            throw Invalid(detail: "ip: a string with an IPv4 or IPv6 address or network is required")
+        }
+        do { self.ip = try AdminAPI.network(text) } catch { throw Invalid(detail: "ip: \(error)") }
+        hasPrefix = text.contains("/")
         switch fields["bantime"] {
         case nil:
             banTime = nil

@@ -134,14 +134,23 @@ def elements(jail, family):
     if r.returncode != 0:
         return None
     result = {}
+
+    def text(value):
+        # An address is a string; a network {"prefix": {"addr": a, "len": n}}; a range {"range": [a, b]}.
+        if isinstance(value, dict) and "prefix" in value:
+            return "%s/%d" % (value["prefix"]["addr"], value["prefix"]["len"])
+        if isinstance(value, dict) and "range" in value:
+            return "%s-%s" % tuple(value["range"])
+        return value
+
     for item in json.loads(r.stdout)["nftables"]:
         if "set" not in item:
             continue
         for e in item["set"].get("elem", []):
             if isinstance(e, dict) and "elem" in e:
-                result[e["elem"]["val"]] = e["elem"].get("timeout")
+                result[text(e["elem"]["val"])] = e["elem"].get("timeout")
             else:
-                result[e] = None
+                result[text(e)] = None
     return result
 
 
@@ -251,6 +260,98 @@ def scenario_block(binary, config):
         fail("the daemon did not stop cleanly:\n" + d.output())
     if subprocess.run(["nft", "list", "tables"], capture_output=True, text=True).stdout.strip():
         fail("the table is still there after SIGTERM")
+    tree.cleanup()
+
+
+def scenario_prefix(binary, config):
+    """banprefix6 = 64: failures of two addresses of one /64 are counted together and ban the /64, which refuses
+    both while an address of the next /64 connects; networks by hand (CIDR) take the place of the addresses they
+    cover, a network that would cover this host's loopback address is refused, and everything is restored after a
+    restart. The kernel refuses overlapping networks in an interval set and accepts adjacent ones."""
+    bench = os.path.join(os.path.dirname(binary), "portcullis-bench")
+    overlap = subprocess.run([bench, "nft-overlap"], capture_output=True, text=True)
+    expected = {"first": "accepted", "wider": "errno 17", "narrower": "errno 17", "address-inside": "errno 17",
+                "adjacent-below": "accepted", "adjacent-above": "accepted", "first6": "accepted",
+                "address-inside6": "errno 17", "wider6": "errno 17", "adjacent6": "accepted", "top": "accepted"}
+    seen = {l.split(" ", 1)[0]: l.split(": ", 1)[1] for l in overlap.stdout.splitlines() if ": " in l}
+    if overlap.returncode != 0 or seen != expected:
+        fail("the kernel's answers to overlapping networks changed:\n%s%s" % (overlap.stdout, overlap.stderr))
+    subprocess.run(["nft", "delete", "table", "inet", "portcullis"], check=True)
+    inside = ["2001:db8:1:2::7", "2001:db8:1:2::8"]
+    outside = "2001:db8:1:3::1"
+    for a in inside + [outside]:
+        ip("-6", "addr", "add", a + "/128", "dev", "lo", "nodad")
+    Listener()
+    tree = Tree(config, banprefix6="64")
+    d = Daemon(binary, tree)
+    d.wait_started()
+    for a in inside + [outside]:
+        if not can_connect(a, "::1"):
+            fail("%s cannot connect before any ban" % a)
+    # One failure from each of two addresses of the /64: counted together, maxretry 2.
+    tree.failure(inside[0])
+    tree.failure(inside[1])
+    if not wait_until(lambda: banned("2001:db8:1:2::/64")):
+        fail("the /64 is not in the set: %r\n%s" % (elements("dovecot", "v6"), d.output()))
+    if "Ban 2001:db8:1:2::/64" not in d.output() or "counted in 2001:db8:1:2::/64" not in d.output():
+        fail("the log does not name the /64:\n" + d.output())
+    for a in inside:
+        if can_connect(a, "::1"):
+            fail("%s still connects after the ban of its /64" % a)
+    if not can_connect(outside, "::1"):
+        fail("%s, outside the /64, is blocked" % outside)
+    status, body = api("GET", "/bans/2001:db8:1:2::99")
+    if status != 200 or [b["ip"] for b in body["bans"]] != ["2001:db8:1:2::/64"]:
+        fail("GET /bans of an address inside the /64: %r %r" % (status, body))
+    status, body = api("POST", "/jails/dovecot/bans", {"ip": "2001:db8:1:2::99/128"}, tree=tree)
+    if status != 409 or "already banned in dovecot by 2001:db8:1:2::/64" not in body["detail"]:
+        fail("a /128 inside the banned /64: %r %r" % (status, body))
+    # By hand, IPv4 on loopback: an address, then the /26 around it takes its place; an adjacent /26 too.
+    for body_ip in ("127.0.0.66", "127.0.0.64/26", "127.0.0.128/26"):
+        status, body = api("POST", "/jails/dovecot/bans", {"ip": body_ip}, tree=tree)
+        if status != 201:
+            fail("POST %s: %r %r" % (body_ip, status, body))
+    v4 = elements("dovecot", "v4")
+    if set(v4) != {"127.0.0.64/26", "127.0.0.128/26"}:
+        fail("the /26 did not take the address's place: %r" % v4)
+    if "Unban 127.0.0.66 (inside the new ban of 127.0.0.64/26)" not in d.output():
+        fail("the replaced ban is not logged:\n" + d.output())
+    for source in ("127.0.0.66", "127.0.0.70", "127.0.0.130"):
+        if can_connect(source, "127.0.0.1"):
+            fail("%s connects through a network ban" % source)
+    if not can_connect("127.0.0.1", "127.0.0.1"):
+        fail("127.0.0.1 is blocked")
+    status, body = api("POST", "/jails/dovecot/bans", {"ip": "127.0.0.0/24"}, tree=tree)
+    if status != 409 or "127.0.0.1" not in body["detail"]:
+        fail("a network around this host's loopback address: %r %r" % (status, body))
+    status, body = api("POST", "/jails/dovecot/bans", {"ip": "2001:db8::/129"}, tree=tree)
+    if status != 400 or "from 0 to 128" not in body["detail"]:
+        fail("an IPv6 prefix of 129: %r %r" % (status, body))
+    # Percent-encoded slash, and the unencoded one.
+    status, body = api("DELETE", "/bans/127.0.0.128%2F26", tree=tree)
+    if status != 200 or body["lifted"] != [{"jail": "dovecot", "ip": "127.0.0.128/26"}]:
+        fail("DELETE of a network, slash encoded: %r %r" % (status, body))
+    if not can_connect("127.0.0.130", "127.0.0.1"):
+        fail("127.0.0.130 still blocked after its network was lifted")
+    status, body = api("DELETE", "/bans/127.0.0.70", tree=tree)
+    if status != 404 or "covered by the ban of 127.0.0.64/26" not in body["detail"]:
+        fail("DELETE of an address inside a network ban: %r %r" % (status, body))
+    # A restart brings the networks back.
+    d.stop()
+    d = Daemon(binary, tree)
+    d.wait_started()
+    if not (banned("2001:db8:1:2::/64") and banned("127.0.0.64/26")):
+        fail("networks not restored: %r %r\n%s" % (elements("dovecot", "v6"), elements("dovecot", "v4"), d.output()))
+    if can_connect(inside[1], "::1") or not can_connect(outside, "::1"):
+        fail("the restored /64 does not block as before")
+    # The CLI: a network by hand, and its lift.
+    r = subprocess.run([binary, "set", "dovecot", "banip", "2001:db8:2::/48", "--config", tree.conf], capture_output=True, text=True)
+    if r.returncode != 0 or not banned("2001:db8:2::/48"):
+        fail("portcullis set dovecot banip 2001:db8:2::/48: %s %s" % (r.stdout, r.stderr))
+    r = subprocess.run([binary, "set", "dovecot", "unbanip", "2001:db8:2::/48", "--config", tree.conf], capture_output=True, text=True)
+    if r.returncode != 0 or banned("2001:db8:2::/48"):
+        fail("portcullis set dovecot unbanip 2001:db8:2::/48: %s %s" % (r.stdout, r.stderr))
+    d.stop()
     tree.cleanup()
 
 
@@ -466,11 +567,11 @@ def scenario_fulldisk(binary, config):
     d = Daemon(binary, tree)
     d.wait_started()
     filler = os.path.join(data, "filler")
-    with open(filler, "wb") as f:
+    # Unbuffered: a buffered file would try again to write what did not fit when it is closed, and raise there.
+    with open(filler, "wb", buffering=0) as f:
         try:
             while True:
                 f.write(b"\0" * 65536)
-                f.flush()
         except OSError:
             pass
     addresses = ["198.51.100.%d" % i for i in range(1, 201)]
