@@ -3,6 +3,7 @@
 #include "pc_nft.h"
 
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <netinet/in.h>
 #include <errno.h>
 #include <stdlib.h>
@@ -59,6 +60,9 @@ pc_nft_socket *pc_nft_open(int *error) {
     int size = 16 * 1024 * 1024;
     setsockopt(mnl_socket_get_fd(s->nl), SOL_SOCKET, SO_SNDBUFFORCE, &size, sizeof size);
     setsockopt(mnl_socket_get_fd(s->nl), SOL_SOCKET, SO_RCVBUFFORCE, &size, sizeof size);
+    // A transaction the kernel never answers (a malformed message it dropped) must fail, not hang the ban worker.
+    struct timeval timeout = {.tv_sec = 10, .tv_usec = 0};
+    setsockopt(mnl_socket_get_fd(s->nl), SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
     return s;
 }
 
@@ -358,6 +362,7 @@ static int add_interval_element(struct nftnl_set *s, const uint8_t *key, size_t 
 static uint32_t intervals(pc_nft_batch *b, uint16_t type, uint16_t flags, const char *table, const char *name,
                           int ipv6, const uint8_t *starts, const uint8_t *ends, const uint8_t *open,
                           const uint64_t *timeouts, size_t count) {
+    if (count > PC_NFT_MAX_INTERVALS) return 0;
     struct nftnl_set *s = set_of(table, name, 0);
     if (!s) return 0;
     size_t klen = ipv6 ? 16 : 4;
@@ -399,6 +404,8 @@ int pc_nft_commit(pc_nft_batch *b, pc_nft_failure *failures, size_t capacity) {
         ssize_t n = recv(mnl_socket_get_fd(nl), reply, sizeof reply, answers == 0 ? 0 : MSG_DONTWAIT);
         if (n < 0) {
             if (errno == EINTR) continue;
+            // No answer at all within SO_RCVTIMEO: the kernel dropped the batch.
+            if ((errno == EAGAIN || errno == EWOULDBLOCK) && answers == 0) return -ETIMEDOUT;
             if (errno == EAGAIN || errno == EWOULDBLOCK) break;
             return -errno;
         }

@@ -79,11 +79,12 @@ final class BanRig {
     let store: BanStore
     let firewall: NftablesFirewall
     let manager: BanManager
-    let jail: JailDefinition
+    var jail: JailDefinition
     var runtime: JailRuntime!
     let setup: BanManager.JailSetup
 
-    init(configDir: String) throws {
+    /// `banPrefix6`: the jail's `banprefix6` (the benchmark's addresses each lie in their own /64).
+    init(configDir: String, banPrefix6: Int = 128) throws {
         dir = NSTemporaryDirectory() + "portcullis-bench-\(getpid())"
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         logPath = dir + "/mail.log"
@@ -96,6 +97,7 @@ final class BanRig {
             backend: .inotify, maxRetry: 1, findTime: 600, banTime: .seconds(3600), ports: [PortRange(first: 1100, last: 1100, name: "1100")],
             portSpec: "1100", protocol: "tcp", ignoreList: IgnoreList(ignoreSelf: false), banAction: "nftables-multiport",
             actions: [], logEncoding: "auto", logTimeZone: nil, maxMatches: 1, maxTracked: 200_000, location: nil)
+        jail.banPrefix6 = banPrefix6
         store = try BanStore(path: dir + "/bans.sqlite3")
         firewall = try NftablesFirewall()
         manager = BanManager(store: store, log: Logger(level: .error))
@@ -163,11 +165,13 @@ func latency(_ args: [String]) throws {
             n, pct(0.5), pct(0.9), pct(0.99), samples.last ?? 0))
 }
 
-/// `portcullis-bench bulk CONFIG [N]`: N distinct addresses fail once each (one log write of N lines); prints the
-/// time until all N are banned (store and kernel), the RSS then, and the time a restart takes to restore them.
+/// `portcullis-bench bulk CONFIG [N [PREFIX6]]`: N distinct addresses fail once each (one log write of N lines);
+/// prints the time until all N are banned (store and kernel), the RSS then, and the time a restart takes to restore
+/// them. Each address lies in its own /64: with PREFIX6 = 64 (the jail's banprefix6) the bans are N /64 networks.
 func bulk(_ args: [String]) throws {
     let n = args.count > 1 ? Int(args[1]) ?? 100_000 : 100_000
-    let rig = try BanRig(configDir: args.first ?? "config")
+    let prefix6 = args.count > 2 ? Int(args[2]) ?? 128 : 128
+    let rig = try BanRig(configDir: args.first ?? "config", banPrefix6: prefix6)
     try rig.start()
     var text = ""
     text.reserveCapacity(n * 160)
@@ -199,8 +203,8 @@ func bulk(_ args: [String]) throws {
     print(
         String(
             format:
-                "%d distinct addresses banned (failure lines written → in the store and the kernel) in %.2f s (%.0f bans/s); RSS of the whole benchmark process then: %d MiB",
-            n, banned, Double(n) / banned, rss / 1024))
+                "%d distinct addresses (banprefix6 %d) banned (failure lines written → in the store and the kernel) in %.2f s (%.0f bans/s); RSS of the whole benchmark process then: %d MiB",
+            n, prefix6, banned, Double(n) / banned, rss / 1024))
     // Restart: a new manager on the same store installs every ban in one transaction.
     rig.runtime.stop()
     rig.manager.stop(removeLayout: true)

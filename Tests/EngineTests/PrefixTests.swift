@@ -186,6 +186,23 @@ struct PrefixTests {
         #expect(Set(fw.bans.map(\.ip)) == [net("198.51.100.0/24"), net("198.51.101.1")])
     }
 
+    @Test func aBatchOfNetworksTakesThePlaceOfWhatEachCovers() throws {
+        let fw = DryRunFirewall()
+        let (m, _, _) = try Self.manager(fw)
+        defer { m.stop(removeLayout: true) }
+        let singles = (1...10).map { "198.51.100.\($0)" } + ["203.0.113.5", "203.0.113.6", "203.0.113.200"]
+        for a in singles { m.submit(BanDecision(jail: "j", ip: net(a), time: Clock.now(), failures: 2, matches: [])) }
+        #expect(m.drain())
+        #expect(m.bans.count == 13)
+        for d in ["198.51.100.0/24", "203.0.113.0/25", "192.0.2.0/24"] {
+            m.submit(BanDecision(jail: "j", ip: net(d), time: Clock.now(), failures: 2, matches: []))
+        }
+        #expect(m.drain())
+        let expected: Set = [net("198.51.100.0/24"), net("203.0.113.0/25"), net("192.0.2.0/24"), net("203.0.113.200")]
+        #expect(Set(m.bans.map(\.ip)) == expected)
+        #expect(Set(fw.bans.map(\.ip)) == expected)
+    }
+
     @Test func networksSurviveARestartAndKeepHistory() throws {
         let fw = DryRunFirewall()
         let (m, dir, store) = try Self.manager(fw)

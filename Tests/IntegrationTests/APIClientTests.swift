@@ -133,6 +133,49 @@ struct CommandFailure: Error, CustomStringConvertible {
         #expect(try d.cli(["reload"]).stdout == "OK\n")
     }
 
+    @Test func networksAllowlistAndWhoIsFailing() throws {
+        let d = try DaemonProcess(tokens: false)
+        #expect(try d.cli(["set", "dovecot", "banip", "198.51.100.0/24", "2001:db8::/64"]).stdout == "2\n")
+        let inside = try d.cli(["set", "dovecot", "banip", "198.51.100.7"])
+        #expect(inside.status == 1 && inside.stderr.contains("already banned in dovecot by 198.51.100.0/24"), "\(inside.stderr)")
+        #expect(try d.cli(["set", "dovecot", "banip", "2001:db8::/129"]).status == 2)
+        // The allowlist: an entry lifts the ban it overlaps and says so; the jail's list shows it beside ignoreip.
+        let added = try d.cli(["set", "dovecot", "addignoreip", "198.51.100.7", "--for", "7d", "--comment", "vpn"])
+        #expect(added.stdout == "1\n" && added.stderr.contains("lifted the ban of 198.51.100.0/24 in dovecot"), "\(added.stderr)")
+        let shown = try d.cli(["get", "dovecot", "ignoreip"])
+        #expect(shown.stdout.hasPrefix("These IP addresses/networks are ignored:\n"))
+        #expect(shown.stdout.contains("|- 192.0.2.250 (ignoreip)"))
+        #expect(shown.stdout.contains("198.51.100.7 (allowlist, jail dovecot, until "), "\(shown.stdout)")
+        #expect(shown.stdout.contains(": vpn"))
+        #expect(try d.cli(["allowlist", "add", "2001:db8:5::/48"]).stdout == "1\n")
+        #expect(try d.cli(["allowlist"]).stdout.contains("`- 2001:db8:5::/48 (allowlist, every jail)"))
+        #expect(try d.cli(["set", "dovecot", "delignoreip", "198.51.100.7"]).stdout == "1\n")
+        #expect(try d.cli(["set", "dovecot", "delignoreip", "198.51.100.7"]).status == 1)
+        #expect(try d.cli(["allowlist", "del", "2001:db8:5::/48"]).stdout == "1\n")
+        #expect(try d.cli(["set", "dovecot", "addignoreip", "198.51.100.7", "--for", "0"]).status == 2)
+        #expect(try d.cli(["set", "dovecot", "banip", "198.51.100.7", "--for", "1d"]).status == 2)
+        // Who is failing: nobody yet, then one address with its user.
+        #expect(try d.cli(["status", "dovecot", "--failing"]).stdout == "No address is failing in dovecot now\n")
+        let log = d.dir.url.path + "/mail.log"
+        let h = try #require(FileHandle(forWritingAtPath: log))
+        h.seekToEndOfFile()
+        h.write(
+            Data(
+                "\(LogTime.format(Date().timeIntervalSince1970)) mail dovecot: pop3-login: Disconnected (auth failed, 1 attempts in 2 secs): user=<eve>, method=PLAIN, rip=203.0.113.44, lip=127.0.0.1, session=<x>\n"
+                    .utf8))
+        try h.close()
+        var failing = ""
+        for _ in 0..<100 {
+            failing = try d.cli(["status", "dovecot", "--failing"]).stdout
+            if failing.contains("203.0.113.44") { break }
+            usleep(50_000)
+        }
+        let lines = failing.split(separator: "\n")
+        #expect(lines.first?.hasPrefix("IP") == true && lines.first?.contains("FAILURES/2") == true, "\(failing)")
+        #expect(lines.last?.hasPrefix("203.0.113.44  1") == true && lines.last?.hasSuffix("eve") == true, "\(failing)")
+        #expect(try d.cli(["status", "--failing"]).status == 2)
+    }
+
     @Test func healthForContainerChecks() throws {
         let d = try DaemonProcess(tokens: true)
         // No token needed, over TCP or the socket.

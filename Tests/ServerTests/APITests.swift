@@ -258,13 +258,15 @@ import Testing
         let d = try LiveDaemon()
         defer { d.stop() }
         _ = try d.daemon.banManager.banManually(jail: "dovecot", ip: IPNetwork("203.0.113.9")!)
+        _ = try d.daemon.banManager.banManually(jail: "dovecot", ip: IPNetwork("2001:db8::/64")!)
+        #expect(try d.unix.request("POST", "/allowlist", body: #"{"ip": "198.51.100.0/24"}"#).status == 201)
         _ = d.tcp.get("/nope")
         let m = d.tcp.get("/metrics")
         #expect(m.status == 200)
         #expect(m.header("Content-Type")?.hasPrefix("text/plain; version=0.0.4") == true)
         let text = m.text
         for line in [
-            "portcullis_bans_active{jail=\"dovecot\"} 1", "portcullis_bans_total{jail=\"dovecot\"} 1",
+            "portcullis_bans_active{jail=\"dovecot\"} 2", "portcullis_bans_total{jail=\"dovecot\"} 2", "portcullis_allowlist_entries 1",
             "portcullis_lines_read_total{jail=\"dovecot\"} 0", "portcullis_http_requests_total{code=\"404\"} 1",
             "# TYPE portcullis_failures_total counter", "portcullis_watcher_lag_bytes{jail=\"dovecot\"} 0",
             "portcullis_unbans_total{jail=\"dovecot\"} 0",

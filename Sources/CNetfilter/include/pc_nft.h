@@ -55,6 +55,10 @@ uint32_t pc_nft_add_port_set(pc_nft_batch *batch, const char *table, uint32_t se
 uint32_t pc_nft_add_port_ranges(pc_nft_batch *batch, const char *table, uint32_t set_id,
                                 const uint16_t *firsts, const uint16_t *lasts, size_t count);
 
+/// Intervals per element message at most: a message's element list is one netlink attribute, whose length is
+/// 16 bits (64 KiB); an IPv6 interval with its timeout takes ~100 bytes. Larger calls are refused (return 0).
+#define PC_NFT_MAX_INTERVALS 400
+
 /// Adds `count` networks to an interval set: `starts` and `ends` hold 4 or 16 bytes each, back to back (the first
 /// address of each, and the first address after it); `open[i]` non-zero: the network runs to the last address (its
 /// end is not read). `timeouts_ms[i]` = 0 means no timeout. The kernel refuses (EEXIST) a network that overlaps one

@@ -75,7 +75,7 @@ public final class BanManager: @unchecked Sendable {
     private var pending: [BanDecision] = []
     /// Bans lifted by request, waiting for the worker: the worker alone changes bans, so that a lift cannot
     /// interleave with an expiry or a new ban of the same address.
-    private var pendingLifts: [(id: UInt64, jail: String, ip: IPNetwork)] = []
+    private var pendingLifts: [(id: UInt64, jail: String, ip: IPNetwork, reason: String)] = []
     private var liftResults: [UInt64: Result<Bool, any Error>] = [:]
     private var nextLiftID: UInt64 = 0
     private var stopping = false
@@ -331,15 +331,15 @@ public final class BanManager: @unchecked Sendable {
     /// Lifts a ban: store first, then the packet filter. Returns false when there was none. The worker does it
     /// (this waits for it), between its other changes; without a running worker, the caller does.
     @discardableResult
-    public func unban(jail: String, ip: IPNetwork) throws -> Bool {
+    public func unban(jail: String, ip: IPNetwork, reason: String = "by request") throws -> Bool {
         lock.lock()
         guard running && !finished else {
             lock.unlock()
-            return try lift(jail: jail, ip: ip)
+            return try lift(jail: jail, ip: ip, reason: reason)
         }
         let id = nextLiftID
         nextLiftID += 1
-        pendingLifts.append((id, jail, ip))
+        pendingLifts.append((id, jail, ip, reason))
         worker?.wake()
         while liftResults[id] == nil { lock.wait() }
         let result = liftResults.removeValue(forKey: id)!
@@ -348,7 +348,7 @@ public final class BanManager: @unchecked Sendable {
     }
 
     /// Lifts one ban (on the worker, or with no worker running).
-    private func lift(jail: String, ip: IPNetwork) throws -> Bool {
+    private func lift(jail: String, ip: IPNetwork, reason: String) throws -> Bool {
         changing.lock(); defer { changing.unlock() }
         let (key, firewall): (Key?, (any Firewall)?) = lock.withLock {
             guard let key = active.existingKey(jail, ip), active[key] != nil else { return (nil, nil) }
@@ -361,7 +361,7 @@ public final class BanManager: @unchecked Sendable {
             active[key] = nil
             stats.unbansTotal[jail, default: 0] += 1
         }
-        log.notice("[\(jail)] Unban \(ip) (by request)")
+        log.notice("[\(jail)] Unban \(ip) (\(reason))")
         return true
     }
 
@@ -435,7 +435,7 @@ public final class BanManager: @unchecked Sendable {
             if !batch.isEmpty { apply(batch, now: now) }
             if !due.isEmpty { expire(due, now: now) }
             var lifted: [(UInt64, Result<Bool, any Error>)] = []
-            for l in lifts { lifted.append((l.id, Result { try lift(jail: l.jail, ip: l.ip) })) }
+            for l in lifts { lifted.append((l.id, Result { try lift(jail: l.jail, ip: l.ip, reason: l.reason) })) }
             lock.lock()
             if batch.count >= 1000 && pending.isEmpty {
                 // A storm leaves its decisions' memory (log lines) in malloc's free lists: give it back.
@@ -567,9 +567,10 @@ public final class BanManager: @unchecked Sendable {
     /// at least as long as the longest of them (nothing banned is let in earlier).
     private func absorb(_ fresh: inout [PreparedBan], now: Double) {
         lock.withLock {
-            for i in fresh.indices where !fresh[i].ban.ip.isSingleAddress {
-                let ip = fresh[i].ban.ip
-                let inside = active.inside(ip, jail: fresh[i].ban.jail)
+            let networks = fresh.indices.filter { !fresh[$0].ban.ip.isSingleAddress }
+            guard !networks.isEmpty else { return }
+            let found = active.inside(networks.map { (fresh[$0].ban.jail, fresh[$0].ban.ip) })
+            for (i, inside) in zip(networks, found) {
                 guard !inside.isEmpty else { continue }
                 var end = fresh[i].ban.expiresAt
                 for k in inside {

@@ -56,12 +56,19 @@ struct BanTable {
     /// Bans in force per prefix length: IPv4 at 0…32, IPv6 at 33…161. The lengths with bans are the lookups that
     /// find what covers an address (usually one or two).
     private var prefixCounts = [Int](repeating: 0, count: 162)
+    /// The lengths with bans, longest first, per family: rebuilt only when a length comes into use or goes out of
+    /// it (every decision asks what covers it).
+    private var inUse4: [Int] = []
+    private var inUse6: [Int] = []
 
     private static func prefixSlot(_ prefix: Int, ipv6: Bool) -> Int { ipv6 ? 33 + prefix : prefix }
 
     /// The prefix lengths of bans in force for one family, longest first.
-    func prefixesInUse(ipv6: Bool) -> [Int] {
-        (0...(ipv6 ? 128 : 32)).reversed().filter { prefixCounts[BanTable.prefixSlot($0, ipv6: ipv6)] > 0 }
+    func prefixesInUse(ipv6: Bool) -> [Int] { ipv6 ? inUse6 : inUse4 }
+
+    private mutating func prefixCountChanged(ipv6: Bool) {
+        let lengths = (0...(ipv6 ? 128 : 32)).reversed().filter { prefixCounts[BanTable.prefixSlot($0, ipv6: ipv6)] > 0 }
+        if ipv6 { inUse6 = lengths } else { inUse4 = lengths }
     }
 
     var count: Int { storage.count }
@@ -121,10 +128,29 @@ struct BanTable {
         (0..<UInt32(jailNames.count)).flatMap { covering(network, jailID: $0) }
     }
 
-    /// The bans of `jail` strictly inside `network` (narrower ones): a scan, made only when such bans can exist.
-    func inside(_ network: IPNetwork, jail: String) -> [Key] {
-        guard let id = jailIDs[jail], prefixesInUse(ipv6: !network.isIPv4).contains(where: { $0 > network.prefix }) else { return [] }
-        return storage.keys.filter { $0.jailID == id && $0.isIPv6 == !network.isIPv4 && $0.prefix > network.prefix && network.contains(ip(of: $0)) }
+    /// The bans of `jail` strictly inside `network` (narrower ones).
+    func inside(_ network: IPNetwork, jail: String) -> [Key] { inside([(jail, network)])[0] }
+
+    /// For each network, the bans of its jail strictly inside it: one scan of the table for all of them (a batch
+    /// of networks must not scan once each), made only when narrower bans exist.
+    func inside(_ networks: [(jail: String, ip: IPNetwork)]) -> [[Key]] {
+        var result = [[Key]](repeating: [], count: networks.count)
+        var position: [Key: Int] = [:]
+        var lengths: [Bool: Set<Int>] = [false: [], true: []]
+        for (i, n) in networks.enumerated() {
+            let ipv6 = !n.ip.isIPv4
+            guard let id = jailIDs[n.jail], prefixesInUse(ipv6: ipv6).contains(where: { $0 > n.ip.prefix }) else { continue }
+            position[BanTable.makeKey(id, n.ip)] = i
+            lengths[ipv6]!.insert(n.ip.prefix)
+        }
+        guard !position.isEmpty else { return result }
+        for key in storage.keys {
+            for p in lengths[key.isIPv6]! where p < key.prefix {
+                let around = BanTable.makeKey(key.jailID, IPNetwork(address: ip(of: key).address, prefix: p))
+                if let i = position[around] { result[i].append(key) }
+            }
+        }
+        return result
     }
 
     subscript(key: Key) -> Value? {
@@ -139,6 +165,7 @@ struct BanTable {
                 if storage.updateValue(v, forKey: key) == nil {
                     jailCounts[jail] += 1
                     prefixCounts[slot] += 1
+                    if prefixCounts[slot] == 1 { prefixCountChanged(ipv6: key.isIPv6) }
                 } else {
                     stale += 1
                 }
@@ -146,6 +173,7 @@ struct BanTable {
             } else if storage.removeValue(forKey: key) != nil {
                 jailCounts[jail] -= 1
                 prefixCounts[slot] -= 1
+                if prefixCounts[slot] == 0 { prefixCountChanged(ipv6: key.isIPv6) }
                 stale += 1
             }
             if stale > 1024 && stale * 2 > order.count {

@@ -116,8 +116,8 @@ public struct JailRules: Sendable, Equatable {
 public final class NftablesFirewall: @unchecked Sendable {
     // @unchecked: the netlink socket is only used while `lock` is held.
     public static let table = "portcullis"
-    /// Elements per netlink message (a transaction may hold many messages).
-    static let elementsPerMessage = 1000
+    /// Networks per netlink message (a transaction may hold many messages): what one message's element list holds.
+    static let elementsPerMessage = Int(PC_NFT_MAX_INTERVALS)
 
     private let socket: OpaquePointer
     private let lock = Lock()

@@ -32,6 +32,8 @@ extension AdminAPI {
         for (j, c) in counters { m.sample("portcullis_currently_failed", [("jail", j.name)], Double(c.currentlyFailed)) }
         m.family("portcullis_bans_active", "gauge", "Bans in force.")
         for j in jails { m.sample("portcullis_bans_active", [("jail", j.name)], Double(manager.activeCount(jail: j.name))) }
+        m.family("portcullis_allowlist_entries", "gauge", "Runtime allowlist entries in force (POST /allowlist, addignoreip).")
+        m.sample("portcullis_allowlist_entries", [], Double(manager.allowlist?.list(now: now).count ?? 0))
         m.family("portcullis_bans_total", "counter", "Bans made since the daemon started.")
         for j in jails { m.sample("portcullis_bans_total", [("jail", j.name)], Double(bans.bansTotal[j.name, default: 0])) }
         m.family("portcullis_unbans_total", "counter", "Bans lifted (expired or by request) since the daemon started.")

@@ -336,14 +336,37 @@ def scenario_prefix(binary, config):
     status, body = api("DELETE", "/bans/127.0.0.70", tree=tree)
     if status != 404 or "covered by the ban of 127.0.0.64/26" not in body["detail"]:
         fail("DELETE of an address inside a network ban: %r %r" % (status, body))
+    # A storm of networks: 1,500 /64s in one go (more than one netlink message holds: 400 intervals each).
+    storm = ["2001:db8:9:%x::%d" % (i, k) for i in range(1500) for k in (1, 2)]
+    tree.failures(storm, pause_every=0)
+    if not wait_until(lambda: sum(1 for e in (elements("dovecot", "v6") or {}) if e.startswith("2001:db8:9:")) == 1500, 30):
+        fail("the storm's 1,500 /64s are not all in the set: %d\n%s"
+             % (sum(1 for e in (elements("dovecot", "v6") or {}) if e.startswith("2001:db8:9:")), d.output()[-2000:]))
     # A restart brings the networks back.
     d.stop()
     d = Daemon(binary, tree)
     d.wait_started()
-    if not (banned("2001:db8:1:2::/64") and banned("127.0.0.64/26")):
+    if not (banned("2001:db8:1:2::/64") and banned("127.0.0.64/26") and banned("2001:db8:9:5db::/64")):
         fail("networks not restored: %r %r\n%s" % (elements("dovecot", "v6"), elements("dovecot", "v4"), d.output()))
     if can_connect(inside[1], "::1") or not can_connect(outside, "::1"):
         fail("the restored /64 does not block as before")
+    # The allowlist: an address inside the banned /64 lifts it (the element leaves the kernel's set), and the entry
+    # survives a restart.
+    r = subprocess.run([binary, "set", "dovecot", "addignoreip", inside[0], "--comment", "admin", "--config", tree.conf],
+                       capture_output=True, text=True)
+    if r.returncode != 0 or "lifted the ban of 2001:db8:1:2::/64 in dovecot" not in r.stderr or banned("2001:db8:1:2::/64"):
+        fail("addignoreip inside a banned /64: %s %s %r" % (r.stdout, r.stderr, elements("dovecot", "v6")))
+    if not can_connect(inside[0], "::1"):
+        fail("the allowlisted address is still blocked")
+    d.stop()
+    d = Daemon(binary, tree)
+    d.wait_started()
+    status, body = api("POST", "/jails/dovecot/bans", {"ip": "2001:db8:1:2::/64"}, tree=tree)
+    if status != 409 or "protected by allowlist 2001:db8:1:2::7" not in body.get("detail", ""):
+        fail("the allowlist entry did not survive a restart: %r %r" % (status, body))
+    r = subprocess.run([binary, "get", "dovecot", "ignoreip", "--config", tree.conf], capture_output=True, text=True)
+    if "2001:db8:1:2::7 (allowlist, jail dovecot: admin)" not in r.stdout:
+        fail("get dovecot ignoreip: %s %s" % (r.stdout, r.stderr))
     # The CLI: a network by hand, and its lift.
     r = subprocess.run([binary, "set", "dovecot", "banip", "2001:db8:2::/48", "--config", tree.conf], capture_output=True, text=True)
     if r.returncode != 0 or not banned("2001:db8:2::/48"):
