@@ -42,6 +42,10 @@ struct CheckCommand: ParsableCommand {
             lines.append(
                 "  ban:       after \(jail.maxRetry) failure\(jail.maxRetry == 1 ? "" : "s") within \(TimeExpression.describe(jail.findTime)), for \(jail.banTime.isPermanent ? "ever" : jail.banTime.description)"
                     + (jail.increment.enabled ? " (bantime.increment on)" : ""))
+            if jail.banPrefix4 < 32 || jail.banPrefix6 < 128 {
+                lines.append(
+                    "  counted:   per network: IPv4 /\(jail.banPrefix4), IPv6 /\(jail.banPrefix6) (banprefix4, banprefix6; the ban covers the network)")
+            }
             let portText = jail.ports.map { $0.name == $0.description ? $0.name : "\($0.name)=\($0.description)" }.joined(separator: ", ")
             lines.append("  ports:     \(portText) (\(jail.protocol))")
             let ignore = jail.ignoreList.entries.map(\.description)

@@ -218,6 +218,26 @@ struct PrefixTests {
         #expect(again.bans(of: IPAddress("203.0.113.200")!).map(\.ip) == [net("203.0.113.128/25")])
     }
 
+    /// A stop between storing a network ban and removing the bans it replaced leaves both in the store: a restart
+    /// keeps the network alone (the kernel's interval set refuses an overlap, and the layout with it).
+    @Test func overlappingRowsInTheStoreAreResolvedAtStart() throws {
+        let dir = TempDir()
+        let store = try BanStore(path: dir.path + "/db.sqlite3")
+        let now = Clock.now()
+        try store.record([
+            StoredBan(jail: "j", ip: net("198.51.100.7"), bannedAt: now, banTime: 3600, banCount: 1, failures: 2, matches: []),
+            StoredBan(jail: "j", ip: net("198.51.100.0/24"), bannedAt: now, banTime: 3600, banCount: 1, failures: 0, matches: []),
+            StoredBan(jail: "j", ip: net("203.0.113.7"), bannedAt: now, banTime: 3600, banCount: 1, failures: 2, matches: []),
+        ])
+        let fw = DryRunFirewall()
+        let m = BanManager(store: store, log: Logger(level: .critical))
+        try m.start([BanManagerTests.setup(BanManagerTests.jail("j", banTime: 3600), fw)])
+        defer { m.stop(removeLayout: true) }
+        #expect(Set(fw.bans.map(\.ip)) == [net("198.51.100.0/24"), net("203.0.113.7")])
+        #expect(Set(m.bans.map(\.ip)) == [net("198.51.100.0/24"), net("203.0.113.7")])
+        #expect(Set(try store.activeBans(now: now).map(\.ip)) == [net("198.51.100.0/24"), net("203.0.113.7")])
+    }
+
     @Test func ignoredAddressesInsideANetwork() {
         var list = IgnoreList.parse("192.0.2.10 2001:db8:5::/48", ignoreSelf: false).list
         #expect(list.reason(covering: net("192.0.2.0/24")) == "it contains 192.0.2.10, in ignoreip")

@@ -137,7 +137,14 @@ public final class BanManager: @unchecked Sendable {
             active[key] = v
             if let end = v.expiresAt { expiries.push(end, key) }
         }
+        let overlapping = dropCovered(restored)
         lock.unlock()
+        if !overlapping.isEmpty {
+            log.warning(
+                "\(overlapping.count) stored ban(s) lie inside a stored network ban of the same jail (\(overlapping.prefix(3).map { "\($0.ip) in \($0.jail)" }.joined(separator: ", "))\(overlapping.count > 3 ? ", …" : "")): the network stands for them"
+            )
+            do { try store?.remove(overlapping) } catch { log.error("removing them from \(store?.path ?? "the store") failed: \(error)") }
+        }
         if cut > 0 {
             log.warning(
                 "\(cut) ban(s) in \(store?.path ?? "the store") were longer than the packet filter holds: they last \(TimeExpression.describe(BanTimePolicy.longest))"
@@ -160,6 +167,24 @@ public final class BanManager: @unchecked Sendable {
             }
             throw error
         }
+    }
+
+    /// Takes out of the table the restored bans that lie inside another restored ban of their jail, and returns
+    /// them (called with `lock` held). The store can hold both when the daemon stopped between writing a network
+    /// ban and removing the bans it replaced; the kernel's interval set would refuse the overlap, and the whole
+    /// layout with it.
+    private func dropCovered(_ restored: [StoredBan]) -> [(jail: String, ip: IPNetwork)] {
+        guard active.prefixesInUse(ipv6: false).contains(where: { $0 < 32 }) || active.prefixesInUse(ipv6: true).contains(where: { $0 < 128 })
+        else { return [] }
+        var dropped: [(jail: String, ip: IPNetwork)] = []
+        for b in restored {
+            guard let key = active.existingKey(b.jail, b.ip), active[key] != nil else { continue }
+            if active.covering(b.ip, jailID: key.jailID).contains(where: { $0 != key }) {
+                active[key] = nil
+                dropped.append((b.jail, b.ip))
+            }
+        }
+        return dropped
     }
 
     /// (Re)installs the packet-filter layout for `setups` with the bans in force. Used at start and on reload.

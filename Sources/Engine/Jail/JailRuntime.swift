@@ -149,19 +149,25 @@ public final class JailRuntime: @unchecked Sendable {
             log.info("[\(name)] Found \(network)\(target == network ? "" : " (counted in \(target))") - \(LogTime.format(time))")
             counted.append((target, time, f.data.matches.map(\.text), f.data.value("user") ?? f.data.users.last))
         }
-        let (current, evicted): (Int, Int) = tracker.withLock { t in
-            for c in counted {
-                if let decision = t.record(c.target, time: c.time, lines: c.lines, user: c.user, jail: name) { decisions.append(decision) }
+        // Most lines fail nothing: the tracker's lock only for those that do.
+        let tracked: (current: Int, evicted: Int)? =
+            counted.isEmpty
+            ? nil
+            : tracker.withLock { t in
+                for c in counted {
+                    if let decision = t.record(c.target, time: c.time, lines: c.lines, user: c.user, jail: name) { decisions.append(decision) }
+                }
+                return (t.currentlyFailed, t.evicted)
             }
-            return (t.currentlyFailed, t.evicted)
-        }
         state.withLock {
             $0.linesRead += 1
             $0.totalFailed += failed
             $0.ignored += ignored
             $0.gatewayIgnored += gatewayIgnored
-            $0.currentlyFailed = current
-            $0.evicted = evicted
+            if let tracked {
+                $0.currentlyFailed = tracked.current
+                $0.evicted = tracked.evicted
+            }
             $0.totalBanDecisions += decisions.count
             $0.lastLineAt = now
         }

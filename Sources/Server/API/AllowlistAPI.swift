@@ -182,7 +182,9 @@ struct AllowlistRequest {
         }
         switch members["comment"] {
         case nil, .null?: comment = ""
-        case .string(let c)? where c.count <= AllowlistRequest.longestComment && !c.unicodeScalars.contains(where: { $0.value < 32 || $0.value == 127 }):
+        // Counted in code points, as openapi.yaml's maxLength counts.
+        case .string(let c)?
+        where c.unicodeScalars.count <= AllowlistRequest.longestComment && !c.unicodeScalars.contains(where: { $0.value < 32 || $0.value == 127 }):
             comment = c
         default: throw .init(detail: "comment: a string of at most \(AllowlistRequest.longestComment) characters without control characters")
         }
