@@ -169,10 +169,10 @@ static uint32_t element_message(pc_nft_batch *b, struct nftnl_set *s, uint16_t t
     return nlh ? seq : 0;
 }
 
-uint32_t pc_nft_add_set(pc_nft_batch *b, const char *table, const char *name, int ipv6, uint32_t set_id) {
+uint32_t pc_nft_add_set(pc_nft_batch *b, const char *table, const char *name, int ipv6, int interval, uint32_t set_id) {
     struct nftnl_set *s = set_of(table, name, set_id);
     if (!s) return 0;
-    return new_set(b, s, ipv6 ? PC_TYPE_IP6ADDR : PC_TYPE_IPADDR, ipv6 ? 16 : 4, NFT_SET_TIMEOUT | NFT_SET_INTERVAL);
+    return new_set(b, s, ipv6 ? PC_TYPE_IP6ADDR : PC_TYPE_IPADDR, ipv6 ? 16 : 4, NFT_SET_TIMEOUT | (interval ? NFT_SET_INTERVAL : 0));
 }
 
 uint32_t pc_nft_add_chain(pc_nft_batch *b, const char *table, const char *name, uint32_t hook, int32_t priority) {
@@ -337,6 +337,33 @@ uint32_t pc_nft_add_port_ranges(pc_nft_batch *b, const char *table, uint32_t set
     }
     if (!ok) { nftnl_set_free(s); b->oom = 1; return 0; }
     return element_message(b, s, NFT_MSG_NEWSETELEM, NLM_F_CREATE, 1024 + (count + 1) * 2 * 64);
+}
+
+static uint32_t elements(pc_nft_batch *b, uint16_t type, uint16_t flags, const char *table, const char *name,
+                         int ipv6, const uint8_t *addresses, const uint64_t *timeouts, size_t count) {
+    if (count > PC_NFT_MAX_ELEMENTS) return 0;
+    struct nftnl_set *s = set_of(table, name, 0);
+    if (!s) return 0;
+    size_t klen = ipv6 ? 16 : 4;
+    for (size_t i = 0; i < count; i++) {
+        struct nftnl_set_elem *e = nftnl_set_elem_alloc();
+        if (!e) { nftnl_set_free(s); b->oom = 1; return 0; }
+        nftnl_set_elem_set(e, NFTNL_SET_ELEM_KEY, addresses + i * klen, (uint32_t)klen);
+        if (timeouts && timeouts[i]) nftnl_set_elem_set_u64(e, NFTNL_SET_ELEM_TIMEOUT, timeouts[i]);
+        nftnl_set_elem_add(s, e);
+    }
+    // Per element: key attribute, timeout, nesting — well under 64 bytes.
+    return element_message(b, s, type, flags, 1024 + count * 64);
+}
+
+uint32_t pc_nft_add_elements(pc_nft_batch *b, const char *table, const char *set, int ipv6,
+                             const uint8_t *addresses, const uint64_t *timeouts_ms, size_t count) {
+    return elements(b, NFT_MSG_NEWSETELEM, NLM_F_CREATE, table, set, ipv6, addresses, timeouts_ms, count);
+}
+
+uint32_t pc_nft_del_elements(pc_nft_batch *b, const char *table, const char *set, int ipv6,
+                             const uint8_t *addresses, size_t count) {
+    return elements(b, NFT_MSG_DELSETELEM, 0, table, set, ipv6, addresses, NULL, count);
 }
 
 // What nft writes into an element's user data for an interval open at the top (`255.255.255.0/24`): its

@@ -236,8 +236,8 @@ func nftSmoke() throws {
 }
 
 /// `portcullis-bench nft-overlap`: what the kernel does with overlapping and adjacent networks in one of our
-/// interval sets (run it inside `unshare -n`). Portcullis never sends an overlap (a network ban replaces the narrower
-/// ones it covers); this shows why it must not: one line per attempt, "accepted" or the kernel's errno.
+/// network (interval) sets (run it inside `unshare -n`). Portcullis never sends an overlap (a network ban replaces
+/// the narrower ones it covers); this shows why it must not: one line per attempt, "accepted" or the kernel's errno.
 func nftOverlap() throws {
     let fw = try NftablesFirewall()
     let now = Clock.now()
@@ -253,11 +253,9 @@ func nftOverlap() throws {
     attempt("first", "198.51.100.0/24")
     attempt("wider", "198.51.0.0/16")
     attempt("narrower", "198.51.100.128/25")
-    attempt("address-inside", "198.51.100.7")
     attempt("adjacent-below", "198.51.99.0/24")
     attempt("adjacent-above", "198.51.101.0/24")
     attempt("first6", "2001:db8:1:2::/64")
-    attempt("address-inside6", "2001:db8:1:2::7")
     attempt("wider6", "2001:db8::/32")
     attempt("adjacent6", "2001:db8:1:3::/64")
     attempt("top", "255.255.255.0/24")

@@ -71,7 +71,9 @@ struct CheckCommand: ParsableCommand {
                     rules.ports.isEmpty
                     ? "all ports"
                     : "ports \(rules.ports.map { $0.lowerBound == $0.upperBound ? "\($0.lowerBound)" : "\($0.lowerBound)-\($0.upperBound)" }.joined(separator: ","))"
-                lines.append("  banaction: \(jail.banAction) → nftables: \(jail.protocol) \(scope), sets \(rules.v4Set)/\(rules.v6Set), \(what)")
+                lines.append(
+                    "  banaction: \(jail.banAction) → nftables: \(jail.protocol) \(scope), sets \(rules.v4Set)/\(rules.v6Set) (networks \(rules.v4NetworkSet)/\(rules.v6NetworkSet)), \(what)"
+                )
                 lines.append("  filters:   chain \(rules.hook.chainName) of table inet \(NftablesFirewall.table): \(rules.hook.description)")
                 if let warning { extra.append(Diagnostic(.warning, warning, at: jail.location, jail: jail.name)) }
                 for a in jail.actions where !a.name.isEmpty && a.name.lowercased() != jail.banAction.lowercased() {

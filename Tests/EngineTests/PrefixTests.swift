@@ -238,6 +238,24 @@ struct PrefixTests {
         #expect(Set(try store.activeBans(now: now).map(\.ip)) == [net("198.51.100.0/24"), net("203.0.113.7")])
     }
 
+    /// banprefix4 = 24: failures count per /24, except in a /24 that holds the default gateway (every client behind
+    /// a proxy) or an ignored address: there each address counts alone.
+    @Test func networksAroundTheGatewayOrAnIgnoredAddressCountPerAddress() throws {
+        let dir = TempDir()
+        var def = try JailRuntimeTests.jail(dir, ignore: "203.0.113.9")
+        def.banPrefix4 = 24
+        let decisions = Locked<[BanDecision]>([])
+        let gateways = Gateways(maxAge: 60) { [IPAddress("192.0.2.1")!] }
+        let runtime = try JailRuntime(def, log: Logger(level: .critical), gateways: gateways) { d in decisions.withLock { $0.append(d) } }
+        for ip in ["198.51.100.5", "198.51.100.6", "192.0.2.5", "192.0.2.6", "203.0.113.5", "203.0.113.6"] {
+            let line = Array(JailRuntimeTests.line(ip).dropLast().utf8)
+            line.withUnsafeBufferPointer { runtime.process($0, inOperation: true) }
+        }
+        #expect(decisions.withLock { $0.map(\.ip) } == [net("198.51.100.0/24")])
+        let counted = Set(runtime.failing(limit: 10, after: nil).list.map(\.ip))
+        #expect(counted == [net("192.0.2.5"), net("192.0.2.6"), net("203.0.113.5"), net("203.0.113.6")])
+    }
+
     @Test func ignoredAddressesInsideANetwork() {
         var list = IgnoreList.parse("192.0.2.10 2001:db8:5::/48", ignoreSelf: false).list
         #expect(list.reason(covering: net("192.0.2.0/24")) == "it contains 192.0.2.10, in ignoreip")

@@ -22,9 +22,9 @@ void pc_nft_batch_free(pc_nft_batch *batch);
 /// Each add returns the sequence number of its message (0 when memory runs out).
 uint32_t pc_nft_add_table(pc_nft_batch *batch, const char *table);
 uint32_t pc_nft_del_table(pc_nft_batch *batch, const char *table);
-/// An interval set of ipv4_addr (`ipv6` = 0) or ipv6_addr with timeouts (`flags interval, timeout`): it holds
-/// addresses and networks. `set_id` names it for lookups in the same batch.
-uint32_t pc_nft_add_set(pc_nft_batch *batch, const char *table, const char *set, int ipv6, uint32_t set_id);
+/// A set of ipv4_addr (`ipv6` = 0) or ipv6_addr with timeouts: a hash of addresses, or (`interval`) an interval
+/// set of networks (`flags interval, timeout`). `set_id` names it for lookups in the same batch.
+uint32_t pc_nft_add_set(pc_nft_batch *batch, const char *table, const char *set, int ipv6, int interval, uint32_t set_id);
 /// A base chain: type filter, the given hook (NF_INET_PRE_ROUTING, NF_INET_LOCAL_IN, NF_INET_FORWARD) and
 /// priority, policy accept.
 uint32_t pc_nft_add_chain(pc_nft_batch *batch, const char *table, const char *chain, uint32_t hook, int32_t priority);
@@ -54,6 +54,17 @@ uint32_t pc_nft_add_port_set(pc_nft_batch *batch, const char *table, uint32_t se
 /// Its elements: `count` ranges, sorted, not overlapping nor touching (host order). Sent in the same batch.
 uint32_t pc_nft_add_port_ranges(pc_nft_batch *batch, const char *table, uint32_t set_id,
                                 const uint16_t *firsts, const uint16_t *lasts, size_t count);
+
+/// Addresses per element message at most (an IPv6 address with its timeout takes ~40 bytes of the message's element
+/// list, one netlink attribute of at most 64 KiB). Larger calls are refused (return 0).
+#define PC_NFT_MAX_ELEMENTS 1000
+
+/// Adds `count` addresses (4 or 16 bytes each, back to back) to an address set; `timeouts_ms[i]` = 0 means no
+/// timeout.
+uint32_t pc_nft_add_elements(pc_nft_batch *batch, const char *table, const char *set, int ipv6,
+                             const uint8_t *addresses, const uint64_t *timeouts_ms, size_t count);
+uint32_t pc_nft_del_elements(pc_nft_batch *batch, const char *table, const char *set, int ipv6,
+                             const uint8_t *addresses, size_t count);
 
 /// Intervals per element message at most: a message's element list is one netlink attribute, whose length is
 /// 16 bits (64 KiB); an IPv6 interval with its timeout takes ~100 bytes. Larger calls are refused (return 0).

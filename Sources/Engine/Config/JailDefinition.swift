@@ -143,7 +143,7 @@ public struct JailsReader {
         "banprefix4", "banprefix6",
     ]
 
-    /// The longest jail name, in UTF-8 bytes: NFT_NAME_MAXLEN (256, with the NUL) less "-v4".
+    /// The longest jail name, in UTF-8 bytes: NFT_NAME_MAXLEN (256, with the NUL) less "-v4" (or "-n4").
     public static let longestName = 252
 
     /// Names of all jail sections, enabled or not, in file order.
@@ -183,7 +183,7 @@ public struct JailsReader {
         // The jail's nftables sets are "<name>-v4" and "<name>-v6"; the kernel takes set names of up to 255 bytes.
         if name.utf8.count > JailsReader.longestName {
             throw ConfigError(
-                "the jail name is \(name.utf8.count) bytes long; nftables holds at most \(JailsReader.longestName) (its sets are named <jail>-v4 and <jail>-v6)",
+                "the jail name is \(name.utf8.count) bytes long; nftables holds at most \(JailsReader.longestName) (its sets are named <jail>-v4, <jail>-v6, <jail>-n4 and <jail>-n6)",
                 at: location)
         }
         let backendText = (try get("backend") ?? "auto").trimmingWhitespace()

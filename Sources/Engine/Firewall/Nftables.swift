@@ -73,8 +73,10 @@ public struct JailRules: Sendable, Equatable {
         return out
     }
 
-    public var v4Set: String { "\(jail)-v4" }
-    public var v6Set: String { "\(jail)-v6" }
+    public var v4Set: String { NftablesFirewall.set(jail, ipv6: false, network: false) }
+    public var v6Set: String { NftablesFirewall.set(jail, ipv6: true, network: false) }
+    public var v4NetworkSet: String { NftablesFirewall.set(jail, ipv6: false, network: true) }
+    public var v6NetworkSet: String { NftablesFirewall.set(jail, ipv6: true, network: true) }
 
     public init(jail: String, l4proto: UInt8, ports: [ClosedRange<UInt16>], drop: Bool, hook: FilterHook = .input) {
         self.jail = jail
@@ -106,8 +108,8 @@ public struct JailRules: Sendable, Equatable {
     }
 }
 
-/// Portcullis' packet filter: `table inet portcullis`, per jail two sets (`<jail>-v4`, `<jail>-v6`, with
-/// timeouts) and rules in the base chain of the jail's hook (`input`: `hook input priority filter - 1; policy
+/// Portcullis' packet filter: `table inet portcullis`, per jail and family an address set (`<jail>-v4`,
+/// `<jail>-v6`: hashes with timeouts) and a network set (`<jail>-n4`, `<jail>-n6`: intervals with timeouts), and rules in the base chain of the jail's hook (`input`: `hook input priority filter - 1; policy
 /// accept`; `forward` and `prerouting` only when a jail filters there, see `FilterHook`) that match the jail's
 /// protocol and ports and a source in its sets, then reject (TCP reset) or drop. A base chain's drop or reject is
 /// final whatever other tables accept, and applies to every packet, so a ban also cuts connections that were
@@ -116,8 +118,10 @@ public struct JailRules: Sendable, Equatable {
 public final class NftablesFirewall: @unchecked Sendable {
     // @unchecked: the netlink socket is only used while `lock` is held.
     public static let table = "portcullis"
-    /// Networks per netlink message (a transaction may hold many messages): what one message's element list holds.
-    static let elementsPerMessage = Int(PC_NFT_MAX_INTERVALS)
+    /// Addresses, and networks, per netlink message (a transaction may hold many messages): what one message's
+    /// element list holds.
+    static let addressesPerMessage = Int(PC_NFT_MAX_ELEMENTS)
+    static let networksPerMessage = Int(PC_NFT_MAX_INTERVALS)
 
     private let socket: OpaquePointer
     private let lock = Lock()
@@ -185,32 +189,44 @@ public final class NftablesFirewall: @unchecked Sendable {
         }
     }
 
-    /// The set of a jail for a family.
-    static func set(_ jail: String, ipv6: Bool) -> String { "\(jail)-\(ipv6 ? "v6" : "v4")" }
+    /// The set of a jail for a family: addresses (`<jail>-v4`, a hash) or networks (`<jail>-n4`, intervals).
+    static func set(_ jail: String, ipv6: Bool, network: Bool) -> String { "\(jail)-\(network ? "n" : "v")\(ipv6 ? "6" : "4")" }
+    static func set(for e: (jail: String, ip: IPNetwork)) -> String { set(e.jail, ipv6: !e.ip.isIPv4, network: !e.ip.isSingleAddress) }
 
     private func addElements(_ t: Transaction, _ entries: [BanEntry], now: Double) throws(NftablesError) {
         var byTarget: [String: [BanEntry]] = [:]
-        for e in entries { byTarget[NftablesFirewall.set(e.jail, ipv6: !e.ip.isIPv4), default: []].append(e) }
+        for e in entries { byTarget[NftablesFirewall.set(for: (e.jail, e.ip)), default: []].append(e) }
         for (set, list) in byTarget.sorted(by: { $0.key < $1.key }) {
             let ipv6 = !(list[0].ip.isIPv4)
+            let networks = !list[0].ip.isSingleAddress
             var start = 0
             while start < list.count {
-                let chunk = list[start..<min(list.count, start + NftablesFirewall.elementsPerMessage)]
-                let intervals = Intervals(chunk.map(\.ip))
+                let chunk = list[start..<min(list.count, start + (networks ? NftablesFirewall.networksPerMessage : NftablesFirewall.addressesPerMessage))]
                 // The kernel expires the element itself: the ban ends even if Portcullis is not running.
                 let timeouts = chunk.map { e in e.expiresAt.map { NftablesFirewall.timeoutMilliseconds(until: $0, now: now) } ?? 0 }
                 let what =
                     chunk.count == 1
                     ? "add \(chunk.first!.ip) to set \(set) of jail \(chunk.first!.jail)"
-                    : "add \(chunk.count) addresses to set \(set)"
-                let seq = intervals.starts.withUnsafeBufferPointer { s in
-                    intervals.ends.withUnsafeBufferPointer { e in
-                        intervals.open.withUnsafeBufferPointer { o in
-                            timeouts.withUnsafeBufferPointer { tm in
-                                pc_nft_add_intervals(
-                                    t.batch, NftablesFirewall.table, set, ipv6 ? 1 : 0, s.baseAddress, e.baseAddress, o.baseAddress, tm.baseAddress,
-                                    chunk.count)
+                    : "add \(chunk.count) \(networks ? "networks" : "addresses") to set \(set)"
+                let seq: UInt32
+                if networks {
+                    let intervals = Intervals(chunk.map(\.ip))
+                    seq = intervals.starts.withUnsafeBufferPointer { s in
+                        intervals.ends.withUnsafeBufferPointer { e in
+                            intervals.open.withUnsafeBufferPointer { o in
+                                timeouts.withUnsafeBufferPointer { tm in
+                                    pc_nft_add_intervals(
+                                        t.batch, NftablesFirewall.table, set, ipv6 ? 1 : 0, s.baseAddress, e.baseAddress, o.baseAddress,
+                                        tm.baseAddress, chunk.count)
+                                }
                             }
+                        }
+                    }
+                } else {
+                    let addresses = chunk.flatMap(\.ip.address.bytes)
+                    seq = addresses.withUnsafeBufferPointer { a in
+                        timeouts.withUnsafeBufferPointer { tm in
+                            pc_nft_add_elements(t.batch, NftablesFirewall.table, set, ipv6 ? 1 : 0, a.baseAddress, tm.baseAddress, chunk.count)
                         }
                     }
                 }
@@ -221,12 +237,19 @@ public final class NftablesFirewall: @unchecked Sendable {
     }
 
     private func removeElement(_ t: Transaction, jail: String, ip: IPNetwork) throws(NftablesError) {
-        let set = NftablesFirewall.set(jail, ipv6: !ip.isIPv4)
-        let intervals = Intervals([ip])
-        let seq = intervals.starts.withUnsafeBufferPointer { s in
-            intervals.ends.withUnsafeBufferPointer { e in
-                intervals.open.withUnsafeBufferPointer { o in
-                    pc_nft_del_intervals(t.batch, NftablesFirewall.table, set, ip.isIPv4 ? 0 : 1, s.baseAddress, e.baseAddress, o.baseAddress, 1)
+        let set = NftablesFirewall.set(for: (jail, ip))
+        let seq: UInt32
+        if ip.isSingleAddress {
+            seq = ip.address.bytes.withUnsafeBufferPointer {
+                pc_nft_del_elements(t.batch, NftablesFirewall.table, set, ip.isIPv4 ? 0 : 1, $0.baseAddress, 1)
+            }
+        } else {
+            let intervals = Intervals([ip])
+            seq = intervals.starts.withUnsafeBufferPointer { s in
+                intervals.ends.withUnsafeBufferPointer { e in
+                    intervals.open.withUnsafeBufferPointer { o in
+                        pc_nft_del_intervals(t.batch, NftablesFirewall.table, set, ip.isIPv4 ? 0 : 1, s.baseAddress, e.baseAddress, o.baseAddress, 1)
+                    }
                 }
             }
         }
@@ -256,12 +279,16 @@ public final class NftablesFirewall: @unchecked Sendable {
                 "create chain \(hook.chainName) (\(hook.description))")
         }
         for jail in jails {
-            for (ipv6, set) in [(false, jail.v4Set), (true, jail.v6Set)] {
+            // Per family an address set (a hash: one lookup per packet whatever the number of bans) and a network
+            // set (intervals), each with its rule. A single port or range is compared in the rule, several are an
+            // anonymous interval set it looks up (500 ports are one rule, not 500).
+            for (ipv6, network, set) in [
+                (false, false, jail.v4Set), (false, true, jail.v4NetworkSet), (true, false, jail.v6Set), (true, true, jail.v6NetworkSet),
+            ] {
                 let id = nextSetID
                 nextSetID &+= 1
-                try t.note(pc_nft_add_set(t.batch, NftablesFirewall.table, set, ipv6 ? 1 : 0, id), "create set \(set) of jail \(jail.jail)")
-                // One rule per family: a single port or range is compared in the rule, several are an anonymous
-                // interval set it looks up (500 ports are one rule, not 500).
+                try t.note(
+                    pc_nft_add_set(t.batch, NftablesFirewall.table, set, ipv6 ? 1 : 0, network ? 1 : 0, id), "create set \(set) of jail \(jail.jail)")
                 let ranges = JailRules.merged(jail.ports)
                 let everyPort = ranges.isEmpty || jail.l4proto == 0
                 var portSetID: UInt32 = 0
@@ -294,7 +321,10 @@ public final class NftablesFirewall: @unchecked Sendable {
                     everyPort
                     ? "all ports"
                     : ranges.map { $0.lowerBound == $0.upperBound ? "\($0.lowerBound)" : "\($0.lowerBound)-\($0.upperBound)" }.joined(separator: ",")
-                try t.note(seq, "add the rule of jail \(jail.jail) to chain \(jail.hook.chainName) (\(ipv6 ? "IPv6" : "IPv4"), ports \(portText.prefix(200)))")
+                try t.note(
+                    seq,
+                    "add the rule of jail \(jail.jail) to chain \(jail.hook.chainName) (\(ipv6 ? "IPv6" : "IPv4") \(network ? "networks" : "addresses"), ports \(portText.prefix(200)))"
+                )
             }
         }
         let known = Set(jails.map(\.jail))

@@ -108,7 +108,8 @@ public final class JailRuntime: @unchecked Sendable {
         for f in failures where !f.isNoFail {
             guard let id = f.id else { continue }
             // An address, or a network (fail2ban's <SUBNET>, <ADDR>/<CIDR>); else the address the filter found.
-            guard let network = IPNetwork(id) ?? f.ip.flatMap({ IPAddress($0) }).map({ IPNetwork($0) }) else {
+            let fromID = id.utf8.contains(UInt8(ascii: "/")) ? IPNetwork(id) : IPAddress(id).map { IPNetwork($0) }
+            guard let network = fromID ?? f.ip.flatMap({ IPAddress($0) }).map({ IPNetwork($0) }) else {
                 if warnedIDs.insert(id).inserted && warnedIDs.count < 1000 {
                     log.warning("[\(name)] failure ID '\(id)' is not an IP address and cannot be banned (Portcullis does not resolve host names)")
                 }
@@ -140,9 +141,11 @@ public final class JailRuntime: @unchecked Sendable {
             if time > now { time = now }
             failed += 1
             var target = definition.banTarget(network)
-            // A network that would reach an ignored or allowlisted address: its addresses are counted one by one.
+            // A network that would reach an ignored or allowlisted address, or the default gateway (every client
+            // behind a proxy): its addresses are counted one by one.
             if target != network
-                && (definition.ignoreList.reason(covering: target) != nil || allowlist?.entry(protecting: target, jail: name, now: now) != nil)
+                && (definition.ignoreList.reason(covering: target) != nil || allowlist?.entry(protecting: target, jail: name, now: now) != nil
+                    || definition.ignoreGateway && gateways.current(now: now).contains(where: { target.contains($0) }))
             {
                 target = network
             }
