@@ -109,12 +109,12 @@ public struct JailRules: Sendable, Equatable {
 }
 
 /// Portcullis' packet filter: `table inet portcullis`, per jail and family an address set (`<jail>-v4`,
-/// `<jail>-v6`: hashes with timeouts) and a network set (`<jail>-n4`, `<jail>-n6`: intervals with timeouts), and rules in the base chain of the jail's hook (`input`: `hook input priority filter - 1; policy
-/// accept`; `forward` and `prerouting` only when a jail filters there, see `FilterHook`) that match the jail's
-/// protocol and ports and a source in its sets, then reject (TCP reset) or drop. A base chain's drop or reject is
-/// final whatever other tables accept, and applies to every packet, so a ban also cuts connections that were
-/// open before it. Driven through libnftnl/libmnl
-/// netlink transactions; never touches another table, never runs `nft`.
+/// `<jail>-v6`: hashes with timeouts) and a network set (`<jail>-n4`, `<jail>-n6`: intervals with timeouts), and
+/// rules in the base chain of the jail's hook (`input`: `hook input priority filter - 1; policy accept`; `forward`
+/// and `prerouting` only when a jail filters there, see `FilterHook`) that match the jail's protocol and ports and a
+/// source in one of its sets, then reject (TCP reset) or drop. A base chain's drop or reject is final whatever other
+/// tables accept, and applies to every packet, so a ban also cuts connections that were open before it. Driven
+/// through libnftnl/libmnl netlink transactions; never touches another table, never runs `nft`.
 public final class NftablesFirewall: @unchecked Sendable {
     // @unchecked: the netlink socket is only used while `lock` is held.
     public static let table = "portcullis"
@@ -172,7 +172,6 @@ public final class NftablesFirewall: @unchecked Sendable {
         var starts: [UInt8] = []
         var ends: [UInt8] = []
         var open: [UInt8] = []
-        var count: Int { open.count }
 
         init(_ networks: some Sequence<IPNetwork>) {
             for n in networks {
@@ -332,8 +331,8 @@ public final class NftablesFirewall: @unchecked Sendable {
         try t.commit()
     }
 
-    /// Adds bans (many in one transaction), and removes the narrower ones they cover in the same one (an
-    /// interval set refuses overlapping elements).
+    /// Adds bans (many in one transaction), and removes the narrower ones they cover in the same one (one ban per
+    /// address; within a network set the kernel would refuse the overlap).
     public func add(_ bans: [BanEntry], replacing: [(jail: String, ip: IPNetwork)], now: Double) throws(NftablesError) {
         guard !bans.isEmpty || !replacing.isEmpty else { return }
         lock.lock(); defer { lock.unlock() }

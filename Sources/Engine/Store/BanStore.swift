@@ -35,7 +35,8 @@ public struct LogPosition: Sendable, Equatable {
     public var offset: Int
 }
 
-/// Portcullis' SQLite database: active bans, ban history (for `bantime.increment`) and log positions.
+/// Portcullis' SQLite database: active bans, ban history (for `bantime.increment`), log positions and the runtime
+/// allowlist.
 /// WAL mode with `synchronous = NORMAL`: a committed transaction survives the process being killed at any moment
 /// (only a power loss may take the last ones). Thread-safe: calls are serialised.
 public final class BanStore: @unchecked Sendable {
@@ -291,7 +292,7 @@ public final class BanStore: @unchecked Sendable {
 
     // MARK: the allowlist
 
-    /// Every stored allowlist entry (expired ones too: `removeExpiredAllowlistEntries` takes them out).
+    /// Every stored allowlist entry (expired ones too, until `Allowlist.removeExpired` takes them out).
     public func allowlistEntries() throws -> [AllowlistEntry] {
         try withDB { db in
             try db.prepare("SELECT ip, jail, added_at, expires_at, comment FROM allowlist ORDER BY added_at, ip, jail").rows().compactMap { r in
