@@ -171,3 +171,22 @@ import Testing
         #expect(String(decoding: try encoder.encode(value["d"]!), as: UTF8.self) == #"{"e":"f"}"#)
     }
 }
+
+@Suite struct ProcessStatsTests {
+    @Test func figuresFromProc() throws {
+        let before = try #require(ProcessStats.current())
+        // Hold a descriptor and use some CPU.
+        let fd = try FileDescriptor.open("/dev/null", O_RDONLY)
+        var x = 0.0
+        for i in 0..<3_000_000 { x += Double(i).squareRoot() }
+        let after = try #require(ProcessStats.current())
+        #expect(x > 0)
+        // (Other suites open and close descriptors meanwhile: no exact count.)
+        #expect(after.openFileDescriptors >= 4 && before.openFileDescriptors >= 3)
+        #expect(after.cpuSeconds >= before.cpuSeconds)
+        #expect(after.startTime == before.startTime && abs(after.startTime - Clock.now()) < 86400)
+        #expect(after.residentBytes > 1_000_000 && after.virtualBytes >= after.residentBytes)
+        #expect(after.maxFileDescriptors > after.openFileDescriptors)
+        _ = fd.rawValue
+    }
+}

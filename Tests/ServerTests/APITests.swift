@@ -277,6 +277,18 @@ import Testing
         for line in text.split(separator: "\n") where !line.hasPrefix("#") {
             #expect(line.wholeMatch(of: /[a-z_]+(\{[a-z]+="[^"]*"\})? -?[0-9.e+]+/) != nil, "\(line)")
         }
+        // The standard process metrics, read from /proc: this test process is the daemon's.
+        #expect(text.contains("portcullis_build_info{version=\"\(PortcullisVersion.string)\"} 1\n"))
+        #expect(!text.contains("portcullis_uptime_seconds"))
+        func value(_ name: String) -> Double? {
+            text.split(separator: "\n").first { $0.hasPrefix(name + " ") }.flatMap { Double($0.split(separator: " ")[1]) }
+        }
+        let start = try #require(value("process_start_time_seconds"))
+        #expect(abs(start - Clock.now()) < 3600, "the test process started within the hour: \(start)")
+        #expect(try #require(value("process_resident_memory_bytes")) > 1_000_000)
+        #expect(try #require(value("process_cpu_seconds_total")) > 0)
+        let open = try #require(value("process_open_fds")), max = try #require(value("process_max_fds"))
+        #expect(open >= 3 && open < max, "\(open) of \(max)")
     }
 
     @Test func reloadRereadsTheConfiguration() throws {

@@ -118,6 +118,9 @@ import Testing
         #expect((second["failures"] as? [[String: Any]])?.map { $0["ip"] as? String } == ["198.51.100.1"])
         #expect(second["next"] is NSNull)
         #expect(d.tcp.get("/jails/dovecot/failures?after=zz").status == 400)
+        // Twelve base-36 digits always fit the 64-bit generation (openapi.yaml's pattern); thirteen are refused.
+        #expect(d.tcp.get("/jails/dovecot/failures?after=fzzzzzzzzzzzz").status == 200)
+        #expect(d.tcp.get("/jails/dovecot/failures?after=fibyk0efa4f6w8").status == 400)
         #expect(d.tcp.get("/jails/dovecot/failures?limit=0").status == 400)
         #expect(d.tcp.get("/jails/nope/failures").status == 404)
     }

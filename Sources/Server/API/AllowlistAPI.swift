@@ -132,10 +132,11 @@ extension AdminAPI {
         return .json(200, o.text)
     }
 
-    /// Exactly what `failures` writes as `next` (openapi.yaml: ^f[0-9a-z]{1,13}$).
+    /// Exactly what `failures` writes as `next` (openapi.yaml: ^f[0-9a-z]{1,12}$; twelve base-36 digits always fit
+    /// 64 bits, thirteen may not, and a generation needs 4.7 × 10^18 failures to reach them).
     static func failureCursor(_ text: String) -> UInt64? {
         let digits = text.utf8.dropFirst()
-        guard text.utf8.first == UInt8(ascii: "f"), (1...13).contains(digits.count),
+        guard text.utf8.first == UInt8(ascii: "f"), (1...12).contains(digits.count),
             digits.allSatisfy({ (48...57).contains($0) || (97...122).contains($0) })
         else { return nil }
         return UInt64(text.dropFirst(), radix: 36)

@@ -16,8 +16,23 @@ extension AdminAPI {
 
         m.family("portcullis_up", "gauge", "1 while the daemon runs.")
         m.sample("portcullis_up", [], 1)
-        m.family("portcullis_uptime_seconds", "gauge", "Seconds since the daemon started.")
-        m.sample("portcullis_uptime_seconds", [], (now - daemon.startedAt).rounded())
+        m.family("portcullis_build_info", "gauge", "The running version, as a label; always 1.")
+        m.sample("portcullis_build_info", [("version", PortcullisVersion.string)], 1)
+        // The standard process metrics of Prometheus' client libraries (dashboards compute uptime from the start).
+        if let p = ProcessStats.current() {
+            m.family("process_start_time_seconds", "gauge", "Start time of the process since unix epoch in seconds.")
+            m.sample("process_start_time_seconds", [], p.startTime.rounded())
+            m.family("process_cpu_seconds_total", "counter", "Total user and system CPU time spent in seconds.")
+            m.sample("process_cpu_seconds_total", [], p.cpuSeconds)
+            m.family("process_resident_memory_bytes", "gauge", "Resident memory size in bytes.")
+            m.sample("process_resident_memory_bytes", [], p.residentBytes)
+            m.family("process_virtual_memory_bytes", "gauge", "Virtual memory size in bytes.")
+            m.sample("process_virtual_memory_bytes", [], p.virtualBytes)
+            m.family("process_open_fds", "gauge", "Number of open file descriptors.")
+            m.sample("process_open_fds", [], Double(p.openFileDescriptors))
+            m.family("process_max_fds", "gauge", "Maximum number of open file descriptors.")
+            m.sample("process_max_fds", [], Double(p.maxFileDescriptors))
+        }
         m.family("portcullis_lines_read_total", "counter", "Log lines read, per jail.")
         for (j, c) in counters { m.sample("portcullis_lines_read_total", [("jail", j.name)], Double(c.linesRead)) }
         m.family("portcullis_failures_total", "counter", "Failures matched by the jail's filter.")
