@@ -282,11 +282,6 @@ public final class BanManager: @unchecked Sendable {
         }
     }
 
-    /// The ban of `jail` that covers `ip` (narrowest first), if any.
-    public func coveringBan(jail: String, ip: IPNetwork) -> ActiveBan? {
-        lock.withLock { active.covering(ip, jail: jail).first.flatMap { k in active[k].map { active.ban(k, $0) } } }
-    }
-
     /// What a lift of `ip` in `jail` means: the ban of exactly that address or network or, for a bare address in a
     /// jail with a ban prefix (`widen`: written without a prefix length), the ban of its network there (as `banip`
     /// widened it). nil when neither is banned.

@@ -79,9 +79,7 @@ public struct JailDefinition: Sendable {
 
     /// What a failure of `ip` counts against, and what its ban covers: the address, or its network of the jail's
     /// prefix length.
-    public func banTarget(_ ip: IPAddress) -> IPNetwork {
-        IPNetwork(address: ip, prefix: ip.isIPv4 ? banPrefix4 : banPrefix6)
-    }
+    public func banTarget(_ ip: IPAddress) -> IPNetwork { banTarget(IPNetwork(ip)) }
 
     /// A failure ID that is a network already (fail2ban's `<SUBNET>`), widened to the jail's prefix if that is shorter.
     public func banTarget(_ network: IPNetwork) -> IPNetwork {

@@ -63,16 +63,28 @@ public final class Allowlist: Sendable {
         }
     }
 
-    /// Removes entries of `network`: all of them (`jail` left out), the one for every jail (`.some(nil)`), or the
-    /// one of a jail (`.some("dovecot")`). Returns what was removed.
-    public func remove(_ network: IPNetwork, jail: String?? = .none) throws -> [AllowlistEntry] {
+    /// Which entries of a network a removal takes.
+    public enum Scope: Sendable {
+        /// Every entry of the network, whatever its jail.
+        case all
+        /// The entry of one jail, or (nil) the one for every jail.
+        case entry(jail: String?)
+
+        public var description: String {
+            switch self {
+            case .all: ""
+            case .entry(let jail): " for \(jail.map { "jail \($0)" } ?? "every jail")"
+            }
+        }
+    }
+
+    /// Removes entries of `network`. Returns what was removed.
+    public func remove(_ network: IPNetwork, scope: Scope = .all) throws -> [AllowlistEntry] {
         let matching = entries.withLock { list in
             list.filter { e in
                 guard e.ip == network else { return false }
-                switch jail {
-                case .none: return true
-                case .some(let j): return e.jail == j
-                }
+                if case .entry(let jail) = scope { return e.jail == jail }
+                return true
             }
         }
         try store?.removeAllowlistEntries(matching)

@@ -63,12 +63,10 @@ public struct IgnoreList: Sendable {
     /// nil when it would not. For a single address, `reason(for:)`.
     public func reason(covering network: IPNetwork) -> String? {
         if network.isSingleAddress { return reason(for: network.address) }
-        if ignoreSelf, SelfAddresses.current.contains(where: { network.contains($0) }),
-            let own = SelfAddresses.current.sorted().first(where: { network.contains($0) })
-        {
+        if ignoreSelf, let own = SelfAddresses.current.filter({ network.contains($0) }).min() {
             return "ignoreself: it contains \(own), an address of this host"
         }
-        if let single = singles.sorted().first(where: { network.contains($0) }) { return "it contains \(single), in ignoreip" }
+        if let single = singles.filter({ network.contains($0) }).min() { return "it contains \(single), in ignoreip" }
         if let net = networks.first(where: { $0.overlaps(network) }) { return "it overlaps \(net), in ignoreip" }
         return nil
     }

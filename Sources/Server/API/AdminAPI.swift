@@ -285,9 +285,6 @@ public final class AdminAPI: HTTPHandler {
         // A bare address in a jail with a ban prefix bans its network, as a failure there would.
         let ip = request.hasPrefix ? request.ip : j.definition.banTarget(request.ip.address)
         if let why = AdminAPI.refusal(ip, jail: j) { return .problem(409, why) }
-        if let entry = daemon.banManager.allowlist?.entry(protecting: ip, jail: jail) {
-            return .problem(409, BanManager.ManualError.allowlisted(entry, asked: ip).description)
-        }
         let manager = daemon.banManager!
         if let existing = manager.bans(of: ip).first(where: { $0.jail == jail && $0.ip == ip }) {
             return .json(200, AdminAPI.banJSON(existing))

@@ -84,14 +84,13 @@ extension AdminAPI {
     /// Removes the entries of a network (`?jail=` one jail's; `?jail=` empty: the one for every jail).
     func removeFromAllowlist(_ ip: IPNetwork, target: RequestTarget) -> HTTPResponse {
         guard let list = daemon.banManager.allowlist else { return .problem(404, "the allowlist is not available") }
-        let which: String??
-        if let j = target.parameter("jail") { which = .some(j.isEmpty ? nil : j) } else { which = .none }
+        let scope = target.parameter("jail").map { Allowlist.Scope.entry(jail: $0.isEmpty ? nil : $0) } ?? .all
         let removed: [AllowlistEntry]
-        do { removed = try list.remove(ip, jail: which) } catch {
+        do { removed = try list.remove(ip, scope: scope) } catch {
             return .problem(500, "the allowlist entry could not be removed: \(error)")
         }
         guard !removed.isEmpty else {
-            return .problem(404, "\(ip) is not in the allowlist" + (which.map { " for \($0.map { "jail \($0)" } ?? "every jail")" } ?? ""))
+            return .problem(404, "\(ip) is not in the allowlist\(scope.description)")
         }
         for e in removed { log.notice("Allowlist: \(e.description) removed") }
         var o = JSONObject()

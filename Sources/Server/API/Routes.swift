@@ -13,7 +13,8 @@ enum Route: Equatable {
     case allowlistEntry(String)
     case jailFailures(String)
 
-    init?(_ segments: [String]) {
+    init?(_ path: [String]) {
+        let segments = Route.joiningPrefixLength(path)
         switch segments.count {
         case 1:
             switch segments[0] {
@@ -32,21 +33,23 @@ enum Route: Equatable {
             case "allowlist": self = .allowlistEntry(segments[1])
             default: return nil
             }
-        // A network may come with its slash unencoded: /bans/2001:db8::/64 (or encoded, %2F, in one segment).
-        case 3 where segments[0] == "bans" && Route.isPrefixLength(segments[2]): self = .ban(segments[1] + "/" + segments[2])
-        case 3 where segments[0] == "allowlist" && Route.isPrefixLength(segments[2]): self = .allowlistEntry(segments[1] + "/" + segments[2])
         case 3 where segments[0] == "jails" && segments[2] == "failures": self = .jailFailures(segments[1])
         case 3 where segments[0] == "jails" && segments[2] == "bans": self = .jailBans(segments[1])
         case 4 where segments[0] == "jails" && segments[2] == "bans": self = .jailBan(segments[1], segments[3])
-        case 5 where segments[0] == "jails" && segments[2] == "bans" && Route.isPrefixLength(segments[4]):
-            self = .jailBan(segments[1], segments[3] + "/" + segments[4])
         default: return nil
         }
     }
 
-    /// A segment that can only be the prefix length of a network split at its slash (`64`, `129` too: refused
-    /// later with the reason).
-    static func isPrefixLength(_ s: String) -> Bool { (1...3).contains(s.utf8.count) && s.utf8.allSatisfy { (48...57).contains($0) } }
+    /// A network may come with its slash unencoded (`/bans/2001:db8::/64`; encoded, `%2F`, it is one segment
+    /// already): a last segment that can only be a prefix length (`64`, `129` too: refused later with the reason),
+    /// after one that holds an address, is joined to it.
+    static func joiningPrefixLength(_ segments: [String]) -> [String] {
+        guard segments.count >= 3, let last = segments.last, (1...3).contains(last.utf8.count),
+            last.utf8.allSatisfy({ (48...57).contains($0) }),
+            segments[segments.count - 2].utf8.contains(where: { $0 == UInt8(ascii: ":") || $0 == UInt8(ascii: ".") })
+        else { return segments }
+        return segments.dropLast(2) + [segments[segments.count - 2] + "/" + last]
+    }
 
     var methods: [String] {
         switch self {
