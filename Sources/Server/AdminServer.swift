@@ -39,6 +39,8 @@ public final class AdminServer: Sendable {
         options.maxConnectionsPerClient = settings.maxConnectionsPerClient
         options.idleTimeout = settings.idleTimeout
         options.requestTimeout = settings.requestTimeout
+        options.streamKeepAlive = settings.eventsKeepAlive
+        options.streamBufferLimit = settings.eventsBuffer
         if settings.threads > 0 { options.threads = settings.threads }
         let counters = HTTPCounters()
         api = AdminAPI(daemon: daemon, access: access, counters: counters, log: log)

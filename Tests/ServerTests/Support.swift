@@ -76,8 +76,10 @@ final class LiveDaemon: @unchecked Sendable {
 final class RawConnection {
     let fd: Int32
 
-    init(port: UInt16, timeout: Int = 10) throws {
+    /// `receiveBuffer`: SO_RCVBUF, set before connecting (it bounds the window the server may fill).
+    init(port: UInt16, timeout: Int = 10, receiveBuffer: Int32? = nil) throws {
         fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        if var size = receiveBuffer { setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, socklen_t(MemoryLayout<Int32>.size)) }
         var sa = sockaddr_in()
         sa.sin_family = sa_family_t(AF_INET)
         sa.sin_port = port.bigEndian

@@ -75,7 +75,7 @@ public final class BanManager: @unchecked Sendable {
     private var pending: [BanDecision] = []
     /// Bans lifted by request, waiting for the worker: the worker alone changes bans, so that a lift cannot
     /// interleave with an expiry or a new ban of the same address.
-    private var pendingLifts: [(id: UInt64, jail: String, ip: IPNetwork, reason: String)] = []
+    private var pendingLifts: [(id: UInt64, jail: String, ip: IPNetwork, reason: String, kind: FeedEvent.UnbanReason)] = []
     private var liftResults: [UInt64: Result<Bool, any Error>] = [:]
     private var nextLiftID: UInt64 = 0
     private var stopping = false
@@ -104,14 +104,17 @@ public final class BanManager: @unchecked Sendable {
 
     /// Runtime trusted addresses: a ban that would reach one is not made.
     public let allowlist: Allowlist?
+    /// Where bans and unbans are told as they happen (`GET /events`), after they are in force or lifted.
+    public let events: EventFeed?
 
     public init(
-        store: BanStore?, log: Logger, allowlist: Allowlist? = nil, maxPending: Int = BanManager.defaultMaxPending,
+        store: BanStore?, log: Logger, allowlist: Allowlist? = nil, events: EventFeed? = nil, maxPending: Int = BanManager.defaultMaxPending,
         maxBatch: Int = BanManager.defaultMaxBatch
     ) {
         self.store = store
         self.log = log
         self.allowlist = allowlist
+        self.events = events
         self.maxPending = max(1, maxPending)
         self.maxBatch = max(1, maxBatch)
     }
@@ -350,16 +353,17 @@ public final class BanManager: @unchecked Sendable {
 
     /// Lifts a ban: store first, then the packet filter. Returns false when there was none. The worker does it
     /// (this waits for it), between its other changes; without a running worker, the caller does.
+    /// `reason` is what the log and the event feed say; `kind`, what the feed's unban event names.
     @discardableResult
-    public func unban(jail: String, ip: IPNetwork, reason: String = "by request") throws -> Bool {
+    public func unban(jail: String, ip: IPNetwork, reason: String = "by request", kind: FeedEvent.UnbanReason = .request) throws -> Bool {
         lock.lock()
         guard running && !finished else {
             lock.unlock()
-            return try lift(jail: jail, ip: ip, reason: reason)
+            return try lift(jail: jail, ip: ip, reason: reason, kind: kind)
         }
         let id = nextLiftID
         nextLiftID += 1
-        pendingLifts.append((id, jail, ip, reason))
+        pendingLifts.append((id, jail, ip, reason, kind))
         worker?.wake()
         while liftResults[id] == nil { lock.wait() }
         let result = liftResults.removeValue(forKey: id)!
@@ -368,7 +372,7 @@ public final class BanManager: @unchecked Sendable {
     }
 
     /// Lifts one ban (on the worker, or with no worker running).
-    private func lift(jail: String, ip: IPNetwork, reason: String) throws -> Bool {
+    private func lift(jail: String, ip: IPNetwork, reason: String, kind: FeedEvent.UnbanReason) throws -> Bool {
         changing.lock(); defer { changing.unlock() }
         let (key, firewall): (Key?, (any Firewall)?) = lock.withLock {
             guard let key = active.existingKey(jail, ip), active[key] != nil else { return (nil, nil) }
@@ -382,6 +386,7 @@ public final class BanManager: @unchecked Sendable {
             stats.unbansTotal[jail, default: 0] += 1
         }
         log.notice("[\(jail)] Unban \(ip) (\(reason))")
+        events?.publish([.unban(jail: jail, ip: ip, reason: kind, text: reason)])
         return true
     }
 
@@ -455,7 +460,7 @@ public final class BanManager: @unchecked Sendable {
             if !batch.isEmpty { apply(batch, now: now) }
             if !due.isEmpty { expire(due, now: now) }
             var lifted: [(UInt64, Result<Bool, any Error>)] = []
-            for l in lifts { lifted.append((l.id, Result { try lift(jail: l.jail, ip: l.ip, reason: l.reason) })) }
+            for l in lifts { lifted.append((l.id, Result { try lift(jail: l.jail, ip: l.ip, reason: l.reason, kind: l.kind) })) }
             lock.lock()
             if batch.count >= 1000 && pending.isEmpty {
                 // A storm leaves its decisions' memory (log lines) in malloc's free lists: give it back.
@@ -527,6 +532,16 @@ public final class BanManager: @unchecked Sendable {
             let dry = p.setup.firewall is DryRunFirewall ? " (dry-run: packet filter untouched)" : ""
             for a in p.absorbs { log.notice("[\(p.ban.jail)] Unban \(a.ip) (inside the new ban of \(p.ban.ip))") }
             log.notice("[\(p.ban.jail)] Ban \(p.ban.ip) for \(p.ban.banTime.isPermanent ? "ever" : p.ban.banTime.description): \(p.reason)\(dry)")
+        }
+        if let events {
+            var told: [EventFeed.Publishable] = []
+            for p in made {
+                for a in p.absorbs { told.append(.unban(jail: p.ban.jail, ip: a.ip, reason: .network, text: "inside the new ban of \(p.ban.ip)")) }
+                let b = p.ban
+                told.append(
+                    .ban(jail: b.jail, ip: b.ip, bannedAt: b.bannedAt, banTime: b.banTime, banCount: b.banCount, failures: b.failures, reason: p.reason))
+            }
+            events.publish(told, now: now)
         }
     }
 
@@ -819,6 +834,7 @@ public final class BanManager: @unchecked Sendable {
         }
         lock.unlock()
         for (_, jail, ip) in due { log.notice("[\(jail)] Unban \(ip) (ban time over)") }
+        events?.publish(due.map { .unban(jail: $0.1, ip: $0.2, reason: .expired, text: "ban time over") }, now: now)
     }
 }
 

@@ -84,6 +84,10 @@ public struct APISettings: Sendable, Equatable {
     public var idleTimeout: Double = 60
     /// Seconds a client has to send a whole request once it has started one (slow-header and slow-body defence).
     public var requestTimeout: Double = 10
+    /// Seconds of silence after which an event stream gets a keep-alive comment (proxies close quiet connections).
+    public var eventsKeepAlive: Double = 15
+    /// Bytes an event-stream subscriber may fall behind before it is dropped.
+    public var eventsBuffer = 1 << 20
 
     public init() {}
 
@@ -113,7 +117,15 @@ public struct APISettings: Sendable, Equatable {
             guard let n = Int(v), n >= 1 else { throw ConfigError("[api] max_connections_per_client must be a positive number, not '\(v)'", at: loc) }
             a.maxConnectionsPerClient = n
         }
-        for (key, path) in [("idle_timeout", \APISettings.idleTimeout), ("request_timeout", \APISettings.requestTimeout)] {
+        if let (v, loc) = try value("events_buffer") {
+            guard let n = Int(v), (4096...(1 << 30)).contains(n) else {
+                throw ConfigError("[api] events_buffer must be a number of bytes from 4096 to 1073741824, not '\(v)'", at: loc)
+            }
+            a.eventsBuffer = n
+        }
+        for (key, path) in [
+            ("idle_timeout", \APISettings.idleTimeout), ("request_timeout", \APISettings.requestTimeout), ("events_keepalive", \APISettings.eventsKeepAlive),
+        ] {
             if let (v, loc) = try value(key) {
                 let seconds: Double
                 do { seconds = try TimeExpression.seconds(v) } catch { throw ConfigError("[api] \(key): \(error)", at: loc) }

@@ -23,6 +23,8 @@ public final class Daemon: @unchecked Sendable {
     private let openNftables: () throws -> NftablesFirewall
     private var lastPurge = 0.0
     public let startedAt = Clock.now()
+    /// Bans, unbans, failures and reloads as they happen (`GET /events`).
+    public let events: EventFeed
 
     public struct StartError: Error, CustomStringConvertible {
         public let message: String
@@ -33,6 +35,7 @@ public final class Daemon: @unchecked Sendable {
         self.configPath = configPath
         self.log = log
         self.openNftables = openNftables
+        events = EventFeed(startedAt: startedAt)
     }
 
     /// Why the daemon is not all it should be, for `/health`: jails left out at the last (re)load, a failed
@@ -132,7 +135,7 @@ public final class Daemon: @unchecked Sendable {
         do { allowlist = try Allowlist(store: store) } catch {
             throw StartError(message: "cannot read the allowlist from \(store?.path ?? "the store"): \(error)")
         }
-        let banManager = BanManager(store: store, log: log, allowlist: allowlist)
+        let banManager = BanManager(store: store, log: log, allowlist: allowlist, events: events)
         manager.withLock { $0 = banManager }
         var setups = try setups(for: config.jails, troubles: &troubles)
         guard !setups.isEmpty else { throw StartError(message: "no jail could start") }
@@ -163,7 +166,7 @@ public final class Daemon: @unchecked Sendable {
     private func startJail(_ definition: JailDefinition) -> String? {
         do {
             let manager = banManager!
-            let runtime = try JailRuntime(definition, log: log, allowlist: manager.allowlist) { decision in manager.submit(decision) }
+            let runtime = try JailRuntime(definition, log: log, allowlist: manager.allowlist, events: events) { decision in manager.submit(decision) }
             if let store {
                 let logger = log
                 runtime.prepareFollower = { follower in
@@ -259,19 +262,29 @@ public final class Daemon: @unchecked Sendable {
             log.error("reload failed, the previous configuration keeps running: \(error)")
             errors.append("reload failed, the previous configuration keeps running: \(error)")
             configTrouble.withLock { $0 = troubles + ["the last reload failed, the previous configuration keeps running: \(error)"] }
+            events.publish([.reload(jails: jails.keys.sorted(), errors: errors)])
             return ReloadSummary(jails: jails.keys.sorted(), errors: errors)
         }
         log.setLevel(config.settings.logLevel)
         settings = config.settings
         let wanted = Set(setups.map(\.definition.name))
+        var dropped: [EventFeed.Publishable] = []
         for name in Array(jails.keys) {
             stopJail(name)
-            if !wanted.contains(name) { log.info("[\(name)] Jail stopped (no longer enabled)") }
+            if !wanted.contains(name) {
+                log.info("[\(name)] Jail stopped (no longer enabled)")
+                // Out of the packet filter with the jail's layout; the store keeps them for the jail's return.
+                for ip in banManager.bannedAddresses(jail: name) {
+                    dropped.append(.unban(jail: name, ip: ip, reason: .reload, text: "the jail was stopped by a reload"))
+                }
+            }
         }
+        events.publish(dropped)
         for s in setups { if let problem = startJail(s.definition) { troubles.append(problem) } }
         errors = troubles
         configTrouble.withLock { $0 = troubles }
         log.notice("Configuration reloaded: \(jails.count) jail(s)")
+        events.publish([.reload(jails: jails.keys.sorted(), errors: errors)])
         return ReloadSummary(jails: jails.keys.sorted(), errors: errors)
     }
 }

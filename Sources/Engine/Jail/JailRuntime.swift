@@ -33,17 +33,20 @@ public final class JailRuntime: @unchecked Sendable {
     private let gateways: Gateways
     private var warnedGateway = false
     private let allowlist: Allowlist?
+    /// Failure events, made only while a subscriber asked for them (`?types=failure`).
+    private let events: EventFeed?
 
     public var name: String { definition.name }
 
     /// Compiles the jail's filter. Throws `LineFilter.CompileError` (with the regex and PCRE2's message) or
     /// `ConfigError` for a bad date pattern.
     public init(
-        _ definition: JailDefinition, log: Logger, gateways: Gateways = .shared, allowlist: Allowlist? = nil,
+        _ definition: JailDefinition, log: Logger, gateways: Gateways = .shared, allowlist: Allowlist? = nil, events: EventFeed? = nil,
         onBan: @escaping @Sendable (BanDecision) -> Void
     ) throws {
         self.definition = definition
         self.allowlist = allowlist
+        self.events = events
         self.gateways = gateways
         self.log = log
         self.onBan = onBan
@@ -153,12 +156,18 @@ public final class JailRuntime: @unchecked Sendable {
             counted.append((target, time, f.data.matches.map(\.text), f.data.value("user") ?? f.data.users.last))
         }
         // Most lines fail nothing: the tracker's lock only for those that do.
+        let told = events?.wantsFailures == true
+        var failureEvents: [EventFeed.Publishable] = []
         let tracked: (current: Int, evicted: Int)? =
             counted.isEmpty
             ? nil
             : tracker.withLock { t in
                 for c in counted {
-                    if let decision = t.record(c.target, time: c.time, lines: c.lines, user: c.user, jail: name) { decisions.append(decision) }
+                    let decision = t.record(c.target, time: c.time, lines: c.lines, user: c.user, jail: name)
+                    if let decision { decisions.append(decision) }
+                    if told {
+                        failureEvents.append(.failure(jail: name, ip: c.target, failures: decision?.failures ?? t.failures(of: c.target), user: c.user))
+                    }
                 }
                 return (t.currentlyFailed, t.evicted)
             }
@@ -174,6 +183,7 @@ public final class JailRuntime: @unchecked Sendable {
             $0.totalBanDecisions += decisions.count
             $0.lastLineAt = now
         }
+        if !failureEvents.isEmpty { events?.publish(failureEvents, now: now) }
         for d in decisions { onBan(d) }
     }
 

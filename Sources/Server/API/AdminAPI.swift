@@ -87,6 +87,8 @@ public final class AdminAPI: HTTPHandler {
             return .deferred { [self] in removeFromAllowlist(ip, target: target) }
         case .jailFailures(let jail):
             return .response(failures(jail: jail, target: target))
+        case .events:
+            return events(request, target: target)
         }
     }
 

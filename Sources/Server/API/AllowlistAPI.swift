@@ -67,7 +67,7 @@ extension AdminAPI {
         var failures: [String] = []
         for ban in manager.bans(overlapping: entry.ip, jail: entry.jail) {
             do {
-                if try manager.unban(jail: ban.jail, ip: ban.ip, reason: "allowlisted by \(entry.ip)") { lifted.append((ban.jail, ban.ip)) }
+                if try manager.unban(jail: ban.jail, ip: ban.ip, reason: "allowlisted by \(entry.ip)", kind: .allowlist) { lifted.append((ban.jail, ban.ip)) }
             } catch {
                 failures.append("\(ban.ip) in \(ban.jail): \(error)")
             }

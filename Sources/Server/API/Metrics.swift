@@ -85,6 +85,14 @@ extension AdminAPI {
         m.sample("portcullis_http_connections", [], Double(http.openConnections))
         m.family("portcullis_http_connections_refused_total", "counter", "Connections refused (over max_connections, or out of descriptors).")
         m.sample("portcullis_http_connections_refused_total", [], Double(http.refusedConnections))
+        m.family("portcullis_event_subscribers", "gauge", "Clients following GET /events now.")
+        m.sample("portcullis_event_subscribers", [], Double(daemon.events.subscriberCount))
+        m.family("portcullis_events_sent_total", "counter", "Events handed to GET /events subscribers (one per event and subscriber).")
+        m.sample("portcullis_events_sent_total", [], Double(daemon.events.eventsHandedOut))
+        m.family(
+            "portcullis_event_subscribers_dropped_total", "counter",
+            "GET /events subscribers ended by the server because they read too slowly (events_buffer).")
+        m.sample("portcullis_event_subscribers_dropped_total", [], Double(http.droppedStreams))
         return HTTPResponse(status: 200, headers: [("Content-Type", "text/plain; version=0.0.4; charset=utf-8")], body: Array(m.text.utf8))
     }
 

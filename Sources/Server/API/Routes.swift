@@ -12,6 +12,7 @@ enum Route: Equatable {
     case allowlist
     case allowlistEntry(String)
     case jailFailures(String)
+    case events
 
     init?(_ path: [String]) {
         let segments = Route.joiningPrefixLength(path)
@@ -24,6 +25,7 @@ enum Route: Equatable {
             case "metrics": self = .metrics
             case "reload": self = .reload
             case "allowlist": self = .allowlist
+            case "events": self = .events
             default: return nil
             }
         case 2:
@@ -59,6 +61,7 @@ enum Route: Equatable {
         case .ban: ["GET", "HEAD", "DELETE"]
         case .jailBans, .reload: ["POST"]
         case .jailBan: ["DELETE"]
+        case .events: ["GET"]
         }
     }
 

@@ -28,6 +28,12 @@ final class Connection {
     /// TCP: counted against max_connections and, by `peer`, against max_connections_per_client.
     var isTCP = false
     var peer: PeerAddress?
+    /// The streamed body in progress (after its head): the connection takes no more requests.
+    var stream: (any HTTPStream)?
+    /// The stream's body is in chunks (HTTP/1.1); else it ends with the connection (HTTP/1.0).
+    var streamChunked = false
+    /// The connection carried a stream (it may have ended, its last bytes still going out).
+    var streamed = false
 
     /// The socket's number, for the loop's table and system calls (lent: the connection owns it).
     var fd: Int32 { socket.rawValue }

@@ -23,6 +23,8 @@ final class EventLoop: @unchecked Sendable {
     /// client (otherwise the listening socket stays readable and the loop spins).
     private var reserve: FileDescriptor?
     private let completions = Locked<[(id: UInt64, fd: Int32, response: HTTPResponse)]>([])
+    /// Streams that have something to send (their `wake`), by connection.
+    private let readyStreams = Locked<[(id: UInt64, fd: Int32)]>([])
     /// The loop's thread; its eventfd wakes the loop for completions and for the stop.
     private let thread: StoppableThread
     private let counters: HTTPCounters
@@ -32,6 +34,8 @@ final class EventLoop: @unchecked Sendable {
 
     /// Pending output beyond which a connection is not read from (a client that pipelines without reading).
     private static let outputHighWater = 256 * 1024
+    /// SO_SNDBUF of a stream's socket (the kernel doubles it for its bookkeeping).
+    private static let streamSocketBuffer = 64 * 1024
     private static let listenerTag: UInt64 = 1 << 40
     private static let wakeTag: UInt64 = 1 << 41
 
@@ -97,6 +101,7 @@ final class EventLoop: @unchecked Sendable {
                     if data & EventLoop.wakeTag != 0 {
                         thread.drainWake()
                         deliverCompletions(now)
+                        pumpStreams(now)
                     } else if data & EventLoop.listenerTag != 0 {
                         let index = Int(data & 0xffff)
                         if index < listeners.count { accept(from: index, now: now) }
@@ -131,7 +136,10 @@ final class EventLoop: @unchecked Sendable {
     private func beginShutdown(_ now: Double) {
         closeListeners()
         for case let c? in connections {
-            if !c.busy && c.parser.buffered == 0 && c.outPending == 0 {
+            if c.stream != nil {
+                endStream(c, why: "the server is stopping")
+                flush(c, now)
+            } else if !c.busy && c.parser.buffered == 0 && c.outPending == 0 {
                 closeConnection(c)
             } else {
                 c.stopAfterCurrent = true
@@ -246,7 +254,7 @@ final class EventLoop: @unchecked Sendable {
             if n > 0 {
                 total += n
                 // After the answer that ends a connection, whatever else the client sends is read and dropped.
-                if !c.draining && !c.closeAfterWrite {
+                if !c.draining && !c.closeAfterWrite && !c.streamed {
                     readBuffer.withUnsafeBytes { c.parser.feed(UnsafeRawBufferPointer(rebasing: $0[0..<n])) }
                 }
                 if n < readBuffer.count { break }
@@ -255,7 +263,7 @@ final class EventLoop: @unchecked Sendable {
                 break
             }
         }
-        if c.draining {
+        if c.draining || c.streamed {
             if c.peerClosed { closeConnection(c) }
             return
         }
@@ -270,7 +278,7 @@ final class EventLoop: @unchecked Sendable {
         var heldBack: Bool
         repeat {
             heldBack = false
-            while !c.busy && !c.closeAfterWrite {
+            while !c.busy && !c.closeAfterWrite && !c.streamed {
                 if c.outPending >= EventLoop.outputHighWater { heldBack = true; break }
                 let event: HTTPParser.Event?
                 do {
@@ -306,6 +314,8 @@ final class EventLoop: @unchecked Sendable {
         switch handler.handle(request, context: c.context) {
         case .response(let response):
             respond(c, response, head: head, keepAlive: keepAlive, http10: http10)
+        case .stream(let streamHead, let stream):
+            startStream(c, streamHead, stream, isHead: head, http10: http10)
         case .deferred(let work):
             c.busy = true
             c.deferred = (head, keepAlive, http10)
@@ -316,6 +326,93 @@ final class EventLoop: @unchecked Sendable {
                 thread.wake()
             }
         }
+    }
+
+    // MARK: streams
+
+    /// Writes a stream's head and first bytes; from now on the connection carries that stream alone (requests
+    /// pipelined behind it are not answered: read and dropped).
+    private func startStream(_ c: Connection, _ head: HTTPResponse, _ stream: any HTTPStream, isHead: Bool, http10: Bool) {
+        counters.state.withLock { $0.count(head.status) }
+        c.out.append(contentsOf: "HTTP/1.1 \(head.status) \(HTTPResponse.reason(head.status))\r\n".utf8)
+        for (name, value) in head.headers { c.out.append(contentsOf: "\(name): \(value)\r\n".utf8) }
+        // HTTP/1.1: chunks, so that a proxy knows a cut stream from an ended one; HTTP/1.0 has none: the body
+        // ends with the connection.
+        c.out.append(contentsOf: (http10 ? "Connection: close" : "Transfer-Encoding: chunked").utf8)
+        c.out.append(contentsOf: "\r\nDate: \(date())\r\n\r\n".utf8)
+        c.streamed = true
+        if isHead {
+            stream.close()
+            c.closeAfterWrite = true
+            return
+        }
+        c.stream = stream
+        c.streamChunked = !http10
+        // The kernel would otherwise let a subscriber that does not read hold megabytes of socket buffer (it grows
+        // the buffer for a fast link): small, the bound on what a stalled client costs is ours.
+        var size = Int32(EventLoop.streamSocketBuffer)
+        setsockopt(c.fd, SOL_SOCKET, SO_SNDBUF, &size, socklen_t(MemoryLayout<Int32>.size))
+        counters.state.withLock { $0.openStreams += 1 }
+        let id = c.id, fd = c.fd
+        let first = stream.open(wake: { [weak self] in self?.streamReady(id: id, fd: fd) })
+        appendToStream(c, first)
+    }
+
+    /// A stream's `wake`: any thread.
+    private func streamReady(id: UInt64, fd: Int32) {
+        readyStreams.withLock { $0.append((id, fd)) }
+        thread.wake()
+    }
+
+    private func pumpStreams(_ now: Double) {
+        let ready = readyStreams.withLock { list -> [(id: UInt64, fd: Int32)] in
+            defer { list = [] }
+            return list
+        }
+        for (id, fd) in ready {
+            guard Int(fd) < connections.count, let c = connections[Int(fd)], c.id == id, let stream = c.stream else { continue }
+            switch stream.take() {
+            case .nothing: continue
+            case .bytes(let bytes):
+                // Over the limit with what is still unsent from before: the client is not keeping up.
+                if c.outPending > options.streamBufferLimit {
+                    endStream(
+                        c, why: "the client read too slowly: \(c.outPending) bytes were waiting for it (limit \(options.streamBufferLimit))", dropped: true)
+                } else {
+                    appendToStream(c, bytes)
+                }
+            }
+            flush(c, now)
+            if let c = connections[Int(fd)] { settle(c) }
+        }
+    }
+
+    private func appendToStream(_ c: Connection, _ bytes: [UInt8]) {
+        guard !bytes.isEmpty else { return }
+        if c.streamChunked {
+            c.out.append(contentsOf: String(bytes.count, radix: 16).utf8)
+            c.out.append(contentsOf: "\r\n".utf8)
+            c.out.append(contentsOf: bytes)
+            c.out.append(contentsOf: "\r\n".utf8)
+        } else {
+            c.out.append(contentsOf: bytes)
+        }
+    }
+
+    /// Ends a stream from the server's side: its farewell, the last chunk, then the connection closes once they
+    /// are written (or when the client has not read for `3 × requestTimeout`).
+    private func endStream(_ c: Connection, why: String, dropped: Bool = false) {
+        guard let stream = c.stream else { return }
+        appendToStream(c, stream.farewell(why))
+        if c.streamChunked { c.out.append(contentsOf: "0\r\n\r\n".utf8) }
+        stream.close()
+        c.stream = nil
+        c.closeAfterWrite = true
+        counters.state.withLock {
+            $0.openStreams -= 1
+            if dropped { $0.droppedStreams += 1 }
+        }
+        if dropped { log.warning("API: an event stream was dropped: \(why)") }
     }
 
     private func deliverCompletions(_ now: Double) {
@@ -402,6 +499,15 @@ final class EventLoop: @unchecked Sendable {
         for case let c? in connections {
             if c.draining {
                 if now > c.drainDeadline { closeConnection(c) }
+            } else if c.streamed {
+                if c.outPending > 0 {
+                    // A subscriber that stopped reading altogether (its socket buffer full).
+                    if now - c.lastWrite > options.requestTimeout * 3 { closeConnection(c) }
+                } else if let stream = c.stream, now - c.lastWrite >= options.streamKeepAlive {
+                    appendToStream(c, stream.keepAlive)
+                    flush(c, now)
+                    if let c = connections[Int(c.fd)] { settle(c) }
+                }
             } else if c.busy {
                 continue
             } else if c.outPending > 0 {
@@ -425,6 +531,11 @@ final class EventLoop: @unchecked Sendable {
         // The socket closes when the last reference to `c` goes (the caller's, at the end of this event).
         connections[Int(c.fd)] = nil
         connectionCount -= 1
+        if let stream = c.stream {
+            stream.close()
+            c.stream = nil
+            counters.state.withLock { $0.openStreams -= 1 }
+        }
         _ = (c.isTCP ? gates.tcp : gates.unix).leave()
         if let p = c.peer { gates.perClient.leave(p) }
         let open = gates.tcp.current + gates.unix.current

@@ -13,4 +13,7 @@ public struct HTTPStats: Sendable {
     public var openConnections = 0
     public var acceptedConnections = 0
     public var refusedConnections = 0
+    /// Streamed answers open now, and those ended by the server because the client read too slowly.
+    public var openStreams = 0
+    public var droppedStreams = 0
 }

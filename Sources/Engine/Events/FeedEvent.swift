@@ -1,0 +1,88 @@
+import Platform
+
+/// Something that happened, as the event feed (`GET /events`) tells it.
+public struct FeedEvent: Sendable {
+    public enum Kind: String, Sendable, CaseIterable {
+        case ban, unban, failure, reload
+    }
+
+    /// Why a ban ended (the `reason` field of an unban event).
+    public enum UnbanReason: String, Sendable {
+        /// Its ban time was over.
+        case expired
+        /// Lifted through the API or the CLI.
+        case request
+        /// A reload stopped its jail: the packet filter no longer holds it (the store keeps it, and it is back if
+        /// the jail comes back).
+        case reload
+        /// An allowlist entry that reaches it was added.
+        case allowlist
+        /// A wider ban of the same jail took its place.
+        case network
+    }
+
+    public enum Detail: Sendable {
+        case ban(bannedAt: Double, banTime: BanTime, banCount: Int, failures: Int, reason: String)
+        case unban(UnbanReason, text: String)
+        /// `failures`: counted so far within findtime, this one included.
+        case failure(failures: Int, user: String?)
+        case reload(jails: [String], errors: [String])
+    }
+
+    /// Unique and increasing within a run of the daemon (see `EventFeed.base`).
+    public let id: UInt64
+    public let time: Double
+    /// nil for a reload.
+    public let jail: String?
+    public let ip: IPNetwork?
+    public let detail: Detail
+
+    public var kind: Kind {
+        switch detail {
+        case .ban: .ban
+        case .unban: .unban
+        case .failure: .failure
+        case .reload: .reload
+        }
+    }
+
+    /// The event's JSON object (the `data:` line).
+    public var json: String {
+        var o = JSONObject()
+        o.string("type", kind.rawValue)
+        o.string("time", RFC3339.format(time))
+        if let jail { o.string("jail", jail) }
+        if let ip { o.string("ip", ip.description) }
+        switch detail {
+        case .ban(let bannedAt, let banTime, let banCount, let failures, let reason):
+            o.string("bannedAt", RFC3339.format(bannedAt))
+            o.optionalString("expiresAt", banTime.isPermanent ? nil : RFC3339.format(bannedAt + banTime.fail2banSeconds))
+            o.double("banTime", banTime.fail2banSeconds)
+            o.int("banCount", banCount)
+            o.int("failures", failures)
+            o.string("reason", reason)
+        case .unban(let reason, let text):
+            o.string("reason", reason.rawValue)
+            o.string("detail", text)
+        case .failure(let failures, let user):
+            o.int("failures", failures)
+            o.optionalString("user", user)
+        case .reload(let jails, let errors):
+            o.strings("jails", jails)
+            o.strings("errors", errors)
+        }
+        return o.text
+    }
+
+    /// The event as Server-Sent Events put it on the wire: `id`, `event` and one `data` line (JSON text holds no
+    /// line break), ended by an empty line.
+    public var frame: [UInt8] {
+        var out: [UInt8] = []
+        let data = json
+        out.reserveCapacity(data.utf8.count + 48)
+        out.append(contentsOf: "id: \(id)\nevent: \(kind.rawValue)\ndata: ".utf8)
+        out.append(contentsOf: data.utf8)
+        out.append(contentsOf: "\n\n".utf8)
+        return out
+    }
+}
