@@ -100,7 +100,7 @@ let package = Package(
             name: "IntegrationTests",
             dependencies: ["Platform", "Engine", "portcullis", "TestSupport"],
             // Scripts the tests run (namespace scenarios, deployment checks), not sources.
-            exclude: ["netns", "deploy", "differential", "docker", "events"],
+            exclude: ["netns", "deploy", "differential", "docker", "events", "observability"],
             swiftSettings: swiftSettings
         ),
     ]

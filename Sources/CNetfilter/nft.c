@@ -453,3 +453,151 @@ int pc_nft_commit(pc_nft_batch *b, pc_nft_failure *failures, size_t capacity) {
     }
     return (int)(failed < capacity ? failed : capacity);
 }
+
+// MARK: reading the table back (counters, set sizes), on sockets of their own
+
+// One dump request on a fresh socket: `cb` sees every message of the answer. A socket of its own, so that a
+// reader (a metrics scrape) never waits for the ban path's transactions, nor they for it.
+static int dump(struct nlmsghdr *request, mnl_cb_t cb, void *data) {
+    struct mnl_socket *nl = mnl_socket_open(NETLINK_NETFILTER);
+    if (!nl) return -errno;
+    if (mnl_socket_bind(nl, 0, MNL_SOCKET_AUTOPID) < 0) { int e = errno; mnl_socket_close(nl); return -e; }
+    struct timeval timeout = {.tv_sec = 10, .tv_usec = 0};
+    setsockopt(mnl_socket_get_fd(nl), SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
+    uint32_t portid = mnl_socket_get_portid(nl);
+    uint32_t seq = request->nlmsg_seq;
+    int ret = 0;
+    if (mnl_socket_sendto(nl, request, request->nlmsg_len) < 0) {
+        ret = -errno;
+    } else {
+        size_t cap = MNL_SOCKET_BUFFER_SIZE * 4;
+        char *buf = malloc(cap);
+        if (!buf) ret = -ENOMEM;
+        while (buf) {
+            ssize_t n = mnl_socket_recvfrom(nl, buf, cap);
+            if (n < 0) { ret = errno == EAGAIN ? -ETIMEDOUT : -errno; break; }
+            int r = mnl_cb_run(buf, (size_t)n, seq, portid, cb, data);
+            if (r < 0) { ret = -errno; break; }
+            if (r == MNL_CB_STOP) break;
+        }
+        free(buf);
+    }
+    mnl_socket_close(nl);
+    return ret;
+}
+
+struct rule_counters { pc_nft_rule_counter *out; size_t capacity; size_t count; };
+
+static int counter_expr(struct nftnl_expr *e, void *data) {
+    pc_nft_rule_counter *c = data;
+    const char *name = nftnl_expr_get_str(e, NFTNL_EXPR_NAME);
+    if (name && strcmp(name, "counter") == 0) {
+        c->packets += nftnl_expr_get_u64(e, NFTNL_EXPR_CTR_PACKETS);
+        c->bytes += nftnl_expr_get_u64(e, NFTNL_EXPR_CTR_BYTES);
+    }
+    return MNL_CB_OK;
+}
+
+static int rule_cb(const struct nlmsghdr *nlh, void *data) {
+    struct rule_counters *rc = data;
+    struct nftnl_rule *r = nftnl_rule_alloc();
+    if (!r) return MNL_CB_ERROR;
+    if (nftnl_rule_nlmsg_parse(nlh, r) == 0) {
+        if (rc->count < rc->capacity) {
+            pc_nft_rule_counter *c = &rc->out[rc->count];
+            memset(c, 0, sizeof *c);
+            uint32_t len = 0;
+            const uint8_t *udata = nftnl_rule_get_data(r, NFTNL_RULE_USERDATA, &len);
+            // The comment as pc_nft_add_rule wrote it: type 0, length, text with its NUL.
+            if (udata && len >= 3 && udata[0] == 0 && (uint32_t)udata[1] + 2 <= len) {
+                size_t n = udata[1] > 0 ? udata[1] - 1 : 0;
+                if (n >= sizeof c->comment) n = sizeof c->comment - 1;
+                memcpy(c->comment, udata + 2, n);
+                c->comment[n] = 0;
+            }
+            nftnl_expr_foreach(r, counter_expr, c);
+        }
+        rc->count++;
+    }
+    nftnl_rule_free(r);
+    return MNL_CB_OK;
+}
+
+int pc_nft_rule_counters(const char *table, pc_nft_rule_counter *out, size_t capacity) {
+    char buf[MNL_SOCKET_BUFFER_SIZE];
+    struct nlmsghdr *nlh = nftnl_nlmsg_build_hdr(buf, NFT_MSG_GETRULE, NFPROTO_INET, NLM_F_DUMP, (uint32_t)time(NULL));
+    struct nftnl_rule *r = nftnl_rule_alloc();
+    if (!r) return -ENOMEM;
+    nftnl_rule_set_str(r, NFTNL_RULE_TABLE, table);
+    nftnl_rule_nlmsg_build_payload(nlh, r);
+    nftnl_rule_free(r);
+    struct rule_counters rc = {out, capacity, 0};
+    int ret = dump(nlh, rule_cb, &rc);
+    return ret < 0 ? ret : (int)rc.count;
+}
+
+struct set_names { pc_nft_set_size *out; size_t capacity; size_t count; };
+
+static int set_cb(const struct nlmsghdr *nlh, void *data) {
+    struct set_names *sn = data;
+    struct nftnl_set *s = nftnl_set_alloc();
+    if (!s) return MNL_CB_ERROR;
+    if (nftnl_set_nlmsg_parse(nlh, s) == 0) {
+        const char *name = nftnl_set_get_str(s, NFTNL_SET_NAME);
+        // Anonymous sets (a rule's ports) are the kernel's "__set%d".
+        if (name && strncmp(name, "__", 2) != 0 && strlen(name) < sizeof sn->out[0].name) {
+            if (sn->count < sn->capacity) {
+                strcpy(sn->out[sn->count].name, name);
+                sn->out[sn->count].elements = 0;
+            }
+            sn->count++;
+        }
+    }
+    nftnl_set_free(s);
+    return MNL_CB_OK;
+}
+
+static int elem_count(struct nftnl_set_elem *e, void *data) {
+    uint64_t *n = data;
+    uint32_t flags = nftnl_set_elem_is_set(e, NFTNL_SET_ELEM_FLAGS) ? nftnl_set_elem_get_u32(e, NFTNL_SET_ELEM_FLAGS) : 0;
+    // A network is two elements, its start and the end after it (none for one that runs to the top): count starts.
+    if (!(flags & NFT_SET_ELEM_INTERVAL_END)) (*n)++;
+    return 0;
+}
+
+static int elems_cb(const struct nlmsghdr *nlh, void *data) {
+    uint64_t *n = data;
+    struct nftnl_set *s = nftnl_set_alloc();
+    if (!s) return MNL_CB_ERROR;
+    if (nftnl_set_elems_nlmsg_parse(nlh, s) == 0) nftnl_set_elem_foreach(s, elem_count, n);
+    nftnl_set_free(s);
+    return MNL_CB_OK;
+}
+
+int pc_nft_set_sizes(const char *table, pc_nft_set_size *out, size_t capacity) {
+    char buf[MNL_SOCKET_BUFFER_SIZE];
+    uint32_t seq = (uint32_t)time(NULL);
+    struct nlmsghdr *nlh = nftnl_nlmsg_build_hdr(buf, NFT_MSG_GETSET, NFPROTO_INET, NLM_F_DUMP, seq);
+    struct nftnl_set *s = nftnl_set_alloc();
+    if (!s) return -ENOMEM;
+    nftnl_set_set_str(s, NFTNL_SET_TABLE, table);
+    nftnl_set_nlmsg_build_payload(nlh, s);
+    nftnl_set_free(s);
+    struct set_names sn = {out, capacity, 0};
+    int ret = dump(nlh, set_cb, &sn);
+    if (ret < 0) return ret;
+    size_t listed = sn.count < capacity ? sn.count : capacity;
+    for (size_t i = 0; i < listed; i++) {
+        nlh = nftnl_nlmsg_build_hdr(buf, NFT_MSG_GETSETELEM, NFPROTO_INET, NLM_F_DUMP, ++seq);
+        struct nftnl_set *q = nftnl_set_alloc();
+        if (!q) return -ENOMEM;
+        nftnl_set_set_str(q, NFTNL_SET_TABLE, table);
+        nftnl_set_set_str(q, NFTNL_SET_NAME, out[i].name);
+        nftnl_set_elems_nlmsg_build_payload(nlh, q);
+        nftnl_set_free(q);
+        ret = dump(nlh, elems_cb, &out[i].elements);
+        // A set deleted between the two dumps (a reload): counted as empty.
+        if (ret < 0 && ret != -ENOENT) return ret;
+    }
+    return (int)sn.count;
+}

@@ -55,6 +55,13 @@ import Testing
         #expect(!feed.wantsFailures)
     }
 
+    @Test func histogramCountsCumulatively() {
+        var h = Histogram(bounds: [0.01, 0.1, 1])
+        for v in [0.005, 0.01, 0.05, 2, 0.5] { h.observe(v) }
+        #expect(h.cumulative.map(\.count) == [2, 3, 4, 5])
+        #expect(h.cumulative.last?.bound == .infinity && h.count == 5 && abs(h.sum - 2.565) < 1e-9)
+    }
+
     @Test func theWireForm() {
         let feed = EventFeed(startedAt: 1_800_000_000)
         let s = Sink([.ban])

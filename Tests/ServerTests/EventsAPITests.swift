@@ -180,6 +180,10 @@ final class SSEReader: @unchecked Sendable {
         #expect(seen[0].json["user"] as? String == "alice" && seen[1].json["ip"] as? String == "198.51.100.3")
         let ban = plain.events(1)
         #expect(ban.map(\.type) == ["ban"])
+        // The ban came from a log line: its latency is in the histogram (a manual ban's would not be).
+        let metrics = d.tcp.get("/metrics").text
+        #expect(metrics.contains("portcullis_ban_latency_seconds_count 1\n") && metrics.contains("portcullis_ban_latency_seconds_bucket{le=\"+Inf\"} 1\n"))
+        #expect(metrics.contains("portcullis_ban_latency_seconds_bucket{le=\"10\"} 1\n"))
         #expect(d.daemon.events.wantsFailures)
     }
 

@@ -91,4 +91,28 @@ typedef struct {
 /// applied nothing), or -errno when the socket itself failed.
 int pc_nft_commit(pc_nft_batch *batch, pc_nft_failure *failures, size_t capacity);
 
+/// A rule of the table as the kernel holds it: its comment (user data written by pc_nft_add_rule) and the totals
+/// of its counters.
+typedef struct {
+    char comment[128];
+    uint64_t packets;
+    uint64_t bytes;
+} pc_nft_rule_counter;
+
+/// Reads the rules of inet `table` on a netlink socket of its own (a reader never waits for a transaction, nor
+/// a transaction for it). Fills at most `capacity`; returns how many rules there are, or -errno (ENOENT: no
+/// such table).
+int pc_nft_rule_counters(const char *table, pc_nft_rule_counter *out, size_t capacity);
+
+/// A named set of the table and how many elements it holds: addresses, or networks (an interval set's start
+/// elements).
+typedef struct {
+    char name[64];
+    uint64_t elements;
+} pc_nft_set_size;
+
+/// Reads the named sets of inet `table` and counts their elements (one dump per set), on sockets of their own.
+/// Fills at most `capacity`; returns how many sets there are, or -errno.
+int pc_nft_set_sizes(const char *table, pc_nft_set_size *out, size_t capacity);
+
 #endif

@@ -57,7 +57,12 @@ public final class BanManager: @unchecked Sendable {
         public var failedBans = 0
         /// Bans made with the base ban time because the ban history (bantime.increment) could not be read.
         public var historyUnread = 0
+        /// From reading the line that reached maxretry to the ban in force (stored, in the packet filter).
+        public var latency = Histogram(bounds: BanManager.latencyBounds)
     }
+
+    /// Seconds: a ban normally takes milliseconds; a storm or a slow disk seconds.
+    public static let latencyBounds = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10]
 
     /// PORTCULLIS_TRACE_BANS=1 logs how long each batch's steps took.
     static let trace = getenv("PORTCULLIS_TRACE_BANS") != nil
@@ -501,6 +506,7 @@ public final class BanManager: @unchecked Sendable {
         let setup: JailSetup
         var reason: String
         var absorbs: [(key: Key, ip: IPNetwork)] = []
+        var detectedAt: Double?
     }
 
     /// Makes a batch of decisions bans: store first, then the packet filters, then in force and reported.
@@ -519,6 +525,10 @@ public final class BanManager: @unchecked Sendable {
         if !refused.isEmpty { forget(refused, fresh.map(\.ban), now: now) }
         let tApplied = Clock.monotonic()
         let made = putInForce(fresh, refused: refused)
+        let inForce = Clock.monotonic()
+        lock.withLock {
+            for p in made { if let t = p.detectedAt { stats.latency.observe(max(0, inForce - t)) } }
+        }
         for p in made {
             for a in p.absorbs { storeRemove(a.key, jail: p.ban.jail, ip: a.ip, now: now) }
         }
@@ -641,7 +651,7 @@ public final class BanManager: @unchecked Sendable {
         if case .seconds(let granted) = banTime, case .seconds(let asked) = wanted, asked > granted {
             reason += " (cut from \(TimeExpression.describe(asked)): the packet filter holds at most \(TimeExpression.describe(BanTimePolicy.longest)))"
         }
-        return PreparedBan(ban: ban, setup: setup, reason: reason)
+        return PreparedBan(ban: ban, setup: setup, reason: reason, detectedAt: d.detectedAt)
     }
 
     /// How often the address was banned before (in its jail, or in any with `overalljails`). A history that

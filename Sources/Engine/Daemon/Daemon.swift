@@ -51,6 +51,9 @@ public final class Daemon: @unchecked Sendable {
         return list
     }
 
+    /// The jails whose bans are in nftables (not dry-run), for comparing the kernel's sets with the store.
+    public var nftablesJails: [String] { runningJails.filter { !$0.definition.dryRun }.map(\.name) }
+
     public var runningJails: [JailRuntime] { snapshot.withLock { Array($0.values) }.sorted { $0.name < $1.name } }
     public func runningJail(named name: String) -> JailRuntime? { snapshot.withLock { $0[name] } }
 

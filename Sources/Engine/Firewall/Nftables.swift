@@ -365,6 +365,51 @@ public final class NftablesFirewall: @unchecked Sendable {
         }
     }
 
+    /// What the kernel holds of Portcullis' table: per jail, what its rules' counters blocked and how many
+    /// elements each of its sets holds. Read on netlink sockets of its own (a scrape never waits for a ban).
+    public struct KernelState: Sendable, Equatable {
+        public var blocked: [String: (packets: UInt64, bytes: UInt64)] = [:]
+        /// Jail → set name → elements (addresses, or networks).
+        public var elements: [String: [String: Int]] = [:]
+
+        public static func == (a: KernelState, b: KernelState) -> Bool {
+            a.elements == b.elements && a.blocked.mapValues { [$0.packets, $0.bytes] } == b.blocked.mapValues { [$0.packets, $0.bytes] }
+        }
+    }
+
+    public static func readKernelState() throws(NftablesError) -> KernelState {
+        var state = KernelState()
+        var rules = [pc_nft_rule_counter](repeating: pc_nft_rule_counter(), count: 256)
+        var n = pc_nft_rule_counters(table, &rules, rules.count)
+        if n > rules.count {
+            rules = [pc_nft_rule_counter](repeating: pc_nft_rule_counter(), count: Int(n) + 64)
+            n = pc_nft_rule_counters(table, &rules, rules.count)
+        }
+        guard n >= 0 else { throw NftablesError(operation: "read the rules of table inet \(table)", code: -n) }
+        let prefix = "portcullis jail "
+        for var r in rules.prefix(min(Int(n), rules.count)) {
+            let comment = withUnsafeBytes(of: &r.comment) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+            guard comment.hasPrefix(prefix) else { continue }
+            let jail = String(comment.dropFirst(prefix.count))
+            let sum = state.blocked[jail] ?? (0, 0)
+            state.blocked[jail] = (sum.packets + r.packets, sum.bytes + r.bytes)
+        }
+        var sets = [pc_nft_set_size](repeating: pc_nft_set_size(), count: 256)
+        var m = pc_nft_set_sizes(table, &sets, sets.count)
+        if m > sets.count {
+            sets = [pc_nft_set_size](repeating: pc_nft_set_size(), count: Int(m) + 64)
+            m = pc_nft_set_sizes(table, &sets, sets.count)
+        }
+        guard m >= 0 else { throw NftablesError(operation: "read the sets of table inet \(table)", code: -m) }
+        for var s in sets.prefix(min(Int(m), sets.count)) {
+            let name = withUnsafeBytes(of: &s.name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+            // `<jail>-v4`, `-v6`, `-n4`, `-n6`.
+            guard name.count > 3, name.dropLast(2).hasSuffix("-") else { continue }
+            state.elements[String(name.dropLast(3)), default: [:]][name] = Int(s.elements)
+        }
+        return state
+    }
+
     /// Deletes the table (at shutdown, as fail2ban removes its rules on stop).
     public func uninstall() throws(NftablesError) {
         lock.lock(); defer { lock.unlock() }

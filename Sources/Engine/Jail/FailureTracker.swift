@@ -13,6 +13,8 @@ public struct BanDecision: Sendable {
     public let banTimeOverride: BanTime?
     /// Why, when not failures ("by request").
     public let reason: String?
+    /// When the line that reached `maxretry` was read (monotonic clock): the ban's latency is measured from it.
+    public var detectedAt: Double?
 
     public init(
         jail: String, ip: IPNetwork, time: Double, failures: Int, matches: [String], banTimeOverride: BanTime? = nil,

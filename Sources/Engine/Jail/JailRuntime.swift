@@ -163,8 +163,11 @@ public final class JailRuntime: @unchecked Sendable {
             ? nil
             : tracker.withLock { t in
                 for c in counted {
-                    let decision = t.record(c.target, time: c.time, lines: c.lines, user: c.user, jail: name)
-                    if let decision { decisions.append(decision) }
+                    var decision = t.record(c.target, time: c.time, lines: c.lines, user: c.user, jail: name)
+                    if decision != nil {
+                        decision!.detectedAt = Clock.monotonic()
+                        decisions.append(decision!)
+                    }
                     if told {
                         failureEvents.append(.failure(jail: name, ip: c.target, failures: decision?.failures ?? t.failures(of: c.target), user: c.user))
                     }

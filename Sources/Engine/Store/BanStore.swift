@@ -268,6 +268,17 @@ public final class BanStore: @unchecked Sendable {
         }
     }
 
+    /// Bans in force per jail, as the database holds them.
+    public func activeCounts(now: Double) throws -> [String: Int] {
+        try withDB { db in
+            var counts: [String: Int] = [:]
+            for r in try db.prepare("SELECT jail, count(*) FROM bans WHERE ban_time < 0 OR banned_at + ban_time > ? GROUP BY jail").rows([.double(now)]) {
+                counts[r.text(0)] = r.int(1)
+            }
+            return counts
+        }
+    }
+
     /// Removes bans (expired or lifted); their history stays for `bantime.increment`.
     public func remove(_ keys: [(jail: String, ip: IPNetwork)]) throws {
         guard !keys.isEmpty else { return }

@@ -13,9 +13,12 @@ public final class AdminAPI: HTTPHandler {
     private let access: Locked<AccessPolicy>
     let counters: HTTPCounters
     let log: Logger
+    /// Bytes an event-feed subscriber may fall behind before it is dropped (`[api] events_buffer`).
+    let streamBufferLimit: Int
 
-    public init(daemon: Daemon, access: AccessPolicy, counters: HTTPCounters, log: Logger) {
+    public init(daemon: Daemon, access: AccessPolicy, counters: HTTPCounters, log: Logger, streamBufferLimit: Int = 1 << 20) {
         self.daemon = daemon
+        self.streamBufferLimit = streamBufferLimit
         self.access = Locked(access)
         self.counters = counters
         self.log = log
@@ -67,7 +70,8 @@ public final class AdminAPI: HTTPHandler {
             do { ip = try AdminAPI.network(text) } catch { return .response(.problem(400, error.description)) }
             if request.method == "DELETE" { return .deferred { [self] in unbanEverywhere(ip, widen: !text.contains("/")) } }
             return .response(bans(of: ip))
-        case .metrics: return .response(metrics())
+        // Deferred: it reads the kernel's sets and counters and the database.
+        case .metrics: return .deferred { [self] in metrics() }
         case .jailBans(let jail):
             return .deferred { [self] in ban(jail: jail, body: request.body, contentType: request.header("content-type")) }
         case .jailBan(let jail, let text):

@@ -38,7 +38,7 @@ extension AdminAPI {
                 after = id
             }
         }
-        let stream = EventStream(feed: daemon.events, kinds: kinds, jails: jails, after: after)
+        let stream = EventStream(feed: daemon.events, kinds: kinds, jails: jails, after: after, limit: streamBufferLimit)
         let head = HTTPResponse(
             status: 200,
             headers: [
@@ -52,27 +52,35 @@ extension AdminAPI {
 }
 
 /// One subscriber of the event feed on one connection: batches are queued here by the publisher's thread (the ban
-/// worker, a log watcher) — shared, not copied — and taken by the connection's event loop at its next wake-up,
-/// which copies this subscriber's events into its output. The bound is the loop's: a subscriber with more than
-/// `events_buffer` bytes still unsent when new events come is ended (with a `close` event saying why), so a stalled
-/// client costs at most that much plus what was published meanwhile (a ban storm is published in batches of up to
-/// 5,000), and it never slows a ban or another subscriber.
+/// worker, a log watcher) — shared with the other subscribers, not copied — and the connection's event loop takes
+/// this subscriber's events out of them as its socket drains (`take(max:)`). A subscriber with more than `limit`
+/// bytes not yet taken when a new batch comes is ended (the loop writes a `close` event saying why): a stalled
+/// client holds at most that much of the batches alive, plus a socket's buffer and one piece of copied output, and
+/// never slows a ban or another subscriber. (A batch is never refused for its own size: a ban storm comes in
+/// batches of up to 5,000 events, and a client that keeps up must not be dropped for one.)
 final class EventStream: HTTPStream, EventSubscriber, @unchecked Sendable {
     // @unchecked, the invariant: `queue` is guarded by its lock; everything else is immutable.
     let kinds: Set<FeedEvent.Kind>
     private let jails: Set<String>?
     private let feed: EventFeed
     private let after: UInt64?
+    private let limit: Int
 
     private struct Queue {
-        /// Shared with the other subscribers until `take` copies what this one wants into its own bytes.
+        /// Shared with the other subscribers; `next` is the first event of `batches[0]` not taken yet.
         var batches: [EncodedBatch] = []
+        var next = 0
+        /// Bytes of the batches not taken yet.
+        var waiting = 0
+        /// Set when a batch came with more than `limit` bytes waiting: how many.
+        var overflow: Int?
         var wake: (@Sendable () -> Void)?
         var closed = false
     }
     private let queue = Locked(Queue())
 
-    init(feed: EventFeed, kinds: Set<FeedEvent.Kind>, jails: Set<String>?, after: UInt64?) {
+    init(feed: EventFeed, kinds: Set<FeedEvent.Kind>, jails: Set<String>?, after: UInt64?, limit: Int) {
+        self.limit = limit
         self.feed = feed
         self.kinds = kinds
         self.jails = jails
@@ -106,26 +114,37 @@ final class EventStream: HTTPStream, EventSubscriber, @unchecked Sendable {
     /// Called with the feed's lock held: short, and never back into the feed.
     func enqueue(_ batch: EncodedBatch) {
         let wake: (@Sendable () -> Void)? = queue.withLock { q in
-            guard !q.closed else { return nil }
+            guard !q.closed, q.overflow == nil else { return nil }
+            if q.waiting > limit {
+                q.overflow = q.waiting
+                q.batches = []
+                return q.wake
+            }
             let wasEmpty = q.batches.isEmpty
             q.batches.append(batch)
+            q.waiting += batch.bytes
             return wasEmpty ? q.wake : nil
         }
         wake?()
     }
 
     /// On the loop's thread: this subscriber's events (its jails) copied out of the shared batches.
-    func take() -> HTTPStreamOutput {
-        let batches = queue.withLock { q in
-            defer { q.batches = [] }
-            return q.batches
+    func take(max: Int) -> HTTPStreamOutput {
+        queue.withLock { q in
+            if let waiting = q.overflow { return .overflowed(waiting: waiting) }
+            var out: [UInt8] = []
+            while out.count < max, let batch = q.batches.first {
+                let e = batch.events[q.next]
+                if wanted(e) { out += e.frame }
+                q.waiting -= e.frame.count
+                q.next += 1
+                if q.next == batch.events.count {
+                    q.batches.removeFirst()
+                    q.next = 0
+                }
+            }
+            return out.isEmpty ? .nothing : .bytes(out)
         }
-        var out: [UInt8] = []
-        out.reserveCapacity(batches.reduce(0) { $0 + $1.bytes })
-        for b in batches {
-            for e in b.events where wanted(e) { out += e.frame }
-        }
-        return out.isEmpty ? .nothing : .bytes(out)
     }
 
     var keepAlive: [UInt8] { Array(": keep-alive\n\n".utf8) }

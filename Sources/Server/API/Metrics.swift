@@ -53,6 +53,16 @@ extension AdminAPI {
         for j in jails { m.sample("portcullis_bans_total", [("jail", j.name)], Double(bans.bansTotal[j.name, default: 0])) }
         m.family("portcullis_unbans_total", "counter", "Bans lifted (expired or by request) since the daemon started.")
         for j in jails { m.sample("portcullis_unbans_total", [("jail", j.name)], Double(bans.unbansTotal[j.name, default: 0])) }
+        m.family(
+            "portcullis_ban_latency_seconds", "histogram", "From reading the log line that reached maxretry to the ban in force (stored, in the packet filter)."
+        )
+        for (bound, n) in bans.latency.cumulative {
+            let le = bound.isInfinite ? "+Inf" : (bound == bound.rounded() ? String(Int(bound)) : String(bound))
+            m.sample("portcullis_ban_latency_seconds_bucket", [("le", le)], Double(n))
+        }
+        m.sample("portcullis_ban_latency_seconds_sum", [], bans.latency.sum)
+        m.sample("portcullis_ban_latency_seconds_count", [], Double(bans.latency.count))
+        kernelAndStore(&m, now: now)
         m.family("portcullis_ban_failures_total", "counter", "Ban decisions the packet filter refused.")
         m.sample("portcullis_ban_failures_total", [], Double(bans.failedBans))
         m.family(
@@ -97,6 +107,46 @@ extension AdminAPI {
     }
 
     private func counters_() -> HTTPStats { counters.state.withLock { $0 } }
+
+    /// The kernel's side (packets blocked, elements per set) beside the database's bans in force: they must agree.
+    private func kernelAndStore(_ m: inout PrometheusText, now: Double) {
+        let jails = daemon.nftablesJails
+        guard !jails.isEmpty else { return }
+        let stored: [String: Int]?
+        do { stored = try daemon.store?.activeCounts(now: now) } catch { stored = nil }
+        let kernel: NftablesFirewall.KernelState?
+        do { kernel = try NftablesFirewall.readKernelState() } catch {
+            kernel = nil
+            log.warning("metrics: reading the nftables table failed: \(error)")
+        }
+        m.family("portcullis_kernel_read_ok", "gauge", "1 when the nftables table could be read back for these metrics.")
+        m.sample("portcullis_kernel_read_ok", [], kernel == nil ? 0 : 1)
+        if let kernel {
+            m.family("portcullis_blocked_packets_total", "counter", "Packets the jail's rules refused (their nftables counters; they restart at a reload).")
+            for j in jails { m.sample("portcullis_blocked_packets_total", [("jail", j)], Double(kernel.blocked[j]?.packets ?? 0)) }
+            m.family("portcullis_blocked_bytes_total", "counter", "Bytes of the packets the jail's rules refused.")
+            for j in jails { m.sample("portcullis_blocked_bytes_total", [("jail", j)], Double(kernel.blocked[j]?.bytes ?? 0)) }
+            m.family("portcullis_kernel_set_elements", "gauge", "Elements of each of the jail's nftables sets (addresses, or networks).")
+            for j in jails {
+                for (set, n) in (kernel.elements[j] ?? [:]).sorted(by: { $0.key < $1.key }) {
+                    m.sample("portcullis_kernel_set_elements", [("jail", j), ("set", set)], Double(n))
+                }
+            }
+        }
+        if let stored {
+            m.family("portcullis_store_bans", "gauge", "Bans in force in the database.")
+            for j in jails { m.sample("portcullis_store_bans", [("jail", j)], Double(stored[j] ?? 0)) }
+        }
+        if let kernel, let stored {
+            m.family(
+                "portcullis_kernel_store_difference", "gauge",
+                "Elements in the jail's kernel sets minus its bans in force in the database: 0 when they agree (a second's expiry may differ).")
+            for j in jails {
+                let k = (kernel.elements[j] ?? [:]).values.reduce(0, +)
+                m.sample("portcullis_kernel_store_difference", [("jail", j)], Double(k - (stored[j] ?? 0)))
+            }
+        }
+    }
 }
 
 /// Writes metric families: HELP and TYPE once, then samples with escaped label values.

@@ -36,6 +36,8 @@ final class EventLoop: @unchecked Sendable {
     private static let outputHighWater = 256 * 1024
     /// SO_SNDBUF of a stream's socket (the kernel doubles it for its bookkeeping).
     private static let streamSocketBuffer = 64 * 1024
+    /// A stream's output is taken in pieces of about this size, as the socket drains.
+    private static let streamChunk = 64 * 1024
     private static let listenerTag: UInt64 = 1 << 40
     private static let wakeTag: UInt64 = 1 << 41
 
@@ -234,6 +236,8 @@ final class EventLoop: @unchecked Sendable {
         if events.contains(.output) {
             flush(c, now)
             if connections[Int(fd)] == nil { return }
+            if c.stream != nil { pump(c, now) }
+            if connections[Int(fd)] == nil { return }
             if c.outPending < EventLoop.outputHighWater { process(c, now) }
         }
         if !events.isDisjoint(with: [.input, .readHangUp]) {
@@ -370,20 +374,27 @@ final class EventLoop: @unchecked Sendable {
             return list
         }
         for (id, fd) in ready {
-            guard Int(fd) < connections.count, let c = connections[Int(fd)], c.id == id, let stream = c.stream else { continue }
-            switch stream.take() {
-            case .nothing: continue
-            case .bytes(let bytes):
-                // Over the limit with what is still unsent from before: the client is not keeping up.
-                if c.outPending > options.streamBufferLimit {
-                    endStream(
-                        c, why: "the client read too slowly: \(c.outPending) bytes were waiting for it (limit \(options.streamBufferLimit))", dropped: true)
-                } else {
-                    appendToStream(c, bytes)
-                }
+            guard Int(fd) < connections.count, let c = connections[Int(fd)], c.id == id, c.stream != nil else { continue }
+            pump(c, now)
+            if let c = connections[Int(fd)] { settle(c) }
+        }
+    }
+
+    /// Takes from a stream as the socket drains: at most `streamChunk` bytes at a time, while less than that is
+    /// unsent. What the client has not read yet stays in the stream (shared with the other subscribers), not
+    /// copied into this connection.
+    private func pump(_ c: Connection, _ now: Double) {
+        while let stream = c.stream {
+            // With the socket full, only whether the client fell too far behind (`max: 0` takes nothing).
+            let full = c.outPending >= EventLoop.streamChunk
+            switch stream.take(max: full ? 0 : EventLoop.streamChunk) {
+            case .nothing: return
+            case .bytes(let bytes): appendToStream(c, bytes)
+            case .overflowed(let waiting):
+                endStream(c, why: "the client read too slowly: \(waiting) bytes were waiting for it (limit \(options.streamBufferLimit))", dropped: true)
             }
             flush(c, now)
-            if let c = connections[Int(fd)] { settle(c) }
+            guard Int(c.fd) < connections.count, connections[Int(c.fd)] === c else { return }
         }
     }
 

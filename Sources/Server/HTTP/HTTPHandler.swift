@@ -17,8 +17,8 @@ public protocol HTTPHandler: Sendable {
 public protocol HTTPStream: AnyObject, Sendable {
     /// Once the head is written; returns the body's first bytes.
     func open(wake: @escaping @Sendable () -> Void) -> [UInt8]
-    /// What is to be sent now.
-    func take() -> HTTPStreamOutput
+    /// What is to be sent now: about `max` bytes at most (whole messages; at least one), the rest stays for later.
+    func take(max: Int) -> HTTPStreamOutput
     /// Sent when nothing else was for a while (`HTTPServerOptions.streamKeepAlive`), so that proxies keep it open.
     var keepAlive: [UInt8] { get }
     /// The last bytes before the server ends the stream, saying why (a client too slow, the server stopping).
@@ -30,4 +30,6 @@ public protocol HTTPStream: AnyObject, Sendable {
 public enum HTTPStreamOutput: Sendable {
     case nothing
     case bytes([UInt8])
+    /// The client fell too far behind (`waiting` bytes not yet sent): the loop ends the stream.
+    case overflowed(waiting: Int)
 }

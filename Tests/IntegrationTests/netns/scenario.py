@@ -244,6 +244,20 @@ def scenario_block(binary, config):
         fail("127.0.0.1 was blocked too")
     if can_connect("::1", "::1"):
         fail("::1 still connects after its ban")
+    # /metrics reads the kernel back: what the rules refused, and the sets beside the database.
+    if not (metric("portcullis_blocked_packets_total", 'jail="dovecot"') or 0) >= 2:
+        fail("blocked packets not counted: %r" % metric("portcullis_blocked_packets_total", 'jail="dovecot"'))
+    if not (metric("portcullis_blocked_bytes_total", 'jail="dovecot"') or 0) >= 80:
+        fail("blocked bytes not counted")
+    for s, n in (("dovecot-v4", 1), ("dovecot-v6", 1), ("dovecot-n4", 0), ("dovecot-n6", 0)):
+        if metric("portcullis_kernel_set_elements", 'jail="dovecot",set="%s"' % s) != n:
+            fail("kernel set %s: %r elements, expected %d" % (s, metric("portcullis_kernel_set_elements", 'jail="dovecot",set="%s"' % s), n))
+    if metric("portcullis_store_bans", 'jail="dovecot"') != 2 or metric("portcullis_kernel_store_difference", 'jail="dovecot"') != 0:
+        fail("the kernel and the database disagree:\n" + api("GET", "/metrics")[1])
+    # A ban taken out of the kernel behind the daemon's back shows as a difference.
+    subprocess.run(["nft", "delete", "element", "inet", "portcullis", "dovecot-v6", "{ ::1 }"], check=True)
+    if metric("portcullis_kernel_store_difference", 'jail="dovecot"') != -1:
+        fail("an element deleted by hand is not seen: %r" % metric("portcullis_kernel_store_difference", 'jail="dovecot"'))
     # Other ports are not the jail's: not blocked.
     Listener(1200)
     if not can_connect("127.0.0.66", "127.0.0.1", 1200):
@@ -315,6 +329,10 @@ def scenario_prefix(binary, config):
     n4, v4 = elements("dovecot", "n4"), elements("dovecot", "v4")
     if set(n4) != {"127.0.0.64/26", "127.0.0.128/26"} or v4:
         fail("the /26 did not take the address's place: networks %r, addresses %r" % (n4, v4))
+    # An interval set's networks are counted once each (the kernel holds a start and an end element).
+    if metric("portcullis_kernel_set_elements", 'jail="dovecot",set="dovecot-n4"') != 2 \
+            or metric("portcullis_kernel_store_difference", 'jail="dovecot"') != 0:
+        fail("networks in the kernel against the database:\n" + api("GET", "/metrics")[1])
     if "Unban 127.0.0.66 (inside the new ban of 127.0.0.64/26)" not in d.output():
         fail("the replaced ban is not logged:\n" + d.output())
     for source in ("127.0.0.66", "127.0.0.70", "127.0.0.130"):
