@@ -37,9 +37,14 @@ let package = Package(
             name: "CNetfilter",
             linkerSettings: [.linkedLibrary("nftnl"), .linkedLibrary("mnl")]
         ),
+        // Webhooks: libcurl (with OpenSSL: libcurl4-openssl-dev) and HMAC-SHA256 from libcrypto (libssl-dev).
+        .target(
+            name: "CHTTPClient",
+            linkerSettings: [.linkedLibrary("curl"), .linkedLibrary("crypto")]
+        ),
         .target(
             name: "Engine",
-            dependencies: ["Platform", "CPCRE2", "CFastScan", "CNetfilter", "CSQLite"],
+            dependencies: ["Platform", "CPCRE2", "CFastScan", "CNetfilter", "CSQLite", "CHTTPClient"],
             // The per-line path touches class properties millions of times a second; dynamic exclusivity checks
             // cost ~15% there. Debug builds (and so the tests) keep them on.
             swiftSettings: swiftSettings + [.unsafeFlags(["-enforce-exclusivity=unchecked"], .when(configuration: .release))]
@@ -87,7 +92,7 @@ let package = Package(
         .testTarget(name: "PlatformTests", dependencies: ["Platform"], swiftSettings: swiftSettings),
         .testTarget(
             name: "EngineTests",
-            dependencies: ["Platform", "Engine", "TestSupport"],
+            dependencies: ["Platform", "Engine", "CHTTPClient", "TestSupport"],
             swiftSettings: swiftSettings
         ),
         .testTarget(
@@ -100,7 +105,7 @@ let package = Package(
             name: "IntegrationTests",
             dependencies: ["Platform", "Engine", "portcullis", "TestSupport"],
             // Scripts the tests run (namespace scenarios, deployment checks), not sources.
-            exclude: ["netns", "deploy", "differential", "docker", "events", "observability"],
+            exclude: ["netns", "deploy", "differential", "docker", "events", "observability", "webhooks"],
             swiftSettings: swiftSettings
         ),
     ]

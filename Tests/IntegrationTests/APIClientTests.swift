@@ -248,6 +248,25 @@ struct CommandFailure: Error, CustomStringConvertible {
     }
 }
 
+/// Signed webhooks against receivers the script starts on loopback (plain, HTTPS with its own CA, 500 twice then
+/// 200, 404, one that never answers, one down until a restart), with the real binary.
+@Suite struct WebhookTests {
+    @Test func deliveriesToRealReceivers() throws {
+        let dir = TempDir()
+        let r = try Binary.runTool(
+            "/usr/bin/env",
+            [
+                "timeout", "180", "python3", DaemonProcess.repoRoot + "/Tests/IntegrationTests/webhooks/webhook_receivers.py", Binary.url.path,
+                DaemonProcess.repoRoot + "/config", dir.url.path,
+            ])
+        #expect(
+            r.status == 0,
+            "webhook_receivers.py:\n\(r.stdout)\n\(r.stderr.suffix(3000))\n\((try? String(contentsOfFile: dir.url.path + "/serve.log", encoding: .utf8))?.suffix(4000) ?? "")"
+        )
+        #expect(r.stdout.contains("all passed"))
+    }
+}
+
 /// The API's contract: openapi.yaml is a valid OpenAPI 3.1 document, and a property-based run of schemathesis
 /// against a live daemon finds no answer that breaks it and no 5xx. Both tools come from PyPI (.ci/run
 /// installs them).

@@ -549,7 +549,9 @@ public final class BanManager: @unchecked Sendable {
                 for a in p.absorbs { told.append(.unban(jail: p.ban.jail, ip: a.ip, reason: .network, text: "inside the new ban of \(p.ban.ip)")) }
                 let b = p.ban
                 told.append(
-                    .ban(jail: b.jail, ip: b.ip, bannedAt: b.bannedAt, banTime: b.banTime, banCount: b.banCount, failures: b.failures, reason: p.reason))
+                    .ban(
+                        jail: b.jail, ip: b.ip, bannedAt: b.bannedAt, banTime: b.banTime, banCount: b.banCount, failures: b.failures, reason: p.reason,
+                        matches: b.matches))
             }
             events.publish(told, now: now)
         }

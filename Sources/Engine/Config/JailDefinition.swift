@@ -59,6 +59,8 @@ public struct JailDefinition: Sendable {
     /// place that reads `banAction` for it.
     public var dryRun: Bool { ["dry-run", "dryrun"].contains(banAction.trimmingWhitespace().lowercased()) }
     public var actions: [ActionSpec]
+    /// The `webhook[...]` actions.
+    public var webhooks: [WebhookSpec] = []
     public var logEncoding: String
     public var logTimeZone: Int?
     public var maxMatches: Int
@@ -238,6 +240,18 @@ public struct JailsReader {
             logEncoding: logs.encoding, logTimeZone: logs.zone, maxMatches: try opts.integer("maxmatches", default: maxRetry),
             maxTracked: maxTracked, location: location)
         definition.maxLineLength = logs.maxLineLength
+        for a in actions where a.name.lowercased() == WebhookSpec.actionName {
+            do throws(ConfigError) {
+                let spec = try WebhookSpec(a, index: definition.webhooks.count + 1)
+                _ = try spec.readSecret()
+                if let ca = spec.cafile, !FileManager.default.isReadableFile(atPath: ca) {
+                    throw ConfigError("webhook: cannot read cafile \(ca)")
+                }
+                definition.webhooks.append(spec)
+            } catch {
+                throw ConfigError(error.message, at: opts.location("action"))
+            }
+        }
         definition.hook = hook
         definition.ignoreGateway = JailsReader.bool(opts["ignoregateway"] ?? "true")
         definition.banPrefix4 = try opts.prefixLength("banprefix4", max: 32)

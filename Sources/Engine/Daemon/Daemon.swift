@@ -25,6 +25,9 @@ public final class Daemon: @unchecked Sendable {
     public let startedAt = Clock.now()
     /// Bans, unbans, failures and reloads as they happen (`GET /events`).
     public let events: EventFeed
+    /// Each running jail's webhooks (changed with the jails; read by the API's metrics, hence locked).
+    private let hooks = Locked<[String: [WebhookDispatcher]]>([:])
+    public var webhooks: [WebhookDispatcher] { hooks.withLock { $0.values.flatMap { $0 } }.sorted { $0.name < $1.name } }
 
     public struct StartError: Error, CustomStringConvertible {
         public let message: String
@@ -82,7 +85,8 @@ public final class Daemon: @unchecked Sendable {
                 firewall = dryRun
             } else {
                 if let w = warning { log.warning("[\(d.name)] \(w)") }
-                for a in d.actions where !a.name.isEmpty && a.name.lowercased() != d.banAction.lowercased() {
+                for a in d.actions
+                where !a.name.isEmpty && a.name.lowercased() != d.banAction.lowercased() && a.name.lowercased() != WebhookSpec.actionName {
                     log.warning("[\(d.name)] action '\(a.name)' is not supported by Portcullis and is ignored")
                 }
                 if nftables == nil { nftables = try openNftables() }
@@ -144,6 +148,7 @@ public final class Daemon: @unchecked Sendable {
         guard !setups.isEmpty else { throw StartError(message: "no jail could start") }
         try banManager.start(setups) { [self] in setups = try install($0, on: banManager, troubles: &troubles) }
         for s in setups { if let problem = startJail(s.definition) { troubles.append(problem) } }
+        forgetRemovedWebhooks()
         guard !jails.isEmpty else { throw StartError(message: "no jail could start") }
         let backend = nftables != nil ? "nftables table inet \(NftablesFirewall.table)" : "dry-run only"
         log.notice(
@@ -161,6 +166,19 @@ public final class Daemon: @unchecked Sendable {
             return try BanStore(path: file)
         } catch {
             throw StartError(message: "cannot open the database \(file) (dbfile in \(s.source ?? "portcullis").conf): \(error)")
+        }
+    }
+
+    /// Deliveries queued for webhooks the configuration no longer has are dropped, and said so.
+    private func forgetRemovedWebhooks() {
+        let kept = Set(webhooks.map(\.hookKey))
+        do {
+            for (hook, n) in try store?.dropDeliveries(keeping: kept) ?? [:] {
+                let jail = hook.prefix { $0 != " " }
+                log.warning("[\(jail)] \(n) webhook delivery(ies) dropped: their webhook is no longer configured")
+            }
+        } catch {
+            log.error("dropping the deliveries of removed webhooks failed: \(error)")
         }
     }
 
@@ -182,6 +200,23 @@ public final class Daemon: @unchecked Sendable {
                     }
                 }
             }
+            // Its webhooks first: the jail's first ban may come as soon as it reads.
+            var dispatchers: [WebhookDispatcher] = []
+            do {
+                for spec in definition.webhooks {
+                    let d = try WebhookDispatcher(spec: spec, jail: definition.name, store: store, log: log)
+                    try d.start()
+                    dispatchers.append(d)
+                    _ = events.subscribe(d, after: nil)
+                }
+            } catch {
+                for d in dispatchers {
+                    events.unsubscribe(d)
+                    d.stop()
+                }
+                throw error
+            }
+            hooks.withLock { $0[definition.name] = dispatchers }
             runtime.start()
             jails[definition.name] = runtime
             snapshot.withLock { $0[definition.name] = runtime }
@@ -196,6 +231,10 @@ public final class Daemon: @unchecked Sendable {
     }
 
     private func stopJail(_ name: String) {
+        for d in hooks.withLock({ $0.removeValue(forKey: name) ?? [] }) {
+            events.unsubscribe(d)
+            d.stop()
+        }
         guard let runtime = jails[name] else { return }
         let positions = runtime.stopAndCollectPositions()
         do { try store?.savePositions(positions, now: Clock.now()) } catch { log.error("[\(name)] saving log positions failed: \(error)") }
@@ -284,6 +323,7 @@ public final class Daemon: @unchecked Sendable {
         }
         events.publish(dropped)
         for s in setups { if let problem = startJail(s.definition) { troubles.append(problem) } }
+        forgetRemovedWebhooks()
         errors = troubles
         configTrouble.withLock { $0 = troubles }
         log.notice("Configuration reloaded: \(jails.count) jail(s)")

@@ -29,12 +29,15 @@ public struct EncodedEvent: Sendable {
     public let kind: FeedEvent.Kind
     public let jail: String?
     public let frame: [UInt8]
+    /// The event itself (webhooks make their own body of it).
+    public let event: FeedEvent
 
     public init(_ e: FeedEvent) {
         id = e.id
         kind = e.kind
         jail = e.jail
         frame = e.frame
+        event = e
     }
 }
 
@@ -79,7 +82,7 @@ public final class EventFeed: @unchecked Sendable {
     public var lastID: UInt64 { lock.withLock { base + next - 1 } }
 
     public enum Publishable: Sendable {
-        case ban(jail: String, ip: IPNetwork, bannedAt: Double, banTime: BanTime, banCount: Int, failures: Int, reason: String)
+        case ban(jail: String, ip: IPNetwork, bannedAt: Double, banTime: BanTime, banCount: Int, failures: Int, reason: String, matches: [String] = [])
         case unban(jail: String, ip: IPNetwork, reason: FeedEvent.UnbanReason, text: String)
         case failure(jail: String, ip: IPNetwork, failures: Int, user: String?)
         case reload(jails: [String], errors: [String])
@@ -98,10 +101,10 @@ public final class EventFeed: @unchecked Sendable {
             next += 1
             let e: FeedEvent
             switch item {
-            case .ban(let jail, let ip, let bannedAt, let banTime, let banCount, let failures, let reason):
+            case .ban(let jail, let ip, let bannedAt, let banTime, let banCount, let failures, let reason, let matches):
                 e = FeedEvent(
                     id: id, time: now, jail: jail, ip: ip,
-                    detail: .ban(bannedAt: bannedAt, banTime: banTime, banCount: banCount, failures: failures, reason: reason))
+                    detail: .ban(bannedAt: bannedAt, banTime: banTime, banCount: banCount, failures: failures, reason: reason, matches: matches))
             case .unban(let jail, let ip, let reason, let text):
                 e = FeedEvent(id: id, time: now, jail: jail, ip: ip, detail: .unban(reason, text: text))
             case .failure(let jail, let ip, let failures, let user):

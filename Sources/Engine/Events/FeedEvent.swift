@@ -22,7 +22,8 @@ public struct FeedEvent: Sendable {
     }
 
     public enum Detail: Sendable {
-        case ban(bannedAt: Double, banTime: BanTime, banCount: Int, failures: Int, reason: String)
+        /// `matches`: the log lines that led to it (at most the jail's maxmatches); sent by webhooks, not on the feed.
+        case ban(bannedAt: Double, banTime: BanTime, banCount: Int, failures: Int, reason: String, matches: [String])
         case unban(UnbanReason, text: String)
         /// `failures`: counted so far within findtime, this one included.
         case failure(failures: Int, user: String?)
@@ -46,21 +47,24 @@ public struct FeedEvent: Sendable {
         }
     }
 
-    /// The event's JSON object (the `data:` line).
-    public var json: String {
+    /// The event's JSON object (the `data:` line); `extra` members come first (a webhook's `host`), and `matches`
+    /// only when asked for.
+    public func json(matches withMatches: Bool = false, extra: [(String, String)] = []) -> String {
         var o = JSONObject()
+        for (k, v) in extra { o.string(k, v) }
         o.string("type", kind.rawValue)
         o.string("time", RFC3339.format(time))
         if let jail { o.string("jail", jail) }
         if let ip { o.string("ip", ip.description) }
         switch detail {
-        case .ban(let bannedAt, let banTime, let banCount, let failures, let reason):
+        case .ban(let bannedAt, let banTime, let banCount, let failures, let reason, let matches):
             o.string("bannedAt", RFC3339.format(bannedAt))
             o.optionalString("expiresAt", banTime.isPermanent ? nil : RFC3339.format(bannedAt + banTime.fail2banSeconds))
             o.double("banTime", banTime.fail2banSeconds)
             o.int("banCount", banCount)
             o.int("failures", failures)
             o.string("reason", reason)
+            if withMatches { o.strings("matches", matches) }
         case .unban(let reason, let text):
             o.string("reason", reason.rawValue)
             o.string("detail", text)
@@ -78,7 +82,7 @@ public struct FeedEvent: Sendable {
     /// line break), ended by an empty line.
     public var frame: [UInt8] {
         var out: [UInt8] = []
-        let data = json
+        let data = json()
         out.reserveCapacity(data.utf8.count + 48)
         out.append(contentsOf: "id: \(id)\nevent: \(kind.rawValue)\ndata: ".utf8)
         out.append(contentsOf: data.utf8)

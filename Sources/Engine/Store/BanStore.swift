@@ -86,6 +86,18 @@ public final class BanStore: @unchecked Sendable {
             PRIMARY KEY (ip, jail)
         ) WITHOUT ROWID;
         """,
+        // Webhook deliveries not made yet (they survive a restart): `hook` is the jail and the URL.
+        """
+        CREATE TABLE webhook_deliveries (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            hook TEXT NOT NULL,
+            event TEXT NOT NULL,
+            body BLOB NOT NULL,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            next_at REAL NOT NULL DEFAULT 0
+        );
+        CREATE INDEX webhook_deliveries_by_hook ON webhook_deliveries (hook, id);
+        """,
     ]
 
     public init(path: String) throws {
@@ -265,6 +277,69 @@ public final class BanStore: @unchecked Sendable {
                 }
                 return result
             }
+        }
+    }
+
+    // MARK: webhook deliveries
+
+    public struct PendingDelivery: Sendable, Equatable {
+        public var id: Int
+        public var event: String
+        public var body: [UInt8]
+        public var attempts: Int
+        public var nextAt: Double
+    }
+
+    /// Stores new deliveries of a webhook (one transaction); returns their ids, in order.
+    public func addDeliveries(hook: String, _ items: [(event: String, body: [UInt8])]) throws -> [Int] {
+        guard !items.isEmpty else { return [] }
+        return try withDB { db in
+            try db.transaction {
+                let insert = try db.prepare("INSERT INTO webhook_deliveries (hook, event, body) VALUES (?, ?, ?) RETURNING id")
+                var ids: [Int] = []
+                for item in items {
+                    let rows = try insert.rows([.text(hook), .text(item.event), .blob(item.body)])
+                    ids.append(rows.first?.int(0) ?? 0)
+                }
+                return ids
+            }
+        }
+    }
+
+    public func pendingDeliveries(hook: String) throws -> [PendingDelivery] {
+        try withDB { db in
+            try db.prepare("SELECT id, event, body, attempts, next_at FROM webhook_deliveries WHERE hook = ? ORDER BY id").rows([.text(hook)]).map {
+                PendingDelivery(id: $0.int(0), event: $0.text(1), body: $0.blob(2), attempts: $0.int(3), nextAt: $0.double(4))
+            }
+        }
+    }
+
+    public func updateDelivery(id: Int, attempts: Int, nextAt: Double) throws {
+        try withDB { db in
+            try db.prepare("UPDATE webhook_deliveries SET attempts = ?, next_at = ? WHERE id = ?").run([.int(attempts), .double(nextAt), .int(id)])
+        }
+    }
+
+    public func removeDeliveries(_ ids: [Int]) throws {
+        guard !ids.isEmpty else { return }
+        try withDB { db in
+            try db.transaction {
+                let delete = try db.prepare("DELETE FROM webhook_deliveries WHERE id = ?")
+                for id in ids { try delete.run([.int(id)]) }
+            }
+        }
+    }
+
+    /// Deliveries of webhooks the configuration no longer has: removed, their count returned per hook.
+    public func dropDeliveries(keeping hooks: Set<String>) throws -> [String: Int] {
+        try withDB { db in
+            var gone: [String: Int] = [:]
+            for r in try db.prepare("SELECT hook, count(*) FROM webhook_deliveries GROUP BY hook").rows() where !hooks.contains(r.text(0)) {
+                gone[r.text(0)] = r.int(1)
+            }
+            let delete = try db.prepare("DELETE FROM webhook_deliveries WHERE hook = ?")
+            for h in gone.keys { try delete.run([.text(h)]) }
+            return gone
         }
     }
 

@@ -95,6 +95,21 @@ extension AdminAPI {
         m.sample("portcullis_http_connections", [], Double(http.openConnections))
         m.family("portcullis_http_connections_refused_total", "counter", "Connections refused (over max_connections, or out of descriptors).")
         m.sample("portcullis_http_connections_refused_total", [], Double(http.refusedConnections))
+        let hooks = daemon.webhooks
+        if !hooks.isEmpty {
+            m.family(
+                "portcullis_webhook_deliveries_total", "counter",
+                "Webhook deliveries by outcome: delivered (2xx), retried (an attempt that failed and is made again), failed (4xx, TLS, or out of attempts), dropped (queue full)."
+            )
+            for h in hooks {
+                let s = h.statistics
+                for (outcome, n) in [("delivered", s.delivered), ("retried", s.retried), ("failed", s.failed), ("dropped", s.dropped)] {
+                    m.sample("portcullis_webhook_deliveries_total", [("webhook", h.name), ("host", h.spec.host), ("outcome", outcome)], Double(n))
+                }
+            }
+            m.family("portcullis_webhook_queue", "gauge", "Webhook deliveries waiting (in the store, in order).")
+            for h in hooks { m.sample("portcullis_webhook_queue", [("webhook", h.name), ("host", h.spec.host)], Double(h.statistics.queued)) }
+        }
         m.family("portcullis_event_subscribers", "gauge", "Clients following GET /events now.")
         m.sample("portcullis_event_subscribers", [], Double(daemon.events.subscriberCount))
         m.family("portcullis_events_sent_total", "counter", "Events handed to GET /events subscribers (one per event and subscriber).")

@@ -132,7 +132,8 @@ def dockerfiles(repo, swift_version):
     check(froms[-1:] == ["ubuntu:24.04"], "the run stage must be ubuntu:24.04: %s" % froms[-1:])
     run_stage = text.split("FROM ubuntu:24.04", 1)[-1]
     installs = re.findall(r"apt-get install -y --no-install-recommends ([^\\&\n]+)", run_stage)
-    check(installs and sorted(installs[0].split()) == ["libmnl0", "libnftnl11", "libpcre2-8-0", "libsqlite3-0"],
+    # curl stands for libcurl and OpenSSL (webhooks) under the names of either release; ca-certificates for HTTPS.
+    check(installs and sorted(installs[0].split()) == ["ca-certificates", "curl", "libmnl0", "libnftnl11", "libpcre2-8-0", "libsqlite3-0"],
           "the run stage must install only the runtime libraries: %s" % installs)
     check(re.search(r'^ENTRYPOINT \["/usr/local/bin/portcullis", "serve"', run_stage, re.M),
           "the entrypoint must be `portcullis serve` in exec form (PID 1, no shell)")

@@ -254,6 +254,11 @@ def scenario_block(binary, config):
             fail("kernel set %s: %r elements, expected %d" % (s, metric("portcullis_kernel_set_elements", 'jail="dovecot",set="%s"' % s), n))
     if metric("portcullis_store_bans", 'jail="dovecot"') != 2 or metric("portcullis_kernel_store_difference", 'jail="dovecot"') != 0:
         fail("the kernel and the database disagree:\n" + api("GET", "/metrics")[1])
+    # The exposition with the kernel's metrics and a latency observed passes Prometheus' own linter.
+    if shutil.which("promtool"):
+        lint = subprocess.run(["promtool", "check", "metrics"], input=api("GET", "/metrics")[1], capture_output=True, text=True)
+        if lint.returncode != 0:
+            fail("promtool check metrics: " + lint.stdout + lint.stderr)
     # A ban taken out of the kernel behind the daemon's back shows as a difference.
     subprocess.run(["nft", "delete", "element", "inet", "portcullis", "dovecot-v6", "{ ::1 }"], check=True)
     if metric("portcullis_kernel_store_difference", 'jail="dovecot"') != -1:
