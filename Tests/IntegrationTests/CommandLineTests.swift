@@ -146,7 +146,9 @@ struct CommandLineTests {
         process.standardOutput = FileHandle.nullDevice
         try process.run()
         defer { if process.isRunning { process.terminate() } }
-        usleep(500_000)
+        // Ready once its API socket is there (no fixed sleep: a sanitizer build on a loaded machine is slow).
+        let socket = dir.url.path + "/api.sock"
+        for _ in 0..<400 where !FileManager.default.fileExists(atPath: socket) { usleep(50_000) }
         let handle = FileHandle(forWritingAtPath: log)!
         handle.seekToEndOfFile()
         for i in 0..<2 {
@@ -156,7 +158,10 @@ struct CommandLineTests {
                         .utf8))
         }
         try handle.close()
-        usleep(700_000)
+        for _ in 0..<400 {
+            if let r = try? Binary.run(["status", "dovecot", "--socket", socket]), r.stdout.contains("192.0.2.10") { break }
+            usleep(50_000)
+        }
         kill(process.processIdentifier, SIGTERM)
         process.waitUntilExit()
         let output = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
