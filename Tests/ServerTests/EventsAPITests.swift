@@ -154,6 +154,24 @@ final class SSEReader: @unchecked Sendable {
         #expect(feed.events(1).first?.json["ip"] as? String == "198.51.100.9")
     }
 
+    @Test func aReloadThatStopsAJailTellsItsBansAreOut() throws {
+        let second = "\n[second]\nenabled = true\nfilter = dovecot\nlogpath = /dev/null\nbanaction = dry-run\nport = 1200\n"
+        let d = try LiveDaemon(jail: second)
+        defer { d.stop() }
+        #expect(try d.unix.request("POST", "/jails/second/bans", body: #"{"ip": "203.0.113.70"}"#).status == 201)
+        let feed = try SSEReader(port: d.port)
+        #expect(feed.readHead())
+        // The second jail goes from the configuration: its ban leaves the packet filter with it.
+        let file = d.dir.path + "/conf/jail.d/test.local"
+        let text = try String(contentsOfFile: file, encoding: .utf8)
+        try text.replacingOccurrences(of: second, with: "\n").write(toFile: file, atomically: true, encoding: .utf8)
+        #expect(try d.unix.request("POST", "/reload").status == 200)
+        let events = feed.events(2)
+        #expect(events.map(\.type) == ["unban", "reload"])
+        #expect(events.first?.json["reason"] as? String == "reload" && events.first?.json["jail"] as? String == "second")
+        #expect(events.last?.json["jails"] as? [String] == ["dovecot"])
+    }
+
     @Test(arguments: [
         ("/events?types=ban,nope", [String](), 400), ("/events?types=", [], 400), ("/events?jail=nope", [], 404),
         ("/events", ["Last-Event-ID: 12x"], 400), ("/events", ["Last-Event-ID: 123456789012345678901"], 400),
