@@ -141,18 +141,21 @@ public final class WebhookDispatcher: EventSubscriber, @unchecked Sendable {
                     }
                 }
                 for (i, item) in incoming.enumerated() {
-                    let id =
-                        i < ids.count
-                        ? ids[i]
-                        : {
-                            defer { nextLocalID -= 1 }; return nextLocalID
-                        }()
+                    // Not stored (no database, or it failed): a negative id of this run, never looked up there.
+                    let id: Int
+                    if i < ids.count {
+                        id = ids[i]
+                    } else {
+                        id = nextLocalID
+                        nextLocalID -= 1
+                    }
                     pending.append(Item(id: id, event: item.event, body: item.body, attempts: 0, nextAt: 0))
                 }
                 let over = pending.count - spec.queue
                 if over > 0 {
                     let dropped = pending.prefix(over)
                     pending.removeFirst(over)
+                    // A failed removal only means they are tried again after a restart.
                     try? store?.removeDeliveries(dropped.map(\.id).filter { $0 > 0 })
                     state.withLock { $0.stats.dropped += over }
                     if !warnedDrop {
