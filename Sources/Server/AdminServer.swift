@@ -43,7 +43,9 @@ public final class AdminServer: Sendable {
         options.streamBufferLimit = settings.eventsBuffer
         if settings.threads > 0 { options.threads = settings.threads }
         let counters = HTTPCounters()
-        api = AdminAPI(daemon: daemon, access: access, counters: counters, log: log, streamBufferLimit: settings.eventsBuffer)
+        api = AdminAPI(
+            daemon: daemon, access: access, counters: counters, log: log, streamBufferLimit: settings.eventsBuffer,
+            setSizesMaxAge: settings.metricsKernelInterval)
         server = HTTPServer(options: options, handler: api, counters: counters, worker: control, log: log)
         guard !addresses.isEmpty else {
             log.warning("[api] neither listen nor socket is set: the API is off")

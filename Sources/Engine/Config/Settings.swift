@@ -88,6 +88,9 @@ public struct APISettings: Sendable, Equatable {
     public var eventsKeepAlive: Double = 15
     /// Bytes an event-stream subscriber may fall behind before it is dropped.
     public var eventsBuffer = 1 << 20
+    /// Seconds `/metrics` keeps its reading of the kernel's set sizes (a dump of a large set is costly); 0: every
+    /// scrape.
+    public var metricsKernelInterval: Double = 60
 
     public init() {}
 
@@ -122,6 +125,12 @@ public struct APISettings: Sendable, Equatable {
                 throw ConfigError("[api] events_buffer must be a number of bytes from 4096 to 1073741824, not '\(v)'", at: loc)
             }
             a.eventsBuffer = n
+        }
+        if let (v, loc) = try value("metrics_kernel_interval") {
+            do { a.metricsKernelInterval = try TimeExpression.seconds(v) } catch { throw ConfigError("[api] metrics_kernel_interval: \(error)", at: loc) }
+            guard a.metricsKernelInterval >= 0 && a.metricsKernelInterval <= 86400 else {
+                throw ConfigError("[api] metrics_kernel_interval must be from 0 to 1d", at: loc)
+            }
         }
         for (key, path) in [
             ("idle_timeout", \APISettings.idleTimeout), ("request_timeout", \APISettings.requestTimeout), ("events_keepalive", \APISettings.eventsKeepAlive),

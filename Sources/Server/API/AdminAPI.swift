@@ -15,10 +15,18 @@ public final class AdminAPI: HTTPHandler {
     let log: Logger
     /// Bytes an event-feed subscriber may fall behind before it is dropped (`[api] events_buffer`).
     let streamBufferLimit: Int
+    /// Seconds the kernel's set sizes (and the database's counts read with them) are kept for `/metrics`
+    /// (`[api] metrics_kernel_interval`).
+    let setSizesMaxAge: Double
+    /// The last reading of them: when, for which jails, what.
+    let kernelSizes = Locked<(at: Double, jails: [String], kernel: [String: [String: Int]]?, stored: [String: Int]?)?>(nil)
 
-    public init(daemon: Daemon, access: AccessPolicy, counters: HTTPCounters, log: Logger, streamBufferLimit: Int = 1 << 20) {
+    public init(
+        daemon: Daemon, access: AccessPolicy, counters: HTTPCounters, log: Logger, streamBufferLimit: Int = 1 << 20, setSizesMaxAge: Double = 60
+    ) {
         self.daemon = daemon
         self.streamBufferLimit = streamBufferLimit
+        self.setSizesMaxAge = setSizesMaxAge
         self.access = Locked(access)
         self.counters = counters
         self.log = log

@@ -124,43 +124,67 @@ extension AdminAPI {
     private func counters_() -> HTTPStats { counters.state.withLock { $0 } }
 
     /// The kernel's side (packets blocked, elements per set) beside the database's bans in force: they must agree.
+    /// The set sizes and the database's counts are read together, at most once a minute by default (a dump of a
+    /// large set is the kernel's costliest read: 0.7 s for 100,000 bans); the counters at every scrape.
     private func kernelAndStore(_ m: inout PrometheusText, now: Double) {
         let jails = daemon.nftablesJails
         guard !jails.isEmpty else { return }
-        let stored: [String: Int]?
-        do { stored = try daemon.store?.activeCounts(now: now) } catch { stored = nil }
-        let kernel: NftablesFirewall.KernelState?
-        do { kernel = try NftablesFirewall.readKernelState() } catch {
-            kernel = nil
-            log.warning("metrics: reading the nftables table failed: \(error)")
+        let blocked: [String: (packets: UInt64, bytes: UInt64)]?
+        do { blocked = try NftablesFirewall.readBlocked() } catch {
+            blocked = nil
+            log.warning("metrics: reading the nftables rules failed: \(error)")
         }
+        let sizes = setSizes(now: now)
         m.family("portcullis_kernel_read_ok", "gauge", "1 when the nftables table could be read back for these metrics.")
-        m.sample("portcullis_kernel_read_ok", [], kernel == nil ? 0 : 1)
-        if let kernel {
+        m.sample("portcullis_kernel_read_ok", [], blocked == nil || (sizes != nil && sizes!.kernel == nil) ? 0 : 1)
+        if let blocked {
             m.family("portcullis_blocked_packets_total", "counter", "Packets the jail's rules refused (their nftables counters; they restart at a reload).")
-            for j in jails { m.sample("portcullis_blocked_packets_total", [("jail", j)], Double(kernel.blocked[j]?.packets ?? 0)) }
+            for j in jails { m.sample("portcullis_blocked_packets_total", [("jail", j)], Double(blocked[j]?.packets ?? 0)) }
             m.family("portcullis_blocked_bytes_total", "counter", "Bytes of the packets the jail's rules refused.")
-            for j in jails { m.sample("portcullis_blocked_bytes_total", [("jail", j)], Double(kernel.blocked[j]?.bytes ?? 0)) }
-            m.family("portcullis_kernel_set_elements", "gauge", "Elements of each of the jail's nftables sets (addresses, or networks).")
+            for j in jails { m.sample("portcullis_blocked_bytes_total", [("jail", j)], Double(blocked[j]?.bytes ?? 0)) }
+        }
+        guard let sizes else { return }
+        if let kernel = sizes.kernel {
+            m.family(
+                "portcullis_kernel_set_elements", "gauge", "Elements of each of the jail's nftables sets (addresses, or networks), read at most once a minute.")
             for j in jails {
-                for (set, n) in (kernel.elements[j] ?? [:]).sorted(by: { $0.key < $1.key }) {
+                for (set, n) in (kernel[j] ?? [:]).sorted(by: { $0.key < $1.key }) {
                     m.sample("portcullis_kernel_set_elements", [("jail", j), ("set", set)], Double(n))
                 }
             }
         }
-        if let stored {
-            m.family("portcullis_store_bans", "gauge", "Bans in force in the database.")
+        if let stored = sizes.stored {
+            m.family("portcullis_store_bans", "gauge", "Bans in force in the database, read with the kernel's set sizes.")
             for j in jails { m.sample("portcullis_store_bans", [("jail", j)], Double(stored[j] ?? 0)) }
         }
-        if let kernel, let stored {
+        if let kernel = sizes.kernel, let stored = sizes.stored {
             m.family(
                 "portcullis_kernel_store_difference", "gauge",
-                "Elements in the jail's kernel sets minus its bans in force in the database: 0 when they agree (a second's expiry may differ).")
+                "Elements in the jail's kernel sets minus its bans in force in the database, read together: 0 when they agree (a ban or an expiry between the two reads may show for a minute)."
+            )
             for j in jails {
-                let k = (kernel.elements[j] ?? [:]).values.reduce(0, +)
+                let k = (kernel[j] ?? [:]).values.reduce(0, +)
                 m.sample("portcullis_kernel_store_difference", [("jail", j)], Double(k - (stored[j] ?? 0)))
             }
         }
+    }
+
+    /// The kernel's set sizes and the database's bans in force, read together and kept for `setSizesMaxAge`
+    /// seconds (a change of the jails reads them again at once).
+    private func setSizes(now: Double) -> (kernel: [String: [String: Int]]?, stored: [String: Int]?)? {
+        let jails = daemon.nftablesJails
+        if let cached = kernelSizes.withLock({ $0 }), cached.jails == jails, now - cached.at < setSizesMaxAge, now >= cached.at {
+            return (cached.kernel, cached.stored)
+        }
+        let kernel: [String: [String: Int]]?
+        do { kernel = try NftablesFirewall.readSetSizes() } catch {
+            kernel = nil
+            log.warning("metrics: reading the nftables sets failed: \(error)")
+        }
+        let stored: [String: Int]?
+        do { stored = try daemon.store?.activeCounts(now: now) } catch { stored = nil }
+        kernelSizes.withLock { $0 = (now, jails, kernel, stored) }
+        return (kernel, stored)
     }
 }
 

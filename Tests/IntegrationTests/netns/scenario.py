@@ -62,6 +62,8 @@ class Tree:
             f.write("[dovecot]\n" + "".join("%s = %s\n" % kv for kv in options.items()))
         with open(os.path.join(self.conf, "portcullis.local"), "w") as f:
             f.write("[Definition]\ndbfile = %s\nloglevel = INFO\n[api]\nlisten = 127.0.0.1:9191\nsocket = %s/api.sock\n"
+                    # The set sizes at every scrape: the scenarios change the kernel and look at once.
+                    "metrics_kernel_interval = 0\n"
                     % (self.db, os.path.dirname(self.db)))
 
     def failure(self, ip, n=1):
