@@ -5,7 +5,8 @@ import Testing
 
 @testable import Engine
 
-/// `webhook[...]` options, the signature and the retry policy, without a network.
+/// `webhook[...]` options, the signature and the retry policy, and the `[api]` settings of the event feed and of
+/// `/metrics`: configuration, without a network.
 @Suite struct WebhookSpecTests {
     func spec(_ text: String) throws -> WebhookSpec {
         let (name, options) = try OptionSyntax.extract(text)
@@ -45,6 +46,24 @@ import Testing
         let text = config.diagnostics.map(\.text).joined(separator: "\n")
         #expect(text.contains("test.local:5") && text.contains("cannot read secret_file \(dir.path)/missing"), "\(text)")
         #expect(config.jails.isEmpty)
+    }
+
+    @Test func eventAndMetricsSettingsOfTheAPI() throws {
+        let dir = TempDir()
+        let repoConfig = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("config").path
+        try FileManager.default.copyItem(atPath: repoConfig, toPath: dir.path + "/conf")
+        dir.write("conf/portcullis.local", "[api]\nevents_keepalive = 2s\nevents_buffer = 65536\nmetrics_kernel_interval = 0\n")
+        let api = LoadedConfig.load(dir.path + "/conf").settings.api
+        #expect(api.eventsKeepAlive == 2 && api.eventsBuffer == 65536 && api.metricsKernelInterval == 0)
+        for (line, message) in [
+            ("events_buffer = 10", "events_buffer must be a number of bytes from 4096"), ("events_keepalive = 0", "events_keepalive must be positive"),
+            ("metrics_kernel_interval = 2d", "metrics_kernel_interval must be from 0 to 1d"),
+        ] {
+            dir.write("conf/portcullis.local", "[api]\n\(line)\n")
+            let text = LoadedConfig.load(dir.path + "/conf").diagnostics.map(\.text).joined(separator: "\n")
+            #expect(text.contains("portcullis.local:2") && text.contains(message), "\(text)")
+        }
     }
 
     @Test func signatureIsHMACSHA256() {
