@@ -261,7 +261,7 @@ struct CommandFailure: Error, CustomStringConvertible {
             ])
         #expect(
             r.status == 0,
-            "webhook_receivers.py:\n\(r.stdout)\n\(r.stderr.suffix(3000))\n\((try? String(contentsOfFile: dir.url.path + "/serve.log", encoding: .utf8))?.suffix(4000) ?? "")"
+            "webhook_receivers.py (needs openssl and promtool):\n\(r.stdout)\n\(r.stderr.suffix(3000))\n\((try? String(contentsOfFile: dir.url.path + "/serve.log", encoding: .utf8))?.suffix(4000) ?? "")"
         )
         #expect(r.stdout.contains("all passed"))
     }
