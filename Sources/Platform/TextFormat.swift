@@ -1,5 +1,11 @@
 /// The few printf-style formats the program prints, without Foundation's `String(format:)`.
 public enum TextFormat {
+    /// The text of a fixed-size C `char` array field (a tuple in Swift), up to its NUL.
+    public static func text<Field>(ofCArray field: Field) -> String {
+        var copy = field
+        return withUnsafeBytes(of: &copy) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+    }
+
     /// `value` with `digits` digits after the point, rounded half away from zero ("%.3f").
     public static func fixed(_ value: Double, digits: Int) -> String {
         guard value.isFinite else { return String(value) }

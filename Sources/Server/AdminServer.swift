@@ -40,7 +40,6 @@ public final class AdminServer: Sendable {
         options.idleTimeout = settings.idleTimeout
         options.requestTimeout = settings.requestTimeout
         options.streamKeepAlive = settings.eventsKeepAlive
-        options.streamBufferLimit = settings.eventsBuffer
         if settings.threads > 0 { options.threads = settings.threads }
         let counters = HTTPCounters()
         api = AdminAPI(

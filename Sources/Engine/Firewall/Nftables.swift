@@ -369,16 +369,9 @@ public final class NftablesFirewall: @unchecked Sendable {
     /// waits for a ban). Cheap: a few rules a jail.
     public static func readBlocked() throws(NftablesError) -> [String: (packets: UInt64, bytes: UInt64)] {
         var blocked: [String: (packets: UInt64, bytes: UInt64)] = [:]
-        var rules = [pc_nft_rule_counter](repeating: pc_nft_rule_counter(), count: 256)
-        var n = pc_nft_rule_counters(table, &rules, rules.count)
-        if n > rules.count {
-            rules = [pc_nft_rule_counter](repeating: pc_nft_rule_counter(), count: Int(n) + 64)
-            n = pc_nft_rule_counters(table, &rules, rules.count)
-        }
-        guard n >= 0 else { throw NftablesError(operation: "read the rules of table inet \(table)", code: -n) }
         let prefix = "portcullis jail "
-        for var r in rules.prefix(min(Int(n), rules.count)) {
-            let comment = withUnsafeBytes(of: &r.comment) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+        for r in try readAll(pc_nft_rule_counter(), "read the rules of table inet \(table)", { pc_nft_rule_counters(table, $0, $1) }) {
+            let comment = TextFormat.text(ofCArray: r.comment)
             guard comment.hasPrefix(prefix) else { continue }
             let jail = String(comment.dropFirst(prefix.count))
             let sum = blocked[jail] ?? (0, 0)
@@ -392,20 +385,28 @@ public final class NftablesFirewall: @unchecked Sendable {
     /// cost it about 0.7 s (measured; `/metrics` reads this at most once a minute).
     public static func readSetSizes() throws(NftablesError) -> [String: [String: Int]] {
         var elements: [String: [String: Int]] = [:]
-        var sets = [pc_nft_set_size](repeating: pc_nft_set_size(), count: 256)
-        var m = pc_nft_set_sizes(table, &sets, sets.count)
-        if m > sets.count {
-            sets = [pc_nft_set_size](repeating: pc_nft_set_size(), count: Int(m) + 64)
-            m = pc_nft_set_sizes(table, &sets, sets.count)
-        }
-        guard m >= 0 else { throw NftablesError(operation: "read the sets of table inet \(table)", code: -m) }
-        for var s in sets.prefix(min(Int(m), sets.count)) {
-            let name = withUnsafeBytes(of: &s.name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+        for s in try readAll(pc_nft_set_size(), "read the sets of table inet \(table)", { pc_nft_set_sizes(table, $0, $1) }) {
+            let name = TextFormat.text(ofCArray: s.name)
             // `<jail>-v4`, `-v6`, `-n4`, `-n6`.
             guard name.count > 3, name.dropLast(2).hasSuffix("-") else { continue }
             elements[String(name.dropLast(3)), default: [:]][name] = Int(s.elements)
         }
         return elements
+    }
+
+    /// Records a C reader fills (it returns how many there are, or -errno): room for 256, and once more with room
+    /// for all when there are more.
+    private static func readAll<Record>(
+        _ blank: Record, _ operation: String, _ read: (UnsafeMutablePointer<Record>, Int) -> Int32
+    ) throws(NftablesError) -> ArraySlice<Record> {
+        var room = 256
+        while true {
+            var records = [Record](repeating: blank, count: room)
+            let n = records.withUnsafeMutableBufferPointer { read($0.baseAddress!, $0.count) }
+            guard n >= 0 else { throw NftablesError(operation: operation, code: -n) }
+            if Int(n) <= room { return records.prefix(Int(n)) }
+            room = Int(n) + 64
+        }
     }
 
     /// Deletes the table (at shutdown, as fail2ban removes its rules on stop).

@@ -156,12 +156,12 @@ public final class JailRuntime: @unchecked Sendable {
             counted.append((target, time, f.data.matches.map(\.text), f.data.value("user") ?? f.data.users.last))
         }
         // Most lines fail nothing: the tracker's lock only for those that do.
-        let told = events?.wantsFailures == true
         var failureEvents: [EventFeed.Publishable] = []
         let tracked: (current: Int, evicted: Int)? =
             counted.isEmpty
             ? nil
             : tracker.withLock { t in
+                let told = events?.wantsFailures == true
                 for c in counted {
                     var decision = t.record(c.target, time: c.time, lines: c.lines, user: c.user, jail: name)
                     if decision != nil {

@@ -271,8 +271,7 @@ public final class WebhookDispatcher: EventSubscriber, @unchecked Sendable {
     }
 
     static func classify(_ r: pc_http_result) -> Outcome {
-        var r = r
-        let message = withUnsafeBytes(of: &r.error) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+        let message = TextFormat.text(ofCArray: r.error)
         if r.status >= 200 && r.status < 300 { return .delivered }
         if r.status == 408 || r.status == 429 || r.status >= 500 { return .retry("HTTP \(r.status)") }
         if r.status > 0 { return .failed("HTTP \(r.status)") }

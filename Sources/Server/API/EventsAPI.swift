@@ -131,7 +131,9 @@ final class EventStream: HTTPStream, EventSubscriber, @unchecked Sendable {
     /// On the loop's thread: this subscriber's events (its jails) copied out of the shared batches.
     func take(max: Int) -> HTTPStreamOutput {
         queue.withLock { q in
-            if let waiting = q.overflow { return .overflowed(waiting: waiting) }
+            if let waiting = q.overflow {
+                return .overflowed(why: "the client read too slowly: \(waiting) bytes were waiting for it (limit \(limit))")
+            }
             var out: [UInt8] = []
             while out.count < max, let batch = q.batches.first {
                 let e = batch.events[q.next]

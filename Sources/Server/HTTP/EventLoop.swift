@@ -390,8 +390,8 @@ final class EventLoop: @unchecked Sendable {
             switch stream.take(max: full ? 0 : EventLoop.streamChunk) {
             case .nothing: return
             case .bytes(let bytes): appendToStream(c, bytes)
-            case .overflowed(let waiting):
-                endStream(c, why: "the client read too slowly: \(waiting) bytes were waiting for it (limit \(options.streamBufferLimit))", dropped: true)
+            case .overflowed(let why):
+                endStream(c, why: why, dropped: true)
             }
             flush(c, now)
             guard Int(c.fd) < connections.count, connections[Int(c.fd)] === c else { return }

@@ -30,6 +30,6 @@ public protocol HTTPStream: AnyObject, Sendable {
 public enum HTTPStreamOutput: Sendable {
     case nothing
     case bytes([UInt8])
-    /// The client fell too far behind (`waiting` bytes not yet sent): the loop ends the stream.
-    case overflowed(waiting: Int)
+    /// The client fell too far behind: the loop ends the stream with `why`.
+    case overflowed(why: String)
 }

@@ -17,9 +17,6 @@ public struct HTTPServerOptions: Sendable {
     public var shutdownGrace: Double = 10
     /// A stream (`GET /events`) with nothing to send for this long gets a keep-alive comment.
     public var streamKeepAlive: Double = 15
-    /// Bytes a stream may have waiting for a client before the client is dropped (it reads too slowly): the bound
-    /// that keeps one stalled subscriber from holding the server's memory.
-    public var streamBufferLimit = 1 << 20
     /// Event-loop threads (each serves its share of the connections).
     public var threads = HTTPServerOptions.defaultThreads
 
