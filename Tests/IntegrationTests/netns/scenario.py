@@ -115,6 +115,9 @@ class Daemon:
             fail("the daemon did not start:\n" + self.output())
         if self.proc.poll() is not None:
             fail("the daemon exited:\n" + self.output())
+        # The API opens after the jails start ("started with"): a scenario that asks it at once (under a sanitizer,
+        # on a loaded machine) would find no socket yet.
+        wait_until(lambda: "API listening" in self.output() or "the API is off" in self.output() or self.proc.poll() is not None, 15)
 
     def stop(self, sig=signal.SIGTERM):
         if self.proc.poll() is None:
