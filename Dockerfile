@@ -6,7 +6,7 @@
 FROM swift:6.3.1-noble AS build
 RUN apt-get update \
  && apt-get install -y --no-install-recommends libpcre2-dev libnftnl-dev libmnl-dev libsqlite3-dev pkg-config \
-    libcurl4-openssl-dev libssl-dev \
+    libcurl4-openssl-dev libssl-dev libpq-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY Package.swift ./
@@ -18,9 +18,10 @@ RUN swift build -c release --product portcullis --static-swift-stdlib \
 
 FROM ubuntu:24.04
 # curl brings libcurl and OpenSSL's libraries (webhooks) under whatever names the release gives them (Ubuntu 24.04:
-# libcurl4t64, libssl3t64); ca-certificates is the store HTTPS webhooks are verified against.
+# libcurl4t64, libssl3t64); ca-certificates is the store HTTPS webhooks (and PostgreSQL's verify-full) are verified
+# against; libpq5 is PostgreSQL's client library (`[cluster]`).
 RUN apt-get update \
- && apt-get install -y --no-install-recommends libpcre2-8-0 libnftnl11 libmnl0 libsqlite3-0 curl ca-certificates \
+ && apt-get install -y --no-install-recommends libpcre2-8-0 libnftnl11 libmnl0 libsqlite3-0 libpq5 curl ca-certificates \
  && rm -rf /var/lib/apt/lists/*
 COPY --from=build /out/portcullis /usr/local/bin/portcullis
 # The default tree; mount a jail.d/jail.local (and portcullis.local) over it, as compose.yaml does.

@@ -25,6 +25,12 @@ let package = Package(
             pkgConfig: "sqlite3",
             providers: [.apt(["libsqlite3-dev"])]
         ),
+        // The fleet's shared bans: PostgreSQL's own client library (libpq-dev), never a hand-written wire protocol.
+        .systemLibrary(
+            name: "CPostgres",
+            pkgConfig: "libpq",
+            providers: [.apt(["libpq-dev"])]
+        ),
         // The Linux calls Swift's Glibc module does not export (epoll, eventfd, accept4, thread names, mallopt).
         .target(name: "CPlatform"),
         // The bottom layer every target stands on: file descriptors owned, errno as data, epoll/eventfd/inotify,
@@ -44,7 +50,7 @@ let package = Package(
         ),
         .target(
             name: "Engine",
-            dependencies: ["Platform", "CPCRE2", "CFastScan", "CNetfilter", "CSQLite", "CHTTPClient"],
+            dependencies: ["Platform", "CPCRE2", "CFastScan", "CNetfilter", "CSQLite", "CHTTPClient", "CPostgres"],
             // The per-line path touches class properties millions of times a second; dynamic exclusivity checks
             // cost ~15% there. Debug builds (and so the tests) keep them on.
             swiftSettings: swiftSettings + [.unsafeFlags(["-enforce-exclusivity=unchecked"], .when(configuration: .release))]
@@ -105,7 +111,7 @@ let package = Package(
             name: "IntegrationTests",
             dependencies: ["Platform", "Engine", "portcullis", "TestSupport"],
             // Scripts the tests run (namespace scenarios, deployment checks), not sources.
-            exclude: ["netns", "deploy", "differential", "docker", "events", "observability", "webhooks"],
+            exclude: ["netns", "deploy", "differential", "docker", "events", "observability", "webhooks", "cluster"],
             swiftSettings: swiftSettings
         ),
     ]

@@ -156,7 +156,9 @@ struct StatusCommand: ParsableCommand {
             }
             print(StatusText.jail(o))
         } else {
-            print(StatusText.jails(o))
+            // An older daemon has no /cluster: the tree without it.
+            let cluster = (try? options.call("GET", "/cluster")).flatMap { try? options.object($0) }
+            print(StatusText.jails(o, cluster: cluster))
         }
     }
 }
@@ -177,9 +179,25 @@ extension StatusCommand {
 
 /// fail2ban-client's status trees, from the API's documents.
 enum StatusText {
-    static func jails(_ o: JSONValue) -> String {
+    static func jails(_ o: JSONValue, cluster: JSONValue? = nil) -> String {
         let names = (o["jails"]?.array ?? []).compactMap { $0["name"]?.string }
-        return "Status\n|- Number of jail:\t\(names.count)\n`- Jail list:\t\(names.joined(separator: ", "))"
+        let head = "Status\n|- Number of jail:\t\(names.count)\n"
+        guard let cluster, cluster["enabled"]?.bool == true else { return head + "`- Jail list:\t\(names.joined(separator: ", "))" }
+        return head + "|- Jail list:\t\(names.joined(separator: ", "))\n`- Cluster:\t" + clusterLine(cluster)
+    }
+
+    /// `connected as mx1, last id 42, 0 queued; peers: mx2 (3s ago), mx3 (12s ago)`.
+    static func clusterLine(_ c: JSONValue, now: Double = Clock.now()) -> String {
+        let node = c["node"]?.string ?? "?"
+        var text =
+            c["connected"]?.bool == true
+            ? "connected as \(node)" : "NOT connected as \(node)" + (c["error"]?.string.map { " (\($0))" } ?? "")
+        text += ", last id \(c["lastId"]?.numberText ?? "none"), \(c["queued"]?.numberText ?? "0") queued"
+        let peers = (c["peers"]?.array ?? []).map { p -> String in
+            let seen = p["lastSeen"]?.string.flatMap { ISO8601.parse($0) }.map { " (\(TimeExpression.describe(max(0, (now - $0).rounded()))) ago)" } ?? ""
+            return (p["node"]?.string ?? "?") + seen
+        }
+        return text + "; peers: " + (peers.isEmpty ? "none" : peers.joined(separator: ", "))
     }
 
     static func jail(_ o: JSONValue) -> String {

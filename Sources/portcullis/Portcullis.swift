@@ -13,6 +13,7 @@ struct Portcullis: ParsableCommand {
         subcommands: [
             ServeCommand.self, CheckCommand.self, RegexCommand.self, StatusCommand.self, SetCommand.self,
             UnbanCommand.self, BansCommand.self, GetCommand.self, AllowlistCommand.self, ReloadCommand.self, HealthCommand.self,
+            ClusterSchemaCommand.self,
         ]
     )
 

@@ -507,6 +507,7 @@ public final class BanManager: @unchecked Sendable {
         var reason: String
         var absorbs: [(key: Key, ip: IPNetwork)] = []
         var detectedAt: Double?
+        var origin: String?
     }
 
     /// Makes a batch of decisions bans: store first, then the packet filters, then in force and reported.
@@ -551,7 +552,7 @@ public final class BanManager: @unchecked Sendable {
                 told.append(
                     .ban(
                         jail: b.jail, ip: b.ip, bannedAt: b.bannedAt, banTime: b.banTime, banCount: b.banCount, failures: b.failures, reason: p.reason,
-                        matches: b.matches))
+                        matches: b.matches, origin: p.origin))
             }
             events.publish(told, now: now)
         }
@@ -653,7 +654,7 @@ public final class BanManager: @unchecked Sendable {
         if case .seconds(let granted) = banTime, case .seconds(let asked) = wanted, asked > granted {
             reason += " (cut from \(TimeExpression.describe(asked)): the packet filter holds at most \(TimeExpression.describe(BanTimePolicy.longest)))"
         }
-        return PreparedBan(ban: ban, setup: setup, reason: reason, detectedAt: d.detectedAt)
+        return PreparedBan(ban: ban, setup: setup, reason: reason, detectedAt: d.detectedAt, origin: d.origin)
     }
 
     /// How often the address was banned before (in its jail, or in any with `overalljails`). A history that

@@ -10,6 +10,8 @@ public struct Settings: Sendable {
     public var dbPurgeAge: Double = 86400
     public var dbMaxMatches: Int = 10
     public var api = APISettings()
+    /// `[cluster]`: bans shared across a fleet through PostgreSQL.
+    public var cluster = ClusterSettings()
     /// `orphanexit`: how long the network namespace may have lost its last interface before the daemon exits (see
     /// `NamespaceWatch`); nil: never.
     public var orphanExit: Double? = 3
@@ -62,6 +64,7 @@ public struct Settings: Sendable {
             }
         }
         if stack.hasSection("api") { s.api = try APISettings.read(stack, file: name) }
+        if stack.hasSection("cluster") { s.cluster = try ClusterSettings.read(stack, file: name) }
         return (s, diagnostics)
     }
 }

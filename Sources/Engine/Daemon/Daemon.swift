@@ -28,6 +28,9 @@ public final class Daemon: @unchecked Sendable {
     /// Each running jail's webhooks (changed with the jails; read by the API's metrics, hence locked).
     private let hooks = Locked<[String: [WebhookDispatcher]]>([:])
     public var webhooks: [WebhookDispatcher] { hooks.withLock { $0.values.flatMap { $0 } }.sorted { $0.name < $1.name } }
+    /// The link to the fleet (`[cluster]`), nil when the node is on its own (read by the API, hence locked).
+    private let link = Locked<ClusterLink?>(nil)
+    public var cluster: ClusterLink? { link.withLock { $0 } }
 
     public struct StartError: Error, CustomStringConvertible {
         public let message: String
@@ -49,6 +52,11 @@ public final class Daemon: @unchecked Sendable {
         if let t = banManager?.storeTrouble {
             list.append(
                 "the database has failed for \(TimeExpression.describe(max(1, Clock.now() - t.since))) (\(t.error)): \(t.waiting) ban change(s) kept in memory until it works again"
+            )
+        }
+        if let s = cluster?.status, !s.connected, let since = s.since {
+            list.append(
+                "cluster: not connected to PostgreSQL for \(TimeExpression.describe(max(1, Clock.now() - since))) (\(s.error ?? "connecting")): \(s.queued) change(s) queued, local banning goes on"
             )
         }
         return list
@@ -150,6 +158,7 @@ public final class Daemon: @unchecked Sendable {
         for s in setups { if let problem = startJail(s.definition) { troubles.append(problem) } }
         forgetRemovedWebhooks()
         guard !jails.isEmpty else { throw StartError(message: "no jail could start") }
+        if let problem = startCluster(settings.cluster) { troubles.append(problem) }
         let backend = nftables != nil ? "nftables table inet \(NftablesFirewall.table)" : "dry-run only"
         log.notice(
             "Portcullis \(PortcullisVersion.string) started with \(jails.count) jail(s): \(jails.keys.sorted().joined(separator: ", ")); \(backend); store \(store?.path ?? "none")"
@@ -180,6 +189,39 @@ public final class Daemon: @unchecked Sendable {
         } catch {
             log.error("dropping the deliveries of removed webhooks failed: \(error)")
         }
+    }
+
+    /// Starts the link to the fleet when `[cluster]` asks for one; returns the problem when it cannot start (local
+    /// banning goes on without it).
+    private func startCluster(_ c: ClusterSettings) -> String? {
+        guard c.enabled else { return nil }
+        do {
+            let l = try ClusterLink(settings: c, store: store, bans: banManager, log: log) { [snapshot] name in
+                snapshot.withLock { $0[name]?.definition }
+            }
+            _ = events.subscribe(l, after: nil)
+            do { try l.start() } catch {
+                events.unsubscribe(l)
+                throw error
+            }
+            link.withLock { $0 = l }
+            log.info("cluster: node \(c.node), sharing \(c.share), applying \(c.apply)")
+            return nil
+        } catch {
+            log.error("cluster: not started: \(error); this node bans on its own")
+            return "cluster not started: \(error)"
+        }
+    }
+
+    private func stopCluster() {
+        guard
+            let l = link.withLock({ l -> ClusterLink? in
+                defer { l = nil }
+                return l
+            })
+        else { return }
+        events.unsubscribe(l)
+        l.stop()
     }
 
     /// Returns the problem when the jail could not start.
@@ -268,6 +310,7 @@ public final class Daemon: @unchecked Sendable {
     /// Stops every jail, applies what is pending, saves positions, removes the packet-filter layout (as fail2ban
     /// does on stop; the bans come back from the store at the next start).
     public func stop() {
+        stopCluster()
         for name in Array(jails.keys) {
             stopJail(name)
             log.info("[\(name)] Jail stopped")
@@ -324,6 +367,10 @@ public final class Daemon: @unchecked Sendable {
         events.publish(dropped)
         for s in setups { if let problem = startJail(s.definition) { troubles.append(problem) } }
         forgetRemovedWebhooks()
+        if cluster?.settings != settings.cluster || cluster == nil && settings.cluster.enabled {
+            stopCluster()
+            if let problem = startCluster(settings.cluster) { troubles.append(problem) }
+        }
         errors = troubles
         configTrouble.withLock { $0 = troubles }
         log.notice("Configuration reloaded: \(jails.count) jail(s)")

@@ -10,6 +10,12 @@ public protocol EventSubscriber: AnyObject, Sendable {
     /// A batch shared by every subscriber (keep it, do not copy its bytes here: this runs on the thread that
     /// banned, once per subscriber).
     func enqueue(_ batch: EncodedBatch)
+    /// A client of `GET /events` (counted in the metrics), not one of the daemon's own (webhooks, the cluster).
+    var isClient: Bool { get }
+}
+
+extension EventSubscriber {
+    public var isClient: Bool { false }
 }
 
 /// Events published together, with the size of their wire form.
@@ -75,6 +81,9 @@ public final class EventFeed: @unchecked Sendable {
 
     public var subscriberCount: Int { lock.withLock { subscribers.count } }
 
+    /// Subscribers that are `GET /events` clients.
+    public var clientCount: Int { lock.withLock { subscribers.values.reduce(0) { $0 + ($1.isClient ? 1 : 0) } } }
+
     /// Events handed to subscribers so far (one per event and subscriber that wanted it, before its jail filter).
     public var eventsHandedOut: Int { lock.withLock { handedOut } }
 
@@ -82,7 +91,9 @@ public final class EventFeed: @unchecked Sendable {
     public var lastID: UInt64 { lock.withLock { base + next - 1 } }
 
     public enum Publishable: Sendable {
-        case ban(jail: String, ip: IPNetwork, bannedAt: Double, banTime: BanTime, banCount: Int, failures: Int, reason: String, matches: [String] = [])
+        case ban(
+            jail: String, ip: IPNetwork, bannedAt: Double, banTime: BanTime, banCount: Int, failures: Int, reason: String, matches: [String] = [],
+            origin: String? = nil)
         case unban(jail: String, ip: IPNetwork, reason: FeedEvent.UnbanReason, text: String)
         case failure(jail: String, ip: IPNetwork, failures: Int, user: String?)
         case reload(jails: [String], errors: [String])
@@ -101,10 +112,11 @@ public final class EventFeed: @unchecked Sendable {
             next += 1
             let e: FeedEvent
             switch item {
-            case .ban(let jail, let ip, let bannedAt, let banTime, let banCount, let failures, let reason, let matches):
+            case .ban(let jail, let ip, let bannedAt, let banTime, let banCount, let failures, let reason, let matches, let origin):
                 e = FeedEvent(
                     id: id, time: now, jail: jail, ip: ip,
-                    detail: .ban(bannedAt: bannedAt, banTime: banTime, banCount: banCount, failures: failures, reason: reason, matches: matches))
+                    detail: .ban(
+                        bannedAt: bannedAt, banTime: banTime, banCount: banCount, failures: failures, reason: reason, matches: matches, origin: origin))
             case .unban(let jail, let ip, let reason, let text):
                 e = FeedEvent(id: id, time: now, jail: jail, ip: ip, detail: .unban(reason, text: text))
             case .failure(let jail, let ip, let failures, let user):

@@ -19,11 +19,14 @@ public struct FeedEvent: Sendable {
         case allowlist
         /// A wider ban of the same jail took its place.
         case network
+        /// Lifted on another node of the fleet (`[cluster]`).
+        case cluster
     }
 
     public enum Detail: Sendable {
         /// `matches`: the log lines that led to it (at most the jail's maxmatches); sent by webhooks, not on the feed.
-        case ban(bannedAt: Double, banTime: BanTime, banCount: Int, failures: Int, reason: String, matches: [String])
+        /// `origin`: the node of the fleet that made it, nil for a ban of this node.
+        case ban(bannedAt: Double, banTime: BanTime, banCount: Int, failures: Int, reason: String, matches: [String], origin: String?)
         case unban(UnbanReason, text: String)
         /// `failures`: counted so far within findtime, this one included.
         case failure(failures: Int, user: String?)
@@ -57,13 +60,14 @@ public struct FeedEvent: Sendable {
         if let jail { o.string("jail", jail) }
         if let ip { o.string("ip", ip.description) }
         switch detail {
-        case .ban(let bannedAt, let banTime, let banCount, let failures, let reason, let matches):
+        case .ban(let bannedAt, let banTime, let banCount, let failures, let reason, let matches, let origin):
             o.string("bannedAt", RFC3339.format(bannedAt))
             o.optionalString("expiresAt", banTime.isPermanent ? nil : RFC3339.format(bannedAt + banTime.fail2banSeconds))
             o.double("banTime", banTime.fail2banSeconds)
             o.int("banCount", banCount)
             o.int("failures", failures)
             o.string("reason", reason)
+            if let origin { o.string("origin", origin) }
             if withMatches { o.strings("matches", matches) }
         case .unban(let reason, let text):
             o.string("reason", reason.rawValue)

@@ -15,6 +15,8 @@ public struct BanDecision: Sendable {
     public let reason: String?
     /// When the line that reached `maxretry` was read (monotonic clock): the ban's latency is measured from it.
     public var detectedAt: Double?
+    /// The node of the fleet that made the ban, for a ban applied from the cluster (never shared again).
+    public var origin: String?
 
     public init(
         jail: String, ip: IPNetwork, time: Double, failures: Int, matches: [String], banTimeOverride: BanTime? = nil,

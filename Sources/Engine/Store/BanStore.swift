@@ -98,6 +98,25 @@ public final class BanStore: @unchecked Sendable {
         );
         CREATE INDEX webhook_deliveries_by_hook ON webhook_deliveries (hook, id);
         """,
+        // The fleet (`[cluster]`): bans and unbans waiting to be sent to PostgreSQL (they survive a restart and an
+        // outage), and what this node has seen of the shared table (`last_id`).
+        """
+        CREATE TABLE cluster_outbox (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            token TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            jail TEXT NOT NULL,
+            ip TEXT NOT NULL,
+            banned_at REAL NOT NULL,
+            expires_at REAL,
+            failures INTEGER NOT NULL,
+            reason TEXT NOT NULL
+        );
+        CREATE TABLE cluster_state (
+            key TEXT PRIMARY KEY,
+            value TEXT NOT NULL
+        ) WITHOUT ROWID;
+        """,
     ]
 
     public init(path: String) throws {
@@ -171,7 +190,7 @@ public final class BanStore: @unchecked Sendable {
     /// Closes the database (further calls fail).
     public func close() { lock.withLock { db = nil } }
 
-    private func withDB<T>(_ body: (SQLiteDatabase) throws -> T) throws -> T {
+    func withDB<T>(_ body: (SQLiteDatabase) throws -> T) throws -> T {
         try lock.withLock {
             guard let database = db else { throw SQLiteError(resultCode: 0, message: "the database is closed", sql: nil) }
             return try body(database)

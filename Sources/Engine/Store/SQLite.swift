@@ -210,6 +210,7 @@ final class Statement {
             }
         }
         func blob(_ i: Int) -> [UInt8] { if case .blob(let b) = values[i] { return b }; return [] }
+        func isNull(_ i: Int) -> Bool { if case .null = values[i] { return true }; return false }
     }
 }
 

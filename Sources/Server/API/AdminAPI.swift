@@ -101,6 +101,8 @@ public final class AdminAPI: HTTPHandler {
             return .response(failures(jail: jail, target: target))
         case .events:
             return events(request, target: target)
+        case .cluster:
+            return .response(cluster())
         }
     }
 
@@ -115,6 +117,40 @@ public final class AdminAPI: HTTPHandler {
         o.string("version", PortcullisVersion.string)
         o.int("uptimeSeconds", Int(Clock.now() - daemon.startedAt))
         if !problems.isEmpty { o.strings("problems", problems) }
+        return .json(200, o.text)
+    }
+
+    /// The fleet's link (`[cluster]`): `enabled` false when this node is on its own.
+    private func cluster() -> HTTPResponse {
+        var o = JSONObject()
+        guard let link = daemon.cluster else {
+            o.bool("enabled", false)
+            return .json(200, o.text)
+        }
+        let s = link.status
+        o.bool("enabled", true)
+        o.string("node", link.node)
+        o.bool("connected", s.connected)
+        o.optionalString("since", s.since.map { RFC3339.format($0) })
+        o.optionalString("error", s.error)
+        if let id = s.lastID { o.int("lastId", Int(id)) } else { o.raw("lastId", "null") }
+        o.int("queued", s.queued)
+        o.int("sent", s.sent)
+        o.int("received", s.received)
+        o.int("applied", s.applied)
+        o.int("skipped", s.skipped)
+        o.int("dropped", s.dropped)
+        o.string("share", link.settings.share.description)
+        o.string("apply", link.settings.apply.description)
+        let peers = s.peers.map { p -> String in
+            var q = JSONObject()
+            q.string("node", p.node)
+            q.string("lastSeen", RFC3339.format(p.lastSeen))
+            q.string("version", p.version)
+            q.int("lastId", Int(p.lastID))
+            return q.text
+        }
+        o.raw("peers", JSONObject.array(peers))
         return .json(200, o.text)
     }
 

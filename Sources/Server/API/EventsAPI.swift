@@ -59,6 +59,7 @@ extension AdminAPI {
 /// never slows a ban or another subscriber. (A batch is never refused for its own size: a ban storm comes in
 /// batches of up to 5,000 events, and a client that keeps up must not be dropped for one.)
 final class EventStream: HTTPStream, EventSubscriber, @unchecked Sendable {
+    var isClient: Bool { true }
     // @unchecked, the invariant: `queue` is guarded by its lock; everything else is immutable.
     let kinds: Set<FeedEvent.Kind>
     private let jails: Set<String>?

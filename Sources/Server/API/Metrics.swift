@@ -110,8 +110,9 @@ extension AdminAPI {
             m.family("portcullis_webhook_queue", "gauge", "Webhook deliveries waiting (in the store, in order).")
             for h in hooks { m.sample("portcullis_webhook_queue", [("webhook", h.name), ("host", h.spec.host)], Double(h.statistics.queued)) }
         }
+        if let cluster = daemon.cluster { clusterMetrics(&m, cluster) }
         m.family("portcullis_event_subscribers", "gauge", "Clients following GET /events now.")
-        m.sample("portcullis_event_subscribers", [], Double(daemon.events.subscriberCount))
+        m.sample("portcullis_event_subscribers", [], Double(daemon.events.clientCount))
         m.family("portcullis_events_sent_total", "counter", "Events handed to GET /events subscribers (one per event and subscriber).")
         m.sample("portcullis_events_sent_total", [], Double(daemon.events.eventsHandedOut))
         m.family(
@@ -119,6 +120,30 @@ extension AdminAPI {
             "GET /events subscribers ended by the server because they read too slowly (events_buffer).")
         m.sample("portcullis_event_subscribers_dropped_total", [], Double(http.droppedStreams))
         return HTTPResponse(status: 200, headers: [("Content-Type", "text/plain; version=0.0.4; charset=utf-8")], body: Array(m.text.utf8))
+    }
+
+    /// The fleet's link: up or not, what waits, what went and came, and when each peer last announced itself.
+    private func clusterMetrics(_ m: inout PrometheusText, _ cluster: ClusterLink) {
+        let s = cluster.status
+        let node = [("node", cluster.node)]
+        m.family("portcullis_cluster_connected", "gauge", "1 when this node is connected to the fleet's PostgreSQL.")
+        m.sample("portcullis_cluster_connected", node, s.connected ? 1 : 0)
+        m.family("portcullis_cluster_last_id", "gauge", "The last id of the shared table applied here.")
+        m.sample("portcullis_cluster_last_id", node, Double(s.lastID ?? 0))
+        m.family("portcullis_cluster_queue", "gauge", "Bans and unbans of this node waiting to be sent (kept in the store).")
+        m.sample("portcullis_cluster_queue", node, Double(s.queued))
+        m.family("portcullis_cluster_sent_total", "counter", "Bans and unbans of this node written to the shared table.")
+        m.sample("portcullis_cluster_sent_total", node, Double(s.sent))
+        m.family(
+            "portcullis_cluster_received_total", "counter",
+            "Bans and unbans of other nodes read, by outcome: applied here, or skipped (jail not applied or not running, address ignored or allowlisted, ban over)."
+        )
+        m.sample("portcullis_cluster_received_total", node + [("outcome", "applied")], Double(s.applied))
+        m.sample("portcullis_cluster_received_total", node + [("outcome", "skipped")], Double(s.skipped))
+        m.family("portcullis_cluster_dropped_total", "counter", "Changes dropped because the queue was full.")
+        m.sample("portcullis_cluster_dropped_total", node, Double(s.dropped))
+        m.family("portcullis_cluster_peer_last_seen_seconds", "gauge", "When each other node last announced itself (Unix time).")
+        for p in s.peers { m.sample("portcullis_cluster_peer_last_seen_seconds", node + [("peer", p.node)], p.lastSeen.rounded()) }
     }
 
     private func counters_() -> HTTPStats { counters.state.withLock { $0 } }

@@ -13,6 +13,7 @@ enum Route: Equatable {
     case allowlistEntry(String)
     case jailFailures(String)
     case events
+    case cluster
 
     init?(_ path: [String]) {
         let segments = Route.joiningPrefixLength(path)
@@ -26,6 +27,7 @@ enum Route: Equatable {
             case "reload": self = .reload
             case "allowlist": self = .allowlist
             case "events": self = .events
+            case "cluster": self = .cluster
             default: return nil
             }
         case 2:
@@ -55,7 +57,7 @@ enum Route: Equatable {
 
     var methods: [String] {
         switch self {
-        case .health, .jails, .jail, .bans, .metrics, .jailFailures: ["GET", "HEAD"]
+        case .health, .jails, .jail, .bans, .metrics, .jailFailures, .cluster: ["GET", "HEAD"]
         case .allowlist: ["GET", "HEAD", "POST"]
         case .allowlistEntry: ["DELETE"]
         case .ban: ["GET", "HEAD", "DELETE"]

@@ -62,6 +62,8 @@ def compose(repo):
         check(r.returncode == 0, "docker-compose config refuses compose.yaml:\n" + r.stdout + r.stderr)
         host = compose_config(binary, os.path.join(repo, "deploy", "host"))
         check(host.returncode == 0, "docker-compose config refuses deploy/host/compose.yaml:\n" + host.stdout + host.stderr)
+        fleet = compose_config(binary, os.path.join(repo, "deploy", "cluster"))
+        check(fleet.returncode == 0, "docker-compose config refuses deploy/cluster/compose.yaml:\n" + fleet.stdout + fleet.stderr)
         # The same tool must refuse a broken file, or the line above proves nothing.
         with tempfile.TemporaryDirectory() as scratch:
             with open(os.path.join(scratch, "compose.yaml"), "w") as f:
@@ -132,8 +134,9 @@ def dockerfiles(repo, swift_version):
     check(froms[-1:] == ["ubuntu:24.04"], "the run stage must be ubuntu:24.04: %s" % froms[-1:])
     run_stage = text.split("FROM ubuntu:24.04", 1)[-1]
     installs = re.findall(r"apt-get install -y --no-install-recommends ([^\\&\n]+)", run_stage)
-    # curl stands for libcurl and OpenSSL (webhooks) under the names of either release; ca-certificates for HTTPS.
-    check(installs and sorted(installs[0].split()) == ["ca-certificates", "curl", "libmnl0", "libnftnl11", "libpcre2-8-0", "libsqlite3-0"],
+    # curl stands for libcurl and OpenSSL (webhooks) under the names of either release; ca-certificates for HTTPS;
+    # libpq5 for the fleet's PostgreSQL.
+    check(installs and sorted(installs[0].split()) == ["ca-certificates", "curl", "libmnl0", "libnftnl11", "libpcre2-8-0", "libpq5", "libsqlite3-0"],
           "the run stage must install only the runtime libraries: %s" % installs)
     check(re.search(r'^ENTRYPOINT \["/usr/local/bin/portcullis", "serve"', run_stage, re.M),
           "the entrypoint must be `portcullis serve` in exec form (PID 1, no shell)")
@@ -163,6 +166,6 @@ if __name__ == "__main__":
     if problems:
         print("\n".join("PROBLEM: " + p for p in problems))
         sys.exit(1)
-    print("checked: compose.yaml with docker-compose config; jail.local; Dockerfile, deploy/mail/Dockerfile (hadolint); "
+    print("checked: compose.yaml, deploy/host and deploy/cluster with docker-compose config; jail.local; Dockerfile, deploy/mail/Dockerfile (hadolint); "
           "%d shell scripts" % len(scripts))
     print("PASS")

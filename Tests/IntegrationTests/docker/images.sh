@@ -16,12 +16,12 @@ mirror="${PORTCULLIS_DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 cache="${PORTCULLIS_IMAGE_CACHE:-/var/cache/portcullis-test-images}"
 
 # What each Dockerfile installs, plus what the test's own client containers run (python3 for poplib).
-runtime="libpcre2-8-0 libnftnl11 libmnl0 libsqlite3-0 curl ca-certificates"
+runtime="libpcre2-8-0 libnftnl11 libmnl0 libsqlite3-0 libpq5 curl ca-certificates"
 mail="dovecot-pop3d"
 client="python3"
 # The Swift builder: the dev packages deploy's Dockerfile installs, git for SwiftPM, and what the toolchain in
 # /opt/swift links against or calls (ldd swift-frontend swift-build clang; clang links through gcc's crt files).
-building="libpcre2-dev libnftnl-dev libmnl-dev libsqlite3-dev pkg-config libcurl4-openssl-dev libssl-dev git binutils gcc libc6-dev libgcc-12-dev
+building="libpcre2-dev libnftnl-dev libmnl-dev libsqlite3-dev pkg-config libcurl4-openssl-dev libssl-dev libpq-dev git binutils gcc libc6-dev libgcc-12-dev
  libstdc++-12-dev libcurl4 libxml2 libncurses6 libicu72 libffi8 zlib1g libzstd1 tzdata"
 # shellcheck disable=SC2086  # the lists are split into words on purpose
 packages=$(echo $runtime $mail $client $building | tr ' ' '\n' | sort -u | paste -sd, -)
