@@ -2,7 +2,7 @@ import Platform
 
 /// A trusted address or network added at run time (`portcullis set JAIL addignoreip`, `POST /allowlist`): never
 /// counted, never banned, in one jail or in all of them, until it expires or is removed.
-public struct AllowlistEntry: Sendable, Equatable {
+public struct AllowlistEntry: Sendable, Equatable, CustomStringConvertible {
     public let ip: IPNetwork
     /// nil: every jail.
     public let jail: String?

@@ -143,8 +143,8 @@ try:
         status, text = http("GET", PROM + "/api/v1/rules")
         groups = json.loads(text)["data"]["groups"]
         rs = [r for g in groups for r in g["rules"]]
-        return len(rs) == 9 and all(r.get("health") == "ok" for r in rs)
-    check(wait(rules_healthy, 30), "Prometheus evaluates the 9 alert rules without error")
+        return len(rs) == 11 and all(r.get("health") == "ok" for r in rs)
+    check(wait(rules_healthy, 30), "Prometheus evaluates the 11 alert rules without error")
 finally:
     prom.terminate()
     prom.wait(timeout=30)
