@@ -155,10 +155,16 @@ public final class Daemon: @unchecked Sendable {
         var setups = try setups(for: config.jails, troubles: &troubles)
         guard !setups.isEmpty else { throw StartError(message: "no jail could start") }
         try banManager.start(setups) { [self] in setups = try install($0, on: banManager, troubles: &troubles) }
+        // The link subscribes before the jails read (a backlog's bans are shared too) and starts, applying the
+        // other nodes' bans, once they run.
+        let cluster = makeCluster(settings.cluster, troubles: &troubles)
         for s in setups { if let problem = startJail(s.definition) { troubles.append(problem) } }
         forgetRemovedWebhooks()
-        guard !jails.isEmpty else { throw StartError(message: "no jail could start") }
-        if let problem = startCluster(settings.cluster) { troubles.append(problem) }
+        if let cluster { startCluster(cluster, troubles: &troubles) }
+        guard !jails.isEmpty else {
+            stopCluster()
+            throw StartError(message: "no jail could start")
+        }
         let backend = nftables != nil ? "nftables table inet \(NftablesFirewall.table)" : "dry-run only"
         log.notice(
             "Portcullis \(PortcullisVersion.string) started with \(jails.count) jail(s): \(jails.keys.sorted().joined(separator: ", ")); \(backend); store \(store?.path ?? "none")"
@@ -191,25 +197,34 @@ public final class Daemon: @unchecked Sendable {
         }
     }
 
-    /// Starts the link to the fleet when `[cluster]` asks for one; returns the problem when it cannot start (local
-    /// banning goes on without it).
-    private func startCluster(_ c: ClusterSettings) -> String? {
+    /// The link to the fleet when `[cluster]` asks for one, subscribed to the feed (it collects this node's bans
+    /// from now on) but not started; nil, with the problem noted, when it cannot be made (local banning goes on
+    /// without it).
+    private func makeCluster(_ c: ClusterSettings, troubles: inout [String]) -> ClusterLink? {
         guard c.enabled else { return nil }
         do {
             let l = try ClusterLink(settings: c, store: store, bans: banManager, log: log) { [snapshot] name in
                 snapshot.withLock { $0[name]?.definition }
             }
             _ = events.subscribe(l, after: nil)
-            do { try l.start() } catch {
-                events.unsubscribe(l)
-                throw error
-            }
             link.withLock { $0 = l }
-            log.info("cluster: node \(c.node), sharing \(c.share), applying \(c.apply)")
-            return nil
+            return l
         } catch {
             log.error("cluster: not started: \(error); this node bans on its own")
-            return "cluster not started: \(error)"
+            troubles.append("cluster not started: \(error)")
+            return nil
+        }
+    }
+
+    /// Starts the link's thread: it connects, sends what it collected and applies the other nodes' bans.
+    private func startCluster(_ l: ClusterLink, troubles: inout [String]) {
+        do {
+            try l.start()
+            log.info("cluster: node \(l.node), sharing \(l.settings.share), applying \(l.settings.apply)")
+        } catch {
+            stopCluster()
+            log.error("cluster: not started: \(error); this node bans on its own")
+            troubles.append("cluster not started: \(error)")
         }
     }
 
@@ -367,9 +382,9 @@ public final class Daemon: @unchecked Sendable {
         events.publish(dropped)
         for s in setups { if let problem = startJail(s.definition) { troubles.append(problem) } }
         forgetRemovedWebhooks()
-        if cluster?.settings != settings.cluster || cluster == nil && settings.cluster.enabled {
+        if cluster?.settings != settings.cluster {
             stopCluster()
-            if let problem = startCluster(settings.cluster) { troubles.append(problem) }
+            if let l = makeCluster(settings.cluster, troubles: &troubles) { startCluster(l, troubles: &troubles) }
         }
         errors = troubles
         configTrouble.withLock { $0 = troubles }
