@@ -267,8 +267,7 @@ public final class ClusterLink: EventSubscriber, @unchecked Sendable {
                 "cluster: \(lastID == nil ? "first synchronisation" : "the shared table was made anew (last id \(lastID!), now \(newest))"): \(loaded) ban(s) in force loaded"
             )
             lastID = newest
-            try store?.setClusterLastID(newest)
-            state.withLock { $0.status.lastID = newest }
+            saveLastID(newest)
         }
         let missed = try catchUp(c, &lastID)
         let now = Clock.now()
@@ -322,11 +321,23 @@ public final class ClusterLink: EventSubscriber, @unchecked Sendable {
             apply(remote, includeOwn: false)
             total += remote.count { $0.origin != settings.node }
             lastID = id
-            try store?.setClusterLastID(id)
-            state.withLock { $0.status.lastID = id }
+            saveLastID(id)
             if rows.count < ClusterLink.batchSize { break }
         }
         return total
+    }
+
+    /// Keeps the last id applied in the store (a restart catches up from it). A store that fails (a full disk) is
+    /// not PostgreSQL's fault: the link goes on with the id in memory, and a restart reads some rows again (a ban in
+    /// force is not made twice).
+    private func saveLastID(_ id: Int64) {
+        do {
+            try store?.setClusterLastID(id)
+            warnings.clear(key: "store", now: Clock.now()) { log.notice("cluster: \($0)") }
+        } catch {
+            warnings.report("storing the last id applied failed: \(error)", key: "store", now: Clock.now()) { log.error("cluster: \($0)") }
+        }
+        state.withLock { $0.status.lastID = id }
     }
 
     /// A row of the shared table.
