@@ -149,7 +149,7 @@ public final class ClusterLink: EventSubscriber, @unchecked Sendable {
             takeIncoming(&outbox)
             if connection == nil && Clock.monotonic() >= retryAt {
                 do {
-                    connection = try open(&lastID, queued: outbox.count)
+                    connection = try open(&lastID, outbox: &outbox)
                     backoff = 1
                     heartbeatAt = 0
                 } catch {
@@ -245,8 +245,9 @@ public final class ClusterLink: EventSubscriber, @unchecked Sendable {
     }
 
     /// Connects, checks the schema, listens, and synchronises: the bans in force for a node that never did (or
-    /// whose table was made anew), else what it missed, by id.
-    private func open(_ lastID: inout Int64?, queued: Int) throws -> PostgresConnection {
+    /// whose table was made anew), else what it missed, by id. A node that joins the fleet brings its own bans in
+    /// force (they go out with its queue).
+    private func open(_ lastID: inout Int64?, outbox: inout [ClusterChange]) throws -> PostgresConnection {
         var parameters: [(String, String)] = [
             // Defaults the connection string may override: a dead server is noticed in seconds, not hours.
             ("connect_timeout", "10"), ("keepalives_idle", "30"), ("keepalives_interval", "10"), ("keepalives_count", "3"),
@@ -262,13 +263,27 @@ public final class ClusterLink: EventSubscriber, @unchecked Sendable {
             throw ClusterLink.explained(error)
         }
         if lastID == nil || lastID! > newest {
-            let loaded = try loadInForce(c, upTo: newest)
+            // Read before the fleet's bans are applied here (they are stored locally too): what is this node's own.
+            let own = lastID == nil ? ownBansInForce(excluding: outbox) : []
+            let (loaded, fleet) = try loadInForce(c, upTo: newest)
+            let joining = own.filter { !fleet.contains(ClusterLink.key($0.jail, $0.ip)) }
             log.notice(
                 "cluster: \(lastID == nil ? "first synchronisation" : "the shared table was made anew (last id \(lastID!), now \(newest))"): \(loaded) ban(s) in force loaded"
-            )
+                    + (lastID == nil ? ", \(joining.count) of this node's own to share" : ""))
+            if !joining.isEmpty {
+                state.withLock { s in
+                    for var change in joining {
+                        s.counter += 1
+                        change.token = "\(runToken)-\(s.counter)"
+                        s.incoming.append(change)
+                    }
+                }
+                takeIncoming(&outbox)
+            }
             lastID = newest
             saveLastID(newest)
         }
+        let queued = outbox.count
         let missed = try catchUp(c, &lastID)
         let now = Clock.now()
         warnings.clear(key: "connect", now: now) { _ in }
@@ -299,13 +314,35 @@ public final class ClusterLink: EventSubscriber, @unchecked Sendable {
 
     private static let columns = "id, kind, jail, ip::text, origin, failures, reason, extract(epoch FROM expires_at - now())::float8"
 
-    private func loadInForce(_ c: PostgresConnection, upTo newest: Int64) throws -> Int {
+    /// The bans in force in this node's store, of the jails it shares, that are not waiting in the outbox already.
+    private func ownBansInForce(excluding outbox: [ClusterChange]) -> [ClusterChange] {
+        guard let store else { return [] }
+        let queued = Set(outbox.map { ClusterLink.key($0.jail, $0.ip) })
+        do {
+            return try store.activeBanSummaries(now: Clock.now()).compactMap { b in
+                guard settings.share.contains(b.jail), !queued.contains(ClusterLink.key(b.jail, b.ip)) else { return nil }
+                return ClusterChange(
+                    token: "", kind: .ban, jail: b.jail, ip: b.ip, bannedAt: b.bannedAt, expiresAt: b.expiresAt, failures: b.failures,
+                    reason: "\(b.failures) failure\(b.failures == 1 ? "" : "s") (banned before this node joined the fleet)")
+            }
+        } catch {
+            log.error("cluster: reading this node's bans in force to share them failed: \(error)")
+            return []
+        }
+    }
+
+    static func key(_ jail: String, _ ip: IPNetwork) -> String { "\(jail) \(ip)" }
+
+    /// Applies the bans in force of the shared table up to `newest`; returns how many were applied, and every
+    /// jail and address the table holds in force.
+    private func loadInForce(_ c: PostgresConnection, upTo newest: Int64) throws -> (Int, Set<String>) {
         let rows = try c.query(
             """
             SELECT \(ClusterLink.columns) FROM (SELECT DISTINCT ON (jail, ip) * FROM portcullis_bans WHERE id <= $1 ORDER BY jail, ip, id DESC) AS latest
             WHERE kind = 'ban' AND (expires_at IS NULL OR expires_at > now()) ORDER BY id
             """, [String(newest)], timeout: 120)
-        return apply(rows.rows.compactMap(Remote.init), includeOwn: true)
+        let remote = rows.rows.compactMap(Remote.init)
+        return (apply(remote, includeOwn: true), Set(remote.map { ClusterLink.key($0.jail, $0.ip) }))
     }
 
     /// Reads and applies the rows after `lastID`; returns how many were other nodes' (its own it skips: they are

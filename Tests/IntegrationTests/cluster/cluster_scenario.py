@@ -129,6 +129,22 @@ check(wait(lambda: "ban of 192.0.2.88 from node mx1 not applied here: ignoreip 1
 check("192.0.2.88" not in b.kernel(), "and does not ban it")
 check(b.cluster()["skipped"] >= 1, "and counts it skipped", b.cluster())
 
+# MARK: a node that joins the fleet brings its bans in force
+
+j = FleetNode(BINARY, CONFIG, WORK, "mx8", None)
+joiners = ["198.51.100.%d" % i for i in range(230, 240)]
+j.failures(joiners)
+check(wait(lambda: set(joiners) <= j.kernel()), "mx8, on its own, bans 10 addresses")
+j.stop()
+with open(os.path.join(j.conf, "portcullis.local"), "a") as f:
+    f.write("[cluster]\nconninfo = %s\npassword_file = %s\nnode = mx8\n" % (pg.conninfo, pg.password_file))
+j.start()
+check(wait(lambda: set(joiners) <= a.kernel() and set(joiners) <= b.kernel()), "mx8 joins the fleet: its bans reach mx1 and mx2")
+check(wait(lambda: "10 of this node's own to share" in j.output()), "and it says so", j.output())
+check(wait(lambda: in_force <= j.kernel(), 60), "and it has the fleet's")
+check(psql("SELECT count(*) FROM portcullis_bans WHERE origin = 'mx8'") == "10", "10 rows of mx8, none twice")
+j.stop()
+
 # MARK: a wrong password, TLS required: clear errors, local banning unaffected
 
 e = Node("mx5", password_file=wrong_password)
