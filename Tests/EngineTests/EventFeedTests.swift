@@ -5,12 +5,30 @@ import Testing
 
 /// The event feed's ids, history and resume, without a server.
 @Suite struct EventFeedTests {
+    /// A subscriber as `GET /events` is (a client, given the wire form), or as the daemon's own are.
     final class Sink: EventSubscriber, @unchecked Sendable {
         // @unchecked: `got` is locked.
         let kinds: Set<FeedEvent.Kind>
+        let isClient: Bool
         let got = Locked<[EncodedEvent]>([])
-        init(_ kinds: Set<FeedEvent.Kind>) { self.kinds = kinds }
+        init(_ kinds: Set<FeedEvent.Kind>, client: Bool = true) {
+            self.kinds = kinds
+            isClient = client
+        }
         func enqueue(_ batch: EncodedBatch) { got.withLock { $0 += batch.events } }
+    }
+
+    @Test func theWireFormIsMadeOnlyForClients() {
+        let feed = EventFeed()
+        let own = Sink([.unban], client: false)
+        _ = feed.subscribe(own, after: nil)
+        feed.publish(unbans(2))
+        #expect(own.got.withLock { $0.map(\.frame.count) } == [0, 0])
+        let client = Sink([.unban])
+        _ = feed.subscribe(client, after: nil)
+        feed.publish(unbans(1))
+        #expect(own.got.withLock { $0.count } == 3 && client.got.withLock { $0.first?.frame.isEmpty } == false)
+        #expect(feed.clientCount == 1 && feed.subscriberCount == 2)
     }
 
     static let ip = IPNetwork(IPAddress("203.0.113.1")!)

@@ -105,21 +105,22 @@ public final class ClusterLink: EventSubscriber, @unchecked Sendable {
                 continue
             }
         }
-        guard !made.isEmpty else { return }
+        hand(made)
+        thread.wake()
+    }
+
+    /// Queues changes for the thread, each with its token (this run's prefix and a counter).
+    private func hand(_ changes: [ClusterChange]) {
+        guard !changes.isEmpty else { return }
         state.withLock { s in
+            var made = changes
             for i in made.indices {
                 s.counter += 1
                 made[i].token = "\(runToken)-\(s.counter)"
             }
-            s.incoming += made
             // Bounded here too: a thread stuck on a dead server must not let memory grow.
-            let over = s.incoming.count - settings.queue
-            if over > 0 {
-                s.incoming.removeFirst(over)
-                s.status.dropped += over
-            }
+            s.status.dropped += s.incoming.append(contentsOf: made, keepingAtMost: settings.queue).count
         }
-        thread.wake()
     }
 
     // MARK: the thread
@@ -211,19 +212,18 @@ public final class ClusterLink: EventSubscriber, @unchecked Sendable {
                 log.error("cluster: storing \(incoming.count) change(s) failed: \(error); kept in memory")
             }
         }
-        outbox += stored
-        var dropped = 0
-        if outbox.count > settings.queue {
-            dropped = outbox.count - settings.queue
-            let gone = outbox.prefix(dropped).map(\.localID).filter { $0 > 0 }
-            outbox.removeFirst(dropped)
-            do { try store?.removeFromClusterOutbox(gone) } catch { log.error("cluster: dropping changes from the store failed: \(error)") }
+        let dropped = outbox.append(contentsOf: stored, keepingAtMost: settings.queue)
+        if !dropped.isEmpty {
+            do { try store?.removeFromClusterOutbox(dropped.map(\.localID).filter { $0 > 0 }) } catch {
+                log.error("cluster: dropping changes from the store failed: \(error)")
+            }
             log.warning(
-                "cluster: \(dropped) change(s) dropped, the oldest: the queue holds \(settings.queue) (queue in [cluster]) and PostgreSQL is not taking them")
+                "cluster: \(dropped.count) change(s) dropped, the oldest: the queue holds \(settings.queue) (queue in [cluster]) and PostgreSQL is not taking them"
+            )
         }
         state.withLock {
             $0.status.queued = outbox.count
-            $0.status.dropped += dropped
+            $0.status.dropped += dropped.count
         }
     }
 
@@ -270,16 +270,8 @@ public final class ClusterLink: EventSubscriber, @unchecked Sendable {
             log.notice(
                 "cluster: \(lastID == nil ? "first synchronisation" : "the shared table was made anew (last id \(lastID!), now \(newest))"): \(loaded) ban(s) in force loaded"
                     + (lastID == nil ? ", \(joining.count) of this node's own to share" : ""))
-            if !joining.isEmpty {
-                state.withLock { s in
-                    for var change in joining {
-                        s.counter += 1
-                        change.token = "\(runToken)-\(s.counter)"
-                        s.incoming.append(change)
-                    }
-                }
-                takeIncoming(&outbox)
-            }
+            hand(joining)
+            takeIncoming(&outbox)
             lastID = newest
             saveLastID(newest)
         }

@@ -11,7 +11,7 @@ public struct ClusterSettings: Sendable, Equatable {
     /// The file holding the role's password (its first line); empty: none (peer, certificate or `.pgpass`).
     public var passwordFile = ""
     /// This node's name in the shared table and the other nodes' logs; by default the host name.
-    public var node = ClusterSettings.hostName
+    public var node = HostName.current ?? "portcullis"
     /// Jails whose bans this node shares.
     public var share = JailSelection.all
     /// Jails whose bans from other nodes this node applies.
@@ -52,13 +52,6 @@ public struct ClusterSettings: Sendable, Equatable {
             if words.isEmpty || words.count == 1 && words[0].lowercased() == "none" { return .none }
             return .jails(words)
         }
-    }
-
-    static var hostName: String {
-        var name = [CChar](repeating: 0, count: 256)
-        guard gethostname(&name, name.count) == 0 else { return "portcullis" }
-        let text = String(decoding: name.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
-        return text.isEmpty ? "portcullis" : text
     }
 
     /// A node name: letters, digits, `.`, `_`, `-`, at most 64 (it appears in logs, metrics labels and the table).

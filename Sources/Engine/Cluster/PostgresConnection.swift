@@ -67,9 +67,14 @@ final class PostgresConnection {
 
     /// libpq's message for the last failure, one line.
     var lastError: String {
-        let text = PQerrorMessage(conn).map { String(cString: $0) } ?? ""
-        let lines = text.split(whereSeparator: \.isNewline).map { $0.trimmingWhitespace() }.filter { !$0.isEmpty }
-        return lines.isEmpty ? "the connection failed" : lines.joined(separator: "; ")
+        let text = PostgresConnection.oneLine(PQerrorMessage(conn))
+        return text.isEmpty ? "the connection failed" : text
+    }
+
+    /// libpq's messages span lines (`FATAL: …`, `DETAIL: …`): one line for the log and the API.
+    static func oneLine(_ message: UnsafePointer<CChar>?) -> String {
+        let text = message.map { String(cString: $0) } ?? ""
+        return text.split(whereSeparator: \.isNewline).map { $0.trimmingWhitespace() }.filter { !$0.isEmpty }.joined(separator: "; ")
     }
 
     /// The descriptor to watch for notifications.
@@ -126,11 +131,8 @@ final class PostgresConnection {
             if status == PGRES_TUPLES_OK {
                 rows = PostgresConnection.rows(of: result)
             } else if status != PGRES_COMMAND_OK && status != PGRES_EMPTY_QUERY && failure == nil {
-                let message = PQresultErrorMessage(result).map { String(cString: $0) } ?? ""
                 let state = PQresultErrorField(result, Int32(UInt8(ascii: "C"))).map { String(cString: $0) }
-                failure = PostgresError(
-                    message.split(whereSeparator: \.isNewline).map { $0.trimmingWhitespace() }.filter { !$0.isEmpty }.joined(separator: "; "),
-                    sqlState: state)
+                failure = PostgresError(PostgresConnection.oneLine(PQresultErrorMessage(result)), sqlState: state)
             }
         }
         if let failure { throw failure }

@@ -34,15 +34,17 @@ public struct EncodedEvent: Sendable {
     public let id: UInt64
     public let kind: FeedEvent.Kind
     public let jail: String?
+    /// The SSE wire form; empty when no `GET /events` client listened as it was published (the daemon's own
+    /// subscribers, webhooks and the cluster, read `event`).
     public let frame: [UInt8]
     /// The event itself (webhooks make their own body of it).
     public let event: FeedEvent
 
-    public init(_ e: FeedEvent) {
+    public init(_ e: FeedEvent, withFrame: Bool = true) {
         id = e.id
         kind = e.kind
         jail = e.jail
-        frame = e.frame
+        frame = withFrame ? e.frame : []
         event = e
     }
 }
@@ -130,7 +132,9 @@ public final class EventFeed: @unchecked Sendable {
         guard !subscribers.isEmpty else { return }
         // Encoded once, filtered once per set of wanted kinds (most subscribers share one): what each subscriber
         // costs this thread is a lock and an append, whatever the batch's size.
-        let encoded = events.map(EncodedEvent.init)
+        // The wire form only for clients: with only webhooks or the cluster listening, a ban storm is not encoded.
+        let frames = subscribers.values.contains { $0.isClient }
+        let encoded = events.map { EncodedEvent($0, withFrame: frames) }
         var byKinds: [Set<FeedEvent.Kind>: EncodedBatch] = [:]
         for s in subscribers.values {
             let batch: EncodedBatch

@@ -64,8 +64,7 @@ public final class WebhookDispatcher: EventSubscriber, @unchecked Sendable {
         self.store = store
         self.log = log
         secret = try spec.readSecret()
-        var name = [CChar](repeating: 0, count: 256)
-        hostname = gethostname(&name, name.count) == 0 ? String(decoding: name.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self) : ""
+        hostname = HostName.current ?? ""
         thread = try StoppableThread(name: "portcullis-hook")
         guard let c = pc_http_new() else { throw ConfigError("webhook: libcurl could not start (out of memory)") }
         client = c
@@ -101,13 +100,8 @@ public final class WebhookDispatcher: EventSubscriber, @unchecked Sendable {
         }
         guard !made.isEmpty else { return }
         state.withLock { s in
-            s.incoming += made
             // Bounded here too: a worker stuck on a receiver must not let memory grow.
-            let over = s.incoming.count - spec.queue
-            if over > 0 {
-                s.incoming.removeFirst(over)
-                s.stats.dropped += over
-            }
+            s.stats.dropped += s.incoming.append(contentsOf: made, keepingAtMost: spec.queue).count
         }
         thread.wake()
     }
