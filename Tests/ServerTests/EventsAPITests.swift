@@ -224,11 +224,19 @@ final class SSEReader: @unchecked Sendable {
             while got.withLock({ $0.count }) < count + 1, let e = reader.events(1).first { got.withLock { $0.append(e) } }
             done.signal()
         }
-        for i in 0..<count {
-            manager.submit(
-                BanDecision(
-                    jail: "dovecot", ip: IPNetwork(IPAddress("2001:db8::\(String(i + 1, radix: 16))")!), time: Clock.now(), failures: 2, matches: [],
-                    reason: "test"))
+        // Bans in rounds of 50 (about 12 KB of events, well under the 64 KB limit), the next once the reader has the
+        // last: that is what keeping up means. Sent in one burst, a reader slowed by a sanitizer on a busy machine
+        // fell 64 KB behind and was dropped too — rightly, but not what this test is about.
+        let round = 50
+        for start in stride(from: 0, to: count, by: round) {
+            for i in start..<min(start + round, count) {
+                manager.submit(
+                    BanDecision(
+                        jail: "dovecot", ip: IPNetwork(IPAddress("2001:db8::\(String(i + 1, radix: 16))")!), time: Clock.now(), failures: 2,
+                        matches: [], reason: "test"))
+            }
+            let sent = min(start + round, count)
+            for _ in 0..<1500 where got.withLock({ $0.count }) < sent { usleep(2_000) }
         }
         #expect(manager.drain(timeout: 60))
         for _ in 0..<500 where got.withLock({ $0.count }) < count { usleep(20_000) }
