@@ -16,7 +16,6 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "Tests", "IntegrationTests", "cluster"))
-import fleet  # noqa: E402
 from fleet import Node, Postgres, check, cleanup, connected, private_namespace, wait  # noqa: E402
 
 MODE, N, BINARY, CONFIG = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]

@@ -160,11 +160,11 @@ public final class Daemon: @unchecked Sendable {
         let cluster = makeCluster(settings.cluster, troubles: &troubles)
         for s in setups { if let problem = startJail(s.definition) { troubles.append(problem) } }
         forgetRemovedWebhooks()
-        if let cluster { startCluster(cluster, troubles: &troubles) }
         guard !jails.isEmpty else {
             stopCluster()
             throw StartError(message: "no jail could start")
         }
+        if let cluster { startCluster(cluster, troubles: &troubles) }
         let backend = nftables != nil ? "nftables table inet \(NftablesFirewall.table)" : "dry-run only"
         log.notice(
             "Portcullis \(PortcullisVersion.string) started with \(jails.count) jail(s): \(jails.keys.sorted().joined(separator: ", ")); \(backend); store \(store?.path ?? "none")"
