@@ -74,6 +74,9 @@ public final class WatchHub: @unchecked Sendable {
     /// Threads started so far (one per busy period, not one per jail).
     public var threadsStarted: Int { queue.withLock { $0.threads } }
 
+    /// Whether a hub thread runs now (it ends with its last watcher).
+    var isRunning: Bool { queue.withLock { $0.running } }
+
     func add(_ w: LogWatcher) {
         let number: Int? = queue.withLock { q in
             q.commands.append(.add(w))
